@@ -1,0 +1,1 @@
+//! The Stowage provider SDK.

@@ -1,0 +1,19 @@
+//! Stowage: a storage control plane with a Kubernetes-compatible REST API.
+//!
+//! The folders are the architecture:
+//! - [`api`]: HTTP, Kubernetes wire format, discovery, OpenAPI, watch streams;
+//! - [`registry`]: API semantics (validation, concurrency, finalizers) for every kind;
+//! - [`resources`]: the kinds and their per-kind rules;
+//! - [`store`]: durable SQLite storage with an in-memory cache and change feed;
+//! - [`machinery`]: kind-independent pieces (quantities, selectors, patches);
+//! - [`cli`] and [`server`]: the `stowage` binary.
+
+pub mod api;
+pub mod cli;
+pub mod error;
+pub mod machinery;
+pub mod metrics;
+pub mod registry;
+pub mod resources;
+pub mod server;
+pub mod store;

@@ -1,0 +1,8 @@
+//! Kubernetes API machinery that is independent of any kind: quantities, names and labels,
+//! selectors, and patch formats.
+
+pub mod fields;
+pub mod labels;
+pub mod patch;
+pub mod quantity;
+pub mod validation;

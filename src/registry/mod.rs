@@ -1,0 +1,844 @@
+//! The registry: Kubernetes API semantics on top of the store, for every kind.
+//!
+//! Create, update, patch, delete and their `/status` variants live here once, generic over the
+//! kind; per-kind rules come from [`KindStrategy`] and [`admission`]. The HTTP layer and the
+//! in-process controllers both write through this module, so a controller's write obeys the same
+//! rules (validation, optimistic concurrency, finalizers, status split) as a client's.
+//!
+//! What it guarantees:
+//! - `uid`, `creationTimestamp`, `generation` (bumped when the spec changes) and
+//!   `resourceVersion` are set by the server, never by the client;
+//! - an update or patch carrying a stale resourceVersion fails with 409 Conflict; one without a
+//!   resourceVersion is retried internally against the newest version;
+//! - a write that changes nothing is not written (no new resourceVersion, no watch event);
+//! - a delete of an object with finalizers only marks it (`deletionTimestamp`); the object goes
+//!   once the last finalizer is removed, and no finalizer may be added meanwhile.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
+use serde_json::Value;
+
+use k8s_openapi::Metadata as _;
+
+use crate::error::{ApiError, ApiResult};
+use crate::machinery::patch::{self, FieldSet, PatchError};
+use crate::machinery::validation::FieldErrors;
+use crate::resources::{AnyObject, KindStrategy, Subresource, Typed, validate};
+use crate::store::{ObjectKey, Rv, Store, Stored, WriteError, WriteOp};
+
+pub mod admission;
+
+/// How many times a write without a client resourceVersion is retried after losing a race.
+const MAX_CONFLICT_RETRIES: usize = 32;
+/// Letters Kubernetes uses for generated name suffixes (no vowels, no look-alikes).
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// Validate and compute the result, but store nothing (`dryRun=All`).
+    pub dry_run: bool,
+    /// `fieldManager`, recorded for server-side apply.
+    pub field_manager: Option<String>,
+}
+
+/// Preconditions of a delete (`DeleteOptions.preconditions`).
+#[derive(Clone, Debug, Default)]
+pub struct DeletePreconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+/// A patch document and its type.
+#[derive(Clone, Debug)]
+pub enum Patch {
+    Json(Value),
+    Merge(Value),
+    Strategic(Value),
+    /// Server-side apply: the applied configuration, the manager, and whether to force.
+    Apply {
+        config: Value,
+        force: bool,
+    },
+}
+
+/// What a delete did.
+pub enum Deleted {
+    /// The object is gone; this is its last state.
+    Gone(Arc<Stored>),
+    /// The object has finalizers; it is marked for deletion and still exists.
+    Pending(Arc<Stored>),
+}
+
+impl Deleted {
+    pub fn object(&self) -> &Arc<Stored> {
+        match self {
+            Deleted::Gone(s) | Deleted::Pending(s) => s,
+        }
+    }
+}
+
+/// The result of an update or patch.
+pub struct Written {
+    pub stored: Arc<Stored>,
+    /// True when the write created the object (PUT on a missing Lease, apply of a new object).
+    pub created: bool,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn info<T: KindStrategy>() -> &'static crate::resources::KindInfo {
+    &T::INFO
+}
+
+fn key_for<T: KindStrategy>(namespace: &str, name: &str) -> ObjectKey {
+    if info::<T>().namespaced {
+        ObjectKey::new(namespace, name)
+    } else {
+        ObjectKey::cluster(name)
+    }
+}
+
+fn not_found<T: KindStrategy>(name: &str) -> ApiError {
+    ApiError::not_found(info::<T>().plural, info::<T>().group, name)
+}
+
+fn parse_rv(rv: &str) -> ApiResult<Rv> {
+    rv.parse::<Rv>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
+}
+
+/// A transient version of an object that was not stored (dry run): no resourceVersion.
+fn transient(object: AnyObject, rv: Option<Rv>) -> Arc<Stored> {
+    let mut object = object;
+    object.meta_mut().resource_version = rv.map(|r| r.to_string());
+    let json = bytes::Bytes::from(object.to_json());
+    Arc::new(Stored {
+        kind: object.kind(),
+        key: ObjectKey::of(&object),
+        rv: rv.unwrap_or(0),
+        object,
+        json,
+    })
+}
+
+fn generated_name(prefix: &str) -> String {
+    // Kubernetes caps the prefix so the name stays a valid label-length name.
+    let prefix: String = prefix.chars().take(63 - 5).collect();
+    let random = uuid::Uuid::new_v4();
+    let suffix: String = random.as_bytes()[..5]
+        .iter()
+        .map(|b| NAME_ALPHABET[*b as usize % NAME_ALPHABET.len()] as char)
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Self {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn get<T: KindStrategy>(&self, namespace: &str, name: &str) -> ApiResult<Arc<Stored>> {
+        self.store
+            .get(<T as Typed>::KIND, &key_for::<T>(namespace, name))
+            .ok_or_else(|| not_found::<T>(name))
+    }
+
+    fn validate<T: KindStrategy>(obj: &T, old: Option<&T>) -> ApiResult<()> {
+        let mut errs = FieldErrors::new();
+        validate::object_meta(info::<T>(), obj.metadata(), &mut errs);
+        obj.validate(&mut errs);
+        if let Some(old) = old {
+            obj.validate_update(old, &mut errs);
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(
+                info::<T>().kind,
+                info::<T>().group,
+                obj.metadata().name.as_deref().unwrap_or_default(),
+                &errs.0,
+            ))
+        }
+    }
+
+    fn map_write_error<T: KindStrategy>(&self, e: WriteError, name: &str) -> ApiError {
+        let i = info::<T>();
+        match e {
+            WriteError::AlreadyExists { .. } => ApiError::already_exists(i.plural, i.group, name),
+            WriteError::NotFound { .. } => ApiError::not_found(i.plural, i.group, name),
+            WriteError::Conflict { .. } => ApiError::stale(i.plural, i.group, name),
+            WriteError::Unavailable(m) => ApiError::unavailable(m),
+        }
+    }
+
+    /// Creates `obj` in `namespace` (ignored for cluster-scoped kinds).
+    pub async fn create<T: KindStrategy>(
+        &self,
+        namespace: &str,
+        obj: T,
+        opts: &WriteOptions,
+    ) -> ApiResult<Arc<Stored>> {
+        self.create_inner(namespace, obj, opts, false).await
+    }
+
+    async fn create_inner<T: KindStrategy>(
+        &self,
+        namespace: &str,
+        mut obj: T,
+        opts: &WriteOptions,
+        is_apply: bool,
+    ) -> ApiResult<Arc<Stored>> {
+        let i = info::<T>();
+        let meta = obj.metadata_mut();
+        if i.namespaced {
+            match meta.namespace.as_deref() {
+                Some(ns) if !ns.is_empty() && ns != namespace => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => meta.namespace = Some(namespace.to_string()),
+            }
+        } else {
+            meta.namespace = None;
+        }
+        if meta
+            .resource_version
+            .as_deref()
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let generate = meta.name.as_deref().unwrap_or_default().is_empty()
+            && meta.generate_name.as_deref().is_some_and(|g| !g.is_empty());
+        meta.uid = Some(uuid::Uuid::new_v4().to_string());
+        meta.creation_timestamp = Some(now());
+        meta.generation = Some(1);
+        meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
+        meta.self_link = None;
+        if !is_apply {
+            // Only server-side apply records managed fields; it builds them itself.
+            meta.managed_fields = None;
+        }
+        obj.prepare_for_create();
+        let mut any = obj.into_any();
+        admission::admit(&self.store, &mut any, None)?;
+        let mut obj = T::from_any_owned(any).expect("admission keeps the kind");
+        obj.default();
+
+        // A generated name that collides is drawn again, as Kubernetes' clients would retry.
+        for _ in 0..8 {
+            if generate {
+                let prefix = obj.metadata().generate_name.clone().unwrap_or_default();
+                obj.metadata_mut().name = Some(generated_name(&prefix));
+            }
+            Self::validate(&obj, None)?;
+            let name = obj.metadata().name.clone().unwrap_or_default();
+            if opts.dry_run {
+                if self
+                    .store
+                    .get(<T as Typed>::KIND, &key_for::<T>(namespace, &name))
+                    .is_some()
+                {
+                    return Err(ApiError::already_exists(i.plural, i.group, &name));
+                }
+                return Ok(transient(obj.into_any(), None));
+            }
+            match self
+                .store
+                .write(vec![WriteOp::create(obj.clone().into_any())])
+                .await
+            {
+                Ok(mut stored) => return Ok(stored.remove(0)),
+                Err(WriteError::AlreadyExists { .. }) if generate => continue,
+                Err(e) => return Err(self.map_write_error::<T>(e, &name)),
+            }
+        }
+        Err(ApiError::already_exists(
+            i.plural,
+            i.group,
+            obj.metadata().generate_name.as_deref().unwrap_or_default(),
+        ))
+    }
+
+    /// Replaces an object (PUT), or its status.
+    pub async fn update<T: KindStrategy>(
+        &self,
+        namespace: &str,
+        name: &str,
+        obj: T,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let i = info::<T>();
+        if let Some(body_name) = obj.metadata().name.as_deref()
+            && !body_name.is_empty()
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if i.namespaced
+            && let Some(ns) = obj.metadata().namespace.as_deref()
+            && !ns.is_empty()
+            && ns != namespace
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let client_rv = match obj.metadata().resource_version.as_deref() {
+            Some(rv) if !rv.is_empty() => Some(parse_rv(rv)?),
+            _ => None,
+        };
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(current) = self
+                .store
+                .get(<T as Typed>::KIND, &key_for::<T>(namespace, name))
+            else {
+                if i.allow_create_on_update && sub == Subresource::Main && client_rv.is_none() {
+                    let mut fresh = obj.clone();
+                    fresh.metadata_mut().name = Some(name.to_string());
+                    return match self.create(namespace, fresh, opts).await {
+                        Ok(stored) => Ok(Written {
+                            stored,
+                            created: true,
+                        }),
+                        // Lost a race with another creator: update what they made.
+                        Err(e) if e.is_already_exists() => continue,
+                        Err(e) => Err(e),
+                    };
+                }
+                return Err(not_found::<T>(name));
+            };
+            if let Some(rv) = client_rv
+                && rv != current.rv
+            {
+                return Err(ApiError::stale(i.plural, i.group, name));
+            }
+            match self
+                .replace_at(&current, obj.clone(), sub, opts, client_rv.is_some(), false)
+                .await
+            {
+                Err(Retry::Conflict) => continue,
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(stored) => {
+                    return Ok(Written {
+                        stored,
+                        created: false,
+                    });
+                }
+            }
+        }
+        Err(ApiError::conflict(
+            i.plural,
+            i.group,
+            name,
+            "too many concurrent writers; try again",
+        ))
+    }
+
+    /// Applies the update rules to `new` against `current` and writes it at `current.rv`.
+    async fn replace_at<T: KindStrategy>(
+        &self,
+        current: &Arc<Stored>,
+        mut new: T,
+        sub: Subresource,
+        opts: &WriteOptions,
+        client_rv: bool,
+        is_apply: bool,
+    ) -> Result<Arc<Stored>, Retry> {
+        let i = info::<T>();
+        let old: &T = current.typed();
+        let name = old.metadata().name.clone().unwrap_or_default();
+        if let Some(uid) = new.metadata().uid.as_deref()
+            && !uid.is_empty()
+            && Some(uid) != old.metadata().uid.as_deref()
+        {
+            return Err(Retry::Fail(ApiError::conflict(
+                i.plural,
+                i.group,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.metadata().uid.as_deref().unwrap_or_default()
+                ),
+            )));
+        }
+        match sub {
+            Subresource::Main => {
+                if i.has_status {
+                    new.keep_status(old);
+                }
+                keep_server_meta(new.metadata_mut(), old.metadata(), is_apply);
+            }
+            Subresource::Status => {
+                new.keep_all_but_status(old);
+                *new.metadata_mut() = old.metadata().clone();
+            }
+        }
+        let mut any = new.into_any();
+        admission::admit(&self.store, &mut any, Some(&current.object)).map_err(Retry::Fail)?;
+        let mut new = T::from_any_owned(any).expect("admission keeps the kind");
+        new.default();
+        Self::validate(&new, Some(old)).map_err(Retry::Fail)?;
+        if new.spec_changed(old) {
+            new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
+        }
+        if old.metadata().deletion_timestamp.is_some() {
+            let before: Vec<&String> = old.metadata().finalizers.iter().flatten().collect();
+            if let Some(added) = new
+                .metadata()
+                .finalizers
+                .iter()
+                .flatten()
+                .find(|f| !before.contains(f))
+            {
+                let mut errs = FieldErrors::new();
+                errs.forbidden(
+                    &crate::machinery::validation::Path::root("metadata").child("finalizers"),
+                    format!("no new finalizers can be added if the object is being deleted, found new finalizers [{added}]"),
+                );
+                return Err(Retry::Fail(ApiError::invalid(
+                    i.kind, i.group, &name, &errs.0,
+                )));
+            }
+        }
+        // Nothing changed: no write, no new resourceVersion, no event.
+        new.metadata_mut().resource_version = old.metadata().resource_version.clone();
+        if &new == old {
+            return Ok(current.clone());
+        }
+        let finished_deleting = new.metadata().deletion_timestamp.is_some()
+            && new.metadata().finalizers.as_ref().is_none_or(Vec::is_empty);
+        if opts.dry_run {
+            return Ok(transient(new.into_any(), Some(current.rv)));
+        }
+        let op = if finished_deleting {
+            WriteOp::delete(<T as Typed>::KIND, current.key.clone(), current.rv)
+        } else {
+            WriteOp::update(new.into_any(), current.rv)
+        };
+        match self.store.write(vec![op]).await {
+            Ok(mut stored) => Ok(stored.remove(0)),
+            Err(WriteError::Conflict { .. }) if !client_rv => Err(Retry::Conflict),
+            Err(e) => Err(Retry::Fail(self.map_write_error::<T>(e, &name))),
+        }
+    }
+
+    /// Patches an object or its status. Apply patches create the object if it is missing.
+    pub async fn patch<T: KindStrategy>(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &Patch,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let i = info::<T>();
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(current) = self
+                .store
+                .get(<T as Typed>::KIND, &key_for::<T>(namespace, name))
+            else {
+                if let Patch::Apply { config, .. } = patch
+                    && sub == Subresource::Main
+                {
+                    let obj = self.applied_object::<T>(config, name, None, opts)?;
+                    return match self.create_inner(namespace, obj, opts, true).await {
+                        Ok(stored) => Ok(Written {
+                            stored,
+                            created: true,
+                        }),
+                        Err(e) if e.is_already_exists() => continue,
+                        Err(e) => Err(e),
+                    };
+                }
+                return Err(not_found::<T>(name));
+            };
+            let mut doc: Value =
+                serde_json::from_slice(&current.json).map_err(ApiError::internal)?;
+            let patched = match patch {
+                Patch::Json(p) => patch::apply_json_patch(&mut doc, p),
+                Patch::Merge(p) => patch::apply_merge_patch(&mut doc, p),
+                Patch::Strategic(p) => patch::apply_strategic_merge_patch(&mut doc, p),
+                Patch::Apply { .. } => Ok(()),
+            };
+            patched.map_err(|e| match e {
+                PatchError::Malformed(m) => ApiError::bad_request(m),
+                PatchError::Failed(m) => {
+                    let mut err =
+                        ApiError::bad_request(format!("the patch could not be applied: {m}"));
+                    err.code = 422;
+                    err.reason = "Invalid";
+                    err
+                }
+            })?;
+            let new: T = match patch {
+                Patch::Apply { config, .. } => {
+                    self.applied_object::<T>(config, name, Some(&current), opts)?
+                }
+                _ => decode_patched::<T>(doc)?,
+            };
+            // A resourceVersion inside the patch is a precondition: no silent retry past it.
+            let carried = patch_carried_rv(patch).filter(|rv| !rv.is_empty());
+            if let Some(rv) = &carried
+                && parse_rv(rv)? != current.rv
+            {
+                return Err(ApiError::stale(i.plural, i.group, name));
+            }
+            let is_apply = matches!(patch, Patch::Apply { .. });
+            match self
+                .replace_at(&current, new, sub, opts, carried.is_some(), is_apply)
+                .await
+            {
+                Err(Retry::Conflict) => continue,
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(stored) => {
+                    return Ok(Written {
+                        stored,
+                        created: false,
+                    });
+                }
+            }
+        }
+        Err(ApiError::conflict(
+            i.plural,
+            i.group,
+            name,
+            "too many concurrent writers; try again",
+        ))
+    }
+
+    /// Builds the object a server-side apply produces: the live object (if any) merged with the
+    /// applied configuration, minus the fields this manager applied before and no longer does.
+    fn applied_object<T: KindStrategy>(
+        &self,
+        config: &Value,
+        name: &str,
+        current: Option<&Arc<Stored>>,
+        opts: &WriteOptions,
+    ) -> ApiResult<T> {
+        let i = info::<T>();
+        let manager = opts
+            .field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request("PATCH with apply-patch requires the fieldManager parameter")
+            })?;
+        check_type_meta::<T>(config)?;
+        match config.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(n) if n == name => {}
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    "the applied configuration must set metadata.name",
+                ));
+            }
+        }
+        let applied_set = FieldSet::from_applied(config);
+        let mut doc = match current {
+            Some(c) => serde_json::from_slice(&c.json).map_err(ApiError::internal)?,
+            None => Value::Object(Default::default()),
+        };
+        let mut entries: Vec<ManagedFieldsEntry> = current
+            .and_then(|c| c.object.meta().managed_fields.clone())
+            .unwrap_or_default();
+        let previous = entries
+            .iter()
+            .find(|e| {
+                e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply")
+            })
+            .and_then(|e| e.fields_v1.as_ref())
+            .map(|f| FieldSet::from_fields_v1(&f.0));
+        patch::apply_configuration_merge(&mut doc, config)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(previous) = previous {
+            let others: Vec<FieldSet> = entries
+                .iter()
+                .filter(|e| e.manager.as_deref() != Some(&manager))
+                .filter_map(|e| e.fields_v1.as_ref())
+                .map(|f| FieldSet::from_fields_v1(&f.0))
+                .collect();
+            for path in previous.removed_in(&applied_set) {
+                if !others.iter().any(|o| o.covers(&path)) {
+                    patch::remove_field(&mut doc, &path);
+                }
+            }
+        }
+        entries.retain(|e| {
+            !(e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply"))
+        });
+        entries.push(ManagedFieldsEntry {
+            manager: Some(manager),
+            operation: Some("Apply".into()),
+            api_version: Some(i.api_version.into()),
+            time: Some(now()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                applied_set.to_fields_v1(),
+            )),
+            subresource: None,
+        });
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("apiVersion".into(), Value::from(i.api_version));
+            m.insert("kind".into(), Value::from(i.kind));
+            let meta = m
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert(
+                    "managedFields".into(),
+                    serde_json::to_value(&entries).map_err(ApiError::internal)?,
+                );
+            }
+        }
+        decode_patched::<T>(doc)
+    }
+
+    /// Deletes an object: at once, or by marking it if it has finalizers.
+    pub async fn delete<T: KindStrategy>(
+        &self,
+        namespace: &str,
+        name: &str,
+        pre: &DeletePreconditions,
+        opts: &WriteOptions,
+    ) -> ApiResult<Deleted> {
+        let i = info::<T>();
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let current = self.get::<T>(namespace, name)?;
+            let obj: &T = current.typed();
+            if let Some(uid) = pre.uid.as_deref()
+                && Some(uid) != obj.metadata().uid.as_deref()
+            {
+                return Err(ApiError::conflict(
+                    i.plural,
+                    i.group,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        obj.metadata().uid.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            if let Some(rv) = pre.resource_version.as_deref()
+                && parse_rv(rv)? != current.rv
+            {
+                return Err(ApiError::conflict(
+                    i.plural,
+                    i.group,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        current.rv
+                    ),
+                ));
+            }
+            let has_finalizers = obj
+                .metadata()
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| !f.is_empty());
+            if has_finalizers {
+                if obj.metadata().deletion_timestamp.is_some() {
+                    return Ok(Deleted::Pending(current.clone()));
+                }
+                let mut marked = obj.clone();
+                marked.metadata_mut().deletion_timestamp = Some(now());
+                marked.metadata_mut().deletion_grace_period_seconds = Some(0);
+                if opts.dry_run {
+                    return Ok(Deleted::Pending(transient(
+                        marked.into_any(),
+                        Some(current.rv),
+                    )));
+                }
+                match self
+                    .store
+                    .write(vec![WriteOp::update(marked.into_any(), current.rv)])
+                    .await
+                {
+                    Ok(mut s) => return Ok(Deleted::Pending(s.remove(0))),
+                    Err(WriteError::Conflict { .. }) if pre.resource_version.is_none() => continue,
+                    Err(e) => return Err(self.map_write_error::<T>(e, name)),
+                }
+            }
+            if opts.dry_run {
+                return Ok(Deleted::Gone(current.clone()));
+            }
+            match self
+                .store
+                .write(vec![WriteOp::delete(
+                    <T as Typed>::KIND,
+                    current.key.clone(),
+                    current.rv,
+                )])
+                .await
+            {
+                Ok(mut s) => return Ok(Deleted::Gone(s.remove(0))),
+                Err(WriteError::Conflict { .. }) if pre.resource_version.is_none() => continue,
+                Err(e) => return Err(self.map_write_error::<T>(e, name)),
+            }
+        }
+        Err(ApiError::conflict(
+            i.plural,
+            i.group,
+            name,
+            "too many concurrent writers; try again",
+        ))
+    }
+
+    /// Writes several objects in one transaction: each is written in full (spec, status and
+    /// metadata as given) at the resourceVersion it was read at. For controllers that must change
+    /// two objects together (a bind). Validation still applies; status/spec split does not.
+    pub async fn write_together(
+        &self,
+        objects: Vec<(AnyObject, Rv)>,
+    ) -> ApiResult<Vec<Arc<Stored>>> {
+        let mut ops = Vec::with_capacity(objects.len());
+        let mut names = Vec::with_capacity(objects.len());
+        for (obj, rv) in objects {
+            let key = ObjectKey::of(&obj);
+            let kind = obj.kind();
+            let Some(current) = self.store.get(kind, &key) else {
+                let i = kind.info();
+                return Err(ApiError::not_found(i.plural, i.group, &key.name));
+            };
+            let checked = crate::with_kind!(kind, T => {
+                let mut new = T::from_any_owned(obj).expect("kind matches");
+                let old: &T = current.typed();
+                new.default();
+                Self::validate(&new, Some(old))?;
+                if new.spec_changed(old) {
+                    new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
+                }
+                new.into_any()
+            });
+            names.push((kind, key.name.clone()));
+            ops.push(WriteOp::update(checked, rv));
+        }
+        self.store.write(ops).await.map_err(|e| {
+            let failed = |op: usize| {
+                let (kind, name) = &names[op];
+                (kind.info(), name.as_str())
+            };
+            match e {
+                WriteError::Conflict { op, .. } | WriteError::AlreadyExists { op } => {
+                    let (i, name) = failed(op);
+                    ApiError::stale(i.plural, i.group, name)
+                }
+                WriteError::NotFound { op } => {
+                    let (i, name) = failed(op);
+                    ApiError::not_found(i.plural, i.group, name)
+                }
+                WriteError::Unavailable(m) => ApiError::unavailable(m),
+            }
+        })
+    }
+}
+
+enum Retry {
+    /// Lost a race; read the newest version and try again.
+    Conflict,
+    Fail(ApiError),
+}
+
+/// The resourceVersion literally present in a patch document, if any.
+fn patch_carried_rv(patch: &Patch) -> Option<String> {
+    let v = match patch {
+        Patch::Merge(v) | Patch::Strategic(v) => v.pointer("/metadata/resourceVersion"),
+        Patch::Json(ops) => ops.as_array().and_then(|ops| {
+            ops.iter()
+                .find(|op| {
+                    op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                })
+                .and_then(|op| op.get("value"))
+        }),
+        Patch::Apply { config, .. } => config.pointer("/metadata/resourceVersion"),
+    }?;
+    v.as_str().map(str::to_string)
+}
+
+/// Server-owned metadata survives every update from a client.
+fn keep_server_meta(new: &mut ObjectMeta, old: &ObjectMeta, is_apply: bool) {
+    new.name = old.name.clone();
+    new.namespace = old.namespace.clone();
+    new.uid = old.uid.clone();
+    new.creation_timestamp = old.creation_timestamp.clone();
+    new.generation = old.generation;
+    new.deletion_timestamp = old.deletion_timestamp.clone();
+    new.deletion_grace_period_seconds = old.deletion_grace_period_seconds;
+    new.generate_name = old.generate_name.clone();
+    new.self_link = None;
+    if !is_apply {
+        // Only server-side apply edits managedFields; it builds them itself.
+        new.managed_fields = old.managed_fields.clone();
+    }
+}
+
+/// `apiVersion` and `kind` of a body must name the kind at the URL.
+pub fn check_type_meta<T: KindStrategy>(body: &Value) -> ApiResult<()> {
+    let i = info::<T>();
+    if let Some(v) = body.get("apiVersion") {
+        let v = v.as_str().unwrap_or_default();
+        if v != i.api_version {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({})",
+                i.api_version
+            )));
+        }
+    }
+    if let Some(k) = body.get("kind") {
+        let k = k.as_str().unwrap_or_default();
+        if k != i.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                i.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a JSON body or patch result into `T`; type errors are 400s that say where.
+pub fn decode_patched<T: KindStrategy>(mut doc: Value) -> ApiResult<T> {
+    check_type_meta::<T>(&doc)?;
+    if let Some(m) = doc.as_object_mut() {
+        m.insert("apiVersion".into(), Value::from(info::<T>().api_version));
+        m.insert("kind".into(), Value::from(info::<T>().kind));
+    }
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_request(format!(
+            "{} in body: {}: {}",
+            info::<T>().kind,
+            if path == "." {
+                "(root)".to_string()
+            } else {
+                path
+            },
+            e.inner()
+        ))
+    })
+}

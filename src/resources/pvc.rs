@@ -1,0 +1,292 @@
+//! PersistentVolumeClaim: a user's request for storage. Namespaced, with a status subresource.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus};
+use serde_json::{Value, json};
+
+use super::table::{self, Column};
+use super::validate;
+use super::{KindInfo, KindStrategy, NameRule, PersistentVolumeClaim};
+use crate::machinery::quantity::{self, Quantity};
+use crate::machinery::validation::{FieldErrors, Path};
+
+pub const PHASES: &[&str] = &["Bound", "Lost", "Pending"];
+
+/// The requested size in bytes.
+pub fn request_bytes(pvc: &PersistentVolumeClaim) -> Option<i64> {
+    pvc.spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .and_then(quantity::bytes_of)
+}
+
+pub fn phase(pvc: &PersistentVolumeClaim) -> &str {
+    pvc.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// The spec without the fields that may change after creation, for the immutability check.
+fn immutable_part(spec: &PersistentVolumeClaimSpec) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        resources: None,
+        volume_name: None,
+        volume_attributes_class_name: None,
+        ..spec.clone()
+    }
+}
+
+impl KindStrategy for PersistentVolumeClaim {
+    const INFO: KindInfo = KindInfo {
+        kind: "PersistentVolumeClaim",
+        list_kind: "PersistentVolumeClaimList",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        group: "",
+        version: "v1",
+        api_version: "v1",
+        namespaced: true,
+        short_names: &["pvc"],
+        categories: &[],
+        has_status: true,
+        allow_create_on_update: false,
+        name_rule: NameRule::Subdomain,
+        field_labels: &["status.phase", "spec.storageClassName", "spec.volumeName"],
+    };
+
+    fn prepare_for_create(&mut self) {
+        self.status = Some(PersistentVolumeClaimStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+    }
+
+    fn keep_status(&mut self, old: &Self) {
+        self.status = old.status.clone();
+    }
+
+    fn keep_all_but_status(&mut self, old: &Self) {
+        self.spec = old.spec.clone();
+    }
+
+    fn spec_changed(&self, old: &Self) -> bool {
+        self.spec != old.spec
+    }
+
+    fn default(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+        if let Some(resources) = spec.resources.as_mut() {
+            validate::canonicalize_quantities(resources.requests.as_mut());
+            validate::canonicalize_quantities(resources.limits.as_mut());
+        }
+        if let Some(status) = self.status.as_mut() {
+            validate::canonicalize_quantities(status.capacity.as_mut());
+        }
+    }
+
+    fn validate(&self, errs: &mut FieldErrors) {
+        let p = Path::root("spec");
+        let Some(spec) = &self.spec else {
+            errs.required(&p, "");
+            return;
+        };
+        validate::access_modes(spec.access_modes.as_ref(), &p.child("accessModes"), errs);
+        let requests = spec.resources.as_ref().and_then(|r| r.requests.as_ref());
+        validate::storage_size(
+            requests.and_then(|r| r.get("storage")),
+            &p.child("resources").child("requests").key("storage"),
+            errs,
+        );
+        if let Some(limit) = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("storage"))
+        {
+            let lp = p.child("resources").child("limits").key("storage");
+            if let (Some(l), Some(r)) = (
+                validate::quantity(limit, &lp, errs),
+                requests
+                    .and_then(|r| r.get("storage"))
+                    .and_then(|q| Quantity::parse(&q.0).ok()),
+            ) && l < r
+            {
+                errs.invalid(
+                    &lp,
+                    &limit.0,
+                    "must be greater than or equal to storage request",
+                );
+            }
+        }
+        validate::volume_mode(spec.volume_mode.as_ref(), &p.child("volumeMode"), errs);
+        validate::optional_name(
+            spec.storage_class_name.as_ref(),
+            &p.child("storageClassName"),
+            errs,
+        );
+        validate::optional_name(spec.volume_name.as_ref(), &p.child("volumeName"), errs);
+        validate::label_selector(spec.selector.as_ref(), &p.child("selector"), errs);
+        if let Some(ds) = &spec.data_source {
+            let dp = p.child("dataSource");
+            if ds.kind.is_empty() {
+                errs.required(&dp.child("kind"), "");
+            }
+            if ds.name.is_empty() {
+                errs.required(&dp.child("name"), "");
+            }
+        }
+        if let Some(ds) = &spec.data_source_ref {
+            let dp = p.child("dataSourceRef");
+            if ds.kind.is_empty() {
+                errs.required(&dp.child("kind"), "");
+            }
+            if ds.name.is_empty() {
+                errs.required(&dp.child("name"), "");
+            }
+        }
+        if let Some(status) = &self.status {
+            let sp = Path::root("status");
+            validate::one_of(status.phase.as_ref(), PHASES, &sp.child("phase"), errs);
+            for (k, q) in status.capacity.iter().flatten() {
+                validate::quantity(q, &sp.child("capacity").key(k), errs);
+            }
+        }
+    }
+
+    fn validate_update(&self, old: &Self, errs: &mut FieldErrors) {
+        let (Some(new_spec), Some(old_spec)) = (&self.spec, &old.spec) else {
+            return;
+        };
+        let p = Path::root("spec");
+        if immutable_part(new_spec) != immutable_part(old_spec) {
+            errs.forbidden(
+                &p,
+                "spec is immutable after creation except resources.requests (growth only, for \
+                 bound claims) and volumeName (while unset)",
+            );
+        }
+        let old_name = old_spec.volume_name.as_deref().unwrap_or_default();
+        if !old_name.is_empty() && new_spec.volume_name.as_deref().unwrap_or_default() != old_name {
+            errs.forbidden(
+                &p.child("volumeName"),
+                "volumeName is immutable once the claim names a volume",
+            );
+        }
+        let storage = |s: &PersistentVolumeClaimSpec| {
+            s.resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .and_then(|q| Quantity::parse(&q.0).ok())
+        };
+        let rp = p.child("resources").child("requests").key("storage");
+        match (storage(new_spec), storage(old_spec)) {
+            (Some(after), Some(before)) if after < before => {
+                errs.forbidden(&rp, "field can not be less than previous value");
+            }
+            (Some(after), Some(before)) if after > before && phase(old) != "Bound" => {
+                errs.forbidden(&rp, "only bound claims can be expanded");
+            }
+            _ => {}
+        }
+        if new_spec.resources.as_ref().and_then(|r| r.limits.as_ref())
+            != old_spec.resources.as_ref().and_then(|r| r.limits.as_ref())
+        {
+            errs.forbidden(&p.child("resources").child("limits"), "field is immutable");
+        }
+    }
+
+    fn field_value(&self, field: &str) -> Option<String> {
+        let spec = self.spec.as_ref();
+        match field {
+            "status.phase" => Some(phase(self).to_string()),
+            "spec.storageClassName" => spec.and_then(|s| s.storage_class_name.clone()),
+            "spec.volumeName" => spec.and_then(|s| s.volume_name.clone()),
+            _ => None,
+        }
+    }
+
+    fn table_columns() -> &'static [Column] {
+        const COLUMNS: &[Column] = &[
+            Column::name_column(),
+            Column::new(
+                "Status",
+                "string",
+                "phase represents the current phase of PersistentVolumeClaim.",
+            ),
+            Column::new(
+                "Volume",
+                "string",
+                "volumeName is the binding reference to the PersistentVolume backing this claim.",
+            ),
+            Column::new(
+                "Capacity",
+                "string",
+                "capacity represents the actual resources of the underlying volume.",
+            ),
+            Column::new(
+                "Access Modes",
+                "string",
+                "accessModes contains the desired access modes the volume should have.",
+            ),
+            Column::new(
+                "StorageClass",
+                "string",
+                "storageClassName is the name of the StorageClass required by the claim.",
+            ),
+            Column::new(
+                "VolumeAttributesClass",
+                "string",
+                "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.",
+            ),
+            Column::age(),
+            Column::new(
+                "VolumeMode",
+                "string",
+                "volumeMode defines what type of volume is required by the claim.",
+            )
+            .wide(),
+        ];
+        COLUMNS
+    }
+
+    fn table_row(&self, now: jiff::Timestamp) -> Vec<Value> {
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        let bound = status.phase.as_deref() == Some("Bound");
+        let capacity = if bound {
+            status
+                .capacity
+                .as_ref()
+                .and_then(|c| c.get("storage"))
+                .map(|q| q.0.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let modes = if bound {
+            table::access_modes(status.access_modes.as_ref())
+        } else {
+            String::new()
+        };
+        vec![
+            table::name(&self.metadata),
+            json!(status.phase.unwrap_or_default()),
+            json!(spec.volume_name.unwrap_or_default()),
+            json!(capacity),
+            json!(modes),
+            json!(spec.storage_class_name.unwrap_or_default()),
+            json!(
+                spec.volume_attributes_class_name
+                    .unwrap_or_else(|| "<unset>".into())
+            ),
+            table::meta_age(&self.metadata, now),
+            json!(spec.volume_mode.unwrap_or_default()),
+        ]
+    }
+}

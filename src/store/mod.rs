@@ -1,0 +1,710 @@
+//! The store: every object, durable in SQLite, served from memory.
+//!
+//! - **Reads** (get, list, watch) come from an in-memory cache of every object; they never touch
+//!   SQLite.
+//! - **Writes** go to a single writer task that group-commits: every write waiting when a commit
+//!   starts goes into the same transaction, so many writes share one fsync. A write is
+//!   acknowledged only after its transaction is durable; only then does it become visible in the
+//!   cache and on watches.
+//! - A write is a list of operations with preconditions (must not exist / must be at
+//!   resourceVersion N); all of them apply or none does. That is what makes a bind of a volume and
+//!   a claim one atomic step.
+//! - Every write gets its own resourceVersion from a single counter that only grows, across
+//!   restarts.
+//! - The change log (in memory and in the `changes` table) keeps recent writes for watch resume,
+//!   and is compacted to a bounded window.
+//!
+//! The store knows objects only as [`AnyObject`] plus kind, namespace and name; it applies no API
+//! semantics (validation, finalizers, status rules). That is the registry's job.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::resources::{AnyObject, Kind, Typed};
+
+mod backend;
+mod sqlite;
+mod watch;
+
+pub use backend::{Backend, Loaded, Row};
+pub use sqlite::SqliteBackend;
+pub use watch::{WatchError, Watcher};
+
+/// A resourceVersion.
+pub type Rv = u64;
+
+/// Namespace ('' for cluster-scoped kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+    pub fn cluster(name: impl Into<String>) -> Self {
+        Self::new("", name)
+    }
+    pub fn of(obj: &AnyObject) -> Self {
+        let m = obj.meta();
+        Self::new(
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One version of one object, as committed.
+#[derive(Debug)]
+pub struct Stored {
+    pub kind: Kind,
+    pub key: ObjectKey,
+    pub rv: Rv,
+    /// The typed object; its `metadata.resourceVersion` is `rv`.
+    pub object: AnyObject,
+    /// The object's JSON, as served.
+    pub json: Bytes,
+}
+
+impl Stored {
+    fn new(mut object: AnyObject, rv: Rv) -> Self {
+        object.meta_mut().resource_version = Some(rv.to_string());
+        let json = Bytes::from(object.to_json());
+        Stored {
+            kind: object.kind(),
+            key: ObjectKey::of(&object),
+            rv,
+            object,
+            json,
+        }
+    }
+
+    /// The object as its concrete type. Panics only if the store mixed kinds up, which it never does.
+    pub fn typed<T: Typed>(&self) -> &T {
+        T::from_any(&self.object).expect("stored object has the kind it is filed under")
+    }
+
+    pub fn uid(&self) -> &str {
+        self.object.meta().uid.as_deref().unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ADDED" => Some(EventType::Added),
+            "MODIFIED" => Some(EventType::Modified),
+            "DELETED" => Some(EventType::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One committed change. For `Deleted`, `object` is the last state, at the deletion's rv.
+#[derive(Debug)]
+pub struct WatchEvent {
+    pub rv: Rv,
+    pub type_: EventType,
+    pub object: Arc<Stored>,
+    /// The version this change replaced, when known (it is not, for log entries read back from
+    /// disk after a restart whose previous version was compacted).
+    pub prev: Option<Arc<Stored>>,
+    /// Unix seconds of the commit, for time-based compaction.
+    pub committed_at: i64,
+}
+
+impl WatchEvent {
+    pub fn kind(&self) -> Kind {
+        self.object.kind
+    }
+}
+
+/// What must be true of the current object for an operation to apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Nothing.
+    None,
+    /// The object must not exist (create).
+    Absent,
+    /// The object must exist at exactly this resourceVersion (optimistic concurrency).
+    AtRv(Rv),
+}
+
+#[derive(Debug)]
+pub enum Change {
+    Put(AnyObject),
+    Delete,
+}
+
+#[derive(Debug)]
+pub struct WriteOp {
+    pub kind: Kind,
+    pub key: ObjectKey,
+    pub precondition: Precondition,
+    pub change: Change,
+}
+
+impl WriteOp {
+    pub fn create(object: AnyObject) -> Self {
+        WriteOp {
+            kind: object.kind(),
+            key: ObjectKey::of(&object),
+            precondition: Precondition::Absent,
+            change: Change::Put(object),
+        }
+    }
+    pub fn update(object: AnyObject, expected_rv: Rv) -> Self {
+        WriteOp {
+            kind: object.kind(),
+            key: ObjectKey::of(&object),
+            precondition: Precondition::AtRv(expected_rv),
+            change: Change::Put(object),
+        }
+    }
+    pub fn delete(kind: Kind, key: ObjectKey, expected_rv: Rv) -> Self {
+        WriteOp {
+            kind,
+            key,
+            precondition: Precondition::AtRv(expected_rv),
+            change: Change::Delete,
+        }
+    }
+}
+
+/// Why a write did not apply. `op` is the index of the failing operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("operation {op}: object already exists")]
+    AlreadyExists { op: usize },
+    #[error("operation {op}: object not found")]
+    NotFound { op: usize },
+    #[error("operation {op}: object is at resourceVersion {current}, not {expected}")]
+    Conflict {
+        op: usize,
+        expected: Rv,
+        current: Rv,
+    },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Tunables of the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+    /// Change-log entries kept for watch resume.
+    pub log_max_events: usize,
+    /// Age after which change-log entries are compacted.
+    pub log_window: Duration,
+    /// Events a watcher may fall behind before it is cut off.
+    pub watch_buffer: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_batch: 1024,
+            log_max_events: 100_000,
+            log_window: Duration::from_secs(600),
+            watch_buffer: 65_536,
+        }
+    }
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+    writer: mpsc::Sender<WriterMessage>,
+    options: StoreOptions,
+}
+
+struct State {
+    /// Objects by kind (indexed by `Kind as usize`), ordered by namespace then name.
+    objects: Vec<BTreeMap<ObjectKey, Arc<Stored>>>,
+    /// The resourceVersion of the newest committed write.
+    rv: Rv,
+    /// Recent changes, oldest first.
+    log: VecDeque<Arc<WatchEvent>>,
+    /// Changes at or below this rv are no longer in the log.
+    compacted_rv: Rv,
+}
+
+enum WriterMessage {
+    Write {
+        ops: Vec<WriteOp>,
+        reply: oneshot::Sender<Result<Vec<Arc<Stored>>, WriteError>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+impl Store {
+    /// Opens the SQLite store in `data_dir` (creating it), applying migrations.
+    pub async fn open(data_dir: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
+        let backend = SqliteBackend::open(&data_dir.join("stowage.db")).await?;
+        Store::with_backend(Box::new(backend), options).await
+    }
+
+    pub async fn with_backend(
+        mut backend: Box<dyn Backend>,
+        options: StoreOptions,
+    ) -> anyhow::Result<Store> {
+        let loaded = backend.load().await?;
+        let mut objects: Vec<BTreeMap<ObjectKey, Arc<Stored>>> =
+            Kind::ALL.iter().map(|_| BTreeMap::new()).collect();
+        for row in loaded.objects {
+            let stored = Arc::new(row);
+            objects[stored.kind as usize].insert(stored.key.clone(), stored);
+        }
+        // Rebuild `prev` links inside the retained log where the previous version is in it too.
+        let mut last: HashMap<(Kind, ObjectKey), Arc<Stored>> = HashMap::new();
+        let mut log = VecDeque::with_capacity(loaded.log.len());
+        for (type_, stored, committed_at) in loaded.log {
+            let stored = Arc::new(stored);
+            let id = (stored.kind, stored.key.clone());
+            let prev = last.insert(id, stored.clone());
+            log.push_back(Arc::new(WatchEvent {
+                rv: stored.rv,
+                type_,
+                object: stored,
+                prev,
+                committed_at,
+            }));
+        }
+        let rv = loaded.last_rv;
+        let compacted_rv = log.front().map_or(rv, |e| e.rv - 1);
+        let (events, _) = broadcast::channel(options.watch_buffer.max(16));
+        let (writer, rx) = mpsc::channel(options.max_batch * 4);
+        let inner = Arc::new(Inner {
+            state: RwLock::new(State {
+                objects,
+                rv,
+                log,
+                compacted_rv,
+            }),
+            events,
+            writer,
+            options,
+        });
+        tokio::spawn(writer_loop(inner.clone(), backend, rx));
+        Ok(Store { inner })
+    }
+
+    /// Applies `ops` atomically: all of them, or none (the error names the failing op).
+    /// Returns the stored versions, in op order (for a delete: the last state).
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Arc<Stored>>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriterMessage::Write { ops, reply })
+            .await
+            .map_err(|_| WriteError::Unavailable("the store is shutting down".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Unavailable("the store is shutting down".into()))?
+    }
+
+    /// Finishes every write already queued, then refuses new ones.
+    pub async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self
+            .inner
+            .writer
+            .send(WriterMessage::Close { done })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn get(&self, kind: Kind, key: &ObjectKey) -> Option<Arc<Stored>> {
+        self.inner.state.read().objects[kind as usize]
+            .get(key)
+            .cloned()
+    }
+
+    /// The stored version of a `T` (read it with [`Stored::typed`]).
+    pub fn get_typed<T: Typed>(&self, namespace: &str, name: &str) -> Option<Arc<Stored>> {
+        self.get(T::KIND, &ObjectKey::new(namespace, name))
+    }
+
+    /// The newest committed resourceVersion.
+    pub fn current_rv(&self) -> Rv {
+        self.inner.state.read().rv
+    }
+
+    /// A consistent snapshot of every object of `kind` (in `namespace`, if given), in key order.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> (Vec<Arc<Stored>>, Rv) {
+        let state = self.inner.state.read();
+        let map = &state.objects[kind as usize];
+        let items = match namespace {
+            None => map.values().cloned().collect(),
+            Some(ns) => namespace_range(map, ns, None)
+                .map(|(_, v)| v.clone())
+                .collect(),
+        };
+        (items, state.rv)
+    }
+
+    /// One page of a list: objects after `after` (exclusive) that pass `filter`, at most `limit`
+    /// of them. Returns the page, the store's rv, and whether more matching objects may follow.
+    pub fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+        mut filter: impl FnMut(&Stored) -> bool,
+    ) -> (Vec<Arc<Stored>>, Rv, bool) {
+        let state = self.inner.state.read();
+        let map = &state.objects[kind as usize];
+        let iter: Box<dyn Iterator<Item = (&ObjectKey, &Arc<Stored>)>> = match namespace {
+            Some(ns) => Box::new(namespace_range(map, ns, after)),
+            None => match after {
+                Some(a) => Box::new(map.range((Bound::Excluded(a), Bound::Unbounded))),
+                None => Box::new(map.iter()),
+            },
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (_, v) in iter {
+            if filter(v) {
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(v.clone());
+            }
+        }
+        (items, state.rv, more)
+    }
+
+    /// Number of objects of `kind`.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.inner.state.read().objects[kind as usize].len()
+    }
+
+    /// Starts a watch of every change after `after` (which must still be in the log).
+    pub fn watch_from(&self, after: Rv) -> Result<Watcher, WatchError> {
+        let state = self.inner.state.read();
+        if after < state.compacted_rv {
+            return Err(WatchError::Expired {
+                requested: after,
+                oldest: state.compacted_rv + 1,
+            });
+        }
+        let start = state.log.partition_point(|e| e.rv <= after);
+        let backlog: VecDeque<_> = state.log.range(start..).cloned().collect();
+        let rx = self.inner.events.subscribe();
+        Ok(Watcher::new(backlog, rx))
+    }
+
+    /// Takes a snapshot of every object of the given kinds and starts a watch right after it,
+    /// with no gap and no overlap. `kinds` empty means all kinds.
+    pub fn snapshot_and_watch(&self, kinds: &[Kind]) -> (Vec<Arc<Stored>>, Rv, Watcher) {
+        let state = self.inner.state.read();
+        let kinds = if kinds.is_empty() { Kind::ALL } else { kinds };
+        let mut items = Vec::new();
+        for k in kinds {
+            items.extend(state.objects[*k as usize].values().cloned());
+        }
+        let rx = self.inner.events.subscribe();
+        (items, state.rv, Watcher::new(VecDeque::new(), rx))
+    }
+
+    /// Like [`Store::snapshot_and_watch`] for one kind and optional namespace.
+    pub fn list_and_watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> (Vec<Arc<Stored>>, Rv, Watcher) {
+        let state = self.inner.state.read();
+        let map = &state.objects[kind as usize];
+        let items = match namespace {
+            None => map.values().cloned().collect(),
+            Some(ns) => namespace_range(map, ns, None)
+                .map(|(_, v)| v.clone())
+                .collect(),
+        };
+        let rx = self.inner.events.subscribe();
+        (items, state.rv, Watcher::new(VecDeque::new(), rx))
+    }
+
+    /// The oldest resourceVersion a watch can still resume after.
+    pub fn compacted_rv(&self) -> Rv {
+        self.inner.state.read().compacted_rv
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+}
+
+fn namespace_range<'a>(
+    map: &'a BTreeMap<ObjectKey, Arc<Stored>>,
+    namespace: &str,
+    after: Option<&ObjectKey>,
+) -> impl Iterator<Item = (&'a ObjectKey, &'a Arc<Stored>)> {
+    let start = match after {
+        Some(a) if a.namespace == namespace => Bound::Excluded(a.clone()),
+        _ => Bound::Included(ObjectKey::new(namespace, "")),
+    };
+    let ns = namespace.to_string();
+    map.range((start, Bound::Unbounded))
+        .take_while(move |(k, _)| k.namespace == ns)
+}
+
+/// The single writer: batches queued writes into one transaction each.
+async fn writer_loop(
+    inner: Arc<Inner>,
+    mut backend: Box<dyn Backend>,
+    mut rx: mpsc::Receiver<WriterMessage>,
+) {
+    let mut batch: Vec<(Vec<WriteOp>, Reply)> = Vec::new();
+    let mut last_compaction = std::time::Instant::now();
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMessage::Write { ops, reply } => batch.push((ops, reply)),
+                WriterMessage::Close { done } => {
+                    closing = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < inner.options.max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&inner, backend.as_mut(), std::mem::take(&mut batch)).await;
+        }
+        if last_compaction.elapsed() > Duration::from_secs(5) {
+            compact(&inner, backend.as_mut()).await;
+            last_compaction = std::time::Instant::now();
+        }
+    }
+    rx.close();
+    // Writes queued behind the close are refused, not silently dropped.
+    while let Ok(msg) = rx.try_recv() {
+        if let WriterMessage::Write { reply, .. } = msg {
+            let _ = reply.send(Err(WriteError::Unavailable(
+                "the store is shutting down".into(),
+            )));
+        }
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<Arc<Stored>>, WriteError>>;
+
+async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    // The writer is the only mutator of the cache, so state read here stays current until we
+    // publish below; earlier writes of this batch are seen through `overlay`.
+    let mut rv = inner.state.read().rv;
+    let mut overlay: HashMap<(Kind, ObjectKey), Option<Arc<Stored>>> = HashMap::new();
+    let mut accepted: Vec<(Reply, Vec<Arc<WatchEvent>>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let committed_at = now_unix();
+
+    for (ops, reply) in batch {
+        let current =
+            |kind: Kind, key: &ObjectKey, overlay: &HashMap<_, Option<Arc<Stored>>>| match overlay
+                .get(&(kind, key.clone()))
+            {
+                Some(v) => v.clone(),
+                None => inner.state.read().objects[kind as usize].get(key).cloned(),
+            };
+        // Two ops on the same object in one group would make the second's precondition
+        // meaningless; refuse rather than guess.
+        let mut seen = std::collections::HashSet::new();
+        if !ops.iter().all(|op| seen.insert((op.kind, op.key.clone()))) {
+            let _ = reply.send(Err(WriteError::Unavailable(
+                "a write may touch each object once".into(),
+            )));
+            continue;
+        }
+        // Check every precondition first: a group applies entirely or not at all.
+        let mut failure = None;
+        let mut currents = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let cur = current(op.kind, &op.key, &overlay);
+            let err = match (&op.precondition, &cur, &op.change) {
+                (Precondition::Absent, Some(_), _) => Some(WriteError::AlreadyExists { op: i }),
+                (Precondition::AtRv(_), None, _) => Some(WriteError::NotFound { op: i }),
+                (Precondition::AtRv(expected), Some(c), _) if c.rv != *expected => {
+                    Some(WriteError::Conflict {
+                        op: i,
+                        expected: *expected,
+                        current: c.rv,
+                    })
+                }
+                (Precondition::None, None, Change::Delete) => Some(WriteError::NotFound { op: i }),
+                _ => None,
+            };
+            if let Some(e) = err {
+                failure = Some(e);
+                break;
+            }
+            currents.push(cur);
+        }
+        if let Some(e) = failure {
+            let _ = reply.send(Err(e));
+            continue;
+        }
+        let mut events = Vec::with_capacity(ops.len());
+        for (op, prev) in ops.into_iter().zip(currents) {
+            rv += 1;
+            let (type_, stored) = match op.change {
+                Change::Put(obj) => {
+                    let t = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    (t, Arc::new(Stored::new(obj, rv)))
+                }
+                Change::Delete => {
+                    let last = prev.as_ref().expect("precondition guarantees existence");
+                    (
+                        EventType::Deleted,
+                        Arc::new(Stored::new(last.object.clone(), rv)),
+                    )
+                }
+            };
+            rows.push(Row {
+                type_,
+                stored: stored.clone(),
+                committed_at,
+            });
+            overlay.insert(
+                (op.kind, op.key),
+                (type_ != EventType::Deleted).then(|| stored.clone()),
+            );
+            events.push(Arc::new(WatchEvent {
+                rv,
+                type_,
+                object: stored,
+                prev,
+                committed_at,
+            }));
+        }
+        accepted.push((reply, events));
+    }
+
+    if accepted.is_empty() {
+        return;
+    }
+    if let Err(e) = backend.commit(&rows).await {
+        tracing::error!(error = %e, "store commit failed");
+        for (reply, _) in accepted {
+            let _ = reply.send(Err(WriteError::Unavailable(
+                "the write could not be made durable".into(),
+            )));
+        }
+        return;
+    }
+
+    // Durable: publish to the cache, the log and watchers, then acknowledge.
+    {
+        let mut state = inner.state.write();
+        for ((kind, key), value) in overlay {
+            let map = &mut state.objects[kind as usize];
+            match value {
+                Some(v) => {
+                    map.insert(key, v);
+                }
+                None => {
+                    map.remove(&key);
+                }
+            }
+        }
+        state.rv = rv;
+        for (_, events) in &accepted {
+            for e in events {
+                state.log.push_back(e.clone());
+                // No receivers is not an error: nobody is watching.
+                let _ = inner.events.send(e.clone());
+            }
+        }
+        trim_log(&mut state, &inner.options);
+    }
+    for (reply, events) in accepted {
+        let _ = reply.send(Ok(events.iter().map(|e| e.object.clone()).collect()));
+    }
+}
+
+/// Drops log entries beyond the size bound or older than the window; never the newest one.
+fn trim_log(state: &mut State, options: &StoreOptions) {
+    let horizon = now_unix() - options.log_window.as_secs() as i64;
+    while state.log.len() > 1
+        && (state.log.len() > options.log_max_events
+            || state.log.front().is_some_and(|e| e.committed_at < horizon))
+    {
+        if let Some(e) = state.log.pop_front() {
+            state.compacted_rv = e.rv;
+        }
+    }
+}
+
+async fn compact(inner: &Inner, backend: &mut dyn Backend) {
+    let up_to = {
+        let mut state = inner.state.write();
+        trim_log(&mut state, &inner.options);
+        state.compacted_rv
+    };
+    if let Err(e) = backend.compact(up_to).await {
+        tracing::warn!(error = %e, "change log compaction failed; will retry");
+    }
+}
