@@ -29,10 +29,17 @@ pub struct ServeArgs {
     /// Directory for the SQLite database (created if missing).
     #[arg(long, default_value = "./stowage-data", env = "STOWAGE_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Changes kept for watch resume; a watch from an older resourceVersion gets 410 Gone.
+    #[arg(long, default_value_t = 100_000)]
+    pub watch_history: usize,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.data_dir, StoreOptions::default())
+    let store_options = StoreOptions {
+        log_max_events: args.watch_history.max(1),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&args.data_dir, store_options)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let registry = Registry::new(store.clone());

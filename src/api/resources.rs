@@ -238,23 +238,57 @@ async fn dispatch<T: KindStrategy>(
 }
 
 /// Reads a request body, refusing one over the size limit with 413.
+///
+/// The rest of an oversized body is read and discarded (up to a bound) before answering, so the
+/// client, still sending, sees the 413 rather than a reset connection.
 pub async fn read_body(
     state: &ApiState,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<bytes::Bytes> {
     let limit = state.options.max_body_bytes;
-    if let Some(len) = headers
+    let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > limit
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut too_large = declared.is_some_and(|len| len > limit);
+    let mut discarded = 0usize;
+    let drain_cap = limit.saturating_mul(8);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let next =
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut body)).await {
+                Ok(n) => n,
+                Err(_) if too_large => break,
+                Err(_) => return Err(ApiError::timeout("timed out reading the request body")),
+            };
+        match next {
+            None => break,
+            Some(Err(_)) if too_large => break,
+            Some(Err(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "error reading the request body: {e}"
+                )));
+            }
+            Some(Ok(chunk)) => {
+                if too_large || buf.len() + chunk.len() > limit {
+                    too_large = true;
+                    discarded += chunk.len();
+                    if discarded > drain_cap {
+                        break;
+                    }
+                } else {
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+    if too_large {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))
+    Ok(buf.freeze())
 }
 
 fn parse_document(bytes: &[u8], format: BodyFormat) -> ApiResult<Value> {

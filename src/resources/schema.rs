@@ -105,6 +105,15 @@ impl Schemas {
     }
 
     fn compile_inline(&mut self, schema: &Value) -> Node {
+        // OpenAPI 3.0 forbids siblings of `$ref`, so a described reference is `allOf: [$ref]`.
+        if let Some(Value::Array(all)) = schema.get("allOf")
+            && let [only] = all.as_slice()
+        {
+            return match self.compile_ref(only) {
+                Ref::Any => Node::Any,
+                Ref::Node(i) => Node::Alias(i),
+            };
+        }
         if schema.get("$ref").is_some() {
             return match self.compile_ref(schema) {
                 Ref::Any => Node::Any,
@@ -180,5 +189,41 @@ impl Schemas {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_found_at_any_depth() {
+        let s = schemas();
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"any": "label"}, "colour": "x"},
+            "spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c", "size": 1}}],
+                     "nodeName": "n"},
+            "extra": true
+        });
+        let mut found = s.unknown_fields(Kind::Pod, &pod);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                "extra",
+                "metadata.colour",
+                "spec.volumes[0].persistentVolumeClaim.size"
+            ]
+        );
+    }
+
+    #[test]
+    fn maps_and_free_form_fields_accept_any_key() {
+        let s = schemas();
+        let sc = json!({"metadata": {"name": "x", "annotations": {"whatever/key": "v"}},
+                        "provisioner": "p", "parameters": {"anything": "goes"}});
+        assert!(s.unknown_fields(Kind::StorageClass, &sc).is_empty());
     }
 }

@@ -1,0 +1,9 @@
+//! End-to-end tests: every test drives a real `stowage serve` process over HTTP.
+
+mod api_basics;
+mod api_errors;
+mod api_lists;
+mod api_watch;
+mod discovery;
+mod durability;
+mod support;

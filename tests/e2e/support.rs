@@ -1,0 +1,275 @@
+//! Test support: a real `stowage serve` process on a free port, with its own data directory,
+//! and a small HTTP client for it.
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub client: reqwest::Client,
+    extra_args: Vec<String>,
+}
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_stowage")
+}
+
+impl Server {
+    /// A server on a fresh, empty data directory.
+    pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::spawn(&dir, args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn spawn(dir: &Path, args: &[&str]) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .expect("server log");
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("STOWAGE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn stowage");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                panic!("stowage did not start; log:\n{log}");
+            }
+        };
+        Server {
+            child: Some(child),
+            base,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Stops the process the hard way (SIGKILL): a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it; returns its exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a new process on the same data directory (after `kill` or `terminate`).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let args: Vec<String> = self.extra_args.clone();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut fresh = Self::spawn(&self.data_dir, &refs);
+        self.child = fresh.child.take();
+        self.base = std::mem::take(&mut fresh.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.put(self.url(path)).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, content_type: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(
+            self.client
+                .patch(self.url(path))
+                .header("Content-Type", content_type)
+                .body(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.delete(self.url(path))).await
+    }
+
+    /// Sends raw bytes with a content type, for malformed-input tests.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        self.send(req).await
+    }
+
+    /// Polls `f` until it returns `Some`, or panics after `timeout`.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\nserver log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub const SC: &str = "/apis/storage.k8s.io/v1/storageclasses";
+pub const PV: &str = "/api/v1/persistentvolumes";
+pub const VA: &str = "/apis/storage.k8s.io/v1/volumeattachments";
+pub const NODES: &str = "/api/v1/nodes";
+
+pub fn pvcs(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/persistentvolumeclaims")
+}
+
+pub fn pods(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/pods")
+}
+
+pub fn events(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/events")
+}
+
+pub fn leases(ns: &str) -> String {
+    format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases")
+}
+
+pub fn pvc(name: &str, size: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+            "storageClassName": "",
+        }
+    })
+}
+
+pub fn storage_class(name: &str, provisioner: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": provisioner,
+    })
+}
+
+pub fn host_path_pv(name: &str, size: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": format!("/srv/{name}")},
+        }
+    })
+}
+
+pub fn rv_of(v: &Value) -> u64 {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resourceVersion in {v}"))
+}
