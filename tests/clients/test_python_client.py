@@ -1,6 +1,7 @@
 """The official Kubernetes Python client (kubernetes==37.0.1), unchanged, against Stowage:
 create, get, list, replace, patch, delete and watch on every kind."""
 
+import functools
 import threading
 
 import pytest
@@ -35,7 +36,12 @@ def kinds(api_client, ns):
     coordination = client.CoordinationV1Api(api_client)
 
     def namespaced(fn):
-        return lambda *a, **kw: fn(*a, namespace=ns, **kw)
+        # wraps() keeps the docstring, from which watch.Watch learns the return type.
+        @functools.wraps(fn)
+        def call(*a, **kw):
+            return fn(*a, namespace=ns, **kw)
+
+        return call
 
     return [
         (
@@ -167,6 +173,18 @@ def test_every_kind_round_trips_through_the_python_client(api_client, namespace)
 
         listed = list_(label_selector="suite=python")
         assert obj_name in [i.metadata.name for i in listed.items], name
+
+        # Watch from the list's resourceVersion: the next change arrives, typed.
+        stream = watch.Watch().stream(
+            list_, label_selector="suite=python", resource_version=listed.metadata.resource_version,
+            timeout_seconds=5,
+        )
+        patch(name=obj_name, body={"metadata": {"annotations": {"watched": "yes"}}})
+        event = next(stream)
+        assert event["type"] == "MODIFIED", name
+        assert event["object"].metadata.annotations["watched"] == "yes", name
+        stream.close()
+        got = read(name=obj_name)
 
         got.metadata.labels["step"] = "replaced"
         replaced = replace(name=obj_name, body=got)
