@@ -5,15 +5,21 @@
 //! - [`registry`]: API semantics (validation, concurrency, finalizers) for every kind;
 //! - [`resources`]: the kinds and their per-kind rules;
 //! - [`store`]: durable SQLite storage with an in-memory cache and change feed;
+//! - [`runtime`] and [`controllers`]: level-triggered controllers (binder, provisioner, ...);
+//! - [`providers`]: the storage providers this server has (see `providers/` for the crates);
 //! - [`machinery`]: kind-independent pieces (quantities, selectors, patches);
 //! - [`cli`] and [`server`]: the `stowage` binary.
 
 pub mod api;
 pub mod cli;
+pub mod config;
+pub mod controllers;
 pub mod error;
 pub mod machinery;
 pub mod metrics;
+pub mod providers;
 pub mod registry;
 pub mod resources;
+pub mod runtime;
 pub mod server;
 pub mod store;

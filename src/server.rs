@@ -7,15 +7,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiOptions, ApiState};
+use crate::config::Config;
+use crate::controllers::{self, Context, Recorder, Settings};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::providers::Providers;
+use crate::registry::{Registry, WriteOptions};
+use crate::resources::StorageClass;
 use crate::store::{Store, StoreOptions};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -32,6 +37,12 @@ pub struct ServeArgs {
     /// Changes kept for watch resume; a watch from an older resourceVersion gets 410 Gone.
     #[arg(long, default_value_t = 100_000)]
     pub watch_history: usize,
+    /// Configuration file (YAML): providers and controller settings. Optional.
+    #[arg(long, env = "STOWAGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Do not create the default StorageClass `local` on first start.
+    #[arg(long)]
+    pub no_default_class: bool,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -42,9 +53,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.data_dir, store_options)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let config = Config::load(args.config.as_deref())?;
+    let providers = Providers::build(&config, &args.data_dir)?;
+    let first_start = store.current_rv() == 0;
     let registry = Registry::new(store.clone());
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
+    if first_start
+        && !args.no_default_class
+        && providers.get(stowage_provider_local::PROVISIONER).is_some()
+    {
+        create_default_class(&registry).await?;
+    }
+    let ctx = Arc::new(Context {
+        registry: registry.clone(),
+        store: store.clone(),
+        providers,
+        recorder: Recorder::start(registry.clone(), shutdown.clone()),
+        metrics: metrics.clone(),
+    });
+    controllers::start(
+        ctx,
+        &Settings {
+            resync: config.controllers.resync,
+        },
+        &shutdown,
+    );
     let state = ApiState::new(registry, metrics, shutdown.clone(), ApiOptions::default());
     let app = api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -75,6 +109,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The class a fresh server offers: local directories, the default for claims naming none.
+async fn create_default_class(registry: &Registry) -> anyhow::Result<()> {
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": "local",
+            "annotations": {crate::resources::storageclass::DEFAULT_CLASS_ANNOTATION: "true"},
+        },
+        "provisioner": stowage_provider_local::PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": true,
+    }))?;
+    match registry.create("", class, &WriteOptions::default()).await {
+        Ok(_) => {
+            tracing::info!("created the default StorageClass \"local\"");
+            Ok(())
+        }
+        Err(e) if e.is_already_exists() => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating the default StorageClass: {e}")),
+    }
 }
 
 async fn wait_for_signal() {

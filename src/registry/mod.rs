@@ -241,6 +241,7 @@ impl Registry {
         admission::admit(&self.store, &mut any, None)?;
         let mut obj = T::from_any_owned(any).expect("admission keeps the kind");
         obj.default();
+        normalize_meta(obj.metadata_mut());
 
         // A generated name that collides is drawn again, as Kubernetes' clients would retry.
         for _ in 0..8 {
@@ -398,6 +399,7 @@ impl Registry {
         admission::admit(&self.store, &mut any, Some(&current.object)).map_err(Retry::Fail)?;
         let mut new = T::from_any_owned(any).expect("admission keeps the kind");
         new.default();
+        normalize_meta(new.metadata_mut());
         Self::validate(&new, Some(old)).map_err(Retry::Fail)?;
         if new.spec_changed(old) {
             new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
@@ -709,34 +711,61 @@ impl Registry {
         ))
     }
 
-    /// Writes several objects in one transaction: each is written in full (spec, status and
-    /// metadata as given) at the resourceVersion it was read at. For controllers that must change
-    /// two objects together (a bind). Validation still applies; status/spec split does not.
-    pub async fn write_together(
-        &self,
-        objects: Vec<(AnyObject, Rv)>,
-    ) -> ApiResult<Vec<Arc<Stored>>> {
-        let mut ops = Vec::with_capacity(objects.len());
-        let mut names = Vec::with_capacity(objects.len());
-        for (obj, rv) in objects {
+    /// Writes several objects in one transaction, for controllers that must change objects
+    /// together (a bind; a provisioned volume and its claim). Objects are written whole: spec,
+    /// status and metadata as given, with no status/spec split. Admission, defaults and
+    /// validation still apply, and every update is conditional on the version it was read at.
+    pub async fn write_together(&self, writes: Vec<Write>) -> ApiResult<Vec<Arc<Stored>>> {
+        let mut ops = Vec::with_capacity(writes.len());
+        let mut names = Vec::with_capacity(writes.len());
+        for w in writes {
+            let (obj, rv) = match w {
+                Write::Create(obj) => (obj, None),
+                Write::Update(obj, rv) => (obj, Some(rv)),
+            };
             let key = ObjectKey::of(&obj);
             let kind = obj.kind();
-            let Some(current) = self.store.get(kind, &key) else {
-                let i = kind.info();
-                return Err(ApiError::not_found(i.plural, i.group, &key.name));
+            let current = match rv {
+                Some(_) => match self.store.get(kind, &key) {
+                    Some(c) => Some(c),
+                    None => {
+                        let i = kind.info();
+                        return Err(ApiError::not_found(i.plural, i.group, &key.name));
+                    }
+                },
+                None => None,
             };
             let checked = crate::with_kind!(kind, T => {
                 let mut new = T::from_any_owned(obj).expect("kind matches");
-                let old: &T = current.typed();
+                let old: Option<&T> = current.as_ref().map(|c| c.typed());
+                if old.is_none() {
+                    let meta = new.metadata_mut();
+                    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+                    meta.creation_timestamp = Some(now());
+                    meta.generation = Some(1);
+                    meta.resource_version = None;
+                }
+                let mut any = new.into_any();
+                admission::admit(&self.store, &mut any, current.as_ref().map(|c| &c.object))?;
+                let mut new = T::from_any_owned(any).expect("admission keeps the kind");
                 new.default();
-                Self::validate(&new, Some(old))?;
-                if new.spec_changed(old) {
+                normalize_meta(new.metadata_mut());
+                Self::validate(&new, old)?;
+                if let Some(old) = old
+                    && new.spec_changed(old)
+                {
                     new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
                 }
                 new.into_any()
             });
             names.push((kind, key.name.clone()));
-            ops.push(WriteOp::update(checked, rv));
+            let meta = checked.meta();
+            let finished_deleting = meta.deletion_timestamp.is_some() && meta.finalizers.is_none();
+            ops.push(match rv {
+                Some(rv) if finished_deleting => WriteOp::delete(kind, key, rv),
+                Some(rv) => WriteOp::update(checked, rv),
+                None => WriteOp::create(checked),
+            });
         }
         self.store.write(ops).await.map_err(|e| {
             let failed = |op: usize| {
@@ -744,9 +773,13 @@ impl Registry {
                 (kind.info(), name.as_str())
             };
             match e {
-                WriteError::Conflict { op, .. } | WriteError::AlreadyExists { op } => {
+                WriteError::Conflict { op, .. } => {
                     let (i, name) = failed(op);
                     ApiError::stale(i.plural, i.group, name)
+                }
+                WriteError::AlreadyExists { op } => {
+                    let (i, name) = failed(op);
+                    ApiError::already_exists(i.plural, i.group, name)
                 }
                 WriteError::NotFound { op } => {
                     let (i, name) = failed(op);
@@ -756,6 +789,13 @@ impl Registry {
             }
         })
     }
+}
+
+/// One object of a [`Registry::write_together`].
+pub enum Write {
+    Create(AnyObject),
+    /// The object and the resourceVersion it was read at.
+    Update(AnyObject, Rv),
 }
 
 enum Retry {
@@ -778,6 +818,22 @@ fn patch_carried_rv(patch: &Patch) -> Option<String> {
         Patch::Apply { config, .. } => config.pointer("/metadata/resourceVersion"),
     }?;
     v.as_str().map(str::to_string)
+}
+
+/// Empty lists and maps in metadata are absent, as Kubernetes serializes them.
+fn normalize_meta(meta: &mut ObjectMeta) {
+    if meta.finalizers.as_ref().is_some_and(Vec::is_empty) {
+        meta.finalizers = None;
+    }
+    if meta.labels.as_ref().is_some_and(|l| l.is_empty()) {
+        meta.labels = None;
+    }
+    if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+        meta.annotations = None;
+    }
+    if meta.owner_references.as_ref().is_some_and(Vec::is_empty) {
+        meta.owner_references = None;
+    }
 }
 
 /// Server-owned metadata survives every update from a client.

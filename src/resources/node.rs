@@ -192,3 +192,125 @@ impl KindStrategy for Node {
         ]
     }
 }
+
+/// The labels a node is known by: its Node object's labels, plus `kubernetes.io/hostname`
+/// (so a node that has no Node object yet is still addressable by name).
+pub fn labels_for(name: &str, node: Option<&Node>) -> std::collections::BTreeMap<String, String> {
+    let mut labels = node
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    labels
+        .entry("kubernetes.io/hostname".to_string())
+        .or_insert_with(|| name.to_string());
+    labels
+}
+
+/// Whether a node satisfies a node selector: any term, every requirement of the term.
+pub fn selector_admits(
+    sel: &k8s_openapi::api::core::v1::NodeSelector,
+    node_name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let name = node_name.to_string();
+    sel.node_selector_terms.iter().any(|term| {
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let fields = term.match_fields.as_deref().unwrap_or_default();
+        // A term with no requirements selects nothing, as in Kubernetes.
+        !(exprs.is_empty() && fields.is_empty())
+            && exprs
+                .iter()
+                .all(|r| requirement_admits(r, labels.get(&r.key)))
+            && fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && requirement_admits(r, Some(&name)))
+    })
+}
+
+fn requirement_admits(
+    r: &k8s_openapi::api::core::v1::NodeSelectorRequirement,
+    value: Option<&String>,
+) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    let number = |s: &String| s.parse::<i64>().ok();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => !value.is_some_and(|v| values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => {
+            matches!((value.and_then(number), values.first().and_then(number)), (Some(v), Some(b)) if v > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(number), values.first().and_then(number)), (Some(v), Some(b)) if v < b)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+
+    fn selector(key: &str, op: &str, values: &[&str]) -> NodeSelector {
+        NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: key.into(),
+                    operator: op.into(),
+                    values: Some(values.iter().map(|v| v.to_string()).collect()),
+                }]),
+                match_fields: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn node_selectors_match_labels_with_every_operator() {
+        let labels = labels_for("n1", None);
+        assert!(selector_admits(
+            &selector("kubernetes.io/hostname", "In", &["n1", "n2"]),
+            "n1",
+            &labels
+        ));
+        assert!(!selector_admits(
+            &selector("kubernetes.io/hostname", "In", &["n2"]),
+            "n1",
+            &labels
+        ));
+        assert!(selector_admits(
+            &selector("zone", "DoesNotExist", &[]),
+            "n1",
+            &labels
+        ));
+        assert!(!selector_admits(
+            &selector("zone", "Exists", &[]),
+            "n1",
+            &labels
+        ));
+        assert!(selector_admits(
+            &selector("zone", "NotIn", &["a"]),
+            "n1",
+            &labels
+        ));
+        let mut numbered = labels.clone();
+        numbered.insert("cpus".into(), "8".into());
+        assert!(selector_admits(
+            &selector("cpus", "Gt", &["4"]),
+            "n1",
+            &numbered
+        ));
+        assert!(!selector_admits(
+            &selector("cpus", "Lt", &["4"]),
+            "n1",
+            &numbered
+        ));
+        assert!(!selector_admits(
+            &NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm::default()]
+            },
+            "n1",
+            &labels
+        ));
+    }
+}

@@ -53,24 +53,30 @@ fn summary(e: &Value) -> (String, String) {
     )
 }
 
+fn lease(name: &str) -> Value {
+    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+           "spec": {"holderIdentity": name}})
+}
+
+// Leases: no controller touches them, so the stream holds exactly what the test wrote.
 #[tokio::test]
 async fn a_watch_sends_current_objects_then_changes() {
     let s = Server::start().await;
-    s.post(&pvcs("w"), &pvc("before", "1Gi")).await;
-    let mut w = EventStream::open(&s, &format!("{}?watch=1", pvcs("w"))).await;
+    s.post(&leases("w"), &lease("before")).await;
+    let mut w = EventStream::open(&s, &format!("{}?watch=1", leases("w"))).await;
     assert_eq!(
         summary(&w.expect().await),
         ("ADDED".into(), "before".into())
     );
-    s.post(&pvcs("w"), &pvc("after", "1Gi")).await;
-    s.post(&pvcs("other"), &pvc("elsewhere", "1Gi")).await;
+    s.post(&leases("w"), &lease("after")).await;
+    s.post(&leases("other"), &lease("elsewhere")).await;
     s.patch(
-        &format!("{}/after", pvcs("w")),
+        &format!("{}/after", leases("w")),
         "application/merge-patch+json",
         &json!({"metadata": {"labels": {"x": "y"}}}),
     )
     .await;
-    s.delete(&format!("{}/before", pvcs("w"))).await;
+    s.delete(&format!("{}/before", leases("w"))).await;
     assert_eq!(summary(&w.expect().await), ("ADDED".into(), "after".into()));
     assert_eq!(
         summary(&w.expect().await),
@@ -142,7 +148,7 @@ async fn selectors_turn_transitions_into_added_and_deleted() {
 
 #[tokio::test]
 async fn bookmarks_and_initial_events_end_marker_are_sent() {
-    let s = Server::start().await;
+    let s = Server::start_with(&["--no-default-class"]).await;
     s.post(SC, &storage_class("x", "a.io/b")).await;
     let mut w = EventStream::open(
         &s,

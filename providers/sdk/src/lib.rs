@@ -1,1 +1,454 @@
-//! The Stowage provider SDK.
+//! The Stowage provider SDK: the contract between Stowage's controllers and a storage backend.
+//!
+//! A provider turns volume operations into real storage: a directory, an NFS subdirectory, an
+//! EBS volume. It knows nothing of Kubernetes objects; the controllers translate claims,
+//! classes, volumes and nodes into the plain requests defined here, and the provider's answers
+//! back into objects.
+//!
+//! Every operation is **idempotent and keyed by the volume name** (`pvc-<claim uid>`), because
+//! the controllers retry after errors, timeouts and crashes: a second `create_volume` with the
+//! same name and parameters must return the same volume, a `delete_volume` of a volume that is
+//! already gone must succeed.
+//!
+//! Errors are classified ([`ErrorKind`]); the controllers retry only what is
+//! [`ProviderError::is_temporary`] quickly, and report the rest on the claim.
+//!
+//! [`conformance`] is the behaviour suite every provider runs against itself; see
+//! `providers/sdk/README.md` for how to write a provider and run it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub mod conformance;
+pub mod memory;
+pub mod quantity;
+
+/// Access modes, as in Kubernetes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccessMode {
+    ReadWriteOnce,
+    ReadOnlyMany,
+    ReadWriteMany,
+    ReadWriteOncePod,
+}
+
+impl AccessMode {
+    pub const ALL: [AccessMode; 4] = [
+        AccessMode::ReadWriteOnce,
+        AccessMode::ReadOnlyMany,
+        AccessMode::ReadWriteMany,
+        AccessMode::ReadWriteOncePod,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ReadWriteOnce" => Some(Self::ReadWriteOnce),
+            "ReadOnlyMany" => Some(Self::ReadOnlyMany),
+            "ReadWriteMany" => Some(Self::ReadWriteMany),
+            "ReadWriteOncePod" => Some(Self::ReadWriteOncePod),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWriteOnce => "ReadWriteOnce",
+            Self::ReadOnlyMany => "ReadOnlyMany",
+            Self::ReadWriteMany => "ReadWriteMany",
+            Self::ReadWriteOncePod => "ReadWriteOncePod",
+        }
+    }
+
+    /// Whether a volume with this mode may be attached to one node only.
+    pub fn is_single_node(self) -> bool {
+        matches!(self, Self::ReadWriteOnce | Self::ReadWriteOncePod)
+    }
+}
+
+/// What a provider can do. A plain value: the controllers read it to decide which operations to
+/// call, and the conformance kit to decide which behaviours to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `create_volume` and `delete_volume` work (dynamic provisioning).
+    pub dynamic_provisioning: bool,
+    /// `attach` does real work that takes time (EBS). When false, attach is a check that
+    /// answers at once (local, NFS); the controllers still call it, so every provider gets
+    /// VolumeAttachments with mount information.
+    pub attach_required: bool,
+    /// `expand_volume` works.
+    pub expansion: bool,
+    /// The snapshot operations work.
+    pub snapshots: bool,
+    /// The access modes volumes of this provider support.
+    pub access_modes: Vec<AccessMode>,
+    /// Volumes are reachable only from some nodes; `Volume::accessible_topology` says which.
+    pub topology: bool,
+    /// At most this many volumes of this provider attached to one node (`None`: no limit).
+    pub max_attachments_per_node: Option<u32>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            dynamic_provisioning: true,
+            attach_required: false,
+            expansion: false,
+            snapshots: false,
+            access_modes: vec![AccessMode::ReadWriteOnce],
+            topology: false,
+            max_attachments_per_node: None,
+        }
+    }
+}
+
+/// A set of topology labels, e.g. `{"kubernetes.io/hostname": "node-1"}` or
+/// `{"topology.kubernetes.io/zone": "us-east-1a"}`. A node is in a topology if it carries every
+/// label with the same value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Topology(pub BTreeMap<String, String>);
+
+impl Topology {
+    pub fn one(key: &str, value: &str) -> Self {
+        Topology(BTreeMap::from([(key.to_string(), value.to_string())]))
+    }
+
+    /// Whether a node with `labels` lies in this topology.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Where a new volume must (requisite) or should (preferred) be reachable from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopologyRequirement {
+    /// The volume must be accessible from at least one of these; empty means anywhere.
+    pub requisite: Vec<Topology>,
+    /// In order of preference (the first is the node a consuming pod was scheduled to).
+    pub preferred: Vec<Topology>,
+}
+
+/// The claim a volume is created for, for naming templates and tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Where a new volume's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentSource {
+    Snapshot { snapshot_id: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateVolumeRequest {
+    /// The idempotency key: `pvc-<claim uid>`. Only `[a-z0-9-]`, at most 63 characters.
+    pub name: String,
+    /// The requested size; the volume may be larger, never smaller.
+    pub capacity_bytes: i64,
+    pub access_modes: Vec<AccessMode>,
+    /// True for raw block volumes (`volumeMode: Block`).
+    pub block: bool,
+    /// The StorageClass parameters, passed as given: the provider validates them.
+    pub parameters: BTreeMap<String, String>,
+    pub mount_options: Vec<String>,
+    pub topology: TopologyRequirement,
+    pub claim: ClaimRef,
+    pub content_source: Option<ContentSource>,
+}
+
+/// A volume as the provider made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// The provider's handle (`spec.csi.volumeHandle`): what every later call names.
+    pub handle: String,
+    pub capacity_bytes: i64,
+    /// Stored on the PersistentVolume (`spec.csi.volumeAttributes`) and passed back to
+    /// `delete_volume` and `attach`: whatever the provider needs then, since the class may be
+    /// gone by that time.
+    pub attributes: BTreeMap<String, String>,
+    /// Where the volume is reachable from (becomes the PV's node affinity); empty: everywhere.
+    pub accessible_topology: Vec<Topology>,
+}
+
+/// A volume as `list_volumes` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The name it was created with (`pvc-<uid>`).
+    pub name: String,
+    pub handle: String,
+    pub capacity_bytes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteVolumeRequest {
+    pub handle: String,
+    /// The attributes the volume was created with.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The node a volume attaches to, as the controllers know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The Node's labels (topology, instance type); `kubernetes.io/hostname` is always present.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.providerID`, e.g. `aws:///us-east-1a/i-0123`.
+    pub provider_id: Option<String>,
+    /// Per-node attachment limit set by an admin (label or annotation), overriding the default.
+    pub max_attachments: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachRequest {
+    pub handle: String,
+    pub attributes: BTreeMap<String, String>,
+    pub node: NodeInfo,
+    pub read_only: bool,
+    pub access_modes: Vec<AccessMode>,
+    pub mount_options: Vec<String>,
+    pub fs_type: Option<String>,
+}
+
+/// How a node uses an attached volume: written to `VolumeAttachment.status.attachmentMetadata`.
+/// Conventional keys: `type` (`local`, `nfs`, `block`), `path`, `server`, `share`, `devicePath`,
+/// `fsType`, `mountOptions` (comma-separated), `readOnly`.
+pub type PublishInfo = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetachRequest {
+    pub handle: String,
+    pub attributes: BTreeMap<String, String>,
+    pub node: NodeInfo,
+    /// Detach even if the node may still use the volume (the node is out of service).
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpandRequest {
+    pub handle: String,
+    pub attributes: BTreeMap<String, String>,
+    pub capacity_bytes: i64,
+}
+
+/// The result of an expansion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expanded {
+    pub capacity_bytes: i64,
+    /// A state to report while the backend is still modifying the volume (EBS `optimizing`).
+    pub in_progress: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: String,
+    pub source_handle: String,
+    pub size_bytes: i64,
+    pub ready: bool,
+}
+
+/// The class of a failure, in the manner of CSI status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request can never succeed as given (bad parameter, bad size). Final.
+    InvalidArgument,
+    /// The volume, node or snapshot does not exist.
+    NotFound,
+    /// A volume with this name exists with different parameters. Final.
+    AlreadyExists,
+    /// Out of capacity, or a per-node attachment limit reached. May succeed later.
+    ResourceExhausted,
+    /// The operation cannot happen in the current state (a volume still attached). Retry.
+    FailedPrecondition,
+    /// A transient failure (timeout, throttling, server unreachable). Retry with backoff.
+    Temporary,
+    /// The provider does not do this.
+    Unsupported,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::ResourceExhausted => "ResourceExhausted",
+            ErrorKind::FailedPrecondition => "FailedPrecondition",
+            ErrorKind::Temporary => "Temporary",
+            ErrorKind::Unsupported => "Unsupported",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::AlreadyExists, message)
+    }
+    pub fn exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceExhausted, message)
+    }
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::FailedPrecondition, message)
+    }
+    pub fn temporary(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Temporary, message)
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// Whether retrying soon may help.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Temporary | ErrorKind::FailedPrecondition
+        )
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+pub type Result<T> = std::result::Result<T, ProviderError>;
+
+/// The contract. Each method's documentation is its required behaviour; the conformance kit
+/// checks it.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The provisioner name StorageClasses use (`local.stowage.dev`). Also the CSI driver name on
+    /// PersistentVolumes and the attacher name on VolumeAttachments.
+    fn name(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates a volume of at least `capacity_bytes`, named `req.name`.
+    ///
+    /// Requires `dynamic_provisioning`. Behaviour:
+    /// - the same name with the same size and parameters returns the existing volume (same
+    ///   handle), also from another provider instance (after a restart);
+    /// - the same name with a different size or parameters fails with `AlreadyExists`;
+    /// - concurrent calls with one name create one volume;
+    /// - invalid parameters fail with `InvalidArgument` before anything is created;
+    /// - no room fails with `ResourceExhausted`, and creates nothing;
+    /// - a volume the request's topology cannot reach is never created.
+    async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume>;
+
+    /// Deletes a volume. A volume that does not exist is success. A volume that cannot be
+    /// deleted yet (still attached) fails with `FailedPrecondition`. Deletes nothing but the
+    /// volume itself.
+    async fn delete_volume(&self, req: &DeleteVolumeRequest) -> Result<()>;
+
+    /// Makes the volume usable on `req.node` and says how to mount it.
+    ///
+    /// Behaviour: attaching twice returns the same information; an unknown node or volume fails
+    /// with `NotFound`; a node outside the volume's topology fails with `InvalidArgument`; a node
+    /// at its attachment limit fails with `ResourceExhausted`.
+    async fn attach(&self, req: &AttachRequest) -> Result<PublishInfo>;
+
+    /// Undoes `attach`. Detaching a volume that is not attached (or does not exist) is success.
+    async fn detach(&self, req: &DetachRequest) -> Result<()>;
+
+    /// Grows a volume to at least `capacity_bytes`. Requires `expansion`. Never shrinks:
+    /// a smaller size than the current one returns the current size.
+    async fn expand_volume(&self, _req: &ExpandRequest) -> Result<Expanded> {
+        Err(ProviderError::unsupported(
+            "this provider cannot expand volumes",
+        ))
+    }
+
+    /// Every volume this provider manages (made by `create_volume`), for orphan checks.
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
+
+    /// Creates a snapshot named `name` of the volume. Requires `snapshots`. Idempotent by name.
+    async fn create_snapshot(&self, _name: &str, _source_handle: &str) -> Result<Snapshot> {
+        Err(ProviderError::unsupported("this provider has no snapshots"))
+    }
+
+    /// Deletes a snapshot; a missing one is success. Requires `snapshots`.
+    async fn delete_snapshot(&self, _id: &str) -> Result<()> {
+        Err(ProviderError::unsupported("this provider has no snapshots"))
+    }
+}
+
+/// Checks a volume name is a safe idempotency key: lowercase letters, digits and dashes, at most
+/// 63 characters, starting with a letter. Providers build paths and tags from it, so nothing
+/// else may pass.
+pub fn validate_volume_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProviderError::invalid(format!(
+            "invalid volume name {name:?}: only lowercase letters, digits and '-', at most 63 characters, starting with a letter"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_are_restricted_to_a_safe_alphabet() {
+        assert!(validate_volume_name("pvc-0d9c8e7f-1234-4abc-9def-0123456789ab").is_ok());
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "PVC",
+            "-x",
+            "x y",
+            &"a".repeat(64),
+            "1abc",
+        ] {
+            assert!(validate_volume_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topology_admits_nodes_with_every_label() {
+        let t = Topology::one("kubernetes.io/hostname", "n1");
+        let mut labels = BTreeMap::new();
+        assert!(!t.admits(&labels));
+        labels.insert("kubernetes.io/hostname".into(), "n1".into());
+        assert!(t.admits(&labels));
+        assert!(Topology::default().admits(&labels));
+    }
+
+    #[test]
+    fn only_transient_failures_are_temporary() {
+        assert!(ProviderError::temporary("x").is_temporary());
+        assert!(ProviderError::precondition("x").is_temporary());
+        assert!(!ProviderError::invalid("x").is_temporary());
+        assert!(!ProviderError::exhausted("x").is_temporary());
+    }
+}

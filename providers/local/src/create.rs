@@ -1,0 +1,148 @@
+//! `create_volume`: reserve the size in the ledger, then make the directory.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+use stowage_provider::{
+    CreateVolumeRequest, ProviderError, Result, Topology, Volume, validate_volume_name,
+};
+
+use crate::core::{Core, Record, sync_record};
+use crate::{HOSTNAME_LABEL, quota};
+
+/// Class parameters this provider understands.
+pub(crate) const PARAM_ON_DELETE: &str = "onDelete";
+pub(crate) const PARAM_PERMISSIONS: &str = "mountPermissions";
+
+pub(crate) fn validate_parameters(params: &BTreeMap<String, String>) -> Result<u32> {
+    let mut mode = 0o777;
+    for (k, v) in params {
+        match k.as_str() {
+            PARAM_ON_DELETE => {
+                if !matches!(v.as_str(), "delete" | "archive" | "retain") {
+                    return Err(ProviderError::invalid(format!(
+                        "parameter onDelete must be delete, archive or retain, not {v:?}"
+                    )));
+                }
+            }
+            PARAM_PERMISSIONS => {
+                mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        ProviderError::invalid(format!(
+                            "parameter mountPermissions must be an octal mode like 0775, not {v:?}"
+                        ))
+                    })?;
+            }
+            other => {
+                return Err(ProviderError::invalid(format!(
+                    "unknown parameter {other:?} (the local provider knows onDelete and mountPermissions)"
+                )));
+            }
+        }
+    }
+    Ok(mode)
+}
+
+pub(crate) fn volume_for(core: &Core, record: &Record) -> Volume {
+    let mut attributes = BTreeMap::from([
+        (
+            "path".to_string(),
+            core.volume_path(&record.name).display().to_string(),
+        ),
+        ("node".to_string(), core.node.clone()),
+    ]);
+    if let Some(on_delete) = record.parameters.get(PARAM_ON_DELETE) {
+        attributes.insert(PARAM_ON_DELETE.to_string(), on_delete.clone());
+    }
+    Volume {
+        handle: record.name.clone(),
+        capacity_bytes: record.capacity_bytes,
+        attributes,
+        accessible_topology: vec![Topology::one(HOSTNAME_LABEL, &core.node)],
+    }
+}
+
+pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
+    validate_volume_name(&req.name)?;
+    if req.capacity_bytes <= 0 {
+        return Err(ProviderError::invalid(
+            "the requested size must be positive",
+        ));
+    }
+    let mode = validate_parameters(&req.parameters)?;
+    if req.block {
+        return Err(ProviderError::invalid(
+            "the local provider makes directories: volumeMode Block is not supported",
+        ));
+    }
+    let here = BTreeMap::from([(HOSTNAME_LABEL.to_string(), core.node.clone())]);
+    if !req.topology.requisite.is_empty() && !req.topology.requisite.iter().any(|t| t.admits(&here))
+    {
+        return Err(ProviderError::invalid(format!(
+            "the local provider serves node {:?} only, outside the requested topology",
+            core.node
+        )));
+    }
+    let dir = core.volume_path(&req.name);
+    let io_err = |e: io::Error| ProviderError::temporary(format!("local provider: {e}"));
+    let record = core
+        .locked(|ledger| {
+            if let Some(existing) = ledger.get(&req.name) {
+                if existing.capacity_bytes != req.capacity_bytes
+                    || existing.parameters != req.parameters
+                {
+                    return Ok(Err(ProviderError::already_exists(format!(
+                        "volume {} exists with a size of {} bytes and other parameters",
+                        req.name, existing.capacity_bytes
+                    ))));
+                }
+                return Ok(Ok(existing.clone()));
+            }
+            let used = ledger.used_except(&req.name);
+            if used.saturating_add(req.capacity_bytes) > core.capacity_bytes {
+                return Ok(Err(ProviderError::exhausted(format!(
+                    "not enough space on node {}: {} bytes requested, {} of {} bytes free",
+                    core.node,
+                    req.capacity_bytes,
+                    (core.capacity_bytes - used).max(0),
+                    core.capacity_bytes
+                ))));
+            }
+            let taken = ledger.project_ids();
+            let project_id = matches!(core.quota, quota::QuotaMode::XfsProjectQuota { .. })
+                .then(|| quota::project_id(&req.name, |id| taken.contains(&id)));
+            let record = Record {
+                name: req.name.clone(),
+                capacity_bytes: req.capacity_bytes,
+                parameters: req.parameters.clone(),
+                project_id,
+            };
+            // Reserve first, then create: a crash in between leaves a reservation that the
+            // retried create adopts, never an unaccounted directory.
+            ledger.put(record.clone())?;
+            Ok(Ok(record))
+        })
+        .map_err(io_err)??;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    if let Some(id) = record.project_id
+        && let Err(e) = core.quota.set(&dir, id, record.capacity_bytes)
+    {
+        tracing::warn!(
+            volume = record.name,
+            error = e,
+            "could not set the hard quota; accounting still applies"
+        );
+    }
+    sync_record(core, &req.name).map_err(io_err)?;
+    Ok(volume_for(core, &record))
+}

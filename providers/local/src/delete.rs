@@ -1,0 +1,51 @@
+//! `delete_volume`: remove (or archive, or keep) the directory, then release its reservation.
+//!
+//! Only the volume's own directory is ever touched, and only by its validated name: never a
+//! parent, never a path from a parameter.
+
+use std::io;
+
+use stowage_provider::{DeleteVolumeRequest, ProviderError, Result, validate_volume_name};
+
+use crate::core::Core;
+use crate::create::PARAM_ON_DELETE;
+
+pub(crate) fn delete(core: &Core, req: &DeleteVolumeRequest) -> Result<()> {
+    validate_volume_name(&req.handle)?;
+    let io_err = |e: io::Error| ProviderError::temporary(format!("local provider: {e}"));
+    let dir = core.volume_path(&req.handle);
+    core.locked(|ledger| {
+        let record = ledger.get(&req.handle).cloned();
+        let on_delete = record
+            .as_ref()
+            .and_then(|r| r.parameters.get(PARAM_ON_DELETE).cloned())
+            .or_else(|| req.attributes.get(PARAM_ON_DELETE).cloned())
+            .unwrap_or_else(|| "delete".to_string());
+        if dir.exists() {
+            match on_delete.as_str() {
+                "archive" => {
+                    let mut target = core.root.join(format!("archived-{}", req.handle));
+                    let mut n = 1;
+                    while target.exists() {
+                        target = core.root.join(format!("archived-{}-{n}", req.handle));
+                        n += 1;
+                    }
+                    std::fs::rename(&dir, &target)?;
+                }
+                "retain" => {}
+                _ => std::fs::remove_dir_all(&dir)?,
+            }
+        }
+        if let Some(id) = record.and_then(|r| r.project_id)
+            && let Err(e) = core.quota.clear(id)
+        {
+            tracing::warn!(
+                volume = req.handle,
+                error = e,
+                "could not lift the hard quota"
+            );
+        }
+        ledger.remove(&req.handle)
+    })
+    .map_err(io_err)
+}

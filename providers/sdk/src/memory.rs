@@ -1,0 +1,311 @@
+//! An in-memory provider: volumes are entries in a map, attachments are sets of node names.
+//!
+//! It is a complete implementation of the contract, not a mock: it enforces capacity,
+//! idempotency, attachment limits and delete-while-attached, so the controllers can be tested
+//! and benchmarked against a provider whose volumes move between nodes (like a network disk)
+//! without any infrastructure. It is also the SDK's own conformance subject. State lives in a
+//! shared handle, so a second instance over the same state stands for a restarted provider.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::{
+    AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
+    DetachRequest, ExpandRequest, Expanded, Provider, ProviderError, PublishInfo, Result, Snapshot,
+    Volume, VolumeInfo, validate_volume_name,
+};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    capacity_bytes: i64,
+    parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    volumes: HashMap<String, Entry>,
+    attachments: HashMap<String, HashSet<String>>,
+    snapshots: HashMap<String, Snapshot>,
+}
+
+/// Shared state: clone it into several providers to simulate restarts.
+pub type SharedState = Arc<Mutex<MemoryState>>;
+
+#[derive(Clone)]
+pub struct MemoryProvider {
+    name: String,
+    state: SharedState,
+    /// Total bytes all volumes may use (`None`: unlimited).
+    capacity_bytes: Option<i64>,
+    max_attachments_per_node: Option<u32>,
+    /// Simulated latency of attach and detach.
+    attach_delay: Duration,
+}
+
+impl MemoryProvider {
+    pub fn new(name: impl Into<String>) -> Self {
+        MemoryProvider {
+            name: name.into(),
+            state: SharedState::default(),
+            capacity_bytes: None,
+            max_attachments_per_node: Some(128),
+            attach_delay: Duration::ZERO,
+        }
+    }
+
+    pub fn with_state(mut self, state: SharedState) -> Self {
+        self.state = state;
+        self
+    }
+
+    pub fn with_capacity(mut self, bytes: i64) -> Self {
+        self.capacity_bytes = Some(bytes);
+        self
+    }
+
+    pub fn with_attach_delay(mut self, d: Duration) -> Self {
+        self.attach_delay = d;
+        self
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// The nodes a volume is attached to now.
+    pub fn attached_nodes(&self, handle: &str) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .state
+            .lock()
+            .attachments
+            .get(handle)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        nodes.sort();
+        nodes
+    }
+}
+
+fn handle_of(name: &str) -> String {
+    format!("mem-{name}")
+}
+
+#[async_trait::async_trait]
+impl Provider for MemoryProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dynamic_provisioning: true,
+            attach_required: true,
+            expansion: true,
+            snapshots: true,
+            access_modes: AccessMode::ALL.to_vec(),
+            topology: false,
+            max_attachments_per_node: self.max_attachments_per_node,
+        }
+    }
+
+    async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {
+        validate_volume_name(&req.name)?;
+        if req.capacity_bytes <= 0 {
+            return Err(ProviderError::invalid("capacity must be positive"));
+        }
+        let mut state = self.state.lock();
+        if let Some(e) = state.volumes.get(&req.name) {
+            if e.capacity_bytes != req.capacity_bytes || e.parameters != req.parameters {
+                return Err(ProviderError::already_exists(format!(
+                    "volume {} exists with other parameters",
+                    req.name
+                )));
+            }
+        } else {
+            let used: i64 = state.volumes.values().map(|e| e.capacity_bytes).sum();
+            if let Some(cap) = self.capacity_bytes
+                && used.saturating_add(req.capacity_bytes) > cap
+            {
+                return Err(ProviderError::exhausted(format!(
+                    "{} bytes requested, {} of {cap} free",
+                    req.capacity_bytes,
+                    cap - used
+                )));
+            }
+            state.volumes.insert(
+                req.name.clone(),
+                Entry {
+                    name: req.name.clone(),
+                    capacity_bytes: req.capacity_bytes,
+                    parameters: req.parameters.clone(),
+                },
+            );
+        }
+        Ok(Volume {
+            handle: handle_of(&req.name),
+            capacity_bytes: req.capacity_bytes,
+            attributes: BTreeMap::new(),
+            accessible_topology: Vec::new(),
+        })
+    }
+
+    async fn delete_volume(&self, req: &DeleteVolumeRequest) -> Result<()> {
+        let mut state = self.state.lock();
+        if state
+            .attachments
+            .get(&req.handle)
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(ProviderError::precondition(format!(
+                "volume {} is still attached",
+                req.handle
+            )));
+        }
+        state
+            .volumes
+            .retain(|name, _| handle_of(name) != req.handle);
+        state.attachments.remove(&req.handle);
+        Ok(())
+    }
+
+    async fn attach(&self, req: &AttachRequest) -> Result<PublishInfo> {
+        if !self.attach_delay.is_zero() {
+            tokio::time::sleep(self.attach_delay).await;
+        }
+        if req.node.name.is_empty() {
+            return Err(ProviderError::not_found("node has no name"));
+        }
+        let mut state = self.state.lock();
+        if !state
+            .volumes
+            .values()
+            .any(|e| handle_of(&e.name) == req.handle)
+        {
+            return Err(ProviderError::not_found(format!(
+                "volume {} not found",
+                req.handle
+            )));
+        }
+        let on_node = state
+            .attachments
+            .values()
+            .filter(|nodes| nodes.contains(&req.node.name))
+            .count() as u32;
+        let already = state
+            .attachments
+            .get(&req.handle)
+            .is_some_and(|n| n.contains(&req.node.name));
+        let limit = req.node.max_attachments.or(self.max_attachments_per_node);
+        if !already && limit.is_some_and(|l| on_node >= l) {
+            return Err(ProviderError::exhausted(format!(
+                "node {} has {on_node} volumes attached, its limit",
+                req.node.name
+            )));
+        }
+        state
+            .attachments
+            .entry(req.handle.clone())
+            .or_default()
+            .insert(req.node.name.clone());
+        Ok(BTreeMap::from([
+            ("type".to_string(), "memory".to_string()),
+            (
+                "devicePath".to_string(),
+                format!("/dev/memory/{}", req.handle),
+            ),
+        ]))
+    }
+
+    async fn detach(&self, req: &DetachRequest) -> Result<()> {
+        if !self.attach_delay.is_zero() {
+            tokio::time::sleep(self.attach_delay).await;
+        }
+        if let Some(nodes) = self.state.lock().attachments.get_mut(&req.handle) {
+            nodes.remove(&req.node.name);
+        }
+        Ok(())
+    }
+
+    async fn expand_volume(&self, req: &ExpandRequest) -> Result<Expanded> {
+        let mut state = self.state.lock();
+        let entry = state
+            .volumes
+            .values_mut()
+            .find(|e| handle_of(&e.name) == req.handle)
+            .ok_or_else(|| ProviderError::not_found(format!("volume {} not found", req.handle)))?;
+        entry.capacity_bytes = entry.capacity_bytes.max(req.capacity_bytes);
+        Ok(Expanded {
+            capacity_bytes: entry.capacity_bytes,
+            in_progress: None,
+        })
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
+        Ok(self
+            .state
+            .lock()
+            .volumes
+            .values()
+            .map(|e| VolumeInfo {
+                name: e.name.clone(),
+                handle: handle_of(&e.name),
+                capacity_bytes: e.capacity_bytes,
+            })
+            .collect())
+    }
+
+    async fn create_snapshot(&self, name: &str, source_handle: &str) -> Result<Snapshot> {
+        validate_volume_name(name)?;
+        let mut state = self.state.lock();
+        let size = state
+            .volumes
+            .values()
+            .find(|e| handle_of(&e.name) == source_handle)
+            .map(|e| e.capacity_bytes)
+            .ok_or_else(|| ProviderError::not_found(format!("volume {source_handle} not found")))?;
+        Ok(state
+            .snapshots
+            .entry(name.to_string())
+            .or_insert_with(|| Snapshot {
+                id: format!("snap-{name}"),
+                source_handle: source_handle.to_string(),
+                size_bytes: size,
+                ready: true,
+            })
+            .clone())
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        self.state.lock().snapshots.retain(|_, s| s.id != id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeInfo;
+    use crate::conformance::{Fixture, run};
+
+    #[tokio::test]
+    async fn the_memory_provider_passes_the_conformance_kit() {
+        let state = SharedState::default();
+        let make = move || -> Arc<dyn Provider> {
+            Arc::new(
+                MemoryProvider::new("memory.stowage.dev")
+                    .with_state(state.clone())
+                    .with_capacity(64 << 30),
+            )
+        };
+        let mut fixture = Fixture::new(NodeInfo {
+            name: "node-1".into(),
+            ..Default::default()
+        });
+        fixture.too_large_bytes = Some(65 << 30);
+        run(make, fixture).await.assert_passed();
+    }
+}

@@ -1,0 +1,468 @@
+//! The binder's indexes, kept current from the change feed.
+//!
+//! - Available volumes, grouped by (class, volume mode) and then by their exact set of access
+//!   modes, each group ordered by capacity. A claim's best match is a range query per access
+//!   mode superset (at most 15 of them): `O(log n)` per claim, where Kubernetes scans every
+//!   volume for every claim.
+//! - Waiting claims, grouped the same way and ordered by request, so a volume that becomes
+//!   Available wakes the claims it can serve at once.
+//! - Claims by the volume they name, volumes pre-bound to a claim, and claims by consuming pod.
+//!
+//! The indexes may lag the store by a moment; the binder re-checks every choice against the
+//! store before writing, and the write's preconditions make a stale choice fail harmlessly.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+
+use k8s_openapi::api::core::v1::NodeSelector;
+
+use crate::machinery::labels::Selector;
+use crate::machinery::validation::{FieldErrors, Path};
+use crate::resources::{PersistentVolume, PersistentVolumeClaim, Pod, pod, pv, pvc};
+use crate::store::ObjectKey;
+
+/// Access modes as a bit set: RWO=1, ROX=2, RWX=4, RWOP=8.
+pub type ModeSet = u8;
+
+pub fn mode_set(modes: Option<&Vec<String>>) -> ModeSet {
+    modes
+        .into_iter()
+        .flatten()
+        .map(|m| match m.as_str() {
+            "ReadWriteOnce" => 1,
+            "ReadOnlyMany" => 2,
+            "ReadWriteMany" => 4,
+            "ReadWriteOncePod" => 8,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// (storage class, volume mode): volumes only ever match claims of the same group.
+pub type Group = (String, String);
+
+fn volume_group(v: &PersistentVolume) -> Group {
+    let spec = v.spec.as_ref();
+    (
+        spec.and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default(),
+        spec.and_then(|s| s.volume_mode.clone())
+            .unwrap_or_else(|| "Filesystem".into()),
+    )
+}
+
+pub fn claim_group(c: &PersistentVolumeClaim) -> Group {
+    let spec = c.spec.as_ref();
+    (
+        spec.and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default(),
+        spec.and_then(|s| s.volume_mode.clone())
+            .unwrap_or_else(|| "Filesystem".into()),
+    )
+}
+
+/// What a claim needs from a volume.
+pub struct Needs {
+    pub group: Group,
+    pub modes: ModeSet,
+    pub bytes: i64,
+    pub selector: Option<Selector>,
+}
+
+impl Needs {
+    pub fn of(c: &PersistentVolumeClaim) -> Needs {
+        let spec = c.spec.as_ref();
+        let selector = spec.and_then(|s| s.selector.as_ref()).map(|sel| {
+            Selector::from_label_selector(sel, &Path::default(), &mut FieldErrors::new())
+        });
+        Needs {
+            group: claim_group(c),
+            modes: mode_set(spec.and_then(|s| s.access_modes.as_ref())),
+            bytes: pvc::request_bytes(c).unwrap_or(i64::MAX),
+            selector,
+        }
+    }
+
+    /// Whether `v` satisfies these needs (class, mode, size, selector); node affinity aside.
+    pub fn satisfied_by(&self, v: &PersistentVolume) -> bool {
+        volume_group(v) == self.group
+            && mode_set(v.spec.as_ref().and_then(|s| s.access_modes.as_ref())) & self.modes
+                == self.modes
+            && pv::capacity_bytes(v).is_some_and(|c| c >= self.bytes)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches_opt(v.metadata.labels.as_ref()))
+    }
+}
+
+struct VolumeEntry {
+    group: Group,
+    modes: ModeSet,
+    bytes: i64,
+    labels: BTreeMap<String, String>,
+    affinity: Option<NodeSelector>,
+}
+
+struct ClaimEntry {
+    group: Group,
+    bytes: i64,
+}
+
+#[derive(Default)]
+pub struct Index {
+    /// Group → access-mode set → (capacity, name) of available volumes.
+    available: HashMap<Group, BTreeMap<ModeSet, BTreeSet<(i64, String)>>>,
+    volumes: HashMap<String, VolumeEntry>,
+    /// Volumes handed to a bind in progress; not offered again until released.
+    reserved: HashSet<String>,
+    /// Group → (request, claim) of claims waiting for a volume.
+    waiting: HashMap<Group, BTreeSet<(i64, ObjectKey)>>,
+    claims: HashMap<ObjectKey, ClaimEntry>,
+    /// Volume name → claims whose `spec.volumeName` names it.
+    claims_naming: HashMap<String, BTreeSet<ObjectKey>>,
+    claim_naming: HashMap<ObjectKey, String>,
+    /// Claim → volumes whose `claimRef` names it (pre-bound by an admin).
+    prebound: HashMap<ObjectKey, BTreeSet<String>>,
+    prebound_of: HashMap<String, ObjectKey>,
+    /// Claim → pods (by name) in its namespace using it.
+    pods_of_claim: HashMap<ObjectKey, BTreeSet<String>>,
+    claims_of_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
+}
+
+/// A volume is offered for matching when nothing claims it and it is not being released.
+fn available(v: &PersistentVolume) -> bool {
+    v.metadata.deletion_timestamp.is_none()
+        && v.spec.as_ref().is_some_and(|s| s.claim_ref.is_none())
+        && matches!(pv::phase(v), "" | "Pending" | "Available")
+}
+
+impl Index {
+    pub fn clear(&mut self) {
+        *self = Index::default();
+    }
+
+    pub fn upsert_volume(&mut self, name: &str, v: &PersistentVolume) {
+        self.remove_volume(name);
+        if let Some(claim) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
+            && claim.uid.as_deref().unwrap_or_default().is_empty()
+            && v.metadata.deletion_timestamp.is_none()
+        {
+            let key = ObjectKey::new(
+                claim.namespace.clone().unwrap_or_default(),
+                claim.name.clone().unwrap_or_default(),
+            );
+            self.prebound
+                .entry(key.clone())
+                .or_default()
+                .insert(name.to_string());
+            self.prebound_of.insert(name.to_string(), key);
+        }
+        if !available(v) {
+            return;
+        }
+        let entry = VolumeEntry {
+            group: volume_group(v),
+            modes: mode_set(v.spec.as_ref().and_then(|s| s.access_modes.as_ref())),
+            bytes: pv::capacity_bytes(v).unwrap_or(0),
+            labels: v.metadata.labels.clone().unwrap_or_default(),
+            affinity: v
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref())
+                .and_then(|a| a.required.clone()),
+        };
+        self.available
+            .entry(entry.group.clone())
+            .or_default()
+            .entry(entry.modes)
+            .or_default()
+            .insert((entry.bytes, name.to_string()));
+        self.volumes.insert(name.to_string(), entry);
+    }
+
+    pub fn remove_volume(&mut self, name: &str) {
+        if let Some(e) = self.volumes.remove(name)
+            && let Some(by_modes) = self.available.get_mut(&e.group)
+            && let Some(set) = by_modes.get_mut(&e.modes)
+        {
+            set.remove(&(e.bytes, name.to_string()));
+        }
+        self.reserved.remove(name);
+        if let Some(claim) = self.prebound_of.remove(name)
+            && let Some(set) = self.prebound.get_mut(&claim)
+        {
+            set.remove(name);
+            if set.is_empty() {
+                self.prebound.remove(&claim);
+            }
+        }
+    }
+
+    pub fn is_available(&self, name: &str) -> bool {
+        self.volumes.contains_key(name)
+    }
+
+    pub fn upsert_claim(&mut self, key: &ObjectKey, c: &PersistentVolumeClaim) {
+        self.remove_claim(key);
+        let volume_name = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|n| !n.is_empty());
+        if let Some(v) = volume_name {
+            self.claims_naming
+                .entry(v.clone())
+                .or_default()
+                .insert(key.clone());
+            self.claim_naming.insert(key.clone(), v);
+            return;
+        }
+        if c.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let entry = ClaimEntry {
+            group: claim_group(c),
+            bytes: pvc::request_bytes(c).unwrap_or(i64::MAX),
+        };
+        self.waiting
+            .entry(entry.group.clone())
+            .or_default()
+            .insert((entry.bytes, key.clone()));
+        self.claims.insert(key.clone(), entry);
+    }
+
+    pub fn remove_claim(&mut self, key: &ObjectKey) {
+        if let Some(e) = self.claims.remove(key)
+            && let Some(set) = self.waiting.get_mut(&e.group)
+        {
+            set.remove(&(e.bytes, key.clone()));
+        }
+        if let Some(v) = self.claim_naming.remove(key)
+            && let Some(set) = self.claims_naming.get_mut(&v)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.claims_naming.remove(&v);
+            }
+        }
+    }
+
+    pub fn upsert_pod(&mut self, key: &ObjectKey, p: &Pod) {
+        self.remove_pod(key);
+        let claims: Vec<ObjectKey> = pod::claim_names(p)
+            .map(|c| ObjectKey::new(key.namespace.clone(), c))
+            .collect();
+        for c in &claims {
+            self.pods_of_claim
+                .entry(c.clone())
+                .or_default()
+                .insert(key.name.clone());
+        }
+        self.claims_of_pod.insert(key.clone(), claims);
+    }
+
+    pub fn remove_pod(&mut self, key: &ObjectKey) {
+        for c in self.claims_of_pod.remove(key).unwrap_or_default() {
+            if let Some(set) = self.pods_of_claim.get_mut(&c) {
+                set.remove(&key.name);
+                if set.is_empty() {
+                    self.pods_of_claim.remove(&c);
+                }
+            }
+        }
+    }
+
+    /// The smallest available volume that satisfies `needs` and, when `node` is given, whose
+    /// node affinity admits that node. The chosen volume is reserved; release it if the bind
+    /// does not happen.
+    pub fn take_best(
+        &mut self,
+        needs: &Needs,
+        node: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> Option<String> {
+        let by_modes = self.available.get(&needs.group)?;
+        let mut best: Option<(i64, &String)> = None;
+        for (modes, set) in by_modes {
+            if modes & needs.modes != needs.modes {
+                continue;
+            }
+            let start = (needs.bytes, String::new());
+            for (bytes, name) in set.range((Bound::Included(&start), Bound::Unbounded)) {
+                if best.is_some_and(|(b, _)| *bytes >= b) {
+                    break;
+                }
+                if self.reserved.contains(name) {
+                    continue;
+                }
+                let entry = &self.volumes[name];
+                if let Some(sel) = &needs.selector
+                    && !sel.matches(&entry.labels)
+                {
+                    continue;
+                }
+                if let (Some((node_name, labels)), Some(affinity)) = (node, &entry.affinity)
+                    && !crate::resources::node::selector_admits(affinity, node_name, labels)
+                {
+                    continue;
+                }
+                best = Some((*bytes, name));
+                break;
+            }
+        }
+        let name = best.map(|(_, n)| n.clone())?;
+        self.reserved.insert(name.clone());
+        Some(name)
+    }
+
+    pub fn release(&mut self, name: &str) {
+        self.reserved.remove(name);
+    }
+
+    /// Up to `limit` waiting claims an available volume could serve, largest request first
+    /// (the best fit from the volume's side).
+    pub fn claims_for_volume(&self, name: &str, limit: usize) -> Vec<ObjectKey> {
+        let Some(e) = self.volumes.get(name) else {
+            return Vec::new();
+        };
+        let Some(set) = self.waiting.get(&e.group) else {
+            return Vec::new();
+        };
+        let end = (e.bytes, ObjectKey::new("\u{10ffff}", ""));
+        set.range((Bound::Unbounded, Bound::Included(&end)))
+            .rev()
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// Waiting claims of a class (when the class appears or changes).
+    pub fn claims_of_class(&self, class: &str, limit: usize) -> Vec<ObjectKey> {
+        self.waiting
+            .iter()
+            .filter(|((c, _), _)| c == class)
+            .flat_map(|(_, set)| set.iter().map(|(_, k)| k.clone()))
+            .take(limit)
+            .collect()
+    }
+
+    pub fn claims_naming(&self, volume: &str) -> Vec<ObjectKey> {
+        self.claims_naming
+            .get(volume)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn prebound_for(&self, claim: &ObjectKey) -> Vec<String> {
+        self.prebound
+            .get(claim)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn pods_using(&self, claim: &ObjectKey) -> Vec<String> {
+        self.pods_of_claim
+            .get(claim)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn claims_of_pod(&self, pod: &ObjectKey) -> Vec<ObjectKey> {
+        self.claims_of_pod.get(pod).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimSpec, PersistentVolumeSpec, VolumeResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn volume(class: &str, modes: &[&str], size: &str) -> PersistentVolume {
+        PersistentVolume {
+            spec: Some(PersistentVolumeSpec {
+                storage_class_name: Some(class.into()),
+                access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
+                capacity: Some(BTreeMap::from([("storage".into(), Quantity(size.into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn claim(class: &str, modes: &[&str], size: &str) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: Some(class.into()),
+                access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".into(), Quantity(size.into()))])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_smallest_fitting_volume_wins_across_mode_sets() {
+        let mut i = Index::default();
+        i.upsert_volume("big", &volume("fast", &["ReadWriteOnce"], "10Gi"));
+        i.upsert_volume(
+            "snug",
+            &volume("fast", &["ReadWriteOnce", "ReadWriteMany"], "5Gi"),
+        );
+        i.upsert_volume("tiny", &volume("fast", &["ReadWriteOnce"], "1Gi"));
+        i.upsert_volume("other-class", &volume("slow", &["ReadWriteOnce"], "5Gi"));
+        let needs = Needs::of(&claim("fast", &["ReadWriteOnce"], "4Gi"));
+        assert_eq!(i.take_best(&needs, None).as_deref(), Some("snug"));
+        // Reserved volumes are not offered twice.
+        assert_eq!(i.take_best(&needs, None).as_deref(), Some("big"));
+        assert_eq!(i.take_best(&needs, None), None);
+    }
+
+    #[test]
+    fn access_modes_must_be_a_superset() {
+        let mut i = Index::default();
+        i.upsert_volume("rwo", &volume("", &["ReadWriteOnce"], "1Gi"));
+        let needs = Needs::of(&claim("", &["ReadWriteMany"], "1Gi"));
+        assert_eq!(i.take_best(&needs, None), None);
+        i.upsert_volume(
+            "rwx",
+            &volume("", &["ReadWriteMany", "ReadWriteOnce"], "1Gi"),
+        );
+        assert_eq!(i.take_best(&needs, None).as_deref(), Some("rwx"));
+    }
+
+    #[test]
+    fn claimed_volumes_leave_the_index() {
+        let mut i = Index::default();
+        let mut v = volume("", &["ReadWriteOnce"], "1Gi");
+        i.upsert_volume("v", &v);
+        assert!(i.is_available("v"));
+        v.spec.as_mut().unwrap().claim_ref = Some(Default::default());
+        i.upsert_volume("v", &v);
+        assert!(!i.is_available("v"));
+    }
+
+    #[test]
+    fn a_new_volume_finds_the_largest_waiting_claim_it_fits() {
+        let mut i = Index::default();
+        for (n, size) in [("a", "1Gi"), ("b", "5Gi"), ("c", "20Gi")] {
+            i.upsert_claim(
+                &ObjectKey::new("ns", n),
+                &claim("", &["ReadWriteOnce"], size),
+            );
+        }
+        i.upsert_volume("v", &volume("", &["ReadWriteOnce"], "8Gi"));
+        let woken: Vec<String> = i
+            .claims_for_volume("v", 8)
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(woken, vec!["b", "a"]);
+    }
+}

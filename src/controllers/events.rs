@@ -1,0 +1,257 @@
+//! Events: what controllers tell users about their objects, written as `Event` objects.
+//!
+//! Recording never blocks a reconcile: records go through a bounded channel to a writer task.
+//! Repeats of the same event on the same object are aggregated, as Kubernetes' event
+//! correlator does: the first is written at once, repeats increase `count` in memory and are
+//! written at most every [`FLUSH_EVERY`], so a controller retrying in a loop cannot flood the
+//! store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{Registry, WriteOptions};
+use crate::resources::{AnyObject, Event, Subresource};
+
+/// How often an aggregated event's new count is written.
+const FLUSH_EVERY: Duration = Duration::from_secs(15);
+/// How long an event is remembered for aggregation.
+const REMEMBER: Duration = Duration::from_secs(600);
+/// Records waiting to be written; beyond this, new records are dropped (and logged).
+const BUFFER: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+struct Record {
+    involved: ObjectReference,
+    namespace: String,
+    type_: EventType,
+    reason: &'static str,
+    message: String,
+    component: &'static str,
+}
+
+/// A handle controllers record events with. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Record>,
+}
+
+/// A reference to an object, as events name it.
+pub fn reference(obj: &AnyObject) -> ObjectReference {
+    let info = obj.kind().info();
+    let m = obj.meta();
+    ObjectReference {
+        api_version: Some(info.api_version.to_string()),
+        kind: Some(info.kind.to_string()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        field_path: None,
+    }
+}
+
+impl Recorder {
+    /// Starts the writer task; it stops with `shutdown`.
+    pub fn start(registry: Registry, shutdown: CancellationToken) -> Recorder {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        tokio::spawn(writer(registry, rx, shutdown));
+        Recorder { tx }
+    }
+
+    /// Records an event about `obj` on behalf of `component`.
+    pub fn record(
+        &self,
+        component: &'static str,
+        obj: &AnyObject,
+        type_: EventType,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) {
+        let involved = reference(obj);
+        // Events about cluster-scoped objects live in "default", as in Kubernetes.
+        let namespace = involved
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        let record = Record {
+            involved,
+            namespace,
+            type_,
+            reason,
+            message: message.into(),
+            component,
+        };
+        if self.tx.try_send(record).is_err() {
+            tracing::warn!(reason, "event buffer full; dropping an event");
+        }
+    }
+
+    pub fn normal(
+        &self,
+        component: &'static str,
+        obj: &AnyObject,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.record(component, obj, EventType::Normal, reason, message);
+    }
+
+    pub fn warning(
+        &self,
+        component: &'static str,
+        obj: &AnyObject,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.record(component, obj, EventType::Warning, reason, message);
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct AggregateKey {
+    uid: String,
+    reason: &'static str,
+    message: String,
+}
+
+struct Aggregate {
+    name: String,
+    namespace: String,
+    count: i32,
+    written_count: i32,
+    last_seen: Time,
+    last_written: Instant,
+}
+
+async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: CancellationToken) {
+    let mut seen: HashMap<AggregateKey, Aggregate> = HashMap::new();
+    let writes = Arc::new(Semaphore::new(64));
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = flush.tick() => {
+                let now = Instant::now();
+                seen.retain(|_, a| now.duration_since(a.last_written) < REMEMBER);
+                for a in seen.values_mut().filter(|a| a.count != a.written_count) {
+                    a.written_count = a.count;
+                    a.last_written = now;
+                    spawn_count_update(&registry, &writes, a).await;
+                }
+            }
+            record = rx.recv() => {
+                let Some(r) = record else { return };
+                let key = AggregateKey {
+                    uid: r.involved.uid.clone().unwrap_or_default(),
+                    reason: r.reason,
+                    message: r.message.clone(),
+                };
+                let now = Time(jiff::Timestamp::now());
+                if let Some(a) = seen.get_mut(&key) {
+                    a.count += 1;
+                    a.last_seen = now;
+                    continue;
+                }
+                let name = format!(
+                    "{}.{:x}",
+                    r.involved.name.as_deref().unwrap_or("object"),
+                    jiff::Timestamp::now().as_nanosecond()
+                );
+                seen.insert(key, Aggregate {
+                    name: name.clone(),
+                    namespace: r.namespace.clone(),
+                    count: 1,
+                    written_count: 1,
+                    last_seen: now.clone(),
+                    last_written: Instant::now(),
+                });
+                let event = Event {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        namespace: Some(r.namespace.clone()),
+                        ..Default::default()
+                    },
+                    involved_object: r.involved,
+                    reason: Some(r.reason.to_string()),
+                    message: Some(truncate(r.message)),
+                    type_: Some(r.type_.as_str().to_string()),
+                    count: Some(1),
+                    first_timestamp: Some(now.clone()),
+                    last_timestamp: Some(now),
+                    source: Some(EventSource { component: Some(r.component.to_string()), host: None }),
+                    reporting_component: Some(format!("stowage/{}", r.component)),
+                    reporting_instance: Some("stowage".to_string()),
+                    ..Default::default()
+                };
+                let Ok(permit) = writes.clone().acquire_owned().await else { return };
+                let registry = registry.clone();
+                let namespace = r.namespace;
+                tokio::spawn(async move {
+                    if let Err(e) = registry.create(&namespace, event, &WriteOptions::default()).await {
+                        tracing::debug!(error = %e, "could not write an event");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn spawn_count_update(registry: &Registry, writes: &Arc<Semaphore>, a: &Aggregate) {
+    let Ok(permit) = writes.clone().acquire_owned().await else {
+        return;
+    };
+    let registry = registry.clone();
+    let patch = crate::registry::Patch::Merge(serde_json::json!({
+        "count": a.count,
+        "lastTimestamp": a.last_seen,
+    }));
+    let (namespace, name) = (a.namespace.clone(), a.name.clone());
+    tokio::spawn(async move {
+        let _ = registry
+            .patch::<Event>(
+                &namespace,
+                &name,
+                &patch,
+                Subresource::Main,
+                &WriteOptions::default(),
+            )
+            .await;
+        drop(permit);
+    });
+}
+
+/// Kubernetes truncates event messages at 1 KiB.
+fn truncate(mut message: String) -> String {
+    const MAX: usize = 1024;
+    if message.len() > MAX {
+        let mut cut = MAX - 3;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}

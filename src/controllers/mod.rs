@@ -1,0 +1,99 @@
+//! The controllers that make the declared state real. Each one is a [`Reconciler`] run by the
+//! shared [`runtime`](crate::runtime); they read the store's cache and write through the
+//! registry, exactly as an outside client would (they know nothing of HTTP).
+//!
+//! - [`binder`]: claims meet volumes (static binding, phases, release);
+//! - [`provisioner`]: classes create and delete volumes through providers;
+//! - [`protection`]: claims and volumes in use are not removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::providers::Providers;
+use crate::registry::Registry;
+use crate::runtime::{self, ControllerOptions};
+use crate::store::Store;
+
+pub mod binder;
+pub mod events;
+pub mod protection;
+pub mod provisioner;
+
+pub use events::Recorder;
+
+/// Annotations Kubernetes' volume controllers use, with the same meanings.
+pub mod annotations {
+    /// On a claim: the binder finished binding it.
+    pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+    /// On a claim or volume: the binder (not a user) set `volumeName` / `claimRef`.
+    pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+    /// On a claim: which provisioner is asked to make its volume.
+    pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+    pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
+    /// On a claim of a WaitForFirstConsumer class: the node its first consumer runs on.
+    pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+    /// On a volume: the provisioner that made it.
+    pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+}
+
+/// Finalizers the controllers own.
+pub mod finalizers {
+    /// A claim used by a running pod is not removed.
+    pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+    /// A bound volume is not removed.
+    pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+    /// A provisioned volume object stays until its backing storage is deleted.
+    pub const PROVISIONED_VOLUME: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+}
+
+/// What every controller shares.
+pub struct Context {
+    pub registry: Registry,
+    pub store: Store,
+    pub providers: Providers,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub resync: Duration,
+}
+
+/// Starts every controller; they stop with `shutdown`.
+pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToken) {
+    let opts = |concurrency| ControllerOptions {
+        concurrency,
+        resync: settings.resync,
+    };
+    tokio::spawn(runtime::run(
+        Arc::new(binder::Binder::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(64),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    let provisioner = Arc::new(provisioner::Provisioner::new(ctx.clone()));
+    tokio::spawn(provisioner::sweep_orphans_periodically(
+        provisioner.clone(),
+        Duration::from_secs(60),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        provisioner,
+        ctx.store.clone(),
+        opts(256),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(protection::Protection::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(32),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+}

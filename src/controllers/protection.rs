@@ -1,0 +1,189 @@
+//! Protection: `kubernetes.io/pvc-protection` keeps a claim that a non-terminated pod uses from
+//! being removed; `kubernetes.io/pv-protection` keeps a bound volume from being removed. The
+//! finalizers are added on create (admission); this controller lifts them once it is safe.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Context;
+use super::finalizers::{PV_PROTECTION, PVC_PROTECTION};
+use crate::error::ApiError;
+use crate::registry::Write;
+use crate::resources::{
+    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, Typed, pod, pv,
+};
+use crate::runtime::{Action, Reconciler};
+use crate::store::{ObjectKey, Stored, WatchEvent};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Claim(ObjectKey),
+    Volume(String),
+}
+
+#[derive(Default)]
+struct PodIndex {
+    pods_of_claim: HashMap<ObjectKey, BTreeSet<String>>,
+    claims_of_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
+}
+
+pub struct Protection {
+    ctx: Arc<Context>,
+    pods: Mutex<PodIndex>,
+}
+
+impl Protection {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Protection {
+            ctx,
+            pods: Mutex::new(PodIndex::default()),
+        }
+    }
+
+    fn in_use(&self, claim: &ObjectKey) -> bool {
+        let names: Vec<String> = self
+            .pods
+            .lock()
+            .pods_of_claim
+            .get(claim)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        names.iter().any(|n| {
+            self.ctx
+                .store
+                .get_typed::<Pod>(&claim.namespace, n)
+                .is_some_and(|s| !pod::is_terminated(s.typed::<Pod>()))
+        })
+    }
+
+    async fn drop_finalizer<
+        T: Typed
+            + Clone
+            + PartialEq
+            + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    >(
+        &self,
+        stored: &Arc<Stored>,
+        finalizer: &str,
+    ) -> Result<(), ApiError> {
+        let mut obj: T = stored.typed::<T>().clone();
+        if let Some(f) = obj.metadata_mut().finalizers.as_mut() {
+            f.retain(|x| x != finalizer);
+        }
+        match self
+            .ctx
+            .registry
+            .write_together(vec![Write::Update(obj.into_any(), stored.rv)])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn has(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, finalizer: &str) -> bool {
+    meta.deletion_timestamp.is_some() && meta.finalizers.iter().flatten().any(|f| f == finalizer)
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Protection {
+    type Key = Key;
+    type Error = ApiError;
+
+    fn name(&self) -> &'static str {
+        "protection"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[
+            Kind::PersistentVolumeClaim,
+            Kind::PersistentVolume,
+            Kind::Pod,
+        ]
+    }
+
+    fn reset(&self) {
+        *self.pods.lock() = PodIndex::default();
+    }
+
+    fn observe(&self, object: &Arc<Stored>, deleted: bool) {
+        let AnyObject::Pod(p) = &object.object else {
+            return;
+        };
+        let mut idx = self.pods.lock();
+        for c in idx.claims_of_pod.remove(&object.key).unwrap_or_default() {
+            if let Some(s) = idx.pods_of_claim.get_mut(&c) {
+                s.remove(&object.key.name);
+            }
+        }
+        if deleted {
+            return;
+        }
+        let claims: Vec<ObjectKey> = pod::claim_names(p)
+            .map(|c| ObjectKey::new(object.key.namespace.clone(), c))
+            .collect();
+        for c in &claims {
+            idx.pods_of_claim
+                .entry(c.clone())
+                .or_default()
+                .insert(object.key.name.clone());
+        }
+        idx.claims_of_pod.insert(object.key.clone(), claims);
+    }
+
+    fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
+        match &event.object.object {
+            // A pod that finished or went away may free its claims.
+            AnyObject::Pod(p) => pod::claim_names(p)
+                .map(|c| Key::Claim(ObjectKey::new(event.object.key.namespace.clone(), c)))
+                .collect(),
+            _ => self.keys_for_object(&event.object),
+        }
+    }
+
+    fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
+        match &object.object {
+            AnyObject::PersistentVolumeClaim(c) if has(&c.metadata, PVC_PROTECTION) => {
+                vec![Key::Claim(object.key.clone())]
+            }
+            AnyObject::PersistentVolume(v) if has(&v.metadata, PV_PROTECTION) => {
+                vec![Key::Volume(object.key.name.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &Key) -> Result<Action, ApiError> {
+        match key {
+            Key::Claim(k) => {
+                let Some(stored) = self
+                    .ctx
+                    .store
+                    .get_typed::<PersistentVolumeClaim>(&k.namespace, &k.name)
+                else {
+                    return Ok(Action::await_change());
+                };
+                let c: &PersistentVolumeClaim = stored.typed();
+                if has(&c.metadata, PVC_PROTECTION) && !self.in_use(k) {
+                    self.drop_finalizer::<PersistentVolumeClaim>(&stored, PVC_PROTECTION)
+                        .await?;
+                }
+            }
+            Key::Volume(name) => {
+                let Some(stored) = self.ctx.store.get_typed::<PersistentVolume>("", name) else {
+                    return Ok(Action::await_change());
+                };
+                let v: &PersistentVolume = stored.typed();
+                if has(&v.metadata, PV_PROTECTION) && pv::phase(v) != "Bound" {
+                    self.drop_finalizer::<PersistentVolume>(&stored, PV_PROTECTION)
+                        .await?;
+                }
+            }
+        }
+        Ok(Action::await_change())
+    }
+}

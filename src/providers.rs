@@ -1,0 +1,56 @@
+//! The providers this server has, by provisioner name, built from the configuration.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use stowage_provider::Provider;
+use stowage_provider::memory::MemoryProvider;
+use stowage_provider::quantity::parse_bytes;
+
+use crate::config::{Config, parse_duration};
+
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Providers> {
+        let mut providers = Providers::default();
+        if config.providers.local.enabled {
+            let local =
+                stowage_provider_local::LocalProvider::build(&config.providers.local, data_dir)
+                    .map_err(anyhow::Error::msg)?;
+            providers.insert(Arc::new(local));
+        }
+        let memory = &config.providers.memory;
+        if memory.enabled {
+            let mut p = MemoryProvider::new("memory.stowage.dev");
+            if let Some(d) = &memory.attach_delay {
+                p = p.with_attach_delay(parse_duration(d).ok_or_else(|| {
+                    anyhow::anyhow!("providers.memory.attachDelay: {d:?} is not a duration")
+                })?);
+            }
+            if let Some(c) = &memory.capacity {
+                p = p.with_capacity(parse_bytes(c).ok_or_else(|| {
+                    anyhow::anyhow!("providers.memory.capacity: {c:?} is not a size")
+                })?);
+            }
+            providers.insert(Arc::new(p));
+        }
+        Ok(providers)
+    }
+
+    pub fn insert(&mut self, p: Arc<dyn Provider>) {
+        self.by_name.insert(p.name().to_string(), p);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.by_name.values()
+    }
+}

@@ -1,0 +1,290 @@
+//! The controller runtime every controller shares, in the shape of kube-runtime.
+//!
+//! A controller is a [`Reconciler`]: `reconcile(key) -> Action`, plus an `error_policy`. The
+//! runtime feeds it keys from the store's change feed (the same feed watches use), from a
+//! periodic resync, and from its own requeues; it never tells the reconciler *why* a key came,
+//! so every reconcile must read the current state and be idempotent (level-triggered: a missed
+//! event is harmless, the resync brings the key back).
+//!
+//! Guarantees (see [`queue`]): keys are deduplicated, one key never runs twice at once, global
+//! concurrency is bounded, and failing keys back off exponentially (5 ms doubling to 2 min).
+//! A controller starts reconciling only after it has seen a full snapshot of the kinds it
+//! follows.
+
+use std::collections::HashMap;
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{ControllerLabels, ControllerResultLabels, Metrics};
+use crate::resources::Kind;
+use crate::store::{Store, Stored, WatchError, WatchEvent};
+
+pub mod queue;
+
+pub use queue::Queue;
+
+/// What to do with a key after a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Reconcile again after this long, even if nothing changes.
+    Requeue(Duration),
+    /// Nothing to do until something changes (or the periodic resync).
+    AwaitChange,
+}
+
+impl Action {
+    pub fn requeue(after: Duration) -> Self {
+        Action::Requeue(after)
+    }
+    pub fn await_change() -> Self {
+        Action::AwaitChange
+    }
+}
+
+/// Exponential backoff for the n-th consecutive failure: 5 ms, 10 ms, ... up to 2 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    Duration::from_millis(5u64.saturating_mul(1 << exp)).min(Duration::from_secs(120))
+}
+
+#[async_trait::async_trait]
+pub trait Reconciler: Send + Sync + 'static {
+    type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
+    type Error: Display + Send + Sync + 'static;
+
+    fn name(&self) -> &'static str;
+
+    /// The kinds whose changes this controller follows.
+    fn kinds(&self) -> &'static [Kind];
+
+    /// Clears the controller's own indexes before a full snapshot is replayed through `observe`.
+    fn reset(&self) {}
+
+    /// Updates the controller's own indexes with an object version (`deleted`: it is gone).
+    /// Called for every object of the snapshot, then for every change, before `keys_for`.
+    fn observe(&self, _object: &Arc<Stored>, _deleted: bool) {}
+
+    /// The keys a change concerns.
+    fn keys_for(&self, event: &WatchEvent) -> Vec<Self::Key>;
+
+    /// The keys an existing object concerns (for the initial snapshot and resyncs).
+    fn keys_for_object(&self, object: &Stored) -> Vec<Self::Key>;
+
+    /// Makes one step towards the desired state of `key`.
+    async fn reconcile(&self, key: &Self::Key) -> Result<Action, Self::Error>;
+
+    /// What to do after a failed reconcile; `failures` counts consecutive failures of the key.
+    fn error_policy(&self, _key: &Self::Key, _error: &Self::Error, failures: u32) -> Action {
+        Action::Requeue(backoff(failures))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Reconciles running at once.
+    pub concurrency: usize,
+    /// Every key is reconciled at least this often.
+    pub resync: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            concurrency: 32,
+            resync: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Replays the store's current objects into the reconciler's indexes and the queue.
+fn sync_snapshot<R: Reconciler>(r: &R, queue: &Queue<R::Key>, objects: &[Arc<Stored>]) {
+    r.reset();
+    for o in objects {
+        r.observe(o, false);
+    }
+    for o in objects {
+        for k in r.keys_for_object(o) {
+            queue.add(k);
+        }
+    }
+}
+
+/// Runs a controller until `shutdown`.
+pub async fn run<R: Reconciler>(
+    reconciler: Arc<R>,
+    store: Store,
+    options: ControllerOptions,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let name = reconciler.name();
+    let queue = Arc::new(Queue::<R::Key>::new());
+    let (snapshot, _, watcher) = store.snapshot_and_watch(reconciler.kinds());
+    sync_snapshot(reconciler.as_ref(), &queue, &snapshot);
+    drop(snapshot);
+    tracing::debug!(controller = name, "caches synced; starting");
+
+    tokio::spawn(follow_changes(
+        reconciler.clone(),
+        store.clone(),
+        watcher,
+        queue.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(resync(
+        reconciler.clone(),
+        store.clone(),
+        queue.clone(),
+        options.resync,
+        shutdown.clone(),
+    ));
+
+    let labels = ControllerLabels {
+        controller: name.to_string(),
+    };
+    let failures: Arc<Mutex<HashMap<R::Key, u32>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let key = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            k = queue.next() => match k { Some(k) => k, None => break },
+        };
+        metrics
+            .queue_depth
+            .get_or_create(&labels)
+            .set(queue.len() as i64);
+        let reconciler = reconciler.clone();
+        let queue = queue.clone();
+        let metrics = metrics.clone();
+        let failures = failures.clone();
+        let labels = labels.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = reconciler.reconcile(&key).await;
+            metrics
+                .reconcile_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let (outcome, retry) = match result {
+                Ok(action) => {
+                    failures.lock().remove(&key);
+                    match action {
+                        Action::Requeue(d) => ("requeue", Some(d)),
+                        Action::AwaitChange => ("ok", None),
+                    }
+                }
+                Err(e) => {
+                    let n = {
+                        let mut f = failures.lock();
+                        let n = f.entry(key.clone()).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    tracing::debug!(controller = labels.controller, key = ?key, failures = n, error = %e, "reconcile failed");
+                    let retry = match reconciler.error_policy(&key, &e, n) {
+                        Action::Requeue(d) => Some(d),
+                        Action::AwaitChange => None,
+                    };
+                    ("error", retry)
+                }
+            };
+            metrics
+                .reconciles
+                .get_or_create(&ControllerResultLabels {
+                    controller: labels.controller.clone(),
+                    result: outcome.to_string(),
+                })
+                .inc();
+            queue.done(&key, retry);
+            drop(permit);
+        });
+    }
+    queue.close();
+}
+
+async fn follow_changes<R: Reconciler>(
+    reconciler: Arc<R>,
+    store: Store,
+    mut watcher: crate::store::Watcher,
+    queue: Arc<Queue<R::Key>>,
+    shutdown: CancellationToken,
+) {
+    let kinds = reconciler.kinds();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = watcher.next() => e,
+        };
+        match event {
+            Ok(e) => {
+                if !kinds.contains(&e.kind()) {
+                    continue;
+                }
+                reconciler.observe(&e.object, e.type_ == crate::store::EventType::Deleted);
+                for k in reconciler.keys_for(&e) {
+                    queue.add(k);
+                }
+            }
+            Err(WatchError::Lagged) => {
+                // Fell behind the change feed: start over from a fresh snapshot. Nothing is
+                // lost, because reconciles read current state anyway.
+                tracing::warn!(
+                    controller = reconciler.name(),
+                    "fell behind the change feed; resyncing"
+                );
+                let (snapshot, _, w) = store.snapshot_and_watch(kinds);
+                watcher = w;
+                sync_snapshot(reconciler.as_ref(), &queue, &snapshot);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+async fn resync<R: Reconciler>(
+    reconciler: Arc<R>,
+    store: Store,
+    queue: Arc<Queue<R::Key>>,
+    period: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        for kind in reconciler.kinds() {
+            let (objects, _) = store.list(*kind, None);
+            for o in &objects {
+                for k in reconciler.keys_for_object(o) {
+                    queue.add(k);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_five_milliseconds_to_two_minutes() {
+        assert_eq!(backoff(1), Duration::from_millis(5));
+        assert_eq!(backoff(2), Duration::from_millis(10));
+        assert_eq!(backoff(5), Duration::from_millis(80));
+        assert_eq!(backoff(30), Duration::from_secs(120));
+    }
+}
