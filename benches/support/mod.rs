@@ -136,3 +136,128 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Counts watch events on a path in the background; `count()` says how many arrived so far.
+pub struct EventCounter {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EventCounter {
+    /// Starts counting the events of `path` (a watch URL).
+    pub async fn start(addr: &str, path: &str) -> EventCounter {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", addr)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("watch");
+        assert_eq!(resp.status(), 200, "watch refused");
+        let mut body = resp.into_body();
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    let lines = data.iter().filter(|b| **b == b'\n').count();
+                    c.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        EventCounter { count }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` events arrived; returns when that happened.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Option<std::time::Instant> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.count() < n {
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Some(std::time::Instant::now())
+    }
+}
+
+/// Runs `total` requests made by `make(i)` over `clients` connections; returns wall time.
+pub async fn run_concurrently<F>(addr: &str, clients: usize, total: usize, make: F) -> Duration
+where
+    F: Fn(usize) -> (String, serde_json::Value) + Send + Sync + 'static,
+{
+    let make = std::sync::Arc::new(make);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (make, next, addr) = (make.clone(), next.clone(), addr.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let (path, body) = make(i);
+                let (status, resp) = conn.post_json(&path, &body).await;
+                assert_eq!(
+                    status,
+                    201,
+                    "create failed: {}",
+                    String::from_utf8_lossy(&resp)
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// The server's current resourceVersion.
+pub async fn current_rv(addr: &str) -> String {
+    let mut conn = Conn::open(addr).await;
+    let (_, body) = conn
+        .get("/api/v1/namespaces/none/persistentvolumeclaims?limit=1")
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A tiny deterministic generator (xorshift), so runs are repeatable.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A configuration file for a benchmark server (kept alive by the returned handle).
+pub fn server_config(yaml: &str) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new().expect("config file");
+    f.write_all(yaml.as_bytes()).expect("write config");
+    f
+}

@@ -53,6 +53,7 @@ struct Record {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Record>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A reference to an object, as events name it.
@@ -75,7 +76,10 @@ impl Recorder {
     pub fn start(registry: Registry, shutdown: CancellationToken) -> Recorder {
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(writer(registry, rx, shutdown));
-        Recorder { tx }
+        Recorder {
+            tx,
+            dropped: Arc::default(),
+        }
     }
 
     /// Records an event about `obj` on behalf of `component`.
@@ -103,7 +107,17 @@ impl Recorder {
             component,
         };
         if self.tx.try_send(record).is_err() {
-            tracing::warn!(reason, "event buffer full; dropping an event");
+            // Under a storm, say so once per thousand drops rather than once per event.
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_multiple_of(1000) {
+                tracing::warn!(
+                    dropped = n + 1,
+                    reason,
+                    "event buffer full; dropping events"
+                );
+            }
         }
     }
 

@@ -46,7 +46,9 @@ use crate::store::{ObjectKey, Stored, WatchEvent};
 
 pub const COMPONENT: &str = "provisioner";
 /// Provider calls in flight per StorageClass.
-const PER_CLASS: usize = 32;
+const PER_CLASS: usize = 128;
+/// How long a reconcile waits for a slot of its class before yielding its worker.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// The longest a provider call may take before it counts as a temporary failure.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Class parameters with this prefix are for Stowage, not the provider (as in CSI).
@@ -85,6 +87,8 @@ pub struct Provisioner {
     per_class: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Volume names being created right now (the orphan sweep leaves them alone).
     in_flight: Mutex<HashSet<String>>,
+    /// Claims waiting for a volume, by class: a volume of the class going away may make room.
+    waiting: Mutex<HashMap<String, std::collections::BTreeSet<ObjectKey>>>,
 }
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -190,17 +194,24 @@ impl Provisioner {
             ctx,
             per_class: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
-    fn class_slot(&self, class: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A slot for a provider call on `class`, waiting a little if the class is busy. `None`
+    /// means the class is saturated (a slow backend): the caller requeues instead of holding a
+    /// worker that other classes need.
+    async fn class_slot(&self, class: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let sem = self
             .per_class
             .lock()
             .entry(class.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(PER_CLASS)))
             .clone();
-        sem.try_acquire_owned().ok()
+        tokio::time::timeout(SLOT_WAIT, sem.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// Calls the provider with a deadline, counting the call in metrics.
@@ -281,9 +292,8 @@ impl Provisioner {
         if storageclass::is_wait_for_first_consumer(sc) && selected.is_none() {
             return Ok(Action::await_change());
         }
-        let Some(_slot) = self.class_slot(&class_name) else {
-            // This class has enough calls in flight; come back soon rather than pile up.
-            return Ok(Action::requeue(Duration::from_millis(50)));
+        let Some(_slot) = self.class_slot(&class_name).await else {
+            return Ok(Action::requeue(Duration::from_millis(100)));
         };
         let name = format!("pvc-{}", claim.uid());
         let node_labels = selected.as_ref().map(|n| {
@@ -472,8 +482,8 @@ impl Provisioner {
             .as_ref()
             .and_then(|s| s.storage_class_name.clone())
             .unwrap_or_default();
-        let Some(_slot) = self.class_slot(&class) else {
-            return Ok(Action::requeue(Duration::from_millis(50)));
+        let Some(_slot) = self.class_slot(&class).await else {
+            return Ok(Action::requeue(Duration::from_millis(100)));
         };
         let req = DeleteVolumeRequest {
             handle: csi.volume_handle.clone(),
@@ -618,8 +628,50 @@ impl Reconciler for Provisioner {
         &[Kind::PersistentVolumeClaim, Kind::PersistentVolume]
     }
 
+    fn reset(&self) {
+        self.waiting.lock().clear();
+    }
+
+    fn observe(&self, object: &Arc<Stored>, deleted: bool) {
+        let AnyObject::PersistentVolumeClaim(c) = &object.object else {
+            return;
+        };
+        let class = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default();
+        let mut waiting = self.waiting.lock();
+        let set = waiting.entry(class).or_default();
+        let pending = annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
+            && c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .unwrap_or_default()
+                .is_empty();
+        if pending && !deleted {
+            set.insert(object.key.clone());
+        } else {
+            set.remove(&object.key);
+        }
+    }
+
     fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
-        self.keys_for_object(&event.object)
+        let mut keys = self.keys_for_object(&event.object);
+        // A volume going away frees capacity: claims of its class waiting for room retry now.
+        if let (crate::store::EventType::Deleted, AnyObject::PersistentVolume(v)) =
+            (event.type_, &event.object.object)
+        {
+            let class = v
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone())
+                .unwrap_or_default();
+            if let Some(set) = self.waiting.lock().get(&class) {
+                keys.extend(set.iter().take(64).cloned().map(Key::Claim));
+            }
+        }
+        keys
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
@@ -647,7 +699,7 @@ impl Reconciler for Provisioner {
         // Temporary failures retry fast; final ones (bad parameters, no room) retry slowly in
         // case the admin fixes the class or space frees up.
         let floor = match error {
-            Error::Provider(e) if !e.is_temporary() => Duration::from_secs(10),
+            Error::Provider(e) if !e.is_temporary() => Duration::from_secs(5),
             _ => Duration::ZERO,
         };
         Action::requeue(backoff(failures).max(floor))

@@ -4,6 +4,8 @@ mod api_basics;
 mod api_errors;
 mod api_lists;
 mod api_watch;
+mod binding;
 mod discovery;
 mod durability;
+mod provisioning;
 mod support;

@@ -273,3 +273,100 @@ pub fn rv_of(v: &Value) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no resourceVersion in {v}"))
 }
+
+impl Server {
+    /// Waits until the object at `path` satisfies `pred`, returning it.
+    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.eventually(Duration::from_secs(20), what, || async {
+            let (code, v) = self.get(path).await;
+            (code == StatusCode::OK && pred(&v)).then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until the object at `path` has `status.phase == phase`.
+    pub async fn wait_for_phase(&self, path: &str, phase: &str) -> Value {
+        self.wait_for(path, &format!("{path} to be {phase}"), |v| {
+            v["status"]["phase"] == phase
+        })
+        .await
+    }
+
+    /// Waits until `path` answers 404.
+    pub async fn wait_gone(&self, path: &str) {
+        self.eventually(
+            Duration::from_secs(20),
+            &format!("{path} to go"),
+            || async {
+                let (code, _) = self.get(path).await;
+                (code == StatusCode::NOT_FOUND).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Events about an object, by reason.
+    pub async fn event_reasons(&self, namespace: &str, name: &str) -> Vec<(String, String)> {
+        let (_, list) = self
+            .get(&format!(
+                "/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3D{name}"
+            ))
+            .await;
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["reason"].as_str().unwrap_or_default().to_string(),
+                            e["message"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits for an event with `reason` about an object; returns its message.
+    pub async fn wait_for_event(&self, namespace: &str, name: &str, reason: &str) -> String {
+        self.eventually(
+            Duration::from_secs(20),
+            &format!("event {reason} on {name}"),
+            || async {
+                self.event_reasons(namespace, name)
+                    .await
+                    .into_iter()
+                    .find(|(r, _)| r == reason)
+                    .map(|(_, m)| m)
+            },
+        )
+        .await
+    }
+}
+
+pub fn claim_in_class(name: &str, size: &str, class: &str) -> Value {
+    let mut c = pvc(name, size);
+    c["spec"]["storageClassName"] = serde_json::json!(class);
+    c
+}
+
+pub fn pod_using(name: &str, claim: &str, node: Option<&str>) -> Value {
+    let mut p = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}
+    });
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = serde_json::json!(n);
+    }
+    p
+}
+
+/// Writes a config file into a fresh directory and returns (dir, path).
+pub fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stowage.yaml");
+    std::fs::write(&path, yaml).expect("config");
+    let p = path.display().to_string();
+    (dir, p)
+}

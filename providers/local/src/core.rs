@@ -1,17 +1,23 @@
 //! Shared state of the local provider: the root, the node, and the ledger that enforces capacity.
 //!
-//! The ledger is one small JSON record per volume under `<root>/.stowage/` (name, size,
-//! parameters). Changes happen under an exclusive file lock, so several provider instances on
-//! one root (a restarted server, a second process) never over-commit between them. Each
-//! instance caches the records and reloads them when the ledger's generation counter shows
-//! another instance changed something.
+//! The ledger is an append-only journal, `<root>/.stowage/ledger.jsonl`: one line per change
+//! (a volume recorded with its size and parameters, or removed). Changes happen under an
+//! exclusive lock on the journal, so several provider instances on one root (a restarted
+//! server, a second process) never over-commit between them; each instance keeps the records
+//! in memory and reads only the lines other instances appended since it last looked.
+//!
+//! Durability is group-committed: a change is appended under the lock, and callers then wait
+//! for an `fdatasync` of the journal that began after their append; one sync serves every
+//! change made before it, so a thousand concurrent creates cost a handful of syncs, not a
+//! thousand. The journal is rewritten compactly when it grows to several times its live size.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::quota::QuotaMode;
@@ -26,10 +32,41 @@ pub(crate) struct Record {
     pub project_id: Option<u32>,
 }
 
+/// One journal line.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Entry {
+    Put { record: Record },
+    Del { name: String },
+}
+
+/// What this instance has read of the journal.
 #[derive(Default)]
 struct Cache {
-    generation: Option<u64>,
+    /// The journal file this cache reflects (a compaction replaces it).
+    inode: u64,
+    /// Bytes of the journal already applied.
+    offset: u64,
     records: HashMap<String, Record>,
+    /// Sum of the records' sizes, kept current so a create need not add them all up.
+    used: i64,
+    /// Lines in the journal (live or not), to decide when to compact.
+    lines: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, record: Record) {
+        self.used += record.capacity_bytes;
+        if let Some(old) = self.records.insert(record.name.clone(), record) {
+            self.used -= old.capacity_bytes;
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(old) = self.records.remove(name) {
+            self.used -= old.capacity_bytes;
+        }
+    }
 }
 
 pub(crate) struct Core {
@@ -37,16 +74,18 @@ pub(crate) struct Core {
     pub node: String,
     pub capacity_bytes: i64,
     pub quota: QuotaMode,
-    ledger: PathBuf,
+    ledger_dir: PathBuf,
     cache: Mutex<Cache>,
+    syncer: Syncer,
 }
 
 /// The ledger while its lock is held.
 pub(crate) struct Ledger<'a> {
-    core: &'a Core,
     cache: &'a mut Cache,
-    changed: bool,
+    journal: &'a mut File,
 }
+
+const JOURNAL: &str = "ledger.jsonl";
 
 impl Core {
     pub fn open(
@@ -55,15 +94,21 @@ impl Core {
         capacity_bytes: i64,
         quota: QuotaMode,
     ) -> io::Result<Core> {
-        let ledger = root.join(".stowage");
-        fs::create_dir_all(&ledger)?;
+        let ledger_dir = root.join(".stowage");
+        fs::create_dir_all(&ledger_dir)?;
+        let journal = ledger_dir.join(JOURNAL);
+        if !journal.exists() {
+            File::create(&journal)?.sync_all()?;
+            File::open(&ledger_dir)?.sync_all()?;
+        }
         Ok(Core {
             root,
             node,
             capacity_bytes,
             quota,
-            ledger,
+            ledger_dir,
             cache: Mutex::new(Cache::default()),
+            syncer: Syncer::default(),
         })
     }
 
@@ -72,43 +117,98 @@ impl Core {
         self.root.join(name)
     }
 
-    pub fn record_path(&self, name: &str) -> PathBuf {
-        self.ledger.join(format!("{name}.json"))
+    fn journal_path(&self) -> PathBuf {
+        self.ledger_dir.join(JOURNAL)
     }
 
     /// Runs `f` with the ledger locked against every other instance on this root. Blocking.
     pub fn locked<T>(&self, f: impl FnOnce(&mut Ledger<'_>) -> io::Result<T>) -> io::Result<T> {
         let mut cache = self.cache.lock();
-        let lock = OpenOptions::new()
+        let mut journal = OpenOptions::new()
             .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.ledger.join("lock"))?;
-        lock.lock()?;
-        let generation = read_generation(&self.ledger)?;
-        if cache.generation != Some(generation) {
-            cache.records = load_records(&self.ledger)?;
-            cache.generation = Some(generation);
-        }
-        let mut ledger = Ledger {
-            core: self,
+            .read(true)
+            .append(true)
+            .open(self.journal_path())?;
+        journal.lock()?;
+        catch_up(&mut cache, &mut journal)?;
+        let result = f(&mut Ledger {
             cache: &mut cache,
-            changed: false,
-        };
-        let result = f(&mut ledger);
-        if ledger.changed {
-            let next = generation + 1;
-            fs::write(self.ledger.join("generation"), next.to_string())?;
-            ledger.cache.generation = Some(next);
+            journal: &mut journal,
+        });
+        if result.is_ok() && cache.lines > 1024 && cache.lines > 4 * cache.records.len() {
+            self.compact(&mut cache)?;
         }
-        drop(lock);
+        drop(journal);
         result
+    }
+
+    /// Rewrites the journal with only the live records. Called with the lock held.
+    fn compact(&self, cache: &mut Cache) -> io::Result<()> {
+        let tmp = self.ledger_dir.join("ledger.jsonl.tmp");
+        let mut out = File::create(&tmp)?;
+        let mut lines = 0;
+        for r in cache.records.values() {
+            serde_json::to_writer(&mut out, &Entry::Put { record: r.clone() })
+                .map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            lines += 1;
+        }
+        out.sync_all()?;
+        fs::rename(&tmp, self.journal_path())?;
+        File::open(&self.ledger_dir)?.sync_all()?;
+        let meta = fs::metadata(self.journal_path())?;
+        cache.inode = meta.ino();
+        cache.offset = meta.len();
+        cache.lines = lines;
+        Ok(())
     }
 
     /// Every record, for listing (a snapshot; takes the lock briefly).
     pub fn records(&self) -> io::Result<Vec<Record>> {
         self.locked(|l| Ok(l.cache.records.values().cloned().collect()))
     }
+
+    /// Waits until every change made so far is on stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        self.syncer.sync(&self.journal_path())
+    }
+}
+
+/// Applies the journal lines this instance has not seen yet.
+fn catch_up(cache: &mut Cache, journal: &mut File) -> io::Result<()> {
+    let meta = journal.metadata()?;
+    if meta.ino() != cache.inode || meta.len() < cache.offset {
+        // First look, or another instance compacted the journal: read it all.
+        cache.inode = meta.ino();
+        cache.offset = 0;
+        cache.records.clear();
+        cache.used = 0;
+        cache.lines = 0;
+    }
+    if meta.len() == cache.offset {
+        return Ok(());
+    }
+    journal.seek(SeekFrom::Start(cache.offset))?;
+    let mut reader = BufReader::new((&*journal).take(meta.len() - cache.offset));
+    let mut line = String::new();
+    let mut consumed = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 || !line.ends_with('\n') {
+            // A line torn by a crash is not applied: its create is retried and re-recorded.
+            break;
+        }
+        consumed += n as u64;
+        cache.lines += 1;
+        match serde_json::from_str::<Entry>(line.trim_end()) {
+            Ok(Entry::Put { record }) => cache.insert(record),
+            Ok(Entry::Del { name }) => cache.remove(&name),
+            Err(e) => tracing::warn!(error = %e, "ignoring an unreadable ledger line"),
+        }
+    }
+    cache.offset += consumed;
+    Ok(())
 }
 
 impl Ledger<'_> {
@@ -118,12 +218,12 @@ impl Ledger<'_> {
 
     /// Bytes promised to volumes, excluding `except`.
     pub fn used_except(&self, except: &str) -> i64 {
-        self.cache
-            .records
-            .values()
-            .filter(|r| r.name != except)
-            .map(|r| r.capacity_bytes)
-            .sum()
+        self.cache.used
+            - self
+                .cache
+                .records
+                .get(except)
+                .map_or(0, |r| r.capacity_bytes)
     }
 
     pub fn project_ids(&self) -> Vec<u32> {
@@ -134,61 +234,78 @@ impl Ledger<'_> {
             .collect()
     }
 
-    /// Records a volume. The write reaches the page cache here; call [`sync_record`] after
-    /// releasing the lock to make it durable, so concurrent creates share the disk's flushes.
+    fn append(&mut self, entry: &Entry) -> io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.journal.write_all(&line)?;
+        self.cache.offset += line.len() as u64;
+        self.cache.lines += 1;
+        Ok(())
+    }
+
+    /// Records a volume (durable after [`Core::sync`]).
     pub fn put(&mut self, record: Record) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        let mut f = File::create(self.core.record_path(&record.name))?;
-        f.write_all(&bytes)?;
-        self.cache.records.insert(record.name.clone(), record);
-        self.changed = true;
+        self.append(&Entry::Put {
+            record: record.clone(),
+        })?;
+        self.cache.insert(record);
         Ok(())
     }
 
     pub fn remove(&mut self, name: &str) -> io::Result<()> {
-        match fs::remove_file(self.core.record_path(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if self.cache.records.contains_key(name) {
+            self.append(&Entry::Del {
+                name: name.to_string(),
+            })?;
+            self.cache.remove(name);
         }
-        self.cache.records.remove(name);
-        self.changed = true;
         Ok(())
     }
 }
 
-/// Flushes a volume's record and directory entry to disk.
-pub(crate) fn sync_record(core: &Core, name: &str) -> io::Result<()> {
-    File::open(core.record_path(name))?.sync_all()?;
-    File::open(&core.ledger)?.sync_all()?;
-    File::open(&core.root)?.sync_all()
+/// Coalesces durability requests into as few syncs as possible.
+#[derive(Default)]
+struct Syncer {
+    state: Mutex<SyncState>,
+    done: Condvar,
 }
 
-fn read_generation(ledger: &Path) -> io::Result<u64> {
-    match fs::read_to_string(ledger.join("generation")) {
-        Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
-    }
+#[derive(Default)]
+struct SyncState {
+    /// Requests made so far (a ticket number per request).
+    requested: u64,
+    /// Every request up to this ticket is durable.
+    completed: u64,
+    running: bool,
+    error: Option<String>,
 }
 
-fn load_records(ledger: &Path) -> io::Result<HashMap<String, Record>> {
-    let mut records = HashMap::new();
-    for entry in fs::read_dir(ledger)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        // A record torn by a crash reads as absent: its volume is re-adopted on the next create.
-        match fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-        {
-            Some(r) => {
-                records.insert(r.name.clone(), r);
+impl Syncer {
+    fn sync(&self, journal: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.requested += 1;
+        let ticket = s.requested;
+        loop {
+            if s.completed >= ticket {
+                return match &s.error {
+                    Some(e) => Err(io::Error::other(e.clone())),
+                    None => Ok(()),
+                };
             }
-            None => tracing::warn!(path = %path.display(), "ignoring an unreadable volume record"),
+            if s.running {
+                self.done.wait(&mut s);
+                continue;
+            }
+            // This sync starts after our append, so it covers every request made so far.
+            s.running = true;
+            let covers = s.requested;
+            drop(s);
+            let result = File::open(journal).and_then(|f| f.sync_data());
+            s = self.state.lock();
+            s.running = false;
+            s.completed = covers;
+            s.error = result.err().map(|e| e.to_string());
+            self.done.notify_all();
         }
     }
-    Ok(records)
 }

@@ -8,7 +8,7 @@ use stowage_provider::{
     CreateVolumeRequest, ProviderError, Result, Topology, Volume, validate_volume_name,
 };
 
-use crate::core::{Core, Record, sync_record};
+use crate::core::{Core, Record};
 use crate::{HOSTNAME_LABEL, quota};
 
 /// Class parameters this provider understands.
@@ -143,6 +143,6 @@ pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
             "could not set the hard quota; accounting still applies"
         );
     }
-    sync_record(core, &req.name).map_err(io_err)?;
+    core.sync().map_err(io_err)?;
     Ok(volume_for(core, &record))
 }

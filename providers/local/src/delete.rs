@@ -47,5 +47,6 @@ pub(crate) fn delete(core: &Core, req: &DeleteVolumeRequest) -> Result<()> {
         }
         ledger.remove(&req.handle)
     })
-    .map_err(io_err)
+    .map_err(io_err)?;
+    core.sync().map_err(io_err)
 }

@@ -44,7 +44,7 @@ pub(crate) fn expand(core: &Core, req: &ExpandRequest) -> Result<Expanded> {
             "could not raise the hard quota"
         );
     }
-    crate::core::sync_record(core, &record.name)
+    core.sync()
         .map_err(|e| ProviderError::temporary(format!("local provider: {e}")))?;
     Ok(Expanded {
         capacity_bytes: record.capacity_bytes,

@@ -29,6 +29,8 @@ use crate::store::{EventType, ObjectKey, Stored, WatchEvent};
 
 mod claim;
 pub mod index;
+#[cfg(test)]
+mod properties;
 mod volume;
 
 use index::Index;

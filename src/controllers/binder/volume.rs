@@ -26,10 +26,9 @@ impl Binder {
         let Some(volume) = self.ctx.store.get_typed::<PersistentVolume>("", name) else {
             return Ok(Action::await_change());
         };
+        // A volume being deleted still moves through its phases: a bound one must become
+        // Released when its claim goes, so that its protection can be lifted.
         let v: &PersistentVolume = volume.typed();
-        if v.metadata.deletion_timestamp.is_some() {
-            return Ok(Action::await_change());
-        }
         let phase = pv::phase(v).to_string();
         let Some(claim_ref) = v.spec.as_ref().and_then(|s| s.claim_ref.clone()) else {
             // Unclaimed: Available. A Released or Failed volume whose claimRef an admin removed
