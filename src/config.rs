@@ -44,6 +44,14 @@ pub struct ControllersConfig {
     /// How often every object is reconciled even without changes.
     #[serde(default = "default_resync", with = "duration")]
     pub resync: Duration,
+    /// How long volumes in use stay attached to an unhealthy node before a forced detach
+    /// (Kubernetes: a fixed 6 minutes). `--max-wait-for-unmount` overrides it.
+    #[serde(default = "default_max_wait", with = "duration")]
+    pub max_wait_for_unmount: Duration,
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_secs(360)
 }
 
 fn default_resync() -> Duration {
@@ -54,6 +62,7 @@ impl Default for ControllersConfig {
     fn default() -> Self {
         ControllersConfig {
             resync: default_resync(),
+            max_wait_for_unmount: default_max_wait(),
         }
     }
 }

@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// Do not create the default StorageClass `local` on first start.
     #[arg(long)]
     pub no_default_class: bool,
+    /// How long volumes in use stay attached to an unhealthy node before a forced detach
+    /// (e.g. `6m`, `90s`; default 6m, or `controllers.maxWaitForUnmount` in the config).
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub max_wait_for_unmount: Option<Duration>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 6m, 90s or 500ms"))
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -76,6 +85,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ctx,
         &Settings {
             resync: config.controllers.resync,
+            max_wait_for_unmount: args
+                .max_wait_for_unmount
+                .unwrap_or(config.controllers.max_wait_for_unmount),
         },
         &shutdown,
     );

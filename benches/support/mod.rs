@@ -261,3 +261,47 @@ pub fn server_config(yaml: &str) -> tempfile::NamedTempFile {
     f.write_all(yaml.as_bytes()).expect("write config");
     f
 }
+
+/// Collects watch events (parsed) with their arrival times.
+pub struct EventLog {
+    pub events: std::sync::Arc<parking_lot::Mutex<Vec<(std::time::Instant, serde_json::Value)>>>,
+}
+
+impl EventLog {
+    pub async fn start(addr: &str, path: &str) -> EventLog {
+        let events: std::sync::Arc<
+            parking_lot::Mutex<Vec<(std::time::Instant, serde_json::Value)>>,
+        > = Default::default();
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", addr)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("watch");
+        assert_eq!(resp.status(), 200, "watch refused");
+        let mut body = resp.into_body();
+        let log = events.clone();
+        tokio::spawn(async move {
+            let _sender = sender;
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                buf.extend_from_slice(data);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if let Ok(v) = serde_json::from_slice(&line) {
+                        log.lock().push((std::time::Instant::now(), v));
+                    }
+                }
+            }
+        });
+        EventLog { events }
+    }
+}

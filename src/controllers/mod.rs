@@ -4,7 +4,9 @@
 //!
 //! - [`binder`]: claims meet volumes (static binding, phases, release);
 //! - [`provisioner`]: classes create and delete volumes through providers;
-//! - [`protection`]: claims and volumes in use are not removed.
+//! - [`protection`]: claims and volumes in use are not removed;
+//! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
+//! - [`nodehealth`]: node leases become the nodes' Ready condition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,10 @@ use crate::registry::Registry;
 use crate::runtime::{self, ControllerOptions};
 use crate::store::Store;
 
+pub mod attach;
 pub mod binder;
 pub mod events;
+pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;
 
@@ -61,6 +65,8 @@ pub struct Context {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub resync: Duration,
+    /// How long volumes in use stay attached to an unhealthy node before a forced detach.
+    pub max_wait_for_unmount: Duration,
 }
 
 /// Starts every controller; they stop with `shutdown`.
@@ -93,6 +99,30 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
         Arc::new(protection::Protection::new(ctx.clone())),
         ctx.store.clone(),
         opts(32),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(attach::desired::AttachDetach::new(
+            ctx.clone(),
+            settings.max_wait_for_unmount,
+        )),
+        ctx.store.clone(),
+        opts(64),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(attach::attacher::Attacher::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(128),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(nodehealth::NodeHealth::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(8),
         ctx.metrics.clone(),
         shutdown.clone(),
     ));

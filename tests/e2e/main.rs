@@ -4,6 +4,7 @@ mod api_basics;
 mod api_errors;
 mod api_lists;
 mod api_watch;
+mod attach;
 mod binding;
 mod discovery;
 mod durability;

@@ -187,6 +187,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), String> {
             ctx,
             &Settings {
                 resync: Duration::from_secs(1),
+                max_wait_for_unmount: Duration::from_secs(60),
             },
             &shutdown,
         );
