@@ -11,6 +11,7 @@
 //! - [`cli`] and [`server`]: the `stowage` binary.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod controllers;

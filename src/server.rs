@@ -15,6 +15,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiOptions, ApiState};
+use crate::auth::kubeconfig::Kubeconfig;
+use crate::auth::{self, Auth, Limits, Role, Tokens};
 use crate::config::Config;
 use crate::controllers::{self, Context, Recorder, Settings};
 use crate::metrics::Metrics;
@@ -47,6 +49,32 @@ pub struct ServeArgs {
     /// (e.g. `6m`, `90s`; default 6m, or `controllers.maxWaitForUnmount` in the config).
     #[arg(long, value_parser = parse_duration_arg)]
     pub max_wait_for_unmount: Option<Duration>,
+    /// TLS certificate chain (PEM) to serve with, instead of the generated one.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS. Kubernetes clients send tokens over HTTPS only, so
+    /// kubectl and client libraries cannot authenticate to a plain-HTTP server.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub plaintext: bool,
+    /// Allow `--plaintext` on an address other than loopback (tokens would cross the network in
+    /// clear text).
+    #[arg(long)]
+    pub insecure_allow_plaintext: bool,
+    /// Serve `/metrics` without a token.
+    #[arg(long)]
+    pub metrics_public: bool,
+    /// Requests per second each non-admin token may make (bursts up to twice that); 0: no limit.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate_limit: f64,
+    /// Requests per second each admin token may make; 0 (the default): no limit.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_admin: f64,
+    /// Watches each non-admin token may have open at once.
+    #[arg(long, default_value_t = 100)]
+    pub max_watches_per_token: usize,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -54,7 +82,27 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration like 6m, 90s or 500ms"))
 }
 
+/// The address clients should use for a listen address (loopback for "any").
+fn client_address(listen: SocketAddr, local: SocketAddr) -> String {
+    let ip = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let _ = listen;
+    format!("{ip}:{}", local.port())
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.plaintext && !args.listen.ip().is_loopback() && !args.insecure_allow_plaintext {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {}: tokens would cross the network in clear text. \
+             Drop --plaintext (HTTPS is the default), listen on a loopback address, or pass \
+             --insecure-allow-plaintext",
+            args.listen
+        );
+    }
     let store_options = StoreOptions {
         log_max_events: args.watch_history.max(1),
         ..StoreOptions::default()
@@ -91,15 +139,63 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         &shutdown,
     );
-    let state = ApiState::new(registry, metrics, shutdown.clone(), ApiOptions::default());
-    let app = api::router(state.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, data_dir = %args.data_dir.display(), "stowage is serving");
+    let address = client_address(args.listen, local);
+    let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(auth::tls::load(cert, key)?)
+    } else if !args.plaintext {
+        let mut hosts = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        if !local.ip().is_unspecified() {
+            hosts.push(local.ip().to_string());
+        }
+        Some(auth::tls::self_signed(&args.data_dir, &hosts)?)
+    } else {
+        None
+    };
+    let url = format!(
+        "{}://{address}",
+        if tls.is_some() { "https" } else { "http" }
+    );
+
+    let tokens = Tokens::open(&args.data_dir.join("stowage.db")).await?;
+    let kubeconfig_path = args.data_dir.join("kubeconfig");
+    let ca = tls.as_ref().and_then(|t| t.ca_pem.as_deref());
+    if tokens.is_empty() {
+        let (_, token) = tokens.create("admin", Role::Admin, None).await?;
+        Kubeconfig::single(&url, &token, ca).write(&kubeconfig_path)?;
+        tracing::info!(kubeconfig = %kubeconfig_path.display(), "created an admin token; its kubeconfig is ready");
+    } else if let Ok(mut existing) = Kubeconfig::read(&kubeconfig_path) {
+        // Keep the written kubeconfig pointing at where the server listens now.
+        for c in existing.clusters.iter_mut().filter(|c| c.name == "stowage") {
+            c.cluster.server = url.clone();
+            c.cluster.certificate_authority_data =
+                ca.map(|c| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, c));
+        }
+        existing.write(&kubeconfig_path)?;
+    }
+    let auth = Arc::new(Auth {
+        tokens,
+        limits: Arc::new(Limits::new(args.rate_limit, args.max_watches_per_token)),
+        admin_limits: Arc::new(Limits::new(args.rate_limit_admin, usize::MAX)),
+        metrics_public: args.metrics_public,
+    });
+    let state = ApiState::new(
+        registry,
+        metrics,
+        auth,
+        shutdown.clone(),
+        ApiOptions::default(),
+    );
+    let app = api::router(state.clone());
+    tracing::info!(address = %local, data_dir = %args.data_dir.display(), tls = tls.is_some(), "stowage is serving");
     // Tests and scripts read this line to find the port when listening on port 0.
-    println!("listening on http://{local}");
+    println!("listening on {url}");
     state.ready.store(true, Ordering::Relaxed);
 
     let signal = shutdown.clone();
@@ -108,14 +204,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining in-flight requests");
         signal.cancel();
     });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let serving = async {
+        match tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+            }
+            Some(tls) => {
+                axum::serve(api::tls::TlsListener::new(listener, tls.config)?, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+            }
+        }
+    };
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
+        result = serving => result.context("serving the API")?,
         _ = drained => tracing::warn!("in-flight requests did not finish in time"),
     }
     store.close().await;

@@ -19,11 +19,24 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
 }
 
+/// The admin token the server wrote into its kubeconfig; every benchmark request carries it.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn token() -> &'static str {
+    TOKEN.get().map(String::as_str).unwrap_or_default()
+}
+
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_stowage"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--plaintext",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir.path())
             .args(extra)
             .env("STOWAGE_LOG", "warn")
@@ -85,7 +98,8 @@ impl Conn {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", &self.host);
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {}", token()));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -154,6 +168,7 @@ impl EventCounter {
         let req = hyper::Request::builder()
             .uri(path)
             .header("host", addr)
+            .header("authorization", format!("Bearer {}", token()))
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = sender.send_request(req).await.expect("watch");
@@ -280,6 +295,7 @@ impl EventLog {
         let req = hyper::Request::builder()
             .uri(path)
             .header("host", addr)
+            .header("authorization", format!("Bearer {}", token()))
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = sender.send_request(req).await.expect("watch");

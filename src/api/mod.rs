@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auth, Identity, Role};
 use crate::error::ApiError;
 use crate::machinery::validation::dns1123_label;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub mod negotiate;
 pub mod openapi;
 pub mod query;
 pub mod resources;
+pub mod tls;
+pub mod tokens;
 pub mod watch;
 
 #[derive(Clone, Debug)]
@@ -54,6 +57,7 @@ impl Default for ApiOptions {
 pub struct ApiState {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Auth>,
     /// Cancelled when the server shuts down: open watches end.
     pub shutdown: CancellationToken,
     pub options: ApiOptions,
@@ -66,12 +70,14 @@ impl ApiState {
     pub fn new(
         registry: Registry,
         metrics: Arc<Metrics>,
+        auth: Arc<Auth>,
         shutdown: CancellationToken,
         options: ApiOptions,
     ) -> Arc<Self> {
         Arc::new(ApiState {
             registry,
             metrics,
+            auth,
             shutdown,
             watch_slots: Arc::new(Semaphore::new(options.max_watches)),
             options,
@@ -130,9 +136,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/openapi/v3/{*gv}",
             get(|Path(gv): Path<String>| async move { openapi::document(&gv) }).fallback(not_allowed),
         )
+        .route("/apis/auth.stowage.dev/v1/tokens", any(tokens::collection))
+        .route("/apis/auth.stowage.dev/v1/tokens/{id}", any(tokens::item))
         .route("/api/v1/{*rest}", any(core_resource))
         .route("/apis/{group}/{version}/{*rest}", any(group_resource))
         .fallback(|| async { ApiError::route_not_found() })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -145,7 +154,16 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    identity: Option<axum::Extension<Identity>>,
+) -> Response {
+    let allowed = state.auth.metrics_public
+        || identity.is_some_and(|i| matches!(i.role, Role::Admin | Role::Viewer));
+    if !allowed {
+        return ApiError::forbidden("metrics are readable by admin and viewer tokens only")
+            .into_response();
+    }
     (
         StatusCode::OK,
         [(
@@ -155,6 +173,44 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Paths anyone may read without a token.
+fn is_public(path: &str, metrics_public: bool) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/livez" | "/version")
+        || (metrics_public && path == "/metrics")
+}
+
+/// Authenticates every request but the public ones (401 without a valid token), applies the
+/// per-token request rate (429 with Retry-After), and hands the identity to the handlers.
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if is_public(req.uri().path(), state.auth.metrics_public) {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = match state.auth.tokens.authenticate(header) {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(retry_after) = state.auth.limits_for(&identity).take(&identity.token_id) {
+        return ApiError::too_many_requests(
+            format!(
+                "too many requests for token \"{}\"; slow down",
+                identity.name
+            ),
+            retry_after,
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(identity);
+    next.run(req).await
 }
 
 /// Records every request's latency and status in metrics, by verb and resource.
@@ -185,11 +241,17 @@ fn method_verb(m: &Method) -> &'static str {
 
 fn split_request(req: Request) -> resources::Request {
     let (parts, body) = req.into_parts();
+    let identity = parts
+        .extensions
+        .get::<Identity>()
+        .cloned()
+        .expect("the authenticate layer runs first");
     resources::Request {
         method: parts.method,
         query: parts.uri.query().map(str::to_string),
         headers: parts.headers,
         body,
+        identity,
     }
 }
 
@@ -227,6 +289,15 @@ async fn namespaces(state: &ApiState, rest: &str, req: resources::Request) -> Re
         })
     };
     let name = rest.strip_prefix("namespaces/");
+    // Namespace tokens see their own namespace; node tokens none; admins and viewers all.
+    let visible = |ns: &str| match &req.identity.role {
+        Role::Admin | Role::Viewer => true,
+        Role::Namespace(own) => own == ns,
+        Role::Node(_) => false,
+    };
+    if req.method != Method::GET && req.identity.role != Role::Admin {
+        return ApiError::forbidden("only admin tokens may create namespaces").into_response();
+    }
     match (&req.method, name) {
         (&Method::GET, None) => {
             let mut names = std::collections::BTreeSet::from(["default".to_string()]);
@@ -243,9 +314,12 @@ async fn namespaces(state: &ApiState, rest: &str, req: resources::Request) -> Re
                     "kind": "NamespaceList",
                     "apiVersion": "v1",
                     "metadata": {"resourceVersion": state.registry.store().current_rv().to_string()},
-                    "items": names.iter().map(|n| namespace_object(n)).collect::<Vec<_>>(),
+                    "items": names.iter().filter(|n| visible(n)).map(|n| namespace_object(n)).collect::<Vec<_>>(),
                 }),
             )
+        }
+        (&Method::GET, Some(ns)) if !visible(ns) => {
+            ApiError::forbidden(format!("namespaces \"{ns}\" is forbidden")).into_response()
         }
         (&Method::GET, Some(ns)) if dns1123_label(ns).is_empty() => {
             encode::json_value(StatusCode::OK, &namespace_object(ns))

@@ -17,6 +17,7 @@ use super::negotiate::{self, BodyFormat, Output, PatchFormat};
 use super::query::{FieldValidation, Query};
 use super::watch;
 use super::{ApiState, RequestInfo};
+use crate::auth::{self, Identity, Visibility};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{self, DeletePreconditions, Deleted, Patch, WriteOptions};
 use crate::resources::{Kind, KindStrategy, Subresource, kind_for_plural, labels_of, schema};
@@ -93,6 +94,7 @@ pub struct Request {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Body,
+    pub identity: Identity,
 }
 
 /// Entry point for every resource URL.
@@ -112,7 +114,11 @@ pub async fn handle(
         Err(e) => return with_info(e.into_response(), "unknown", target.kind.info().plural),
     };
     let verb = verb(&req.method, &target, &query);
-    let resp = match crate::with_kind!(target.kind, T => Box::pin(dispatch::<T>(&state, &target, &query, req)).await)
+    let vis = match auth::authorize(&req.identity, verb, &target) {
+        Ok(v) => v,
+        Err(e) => return with_info(e.into_response(), verb, target.kind.info().plural),
+    };
+    let resp = match crate::with_kind!(target.kind, T => Box::pin(dispatch::<T>(&state, &target, &query, req, vis, verb)).await)
     {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -125,13 +131,47 @@ fn with_info(mut resp: Response, verb: &'static str, resource: &'static str) -> 
     resp
 }
 
+/// With a content-dependent visibility, an object the caller may not see and one that does not
+/// exist must look the same (403), or errors would reveal objects.
+fn visible_or_forbidden(
+    vis: &Visibility,
+    found: Option<Arc<Stored>>,
+    denied: impl FnOnce() -> ApiError,
+) -> ApiResult<Option<Arc<Stored>>> {
+    match vis {
+        Visibility::All => Ok(found),
+        Visibility::Only(f) => match found {
+            Some(s) if f(&s) => Ok(Some(s)),
+            _ => Err(denied()),
+        },
+    }
+}
+
 async fn dispatch<T: KindStrategy>(
     state: &Arc<ApiState>,
     target: &Target,
     query: &Query,
     req: Request,
+    vis: Visibility,
+    verb: &'static str,
 ) -> ApiResult<Response> {
     let ns = target.namespace.clone().unwrap_or_default();
+    let identity = req.identity.clone();
+    let denied = || auth::forbidden(&identity, verb, target);
+    // Writes to a named object under a content-dependent visibility check the current object.
+    if let (Some(name), Visibility::Only(_)) = (target.name.as_deref(), &vis)
+        && req.method != Method::GET
+    {
+        let key = ObjectKey::new(if T::INFO.namespaced { ns.as_str() } else { "" }, name);
+        visible_or_forbidden(
+            &vis,
+            state
+                .registry
+                .store()
+                .get(<T as crate::resources::Typed>::KIND, &key),
+            denied,
+        )?;
+    }
     let sub = match target.subresource.as_deref() {
         Some("status") => Subresource::Status,
         _ => Subresource::Main,
@@ -143,7 +183,13 @@ async fn dispatch<T: KindStrategy>(
     match (&req.method, target.name.as_deref()) {
         (&Method::GET, Some(name)) => {
             let output = negotiate::output(&req.headers)?;
-            let stored = state.registry.get::<T>(&ns, name)?;
+            let stored = match &vis {
+                Visibility::All => state.registry.get::<T>(&ns, name)?,
+                Visibility::Only(_) => {
+                    let found = state.registry.get::<T>(&ns, name).ok();
+                    visible_or_forbidden(&vis, found, denied)?.expect("visible objects exist")
+                }
+            };
             Ok(encode::object(
                 StatusCode::OK,
                 &stored,
@@ -153,24 +199,50 @@ async fn dispatch<T: KindStrategy>(
         }
         (&Method::GET, None) if query.watch => {
             let output = negotiate::output(&req.headers)?;
+            let Some(slot) = state
+                .auth
+                .limits_for(&identity)
+                .open_watch(&identity.token_id)
+            else {
+                return Err(ApiError::too_many_requests(
+                    format!(
+                        "token \"{}\" has too many open watches; close some first",
+                        identity.name
+                    ),
+                    1,
+                ));
+            };
             watch::serve(
                 state.clone(),
                 target.kind,
                 target.namespace.clone(),
                 query.clone(),
                 output,
+                vis,
+                slot,
             )
         }
         (&Method::GET, None) => {
             let output = negotiate::output(&req.headers)?;
-            list::<T>(state, target, query, output).await
+            list::<T>(state, target, query, output, &vis).await
         }
         (&Method::POST, None) => {
             if T::INFO.namespaced && target.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
             }
             let output = negotiate::output(&req.headers)?;
-            let (obj, warnings) = decode_body::<T>(state, &req.headers, req.body, query).await?;
+            let (mut obj, warnings) =
+                decode_body::<T>(state, &req.headers, req.body, query).await?;
+            if let Visibility::Only(f) = &vis {
+                // Check what is being created, as it would be stored.
+                if T::INFO.namespaced {
+                    obj.metadata_mut().namespace = Some(ns.clone());
+                }
+                let probe = registry::unsaved(obj.clone().into_any());
+                if !f(&probe) {
+                    return Err(denied());
+                }
+            }
             let stored = state.registry.create::<T>(&ns, obj, &opts).await?;
             Ok(encode::with_warnings(
                 encode::object(StatusCode::CREATED, &stored, output, query.include_object),
@@ -231,7 +303,7 @@ async fn dispatch<T: KindStrategy>(
                 dry_run: opts.dry_run || dry_run,
                 ..opts
             };
-            delete_collection::<T>(state, target, query, &opts).await
+            delete_collection::<T>(state, target, query, &opts, &vis).await
         }
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -497,6 +569,7 @@ async fn list<T: KindStrategy>(
     target: &Target,
     query: &Query,
     output: Output,
+    vis: &Visibility,
 ) -> ApiResult<Response> {
     let kind = <T as crate::resources::Typed>::KIND;
     check_selectors(kind, query)?;
@@ -531,7 +604,7 @@ async fn list<T: KindStrategy>(
         .or_else(|| query.field_selector.exact("metadata.namespace"));
     let limit = query.limit.unwrap_or(usize::MAX);
     let (items, rv, more) = store.list_page(kind, namespace, after.as_ref(), limit, |s| {
-        selected(s, query)
+        selected(s, query) && vis.admits(s)
     });
     let rv = list_rv.unwrap_or(rv);
     let continue_token = if more {
@@ -555,6 +628,7 @@ async fn delete_collection<T: KindStrategy>(
     target: &Target,
     query: &Query,
     opts: &WriteOptions,
+    vis: &Visibility,
 ) -> ApiResult<Response> {
     let kind = <T as crate::resources::Typed>::KIND;
     check_selectors(kind, query)?;
@@ -563,7 +637,7 @@ async fn delete_collection<T: KindStrategy>(
         .store()
         .list(kind, target.namespace.as_deref());
     let mut deleted = Vec::new();
-    for item in items.iter().filter(|s| selected(s, query)) {
+    for item in items.iter().filter(|s| selected(s, query) && vis.admits(s)) {
         match state
             .registry
             .delete::<T>(

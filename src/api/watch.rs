@@ -23,6 +23,7 @@ use super::encode;
 use super::negotiate::Output;
 use super::query::Query;
 use super::resources::{check_selectors, selected};
+use crate::auth::{Visibility, WatchSlot};
 use crate::error::{ApiError, ApiResult};
 use crate::resources::Kind;
 use crate::store::{EventType, Rv, Stored, WatchError, WatchEvent, Watcher};
@@ -37,6 +38,8 @@ struct WatchSpec {
     namespace: Option<String>,
     query: Query,
     output: Output,
+    /// What the caller may see; invisible objects are treated as not matching.
+    vis: Visibility,
 }
 
 impl WatchSpec {
@@ -48,8 +51,12 @@ impl WatchSpec {
                 .is_none_or(|ns| s.key.namespace == ns)
     }
 
+    fn selected(&self, s: &Stored) -> bool {
+        selected(s, &self.query) && self.vis.admits(s)
+    }
+
     fn matches(&self, s: &Stored) -> bool {
-        self.in_scope(s) && selected(s, &self.query)
+        self.in_scope(s) && self.selected(s)
     }
 
     /// The event this change is for this watcher, if any, after selector transitions.
@@ -57,8 +64,8 @@ impl WatchSpec {
         if !self.in_scope(&e.object) {
             return None;
         }
-        let now = selected(&e.object, &self.query);
-        let before = e.prev.as_ref().map(|p| selected(p, &self.query));
+        let now = self.selected(&e.object);
+        let before = e.prev.as_ref().map(|p| self.selected(p));
         match (e.type_, before, now) {
             (EventType::Deleted, _, true) => Some((EventType::Deleted, e.object.clone())),
             (EventType::Deleted, _, false) => None,
@@ -131,6 +138,8 @@ pub fn serve(
     namespace: Option<String>,
     query: Query,
     output: Output,
+    vis: Visibility,
+    token_slot: WatchSlot,
 ) -> ApiResult<Response> {
     check_selectors(kind, &query)?;
     let spec = WatchSpec {
@@ -138,6 +147,7 @@ pub fn serve(
         namespace,
         query,
         output,
+        vis,
     };
     let store = state.registry.store();
     let rv = spec
@@ -184,6 +194,7 @@ pub fn serve(
     let store = store.clone();
     tokio::spawn(async move {
         let _permit = permit;
+        let _token_slot = token_slot;
         let mut first_table = true;
         for s in &initial {
             let line = spec.encode(EventType::Added, s, &mut first_table);

@@ -115,6 +115,11 @@ fn parse_rv(rv: &str) -> ApiResult<Rv> {
         .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
 }
 
+/// An object as it would be stored, without storing it (for checks before a create).
+pub fn unsaved(object: AnyObject) -> Arc<Stored> {
+    transient(object, None)
+}
+
 /// A transient version of an object that was not stored (dry run): no resourceVersion.
 fn transient(object: AnyObject, rv: Option<Rv>) -> Arc<Stored> {
     let mut object = object;

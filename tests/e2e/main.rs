@@ -9,4 +9,5 @@ mod binding;
 mod discovery;
 mod durability;
 mod provisioning;
+mod security;
 mod support;

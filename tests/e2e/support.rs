@@ -17,8 +17,42 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// An HTTP client that sends the admin token (from the kubeconfig the server wrote).
     pub client: reqwest::Client,
     extra_args: Vec<String>,
+    pub token: String,
+}
+
+/// The admin token from the kubeconfig a server wrote into its data directory.
+pub fn admin_token(dir: &Path) -> String {
+    let text =
+        std::fs::read_to_string(dir.join("kubeconfig")).expect("the server writes a kubeconfig");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("a token in the kubeconfig")
+        .trim()
+        .to_string()
+}
+
+/// The CA of a server's self-signed certificate, if it made one.
+pub fn ca_of(dir: &Path) -> Option<Vec<u8>> {
+    std::fs::read(dir.join("tls").join("ca.crt")).ok()
+}
+
+/// A client that sends `token`, trusting `ca` (PEM) when given.
+pub fn client_for(token: &str, ca: Option<&[u8]>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let mut b = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .default_headers(headers);
+    if let Some(ca) = ca {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(ca).expect("CA PEM"));
+    }
+    b.build().expect("client")
 }
 
 fn binary() -> &'static str {
@@ -75,16 +109,15 @@ impl Server {
                 panic!("stowage did not start; log:\n{log}");
             }
         };
+        let token = admin_token(dir);
         Server {
             child: Some(child),
             base,
             data_dir: dir.to_path_buf(),
             _tmp: None,
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .build()
-                .expect("client"),
+            client: client_for(&token, ca_of(dir).as_deref()),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            token,
         }
     }
 
@@ -126,6 +159,7 @@ impl Server {
         let mut fresh = Self::spawn(&self.data_dir, &refs);
         self.child = fresh.child.take();
         self.base = std::mem::take(&mut fresh.base);
+        self.client = fresh.client.clone();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,361 @@
+//! Who may do what: bearer-token authentication, role-based authorization, and per-token limits.
+//!
+//! Roles:
+//! - `admin`: everything;
+//! - `viewer`: read (get, list, watch) everything;
+//! - `namespace:<ns>`: PersistentVolumeClaims, Pods and Events in `<ns>`; read StorageClasses;
+//!   nothing else cluster-scoped;
+//! - `node:<name>`: its own Node and its Lease in `stowage-node-lease`; read the
+//!   VolumeAttachments to it and update their status; read the pods on it.
+//!
+//! Lists and watches are filtered to what the caller may see (an all-namespace list by a
+//! namespace token returns its namespace only). A refusal is 403 whether or not the object
+//! exists, so errors never reveal objects the caller cannot read.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::api::resources::Target;
+use crate::controllers::nodehealth::LEASE_NAMESPACE;
+use crate::error::ApiError;
+use crate::machinery::validation::{dns1123_label, dns1123_subdomain};
+use crate::resources::{AnyObject, Kind, Pod, pod};
+use crate::store::Stored;
+
+pub mod kubeconfig;
+pub mod tls;
+pub mod tokens;
+
+pub use tokens::{Identity, TokenInfo, Tokens};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Viewer,
+    Namespace(String),
+    Node(String),
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Admin => f.write_str("admin"),
+            Role::Viewer => f.write_str("viewer"),
+            Role::Namespace(ns) => write!(f, "namespace:{ns}"),
+            Role::Node(n) => write!(f, "node:{n}"),
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "admin" => Ok(Role::Admin),
+            None if s == "viewer" => Ok(Role::Viewer),
+            Some(("namespace", ns)) if dns1123_label(ns).is_empty() => {
+                Ok(Role::Namespace(ns.to_string()))
+            }
+            Some(("node", n)) if dns1123_subdomain(n).is_empty() => Ok(Role::Node(n.to_string())),
+            _ => Err(format!(
+                "invalid role {s:?}: use admin, viewer, namespace:<namespace> or node:<node name>"
+            )),
+        }
+    }
+}
+
+/// Which objects of an allowed request the caller may see or touch.
+#[derive(Clone)]
+pub enum Visibility {
+    All,
+    /// Only objects passing the predicate (checked against the object, not just the URL).
+    Only(Arc<dyn Fn(&Stored) -> bool + Send + Sync>),
+}
+
+impl Visibility {
+    pub fn admits(&self, s: &Stored) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Only(f) => f(s),
+        }
+    }
+}
+
+fn is_read(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+/// The 403 for a request; it names the request, never what exists.
+pub fn forbidden(identity: &Identity, verb: &str, target: &Target) -> ApiError {
+    let info = target.kind.info();
+    let name = target
+        .name
+        .as_deref()
+        .map(|n| format!(" \"{n}\""))
+        .unwrap_or_default();
+    let scope = target
+        .namespace
+        .as_deref()
+        .map(|ns| format!(" in the namespace \"{ns}\""))
+        .unwrap_or_else(|| " at the cluster scope".to_string());
+    ApiError::forbidden(format!(
+        "{}{name} is forbidden: token \"{}\" ({}) cannot {verb} resource \"{}\" in API group \"{}\"{scope}",
+        info.plural, identity.name, identity.role, info.plural, info.group
+    ))
+}
+
+/// Decides a request on a resource. `verb` is Kubernetes' verb name.
+pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Visibility, ApiError> {
+    let deny = || Err(forbidden(identity, verb, target));
+    match &identity.role {
+        Role::Admin => Ok(Visibility::All),
+        Role::Viewer if is_read(verb) => Ok(Visibility::All),
+        Role::Viewer => deny(),
+        Role::Namespace(ns) => match target.kind {
+            Kind::PersistentVolumeClaim | Kind::Pod | Kind::Event => {
+                match target.namespace.as_deref() {
+                    Some(n) if n == ns => Ok(Visibility::All),
+                    None if matches!(verb, "list" | "watch") => {
+                        let ns = ns.clone();
+                        Ok(Visibility::Only(Arc::new(move |s| s.key.namespace == ns)))
+                    }
+                    _ => deny(),
+                }
+            }
+            Kind::StorageClass if is_read(verb) => Ok(Visibility::All),
+            _ => deny(),
+        },
+        Role::Node(node) => {
+            let node = node.clone();
+            match target.kind {
+                Kind::Node if verb != "delete" && verb != "deletecollection" => {
+                    Ok(Visibility::Only(Arc::new(move |s| s.key.name == node)))
+                }
+                Kind::Lease
+                    if target
+                        .namespace
+                        .as_deref()
+                        .is_none_or(|n| n == LEASE_NAMESPACE) =>
+                {
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        s.key.namespace == LEASE_NAMESPACE && s.key.name == node
+                    })))
+                }
+                Kind::VolumeAttachment
+                    if is_read(verb)
+                        || (matches!(verb, "update" | "patch")
+                            && target.subresource.as_deref() == Some("status")) =>
+                {
+                    Ok(Visibility::Only(Arc::new(move |s| match &s.object {
+                        AnyObject::VolumeAttachment(va) => va.spec.node_name == node,
+                        _ => false,
+                    })))
+                }
+                Kind::Pod if is_read(verb) => Ok(Visibility::Only(Arc::new(move |s| {
+                    pod::node_name(s.typed::<Pod>()) == Some(node.as_str())
+                }))),
+                _ => deny(),
+            }
+        }
+    }
+}
+
+/// Discovery, OpenAPI and namespaces: any authenticated caller may read them.
+pub fn may_discover(_identity: &Identity) -> bool {
+    true
+}
+
+/// Token management and metrics: admins only (viewers may read metrics).
+pub fn is_admin(identity: &Identity) -> bool {
+    identity.role == Role::Admin
+}
+
+/// Per-token request rate (token bucket) and concurrent watches.
+pub struct Limits {
+    rate_per_second: f64,
+    burst: f64,
+    max_watches: usize,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    watches: Mutex<HashMap<String, usize>>,
+}
+
+impl Limits {
+    pub fn new(rate_per_second: f64, max_watches: usize) -> Self {
+        Limits {
+            rate_per_second,
+            burst: (rate_per_second * 2.0).max(1.0),
+            max_watches,
+            buckets: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// No limits at all.
+    pub fn unlimited() -> Self {
+        Limits::new(0.0, usize::MAX)
+    }
+
+    /// Takes one request from the token's bucket; on refusal, the seconds until one is free.
+    pub fn take(&self, token: &str) -> Result<(), u64> {
+        if self.rate_per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        let (tokens, last) = buckets
+            .entry(token.to_string())
+            .or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate_per_second)
+            .min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.rate_per_second).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Counts a watch against its token; `None` if the token has too many open.
+    pub fn open_watch(self: &Arc<Self>, token: &str) -> Option<WatchSlot> {
+        let mut w = self.watches.lock();
+        let n = w.entry(token.to_string()).or_insert(0);
+        if *n >= self.max_watches {
+            return None;
+        }
+        *n += 1;
+        Some(WatchSlot {
+            limits: self.clone(),
+            token: token.to_string(),
+        })
+    }
+}
+
+/// An open watch, counted until dropped.
+pub struct WatchSlot {
+    limits: Arc<Limits>,
+    token: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if let Some(n) = self.limits.watches.lock().get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Authentication and limits, as the API uses them.
+pub struct Auth {
+    pub tokens: Tokens,
+    /// Limits for every token but admins'.
+    pub limits: Arc<Limits>,
+    /// Limits for admin tokens (by default: none).
+    pub admin_limits: Arc<Limits>,
+    /// Serve `/metrics` without a token.
+    pub metrics_public: bool,
+}
+
+impl Auth {
+    pub fn limits_for(&self, identity: &Identity) -> &Arc<Limits> {
+        if identity.role == Role::Admin {
+            &self.admin_limits
+        } else {
+            &self.limits
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(role: &str) -> Identity {
+        Identity {
+            token_id: "t".into(),
+            name: "tester".into(),
+            role: role.parse().unwrap(),
+        }
+    }
+
+    fn target(kind: Kind, ns: Option<&str>, name: Option<&str>) -> Target {
+        Target {
+            kind,
+            namespace: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            subresource: None,
+        }
+    }
+
+    #[test]
+    fn roles_parse_and_print() {
+        for r in ["admin", "viewer", "namespace:team-a", "node:node-1.example"] {
+            assert_eq!(r.parse::<Role>().unwrap().to_string(), r);
+        }
+        for bad in ["root", "namespace:", "namespace:Bad_Ns", "node:", ""] {
+            assert!(bad.parse::<Role>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn viewers_read_everything_and_write_nothing() {
+        let v = who("viewer");
+        assert!(authorize(&v, "list", &target(Kind::PersistentVolume, None, None)).is_ok());
+        assert_eq!(
+            authorize(
+                &v,
+                "delete",
+                &target(Kind::PersistentVolume, None, Some("x"))
+            )
+            .err()
+            .unwrap()
+            .code,
+            403
+        );
+    }
+
+    #[test]
+    fn namespace_tokens_stay_in_their_namespace() {
+        let t = who("namespace:a");
+        assert!(
+            authorize(
+                &t,
+                "create",
+                &target(Kind::PersistentVolumeClaim, Some("a"), None)
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            authorize(
+                &t,
+                "get",
+                &target(Kind::PersistentVolumeClaim, Some("b"), Some("x"))
+            )
+            .err()
+            .unwrap()
+            .code,
+            403
+        );
+        assert!(matches!(
+            authorize(&t, "list", &target(Kind::Pod, None, None)),
+            Ok(Visibility::Only(_))
+        ));
+        assert!(authorize(&t, "list", &target(Kind::StorageClass, None, None)).is_ok());
+        assert!(authorize(&t, "create", &target(Kind::StorageClass, None, None)).is_err());
+        assert!(authorize(&t, "get", &target(Kind::PersistentVolume, None, Some("x"))).is_err());
+    }
+
+    #[test]
+    fn rate_limits_refuse_with_a_retry_hint() {
+        let l = Limits::new(1.0, 1);
+        assert!(l.take("a").is_ok());
+        assert!(l.take("a").is_ok());
+        assert_eq!(l.take("a"), Err(1));
+        assert!(l.take("b").is_ok(), "buckets are per token");
+    }
+}
