@@ -54,3 +54,20 @@ impl Providers {
         self.by_name.values()
     }
 }
+
+/// A provider's name and capabilities, as the API describes them.
+pub fn describe(p: &dyn Provider) -> serde_json::Value {
+    let c = p.capabilities();
+    serde_json::json!({
+        "name": p.name(),
+        "capabilities": {
+            "dynamicProvisioning": c.dynamic_provisioning,
+            "attachRequired": c.attach_required,
+            "expansion": c.expansion,
+            "snapshots": c.snapshots,
+            "topology": c.topology,
+            "accessModes": c.access_modes.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            "maxAttachmentsPerNode": c.max_attachments_per_node,
+        }
+    })
+}

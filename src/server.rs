@@ -112,6 +112,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let config = Config::load(args.config.as_deref())?;
     let providers = Providers::build(&config, &args.data_dir)?;
+    let provider_info: Vec<serde_json::Value> = providers
+        .iter()
+        .map(|p| crate::providers::describe(p.as_ref()))
+        .collect();
     let first_start = store.current_rv() == 0;
     let registry = Registry::new(store.clone());
     let metrics = Metrics::new();
@@ -189,6 +193,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         registry,
         metrics,
         auth,
+        provider_info,
         shutdown.clone(),
         ApiOptions::default(),
     );

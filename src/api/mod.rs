@@ -58,6 +58,8 @@ pub struct ApiState {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
+    /// The providers this server has, as `/apis/stowage.dev/v1/providers` lists them.
+    pub providers: Vec<serde_json::Value>,
     /// Cancelled when the server shuts down: open watches end.
     pub shutdown: CancellationToken,
     pub options: ApiOptions,
@@ -71,6 +73,7 @@ impl ApiState {
         registry: Registry,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
+        providers: Vec<serde_json::Value>,
         shutdown: CancellationToken,
         options: ApiOptions,
     ) -> Arc<Self> {
@@ -78,6 +81,7 @@ impl ApiState {
             registry,
             metrics,
             auth,
+            providers,
             shutdown,
             watch_slots: Arc::new(Semaphore::new(options.max_watches)),
             options,
@@ -135,6 +139,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/openapi/v3/{*gv}",
             get(|Path(gv): Path<String>| async move { openapi::document(&gv) }).fallback(not_allowed),
+        )
+        .route(
+            "/apis/stowage.dev/v1/providers",
+            get(|State(state): State<Arc<ApiState>>| async move {
+                encode::json_value(
+                    StatusCode::OK,
+                    &json!({"apiVersion": "stowage.dev/v1", "kind": "ProviderList", "items": state.providers}),
+                )
+            })
+            .fallback(not_allowed),
         )
         .route("/apis/auth.stowage.dev/v1/tokens", any(tokens::collection))
         .route("/apis/auth.stowage.dev/v1/tokens/{id}", any(tokens::item))

@@ -1,17 +1,43 @@
-//! The `stowage` command line: `stowage serve` runs the server; the other commands are the admin
-//! CLI, which talks to a server only through its public REST API.
+//! The `stowage` command line: `stowage serve` runs the server; every other command is the admin
+//! CLI, which talks to a server only through the public REST API (the one kubectl uses).
+//!
+//! One file per command family; [`client`] holds the connection and error handling shared by
+//! all of them. Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 conflict, 5 invalid,
+//! 6 unreachable, 7 forbidden/unauthorized, 8 timed out.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::server::{self, ServeArgs};
+
+mod apply;
+pub mod client;
+mod describe;
+mod get;
+mod kinds;
+mod misc;
+mod output;
+mod storageclass;
+mod volume;
+mod wait;
+
+use client::{CliResult, ConnectionArgs};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stowage",
     version,
-    about = "A storage control plane: claims become volumes."
+    about = "A storage control plane: claims become volumes.",
+    long_about = "A storage control plane: claims become volumes.\n\n\
+        `stowage serve` runs the server. The other commands manage a running server through its \
+        REST API; they find it through --server/--token, STOWAGE_SERVER/STOWAGE_TOKEN, a \
+        kubeconfig (--kubeconfig, KUBECONFIG), or ./stowage-data/kubeconfig, which `stowage \
+        serve` writes on first start."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -19,7 +45,61 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (API, store and controllers).
+    #[command(
+        after_help = "Examples:\n  stowage serve\n  stowage serve --listen 0.0.0.0:8470 --config stowage.yaml"
+    )]
     Serve(ServeArgs),
+    /// List or show objects as tables, YAML, JSON or names.
+    #[command(
+        after_help = "Examples:\n  stowage get sc\n  stowage get pvc -A\n  stowage get pvc data -n team-a -o yaml\n  stowage get pv -l tier=gold -o wide\n  stowage get pvc -w"
+    )]
+    Get(get::GetArgs),
+    /// Show an object with its related objects and events.
+    #[command(
+        after_help = "Examples:\n  stowage describe pvc data -n team-a\n  stowage describe pv pvc-1234\n  stowage describe sc local"
+    )]
+    Describe(describe::DescribeArgs),
+    /// Create or update objects from files (YAML or JSON, multi-document), with server-side apply.
+    #[command(
+        after_help = "Examples:\n  stowage apply -f class.yaml\n  stowage apply -f manifests/\n  cat claim.yaml | stowage apply -f -"
+    )]
+    Apply(apply::FileArgs),
+    /// Create objects from files; fails if they exist.
+    #[command(after_help = "Examples:\n  stowage create -f claim.yaml")]
+    Create(apply::FileArgs),
+    /// Delete objects by name or from files.
+    #[command(
+        after_help = "Examples:\n  stowage delete pvc data -n team-a\n  stowage delete -f claim.yaml\n  stowage delete pv/pvc-1234 --wait=false"
+    )]
+    Delete(apply::DeleteArgs),
+    /// Manage StorageClasses.
+    #[command(name = "storageclass", alias = "sc", subcommand)]
+    StorageClass(storageclass::StorageClassCommand),
+    /// PersistentVolume tasks.
+    #[command(subcommand)]
+    Pv(volume::PvCommand),
+    /// PersistentVolumeClaim tasks.
+    #[command(subcommand)]
+    Pvc(volume::PvcCommand),
+    /// Wait for an object to reach a phase or condition, or to be deleted.
+    #[command(
+        after_help = "Examples:\n  stowage wait pvc/data --for=phase=Bound --timeout 60s\n  stowage wait node/n1 --for=condition=Ready\n  stowage wait pvc/data --for=delete"
+    )]
+    Wait(wait::WaitArgs),
+    /// List the providers the server has and what they can do.
+    #[command(after_help = "Examples:\n  stowage providers")]
+    Providers(misc::ProvidersArgs),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Token(misc::TokenCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  stowage completion bash > /etc/bash_completion.d/stowage\n  stowage completion zsh > \"${fpath[1]}/_stowage\""
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_tracing() {
@@ -31,8 +111,26 @@ fn init_tracing() {
         .init();
 }
 
+async fn run(cli: Cli) -> CliResult<()> {
+    let conn = cli.connection;
+    match cli.command {
+        Command::Serve(_) | Command::Completion { .. } => unreachable!("handled before connecting"),
+        Command::Get(args) => get::run(&conn, args).await,
+        Command::Describe(args) => describe::run(&conn, args).await,
+        Command::Apply(args) => apply::apply(&conn, args).await,
+        Command::Create(args) => apply::create(&conn, args).await,
+        Command::Delete(args) => apply::delete(&conn, args).await,
+        Command::StorageClass(cmd) => storageclass::run(&conn, cmd).await,
+        Command::Pv(cmd) => volume::run_pv(&conn, cmd).await,
+        Command::Pvc(cmd) => volume::run_pvc(&conn, cmd).await,
+        Command::Wait(args) => wait::run(&conn, args).await,
+        Command::Providers(args) => misc::providers(&conn, args).await,
+        Command::Token(cmd) => misc::token(&conn, cmd).await,
+    }
+}
+
 /// Runs the command line; returns the process exit code.
-pub fn main() -> std::process::ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -41,24 +139,58 @@ pub fn main() -> std::process::ExitCode {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
+                    return ExitCode::FAILURE;
                 }
             };
             match runtime.block_on(server::serve(args)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    std::process::ExitCode::FAILURE
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "stowage",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(cli)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}", e.message);
+                    e.exit_code()
                 }
             }
         }
     }
 }
 
+/// The namespace a command acts in: `-n`, else the kubeconfig's, else `default`.
+pub fn namespace_of(flag: Option<&str>, client: &client::Client) -> String {
+    flag.map(str::to_string)
+        .or_else(|| client.namespace.clone())
+        .unwrap_or_else(|| "default".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -5,6 +5,7 @@
 //! - [`binder`]: claims meet volumes (static binding, phases, release);
 //! - [`provisioner`]: classes create and delete volumes through providers;
 //! - [`protection`]: claims and volumes in use are not removed;
+//! - [`resizer`]: grown claims get their volumes expanded;
 //! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
 //! - [`nodehealth`]: node leases become the nodes' Ready condition.
 
@@ -25,6 +26,7 @@ pub mod events;
 pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;
+pub mod resizer;
 
 pub use events::Recorder;
 
@@ -116,6 +118,13 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
         Arc::new(attach::attacher::Attacher::new(ctx.clone())),
         ctx.store.clone(),
         opts(128),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(resizer::Resizer::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(16),
         ctx.metrics.clone(),
         shutdown.clone(),
     ));

@@ -4,9 +4,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::controllers::finalizers;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::resources::storageclass::is_default;
-use crate::resources::{AnyObject, Kind, PersistentVolumeClaim, StorageClass};
+use crate::resources::{AnyObject, Kind, PersistentVolumeClaim, StorageClass, pvc};
 use crate::store::Store;
 
 /// Mutates or refuses `new`; `old` is the current object on update, `None` on create.
@@ -19,9 +19,43 @@ pub fn admit(store: &Store, new: &mut AnyObject, old: Option<&AnyObject>) -> Api
         (AnyObject::PersistentVolume(pv), None) => {
             add_finalizer(&mut pv.metadata, finalizers::PV_PROTECTION);
         }
+        (AnyObject::PersistentVolumeClaim(pvc), Some(AnyObject::PersistentVolumeClaim(old))) => {
+            check_resize(store, pvc, old)?;
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// A claim may grow only if its class allows expansion (Kubernetes' PersistentVolumeClaimResize
+/// admission): otherwise the request could never be met.
+fn check_resize(
+    store: &Store,
+    new: &PersistentVolumeClaim,
+    old: &PersistentVolumeClaim,
+) -> ApiResult<()> {
+    let (Some(after), Some(before)) = (pvc::request_bytes(new), pvc::request_bytes(old)) else {
+        return Ok(());
+    };
+    if after <= before {
+        return Ok(());
+    }
+    let class = new
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone())
+        .unwrap_or_default();
+    let allowed = store
+        .get_typed::<StorageClass>("", &class)
+        .is_some_and(|s| s.typed::<StorageClass>().allow_volume_expansion == Some(true));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "persistentvolumeclaims \"{}\" is forbidden: only claims of a StorageClass with allowVolumeExpansion can be resized (class {class:?} does not allow it)",
+            new.metadata.name.as_deref().unwrap_or_default()
+        )))
+    }
 }
 
 /// Objects in use are protected from removal by a finalizer from their creation on; the

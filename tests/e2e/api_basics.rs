@@ -302,8 +302,16 @@ async fn immutable_fields_cannot_change() {
         .await;
     assert_eq!(code, StatusCode::OK, "allowVolumeExpansion is mutable");
 
-    s.post(PV, &host_path_pv("pv-a", "1Gi")).await;
-    s.post(&pvcs("im"), &pvc("c", "1Gi")).await;
+    // Claims of a class that allows expansion may grow.
+    let mut grow = storage_class("grow", "example.com/elsewhere");
+    grow["allowVolumeExpansion"] = json!(true);
+    s.post(SC, &grow).await;
+    let mut pv = host_path_pv("pv-a", "1Gi");
+    pv["spec"]["storageClassName"] = json!("grow");
+    s.post(PV, &pv).await;
+    let mut claim = pvc("c", "1Gi");
+    claim["spec"]["storageClassName"] = json!("grow");
+    s.post(&pvcs("im"), &claim).await;
     let item = format!("{}/c", pvcs("im"));
     let (code, v) = s
         .patch(
@@ -356,7 +364,11 @@ async fn immutable_fields_cannot_change() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "claims never shrink"
     );
-    s.post(&pvcs("im"), &pvc("unbound", "1Gi")).await;
+    // An unbound claim of the same class passes admission but fails validation: there is no
+    // volume to grow yet.
+    let mut unbound = pvc("unbound", "1Gi");
+    unbound["spec"]["storageClassName"] = json!("grow");
+    s.post(&pvcs("im"), &unbound).await;
     let (code, _) = s
         .patch(
             &format!("{}/unbound", pvcs("im")),

@@ -1,0 +1,137 @@
+//! Rendering for the terminal: tables (from the server's `Table` form, as kubectl does), YAML,
+//! JSON and names.
+
+use serde_json::Value;
+
+/// How `get` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The table, with more columns.
+    Wide,
+    Yaml,
+    Json,
+    /// `kind/name` per line.
+    Name,
+}
+
+/// Columns lined up, separated by three spaces (as kubectl prints them).
+pub fn align(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                let pad = widths[c] - cell.chars().count() + 3;
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Extra columns computed by the CLI, appended before AGE (e.g. usage counts for classes).
+pub type Extra = Vec<(String, Box<dyn Fn(&Value) -> String>)>;
+
+/// The rows (headers first) of a server `Table`.
+pub fn table_rows(
+    table: &Value,
+    wide: bool,
+    all_namespaces: bool,
+    extra: &Extra,
+) -> Vec<Vec<String>> {
+    let defs = table["columnDefinitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let shown: Vec<usize> = defs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| wide || d["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|(i, _)| i)
+        .collect();
+    let age_at = shown
+        .iter()
+        .position(|i| defs[*i]["name"] == "Age")
+        .unwrap_or(shown.len());
+    let mut header: Vec<String> = Vec::new();
+    if all_namespaces {
+        header.push("NAMESPACE".into());
+    }
+    for (n, i) in shown.iter().enumerate() {
+        if n == age_at {
+            header.extend(extra.iter().map(|(h, _)| h.clone()));
+        }
+        header.push(defs[*i]["name"].as_str().unwrap_or_default().to_uppercase());
+    }
+    if age_at == shown.len() {
+        header.extend(extra.iter().map(|(h, _)| h.clone()));
+    }
+    let mut rows = vec![header];
+    for row in table["rows"].as_array().into_iter().flatten() {
+        let cells = row["cells"].as_array().cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        if all_namespaces {
+            out.push(cell(&row["object"]["metadata"]["namespace"]));
+        }
+        for (n, i) in shown.iter().enumerate() {
+            if n == age_at {
+                out.extend(extra.iter().map(|(_, f)| f(&row["object"])));
+            }
+            out.push(cells.get(*i).map(cell).unwrap_or_default());
+        }
+        if age_at == shown.len() {
+            out.extend(extra.iter().map(|(_, f)| f(&row["object"])));
+        }
+        rows.push(out);
+    }
+    rows
+}
+
+pub fn yaml(v: &Value) -> String {
+    serde_yaml_ng::to_string(v).unwrap_or_default()
+}
+
+pub fn json(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_with_three_spaces() {
+        let out = align(&[
+            vec!["NAME".into(), "STATUS".into()],
+            vec!["data".into(), "Bound".into()],
+            vec!["a-longer-name".into(), "Pending".into()],
+        ]);
+        assert_eq!(
+            out,
+            "NAME            STATUS\ndata            Bound\na-longer-name   Pending\n"
+        );
+    }
+}

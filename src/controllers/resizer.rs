@@ -1,0 +1,216 @@
+//! The resizer: a bound claim whose request grew past its capacity gets its volume expanded
+//! through the provider; the volume's capacity and the claim's `status.capacity` follow, in one
+//! write. Claims never shrink (the API refuses it), and only classes with
+//! `allowVolumeExpansion` may grow (admission refuses the rest).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaimCondition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use stowage_provider::quantity::Quantity;
+use stowage_provider::{ExpandRequest, ProviderError};
+
+use super::Context;
+use crate::error::ApiError;
+use crate::registry::Write;
+use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Typed, pvc};
+use crate::runtime::{Action, Reconciler};
+use crate::store::{ObjectKey, Stored, WatchEvent};
+
+pub const COMPONENT: &str = "volume-expand-controller";
+
+#[derive(Debug)]
+pub enum Error {
+    Api(ApiError),
+    Provider(ProviderError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Api(e) => e.fmt(f),
+            Error::Provider(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::Api(e)
+    }
+}
+
+pub struct Resizer {
+    ctx: Arc<Context>,
+}
+
+impl Resizer {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Resizer { ctx }
+    }
+}
+
+fn capacity_bytes(c: &PersistentVolumeClaim) -> Option<i64> {
+    c.status
+        .as_ref()?
+        .capacity
+        .as_ref()?
+        .get("storage")
+        .and_then(crate::machinery::quantity::bytes_of)
+}
+
+/// A bound claim asking for more than it has.
+fn wants_more(c: &PersistentVolumeClaim) -> bool {
+    pvc::phase(c) == "Bound"
+        && c.metadata.deletion_timestamp.is_none()
+        && matches!((pvc::request_bytes(c), capacity_bytes(c)), (Some(r), Some(have)) if r > have)
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Resizer {
+    type Key = ObjectKey;
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        "resizer"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::PersistentVolumeClaim]
+    }
+
+    fn keys_for(&self, event: &WatchEvent) -> Vec<ObjectKey> {
+        self.keys_for_object(&event.object)
+    }
+
+    fn keys_for_object(&self, object: &Stored) -> Vec<ObjectKey> {
+        match &object.object {
+            AnyObject::PersistentVolumeClaim(c) if wants_more(c) => vec![object.key.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
+        let Some(claim) = self
+            .ctx
+            .store
+            .get_typed::<PersistentVolumeClaim>(&key.namespace, &key.name)
+        else {
+            return Ok(Action::await_change());
+        };
+        let c: &PersistentVolumeClaim = claim.typed();
+        if !wants_more(c) {
+            return Ok(Action::await_change());
+        }
+        let wanted = pvc::request_bytes(c).unwrap_or(0);
+        let volume_name = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        let Some(volume) = self
+            .ctx
+            .store
+            .get_typed::<PersistentVolume>("", &volume_name)
+        else {
+            return Ok(Action::await_change());
+        };
+        let v: &PersistentVolume = volume.typed();
+        let Some(csi) = v.spec.as_ref().and_then(|s| s.csi.clone()) else {
+            self.ctx.recorder.warning(COMPONENT, &claim.object, "ExternalExpanding", "the claim's volume has no provider here to expand it; an administrator must grow it");
+            return Ok(Action::await_change());
+        };
+        let Some(provider) = self.ctx.providers.get(&csi.driver).cloned() else {
+            return Ok(Action::await_change());
+        };
+        if !provider.capabilities().expansion {
+            self.ctx.recorder.warning(
+                COMPONENT,
+                &claim.object,
+                "VolumeResizeFailed",
+                format!("provider {} cannot expand volumes", csi.driver),
+            );
+            return Ok(Action::await_change());
+        }
+        let req = ExpandRequest {
+            handle: csi.volume_handle.clone(),
+            attributes: csi.volume_attributes.clone().unwrap_or_default(),
+            capacity_bytes: wanted,
+        };
+        let expanded = match tokio::time::timeout(
+            Duration::from_secs(120),
+            provider.expand_volume(&req),
+        )
+        .await
+        {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                self.ctx.recorder.warning(
+                    COMPONENT,
+                    &claim.object,
+                    "VolumeResizeFailed",
+                    format!("expanding volume {volume_name}: {e}"),
+                );
+                return Err(Error::Provider(e));
+            }
+            Err(_) => {
+                return Err(Error::Provider(ProviderError::temporary(
+                    "expansion timed out",
+                )));
+            }
+        };
+        let size = K8sQuantity(Quantity::from_units(expanded.capacity_bytes).canonical());
+        let mut new_volume = v.clone();
+        if let Some(cap) = new_volume.spec.as_mut().and_then(|s| s.capacity.as_mut()) {
+            cap.insert("storage".into(), size.clone());
+        }
+        let mut new_claim = c.clone();
+        let status = new_claim.status.get_or_insert_with(Default::default);
+        let done = expanded.in_progress.is_none() && expanded.capacity_bytes >= wanted;
+        status
+            .conditions
+            .get_or_insert_with(Vec::new)
+            .retain(|c| c.type_ != "Resizing");
+        if done {
+            status
+                .capacity
+                .get_or_insert_with(Default::default)
+                .insert("storage".into(), size.clone());
+            if status.conditions.as_ref().is_some_and(Vec::is_empty) {
+                status.conditions = None;
+            }
+        } else if let Some(state) = &expanded.in_progress {
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(PersistentVolumeClaimCondition {
+                    type_: "Resizing".into(),
+                    status: "True".into(),
+                    reason: Some("ModificationInProgress".into()),
+                    message: Some(format!("the provider reports the volume is {state}")),
+                    last_transition_time: Some(Time(jiff::Timestamp::now())),
+                    last_probe_time: None,
+                });
+        }
+        self.ctx
+            .registry
+            .write_together(vec![
+                Write::Update(new_volume.into_any(), volume.rv),
+                Write::Update(new_claim.into_any(), claim.rv),
+            ])
+            .await?;
+        if done {
+            self.ctx.recorder.normal(
+                COMPONENT,
+                &claim.object,
+                "VolumeResizeSuccessful",
+                format!("volume {volume_name} expanded to {}", size.0),
+            );
+            Ok(Action::await_change())
+        } else {
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+    }
+}
