@@ -43,7 +43,7 @@ fn map_lines(v: &Value, skip: &[&str]) -> String {
     if lines.is_empty() {
         "<none>".into()
     } else {
-        lines.join("\n               ")
+        lines.join(NEXT_LINE)
     }
 }
 
@@ -74,6 +74,12 @@ fn age(t: &Value) -> String {
         .unwrap_or_else(|| "<unknown>".into())
 }
 
+/// Values start in this column; the longest keys ("Reclaim Policy:", "IsDefaultClass:") are 15
+/// characters wide and still get a space.
+const VALUE_COLUMN: usize = 16;
+/// What separates the lines of a multi-line value: a newline and the indent to the value column.
+const NEXT_LINE: &str = "\n                ";
+
 struct Out(Vec<(String, String)>);
 
 impl Out {
@@ -83,7 +89,7 @@ impl Out {
     fn print(&self) {
         for (k, v) in &self.0 {
             let key = format!("{k}:");
-            println!("{key:<15}{v}");
+            println!("{key:<VALUE_COLUMN$}{v}");
         }
     }
 }
@@ -121,7 +127,7 @@ async fn attachments(client: &Client, volume: &str) -> CliResult<String> {
             )
         })
         .collect();
-    Ok(or_none(lines.join("\n               ")))
+    Ok(or_none(lines.join(NEXT_LINE)))
 }
 
 pub async fn run(conn: &ConnectionArgs, args: DescribeArgs) -> CliResult<()> {
@@ -237,7 +243,7 @@ pub async fn run(conn: &ConnectionArgs, args: DescribeArgs) -> CliResult<()> {
                     )
                 })
                 .collect();
-            out.add("Node Affinity", or_none(affinity.join("\n               ")));
+            out.add("Node Affinity", or_none(affinity.join(NEXT_LINE)));
             if spec["csi"].is_object() {
                 out.add("Driver", s(&spec["csi"]["driver"]));
                 out.add("VolumeHandle", s(&spec["csi"]["volumeHandle"]));
@@ -328,14 +334,14 @@ pub async fn run(conn: &ConnectionArgs, args: DescribeArgs) -> CliResult<()> {
                 .flatten()
                 .map(|v| s(&v["name"]))
                 .collect();
-            out.add("Attached", or_none(attached.join("\n               ")));
+            out.add("Attached", or_none(attached.join(NEXT_LINE)));
             let in_use: Vec<String> = status["volumesInUse"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(s)
                 .collect();
-            out.add("In Use", or_none(in_use.join("\n               ")));
+            out.add("In Use", or_none(in_use.join(NEXT_LINE)));
             let pods = list(
                 &client,
                 Kind::Pod,
@@ -382,7 +388,7 @@ pub async fn run(conn: &ConnectionArgs, args: DescribeArgs) -> CliResult<()> {
                     or_none(volume)
                 ));
             }
-            out.add("Volumes", or_none(lines.join("\n               ")));
+            out.add("Volumes", or_none(lines.join(NEXT_LINE)));
         }
         _ => {
             if !spec.is_null() {
@@ -407,7 +413,7 @@ pub async fn run(conn: &ConnectionArgs, args: DescribeArgs) -> CliResult<()> {
         .unwrap_or_default();
     events.sort_by(|a, b| s(&a["lastTimestamp"]).cmp(&s(&b["lastTimestamp"])));
     if events.is_empty() {
-        println!("Events:        <none>");
+        println!("{:<VALUE_COLUMN$}<none>", "Events:");
     } else {
         println!("Events:");
         let mut rows = vec![vec![

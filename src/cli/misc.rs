@@ -30,6 +30,7 @@ pub enum TokenCommand {
         ttl: Option<String>,
     },
     /// List tokens (never their secrets).
+    #[command(after_help = "Examples:\n  stowage token list")]
     List,
     /// Revoke a token, effective for its next request.
     #[command(after_help = "Examples:\n  stowage token revoke 7fk2m9qxab")]

@@ -1,7 +1,7 @@
 //! Volume tasks: `stowage pv release` (make a Released, Retain volume Available again) and
 //! `stowage pvc resize`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -39,10 +39,9 @@ pub enum PvcCommand {
     },
 }
 
+/// Asks on stderr and reads one line from stdin; anything but y/yes (including end of input,
+/// as when stdin is not a terminal and nothing is piped in) is a no.
 fn confirm(question: &str) -> CliResult<bool> {
-    if !std::io::stdin().is_terminal() {
-        // Not interactive: read one line anyway (a script may pipe "yes").
-    }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

@@ -70,6 +70,12 @@ pub async fn run(conn: &ConnectionArgs, args: WaitArgs) -> CliResult<()> {
     let ns = super::namespace_of(args.namespace.as_deref(), &client);
     let path = kinds::item(kind, &ns, name);
     let deadline = Instant::now() + timeout;
+    // Like kubectl: an object that does not exist is an error straight away (waiting for it to
+    // be deleted is already done), not a wait until the timeout.
+    match client.get(&path).await {
+        Err(e) if e.code == exit::NOT_FOUND && !matches!(until, Until::Deleted) => return Err(e),
+        _ => {}
+    }
     loop {
         match client.get(&path).await {
             Ok(obj) if met(&obj, &until) => break,

@@ -6,6 +6,7 @@ mod api_lists;
 mod api_watch;
 mod attach;
 mod binding;
+mod cli;
 mod discovery;
 mod durability;
 mod provisioning;
