@@ -26,3 +26,38 @@ ensure_venv() {
   "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
   touch "$stamp"
 }
+
+# ensure_apt PACKAGE... : installs Debian packages that are not installed yet.
+ensure_apt() {
+  local wanted=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || wanted+=("$p")
+  done
+  if [ "${#wanted[@]}" -eq 0 ]; then return 0; fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    missing "cannot install ${wanted[*]} (needs root and apt-get)"
+    return 1
+  fi
+  echo "installing ${wanted[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null; } ||
+    { missing "installing ${wanted[*]} failed"; return 1; }
+}
+
+# in_private_network NAME COMMAND... : runs COMMAND in a new network namespace that has only
+# loopback, with its own /run and rpcbind (NFSv3 needs rpcbind, which cannot be bound to
+# loopback only on the host).
+in_private_network() {
+  unshare --net --mount --fork -- bash -c '
+    set -euo pipefail
+    ip link set lo up
+    mount -t tmpfs tmpfs /run
+    rpcbind -f -w & rpcbind=$!
+    for _ in $(seq 50); do [ -S /run/rpcbind.sock ] && break; sleep 0.1; done
+    status=0
+    "$@" || status=$?
+    kill "$rpcbind" 2>/dev/null || true
+    wait "$rpcbind" 2>/dev/null || true
+    exit "$status"
+  ' in_private_network "$@"
+}

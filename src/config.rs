@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
+pub use stowage_provider::duration::parse_duration;
+use stowage_provider::duration::serde as duration;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -21,6 +23,9 @@ pub struct Config {
 pub struct ProvidersConfig {
     #[serde(default)]
     pub local: stowage_provider_local::Config,
+    /// NFS shares, each described by its StorageClass; on unless `enabled: false`.
+    #[serde(default)]
+    pub nfs: stowage_provider_nfs::Config,
     /// An in-memory provider (`memory.stowage.dev`) whose volumes behave like network disks;
     /// for trying Stowage out and for testing, never for data.
     #[serde(default)]
@@ -78,47 +83,9 @@ impl Config {
     }
 }
 
-/// Durations written like `90s`, `6m`, `1h`, `250ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("{s:?} is not a duration like 90s, 6m or 250ms"))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("6m"), Some(Duration::from_secs(360)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("6"), None);
-        assert_eq!(parse_duration("x"), None);
-    }
 
     #[test]
     fn an_empty_file_means_defaults_and_typos_are_errors() {

@@ -33,6 +33,12 @@ pub struct ControllerResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub provider: String,
+    pub request: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
     pub operation: String,
@@ -54,6 +60,10 @@ pub struct Metrics {
     pub queue_depth: Family<ControllerLabels, Gauge>,
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub provider_duration: Family<ProviderLabels, Histogram>,
+    pub backend_requests: Family<BackendLabels, Counter>,
+    /// Providers whose backend request counts are copied into `backend_requests` at each
+    /// scrape (they count for themselves; see `Provider::backend_requests`).
+    backend_sources: Mutex<Vec<Arc<dyn stowage_provider::Provider>>>,
 }
 
 impl Metrics {
@@ -109,8 +119,16 @@ impl Metrics {
             "Provider operation latency",
             provider_duration.clone(),
         );
+        let backend_requests = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "provider_backend_requests",
+            "Requests providers made to their storage backends (NFS procedures, EC2 actions)",
+            backend_requests.clone(),
+        );
         Arc::new(Metrics {
             registry: Mutex::new(registry),
+            backend_requests,
+            backend_sources: Mutex::new(Vec::new()),
             requests,
             request_duration,
             watches,
@@ -144,8 +162,30 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Reports these providers' backend request counts from now on.
+    pub fn count_backend_requests(&self, providers: Vec<Arc<dyn stowage_provider::Provider>>) {
+        *self.backend_sources.lock() = providers;
+    }
+
+    /// Brings `backend_requests` up to the providers' own counts.
+    fn copy_backend_requests(&self) {
+        for p in self.backend_sources.lock().iter() {
+            for (request, count) in p.backend_requests() {
+                let counter = self.backend_requests.get_or_create(&BackendLabels {
+                    provider: p.name().to_string(),
+                    request,
+                });
+                let seen = counter.get();
+                if count > seen {
+                    counter.inc_by(count - seen);
+                }
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.copy_backend_requests();
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock());

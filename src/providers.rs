@@ -24,6 +24,12 @@ impl Providers {
                     .map_err(anyhow::Error::msg)?;
             providers.insert(Arc::new(local));
         }
+        if config.providers.nfs.enabled {
+            providers.insert(Arc::new(stowage_provider_nfs::NfsProvider::new(
+                config.providers.nfs.clone(),
+                installation_id(data_dir)?,
+            )));
+        }
         let memory = &config.providers.memory;
         if memory.enabled {
             let mut p = MemoryProvider::new("memory.stowage.dev");
@@ -52,6 +58,24 @@ impl Providers {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
         self.by_name.values()
+    }
+}
+
+/// This installation's identity, made on first start and kept in `<data-dir>/installation-id`.
+/// Providers mark what they create with it, so that two installations sharing a backend
+/// (an NFS export) never take each other's volumes for orphans.
+pub fn installation_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("installation-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, format!("{id}\n"))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
     }
 }
 

@@ -119,6 +119,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let first_start = store.current_rv() == 0;
     let registry = Registry::new(store.clone());
     let metrics = Metrics::new();
+    metrics.count_backend_requests(providers.iter().cloned().collect());
     let shutdown = CancellationToken::new();
     if first_start
         && !args.no_default_class

@@ -53,6 +53,15 @@ impl Server {
             }
         };
         std::thread::spawn(move || for _ in lines {});
+        let kubeconfig = std::fs::read_to_string(data_dir.path().join("kubeconfig"))
+            .expect("the server writes a kubeconfig");
+        let admin = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .expect("an admin token in the kubeconfig")
+            .trim()
+            .to_string();
+        let _ = TOKEN.set(admin);
         Server {
             child,
             addr,

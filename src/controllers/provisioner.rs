@@ -108,14 +108,20 @@ fn needs_backing_delete(v: &PersistentVolume) -> bool {
         .as_ref()
         .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
         .unwrap_or("Retain");
-    let released = pv::phase(v) == "Released" && policy == "Delete";
-    let deleting_ours = v.metadata.deletion_timestamp.is_some()
-        && v.metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == PROVISIONED_VOLUME)
-        && pv::phase(v) != "Bound";
+    let has_finalizer = v
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == PROVISIONED_VOLUME);
+    // A volume we provisioned carries our finalizer until its backing volume is deleted; once
+    // the finalizer is gone there is nothing left to delete (checking would call the provider
+    // a second time for every volume).
+    let provisioned_here = annotation(&v.metadata, PROVISIONED_BY).is_some();
+    let released =
+        pv::phase(v) == "Released" && policy == "Delete" && (has_finalizer || !provisioned_here);
+    let deleting_ours =
+        v.metadata.deletion_timestamp.is_some() && has_finalizer && pv::phase(v) != "Bound";
     released || deleting_ours
 }
 
@@ -325,6 +331,7 @@ impl Provisioner {
                 namespace: key.namespace.clone(),
                 name: key.name.clone(),
                 uid: claim.uid().to_string(),
+                annotations: c.metadata.annotations.clone().unwrap_or_default(),
             },
             content_source: None,
         };

@@ -132,6 +132,7 @@ impl Ctx {
                 namespace: "conformance".into(),
                 name: name.to_string(),
                 uid: format!("uid-{name}"),
+                annotations: BTreeMap::new(),
             },
             content_source: None,
         }

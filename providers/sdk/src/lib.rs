@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub mod conformance;
+pub mod duration;
+pub mod keyed_lock;
 pub mod memory;
 pub mod quantity;
 
@@ -133,6 +135,8 @@ pub struct ClaimRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The claim's annotations (for naming templates such as the NFS provider's `subDir`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Where a new volume's content comes from.
@@ -382,6 +386,14 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Every volume this provider manages (made by `create_volume`), for orphan checks.
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
+
+    /// Requests this provider has made to its backend since it started, by request type (an
+    /// NFS procedure, an EC2 action). The server exports them as
+    /// `stowage_provider_backend_requests_total`; benchmarks read them to report requests per
+    /// volume.
+    fn backend_requests(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 
     /// Creates a snapshot named `name` of the volume. Requires `snapshots`. Idempotent by name.
     async fn create_snapshot(&self, _name: &str, _source_handle: &str) -> Result<Snapshot> {

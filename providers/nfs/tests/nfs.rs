@@ -1,0 +1,548 @@
+//! The NFS provider against a real NFS server (nfs-ganesha on loopback, NFSv4.1): the SDK's
+//! conformance kit, and the behaviours specific to NFS shares. What the provider did is checked
+//! in the export's backing directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stowage_provider::conformance::{Fixture, run};
+use stowage_provider::{
+    AccessMode, AttachRequest, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest, ErrorKind,
+    ExpandRequest, NodeInfo, Provider, TopologyRequirement, Volume,
+};
+use stowage_provider_nfs::testing::Ganesha;
+use stowage_provider_nfs::{Config, NfsProvider};
+
+const GI: i64 = 1 << 30;
+
+fn provider(timeout: Duration) -> NfsProvider {
+    NfsProvider::new(
+        Config {
+            enabled: true,
+            call_timeout: timeout,
+        },
+        "test-installation",
+    )
+}
+
+fn class(g: &Ganesha, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::from([
+        ("server".to_string(), g.server()),
+        ("share".to_string(), g.share()),
+    ]);
+    for (k, v) in extra {
+        p.insert(k.to_string(), v.to_string());
+    }
+    p
+}
+
+fn request(name: &str, bytes: i64, parameters: BTreeMap<String, String>) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_bytes: bytes,
+        access_modes: vec![AccessMode::ReadWriteMany],
+        block: false,
+        parameters,
+        mount_options: vec![],
+        topology: TopologyRequirement::default(),
+        claim: ClaimRef {
+            namespace: "team-a".into(),
+            name: format!("claim-of-{name}"),
+            uid: "u".into(),
+            annotations: BTreeMap::new(),
+        },
+        content_source: None,
+    }
+}
+
+fn node() -> NodeInfo {
+    NodeInfo {
+        name: "node-1".into(),
+        labels: BTreeMap::from([("kubernetes.io/hostname".into(), "node-1".into())]),
+        ..Default::default()
+    }
+}
+
+async fn delete(p: &NfsProvider, v: &Volume) {
+    p.delete_volume(&DeleteVolumeRequest {
+        handle: v.handle.clone(),
+        attributes: v.attributes.clone(),
+    })
+    .await
+    .unwrap();
+}
+
+macro_rules! ganesha {
+    ($dir:expr) => {
+        match Ganesha::start_for_test($dir) {
+            Some(g) => g,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn the_nfs_provider_passes_the_conformance_kit() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let make = || -> Arc<dyn Provider> { Arc::new(provider(Duration::from_secs(10))) };
+    let mut fixture = Fixture::new(node());
+    fixture.parameters = class(&g, &[("capacity", "20Gi")]);
+    fixture.too_large_bytes = Some(21 * GI);
+    run(make, fixture).await.assert_passed();
+}
+
+#[tokio::test]
+async fn volumes_are_directories_placed_by_the_template_with_the_class_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    let params = class(
+        &g,
+        &[
+            ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}"),
+            ("mountPermissions", "0750"),
+        ],
+    );
+    let v = p
+        .create_volume(&request("pvc-tmpl", GI, params))
+        .await
+        .unwrap();
+    let made = g.export_dir().join("team-a/claim-of-pvc-tmpl");
+    assert!(made.is_dir(), "{} exists", made.display());
+    assert_eq!(
+        std::fs::metadata(&made).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    assert_eq!(
+        v.handle,
+        format!(
+            "{}#{}#team-a/claim-of-pvc-tmpl#pvc-tmpl",
+            g.server(),
+            g.share()
+        )
+    );
+    assert_eq!(v.attributes["nfsvers"], "4.1");
+
+    // Attach says how to mount it; there is nothing to attach.
+    let info = p
+        .attach(&AttachRequest {
+            handle: v.handle.clone(),
+            attributes: v.attributes.clone(),
+            node: node(),
+            read_only: false,
+            access_modes: vec![AccessMode::ReadWriteMany],
+            mount_options: vec!["hard".into()],
+            fs_type: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(info["type"], "nfs");
+    assert_eq!(info["server"], "127.0.0.1");
+    assert_eq!(
+        info["share"],
+        format!("{}/team-a/claim-of-pvc-tmpl", g.share())
+    );
+    assert_eq!(
+        info["source"],
+        format!("127.0.0.1:{}/team-a/claim-of-pvc-tmpl", g.share())
+    );
+    assert_eq!(
+        info["mountOptions"],
+        format!("nfsvers=4.1,port={},hard", g.port())
+    );
+
+    // The parent directory made for the template stays when the volume goes.
+    delete(&p, &v).await;
+    assert!(!made.exists());
+    assert!(
+        g.export_dir().join("team-a").is_dir(),
+        "parents are never removed"
+    );
+    let err = p
+        .attach(&AttachRequest {
+            handle: v.handle.clone(),
+            attributes: v.attributes.clone(),
+            node: node(),
+            read_only: false,
+            access_modes: vec![],
+            mount_options: vec![],
+            fs_type: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test]
+async fn delete_removes_only_the_volume_and_never_follows_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    let v = p
+        .create_volume(&request("pvc-tree", GI, class(&g, &[])))
+        .await
+        .unwrap();
+    let neighbour = p
+        .create_volume(&request("pvc-next", GI, class(&g, &[])))
+        .await
+        .unwrap();
+    let root = g.export_dir().join("pvc-tree");
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::write(root.join("a/b/c/file"), "data").unwrap();
+    std::fs::write(root.join("top"), "data").unwrap();
+    // Links out of the volume: to a neighbour's data, and to a directory outside the export.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), "keep").unwrap();
+    std::fs::write(g.export_dir().join("pvc-next/precious"), "keep").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../pvc-next", root.join("a/neighbour")).unwrap();
+
+    delete(&p, &v).await;
+    assert!(!root.exists(), "the volume's tree is gone");
+    assert!(outside.join("precious").exists(), "links are not followed");
+    assert!(g.export_dir().join("pvc-next/precious").exists());
+    delete(&p, &v).await; // again: nothing to do
+    delete(&p, &neighbour).await;
+}
+
+#[tokio::test]
+async fn on_delete_retain_keeps_and_archive_renames_without_collisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    let keep = p
+        .create_volume(&request(
+            "pvc-keep",
+            GI,
+            class(&g, &[("onDelete", "retain")]),
+        ))
+        .await
+        .unwrap();
+    std::fs::write(g.export_dir().join("pvc-keep/data"), "x").unwrap();
+    delete(&p, &keep).await;
+    assert!(g.export_dir().join("pvc-keep/data").exists());
+    assert!(
+        p.list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "pvc-keep"),
+        "a retained directory is no longer a volume"
+    );
+
+    // Two volumes in turn with the same directory, both archived.
+    let archive = class(
+        &g,
+        &[
+            ("onDelete", "archive"),
+            ("subDir", "shared/${pvc.metadata.name}"),
+        ],
+    );
+    for (i, name) in ["pvc-arch-a", "pvc-arch-b"].into_iter().enumerate() {
+        let mut req = request(name, GI, archive.clone());
+        req.claim.name = "same".into();
+        let v = p.create_volume(&req).await.unwrap();
+        std::fs::write(g.export_dir().join("shared/same/gen"), i.to_string()).unwrap();
+        delete(&p, &v).await;
+    }
+    let shared = g.export_dir().join("shared");
+    assert!(!shared.join("same").exists());
+    assert_eq!(
+        std::fs::read_to_string(shared.join("archived-same/gen")).unwrap(),
+        "0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join("archived-same-1/gen")).unwrap(),
+        "1",
+        "the second archive does not replace the first"
+    );
+}
+
+#[tokio::test]
+async fn paths_that_would_escape_the_share_are_refused_and_make_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    let before = std::fs::read_dir(g.export_dir()).unwrap().count();
+    for template in [
+        "../${pv.metadata.name}",
+        "/etc/${pv.metadata.name}",
+        "${nope}",
+    ] {
+        let err = p
+            .create_volume(&request("pvc-esc", GI, class(&g, &[("subDir", template)])))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{template}: {err}");
+    }
+    for value in ["../../etc", "..", "a/../../b", "/abs", ".stowage/volumes"] {
+        let mut req = request(
+            "pvc-esc",
+            GI,
+            class(&g, &[("subDir", "${pvc.metadata.annotations['path']}")]),
+        );
+        req.claim.annotations.insert("path".into(), value.into());
+        let err = p.create_volume(&req).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{value}: {err}");
+    }
+    // A safe annotation works.
+    let mut req = request(
+        "pvc-ann",
+        GI,
+        class(&g, &[("subDir", "${pvc.metadata.annotations['path']}")]),
+    );
+    req.claim
+        .annotations
+        .insert("path".into(), "projects/x".into());
+    let v = p.create_volume(&req).await.unwrap();
+    assert!(g.export_dir().join("projects/x").is_dir());
+    delete(&p, &v).await;
+    // Only what the successful create made (its parent, and Stowage's records) is new.
+    let after: Vec<String> = std::fs::read_dir(g.export_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(after.len(), before + 2, "{after:?}");
+    assert!(!dir.path().join("etc").exists());
+}
+
+#[tokio::test]
+async fn capacity_is_accounted_per_share_and_expansion_grows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    let capped = class(&g, &[("capacity", "10Gi")]);
+    let a = p
+        .create_volume(&request("pvc-cap-a", 6 * GI, capped.clone()))
+        .await
+        .unwrap();
+    let err = p
+        .create_volume(&request("pvc-cap-b", 5 * GI, capped.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ResourceExhausted, "{err}");
+    assert!(
+        err.message.contains("4294967296 of 10737418240 bytes free"),
+        "{err}"
+    );
+    assert!(!g.export_dir().join("pvc-cap-b").exists());
+
+    // Growing counts against the same cap, and is remembered across restarts.
+    let grow = |bytes| ExpandRequest {
+        handle: a.handle.clone(),
+        attributes: a.attributes.clone(),
+        capacity_bytes: bytes,
+    };
+    assert_eq!(
+        p.expand_volume(&grow(8 * GI)).await.unwrap().capacity_bytes,
+        8 * GI
+    );
+    assert_eq!(
+        p.expand_volume(&grow(GI)).await.unwrap().capacity_bytes,
+        8 * GI,
+        "never shrinks"
+    );
+    let err = p.expand_volume(&grow(11 * GI)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ResourceExhausted, "{err}");
+    let restarted = provider(Duration::from_secs(10));
+    let err = restarted
+        .create_volume(&request("pvc-cap-c", 3 * GI, capped.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::ResourceExhausted,
+        "8 GiB of 10 are in use: {err}"
+    );
+    restarted
+        .create_volume(&request("pvc-cap-c", 2 * GI, capped.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted
+            .list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "pvc-cap-a")
+            .map(|v| v.capacity_bytes),
+        Some(8 * GI)
+    );
+
+    // Without a cap, the share's own size (FSSTAT) is the limit.
+    let err = p
+        .create_volume(&request("pvc-huge", i64::MAX / 2, class(&g, &[])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ResourceExhausted, "{err}");
+}
+
+#[tokio::test]
+async fn existing_directories_are_adopted_unless_another_volume_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    // A directory left by an earlier, retained volume of the same claim.
+    let by_claim = class(
+        &g,
+        &[("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}")],
+    );
+    std::fs::create_dir(g.export_dir().join("team-a-claim-of-pvc-old")).unwrap();
+    std::fs::write(g.export_dir().join("team-a-claim-of-pvc-old/kept"), "x").unwrap();
+    let v = p
+        .create_volume(&request("pvc-old", GI, by_claim.clone()))
+        .await
+        .unwrap();
+    assert!(g.export_dir().join("team-a-claim-of-pvc-old/kept").exists());
+
+    // Another live volume rendering to the same directory is refused, not given the data.
+    let mut other = request("pvc-other", GI, by_claim.clone());
+    other.claim.name = "claim-of-pvc-old".into();
+    let err = p.create_volume(&other).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.message.contains("belongs to volume pvc-old"), "{err}");
+    delete(&p, &v).await;
+}
+
+#[tokio::test]
+async fn a_dead_server_is_a_temporary_failure_and_provisioning_resumes_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(2));
+    let first = p
+        .create_volume(&request("pvc-before", GI, class(&g, &[])))
+        .await
+        .unwrap();
+    g.kill();
+    let err = p
+        .create_volume(&request("pvc-during", GI, class(&g, &[])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Temporary, "{err}");
+    assert!(
+        err.message.contains(&g.server()),
+        "the message names the server: {err}"
+    );
+    g.start_again().unwrap();
+    // The NFSv4.1 session did not survive the restart; the provider mounts again.
+    let during = p
+        .create_volume(&request("pvc-during", GI, class(&g, &[])))
+        .await
+        .unwrap();
+    assert!(g.export_dir().join("pvc-during").is_dir());
+    delete(&p, &during).await;
+    delete(&p, &first).await;
+}
+
+#[tokio::test]
+async fn a_hung_server_costs_one_timeout_and_does_not_hold_up_other_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hung = ganesha!(&dir.path().join("a"));
+    let healthy = ganesha!(&dir.path().join("b"));
+    let p = Arc::new(provider(Duration::from_secs(1)));
+    p.create_volume(&request("pvc-warm", GI, class(&hung, &[])))
+        .await
+        .unwrap();
+    hung.pause();
+    let stuck = {
+        let p = p.clone();
+        let params = class(&hung, &[]);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = p.create_volume(&request("pvc-stuck", GI, params)).await;
+            (r, started.elapsed())
+        })
+    };
+    // Meanwhile the other server's volumes come at once.
+    let started = Instant::now();
+    let v = p
+        .create_volume(&request("pvc-fine", GI, class(&healthy, &[])))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let (r, took) = stuck.await.unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Temporary, "{err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "bounded by the call timeout: {took:?}"
+    );
+    hung.resume();
+    p.create_volume(&request("pvc-stuck", GI, class(&hung, &[])))
+        .await
+        .unwrap();
+    delete(&p, &v).await;
+}
+
+#[tokio::test]
+async fn records_are_listed_only_for_their_own_installation() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let ours = provider(Duration::from_secs(10));
+    let theirs = NfsProvider::new(Config::default(), "another-installation");
+    let a = ours
+        .create_volume(&request("pvc-ours", GI, class(&g, &[])))
+        .await
+        .unwrap();
+    let b = theirs
+        .create_volume(&request("pvc-theirs", GI, class(&g, &[])))
+        .await
+        .unwrap();
+    let listed: Vec<String> = ours
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(listed, ["pvc-ours"]);
+    // Records are on the share, readable by an admin.
+    let record = std::fs::read_link(g.export_dir().join(".stowage/volumes/pvc-ours")).unwrap();
+    assert!(
+        record.to_string_lossy().contains(r#""subDir":"pvc-ours""#),
+        "{}",
+        record.display()
+    );
+    delete(&ours, &a).await;
+    delete(&theirs, &b).await;
+    let requests = ours.backend_requests();
+    assert!(
+        requests["MKDIR"] >= 1 && requests["SYMLINK"] >= 1,
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_classes_are_invalid_before_anything_is_made() {
+    let p = provider(Duration::from_secs(1));
+    for params in [
+        vec![("share", "/export")],
+        vec![("server", "127.0.0.1"), ("share", "relative")],
+        vec![("server", "127.0.0.1"), ("share", "/e"), ("nfsvers", "2")],
+        vec![("server", "127.0.0.1"), ("share", "/e"), ("typo", "x")],
+    ] {
+        let params = params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let err = p
+            .create_volume(&request("pvc-bad", GI, params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+    }
+    let mut block = request("pvc-block", GI, BTreeMap::new());
+    block.block = true;
+    assert_eq!(
+        p.create_volume(&block).await.unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+}
