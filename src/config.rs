@@ -26,6 +26,9 @@ pub struct ProvidersConfig {
     /// NFS shares, each described by its StorageClass; on unless `enabled: false`.
     #[serde(default)]
     pub nfs: stowage_provider_nfs::Config,
+    /// AWS EBS; on when this section is present.
+    #[serde(default)]
+    pub ebs: Option<stowage_provider_ebs::Config>,
     /// An in-memory provider (`memory.stowage.dev`) whose volumes behave like network disks;
     /// for trying Stowage out and for testing, never for data.
     #[serde(default)]

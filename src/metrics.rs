@@ -36,6 +36,7 @@ pub struct ControllerResultLabels {
 pub struct BackendLabels {
     pub provider: String,
     pub request: String,
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,7 +123,7 @@ impl Metrics {
         let backend_requests = Family::<BackendLabels, Counter>::default();
         registry.register(
             "provider_backend_requests",
-            "Requests providers made to their storage backends (NFS procedures, EC2 actions)",
+            "Requests providers made to their storage backends (NFS procedures, EC2 actions), by outcome",
             backend_requests.clone(),
         );
         Arc::new(Metrics {
@@ -170,10 +171,11 @@ impl Metrics {
     /// Brings `backend_requests` up to the providers' own counts.
     fn copy_backend_requests(&self) {
         for p in self.backend_sources.lock().iter() {
-            for (request, count) in p.backend_requests() {
+            for ((request, outcome), count) in p.backend_requests() {
                 let counter = self.backend_requests.get_or_create(&BackendLabels {
                     provider: p.name().to_string(),
                     request,
+                    outcome,
                 });
                 let seen = counter.get();
                 if count > seen {

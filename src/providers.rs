@@ -16,7 +16,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Providers> {
+    pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Providers> {
         let mut providers = Providers::default();
         if config.providers.local.enabled {
             let local =
@@ -29,6 +29,12 @@ impl Providers {
                 config.providers.nfs.clone(),
                 installation_id(data_dir)?,
             )));
+        }
+        if let Some(ebs) = config.providers.ebs.as_ref().filter(|e| e.enabled) {
+            providers.insert(Arc::new(
+                stowage_provider_ebs::EbsProvider::new(ebs.clone(), installation_id(data_dir)?)
+                    .await,
+            ));
         }
         let memory = &config.providers.memory;
         if memory.enabled {

@@ -111,7 +111,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let config = Config::load(args.config.as_deref())?;
-    let providers = Providers::build(&config, &args.data_dir)?;
+    let providers = Providers::build(&config, &args.data_dir).await?;
     let provider_info: Vec<serde_json::Value> = providers
         .iter()
         .map(|p| crate::providers::describe(p.as_ref()))

@@ -330,3 +330,28 @@ impl EventLog {
         EventLog { events }
     }
 }
+
+/// Backend requests a provider made, by request (all outcomes together), from the text of
+/// `/metrics` (`stowage_provider_backend_requests_total{provider=..,request=..,outcome=..}`).
+pub fn backend_requests(metrics: &str, provider: &str) -> std::collections::BTreeMap<String, u64> {
+    let prefix =
+        format!(r#"stowage_provider_backend_requests_total{{provider="{provider}",request=""#);
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((request, rest)) = rest.split_once('"') else {
+            continue;
+        };
+        let Some(value) = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        *out.entry(request.to_string()).or_default() += value;
+    }
+    out
+}

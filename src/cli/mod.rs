@@ -102,9 +102,25 @@ pub enum Command {
     },
 }
 
+/// Crates whose debug logs print credentials (the AWS SDK logs its signing identity, access
+/// key id included). They never log below info, whatever `STOWAGE_LOG` asks for.
+const CREDENTIAL_LOGGERS: [&str; 6] = [
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_runtime",
+    "aws_sigv4",
+    "aws_config",
+    "aws_sdk_ec2",
+];
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in CREDENTIAL_LOGGERS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

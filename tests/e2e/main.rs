@@ -9,6 +9,7 @@ mod binding;
 mod cli;
 mod discovery;
 mod durability;
+mod ebs;
 mod nfs;
 mod provisioning;
 mod security;

@@ -154,7 +154,7 @@ async fn nfs_claims_become_directories_and_follow_on_delete() {
     let text = text.as_str().unwrap_or_default().to_string();
     assert!(
         text.contains(
-            r#"stowage_provider_backend_requests_total{provider="nfs.stowage.dev",request="MKDIR"}"#
+            r#"stowage_provider_backend_requests_total{provider="nfs.stowage.dev",request="MKDIR",outcome="ok"}"#
         ),
         "{text}"
     );

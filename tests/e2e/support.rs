@@ -66,14 +66,19 @@ impl Server {
     }
 
     pub async fn start_with(args: &[&str]) -> Server {
+        Self::start_logged(args, "info").await
+    }
+
+    /// A server logging at `log_level` (a `STOWAGE_LOG` filter) into `server.log`.
+    pub async fn start_logged(args: &[&str], log_level: &str) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut s = Self::spawn(&dir, args);
+        let mut s = Self::spawn(&dir, args, log_level);
         s._tmp = Some(tmp);
         s
     }
 
-    fn spawn(dir: &Path, args: &[&str]) -> Server {
+    fn spawn(dir: &Path, args: &[&str], log_level: &str) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -86,7 +91,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir)
             .args(args)
-            .env("STOWAGE_LOG", "info")
+            .env("STOWAGE_LOG", log_level)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -156,7 +161,7 @@ impl Server {
         self.kill();
         let args: Vec<String> = self.extra_args.clone();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut fresh = Self::spawn(&self.data_dir, &refs);
+        let mut fresh = Self::spawn(&self.data_dir, &refs, "info");
         self.child = fresh.child.take();
         self.base = std::mem::take(&mut fresh.base);
         self.client = fresh.client.clone();

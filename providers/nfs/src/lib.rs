@@ -559,7 +559,7 @@ impl Provider for NfsProvider {
         Ok(out)
     }
 
-    fn backend_requests(&self) -> BTreeMap<String, u64> {
+    fn backend_requests(&self) -> BTreeMap<(String, String), u64> {
         self.counters.snapshot()
     }
 }

@@ -96,6 +96,19 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// For request counts.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Failure::NotFound => "not_found",
+            Failure::Exists => "exists",
+            Failure::NotEmpty => "not_empty",
+            Failure::NotDir => "not_dir",
+            Failure::Denied(_) => "denied",
+            Failure::NoSpace(_) => "no_space",
+            Failure::Unavailable(_) => "unavailable",
+        }
+    }
+
     fn classify(e: &NfsError) -> Failure {
         if e.is_not_found() {
             return Failure::NotFound;
@@ -147,20 +160,20 @@ impl Failure {
     }
 }
 
-/// NFS requests made, by procedure, for `backend_requests`.
+/// NFS requests made, by procedure and outcome, for `backend_requests`.
 #[derive(Default)]
-pub struct Counters(Mutex<BTreeMap<&'static str, u64>>);
+pub struct Counters(Mutex<BTreeMap<(&'static str, &'static str), u64>>);
 
 impl Counters {
-    fn count(&self, op: &'static str) {
-        *self.0.lock().entry(op).or_default() += 1;
+    fn count(&self, op: &'static str, outcome: &'static str) {
+        *self.0.lock().entry((op, outcome)).or_default() += 1;
     }
 
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+    pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
         self.0
             .lock()
             .iter()
-            .map(|(k, v)| (k.to_string(), *v))
+            .map(|((op, outcome), v)| ((op.to_string(), outcome.to_string()), *v))
             .collect()
     }
 }
@@ -218,22 +231,24 @@ impl Share {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        self.counters.count("MOUNT");
         let mount =
             match tokio::time::timeout(self.timeout, nfs_rs::parse_url_and_mount(&self.key.url()))
                 .await
             {
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) => {
+                    self.counters.count("MOUNT", "unavailable");
                     return Err(Failure::Unavailable(format!("cannot mount: {e}")));
                 }
                 Err(_) => {
+                    self.counters.count("MOUNT", "timeout");
                     return Err(Failure::Unavailable(format!(
                         "mounting timed out after {:?}",
                         self.timeout
                     )));
                 }
             };
+        self.counters.count("MOUNT", "ok");
         let root = mount.getfh().await;
         tracing::info!(share = self.key.describe(), "mounted");
         let c = Arc::new(Connection {
@@ -272,12 +287,23 @@ impl Share {
         Fut: Future<Output = nfs_rs::Result<T>>,
     {
         let c = self.connect().await?;
-        self.counters.count(op);
-        let failure = match tokio::time::timeout(self.timeout, request(c.clone())).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => Failure::classify(&e),
-            Err(_) => Failure::Unavailable(format!("{op} timed out after {:?}", self.timeout)),
+        let (failure, outcome) = match tokio::time::timeout(self.timeout, request(c.clone())).await
+        {
+            Ok(Ok(v)) => {
+                self.counters.count(op, "ok");
+                return Ok(v);
+            }
+            Ok(Err(e)) => {
+                let f = Failure::classify(&e);
+                let outcome = f.outcome();
+                (f, outcome)
+            }
+            Err(_) => (
+                Failure::Unavailable(format!("{op} timed out after {:?}", self.timeout)),
+                "timeout",
+            ),
         };
+        self.counters.count(op, outcome);
         if matches!(failure, Failure::Unavailable(_)) {
             self.disconnect(&c).await;
         }

@@ -388,10 +388,10 @@ pub trait Provider: Send + Sync + 'static {
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
 
     /// Requests this provider has made to its backend since it started, by request type (an
-    /// NFS procedure, an EC2 action). The server exports them as
-    /// `stowage_provider_backend_requests_total`; benchmarks read them to report requests per
-    /// volume.
-    fn backend_requests(&self) -> BTreeMap<String, u64> {
+    /// NFS procedure, an EC2 action) and outcome (`ok`, or what went wrong), retries included.
+    /// The server exports them as `stowage_provider_backend_requests_total`; benchmarks read
+    /// them to report requests per volume.
+    fn backend_requests(&self) -> BTreeMap<(String, String), u64> {
         BTreeMap::new()
     }
 

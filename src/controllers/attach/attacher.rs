@@ -101,14 +101,14 @@ impl Attacher {
         Ok(s.remove(0))
     }
 
-    fn node_info(&self, name: &str) -> NodeInfo {
+    fn node_info(&self, name: &str, driver: &str) -> NodeInfo {
         let obj = self.ctx.store.get_typed::<Node>("", name);
         let node = obj.as_ref().map(|s| s.typed::<Node>());
         NodeInfo {
             name: name.to_string(),
             labels: node_rules::labels_for(name, node),
             provider_id: node.and_then(|n| n.spec.as_ref()?.provider_id.clone()),
-            max_attachments: None,
+            max_attachments: super::node_limit(node, driver),
         }
     }
 
@@ -175,7 +175,7 @@ impl Attacher {
             csi.volume_handle.clone()
         };
         let attributes = csi.volume_attributes.clone().unwrap_or_default();
-        let node = self.node_info(&va.spec.node_name);
+        let node = self.node_info(&va.spec.node_name, &driver);
 
         if deleting {
             if !has_finalizer(va) {

@@ -1,0 +1,214 @@
+//! EBS lifecycle benchmark: N claims and N pods (across 4 nodes) through the whole life of a
+//! volume (create, attach, detach, delete) on a real release server against a real EC2 API
+//! (moto's server mode on loopback). Reports the time of each phase and the EC2 calls per
+//! volume by API, from the server's `stowage_provider_backend_requests_total`.
+//!
+//! Run: `cargo bench --bench ebs -- --n 200` (needs moto: `scripts/test.sh` installs it into
+//! `.cache/moto`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stowage_provider_ebs::testing::Moto;
+use support::*;
+
+const NODES: usize = 4;
+
+async fn list(conn: &mut Conn, path: &str) -> Vec<Value> {
+    let (code, body) = conn.get(path).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `done(items)` for the list at `path`; returns how long it took.
+async fn wait_list(conn: &mut Conn, path: &str, what: &str, done: impl Fn(&[Value]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if done(&list(conn, path).await) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ec2_calls(addr: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut conn = Conn::open(addr).await;
+    let (_, body) = conn.get("/metrics").await;
+    backend_requests(&String::from_utf8_lossy(&body), "ebs.stowage.dev")
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = arg("n", 200);
+    let moto = Moto::start().expect("moto_server (scripts/test.sh installs it into .cache/moto)");
+    let config = server_config(&format!(
+        "providers:\n  ebs:\n    region: us-east-1\n    endpoint: {}\n    defaultZone: us-east-1a\n    accessKeyId: testing\n    secretAccessKey: testing\n",
+        moto.endpoint()
+    ));
+    let server = Server::start(&["--config", config.path().to_str().unwrap()]);
+    let addr = server.addr.clone();
+    let mut conn = Conn::open(&addr).await;
+    println!(
+        "EBS lifecycle benchmark: {n} claims and {n} pods on {NODES} nodes (moto on loopback)"
+    );
+
+    let (code, body) = conn
+        .post_json(
+            "/apis/storage.k8s.io/v1/storageclasses",
+            &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": "ebs"}, "provisioner": "ebs.stowage.dev",
+                    "parameters": {"type": "gp3"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    for i in 0..NODES {
+        let instance = moto.run_instance("us-east-1a").await;
+        let (code, body) = conn
+            .post_json(
+                "/api/v1/nodes",
+                &json!({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": format!("node-{i}"),
+                                     "labels": {"topology.kubernetes.io/zone": "us-east-1a"},
+                                     // 50 volumes each: more than a t3's 26, within 52 device names.
+                                     "annotations": {"stowage.dev/max-volume-attachments": "52"}},
+                        "spec": {"providerID": format!("aws:///us-east-1a/{instance}")}}),
+            )
+            .await;
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    }
+    let before = ec2_calls(&addr).await;
+    let started = Instant::now();
+
+    // Claims → volumes.
+    let t = Instant::now();
+    run_concurrently(&addr, 16, n, |i| {
+        (
+            "/api/v1/namespaces/bench/persistentvolumeclaims".to_string(),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": format!("c{i}")},
+                   "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "ebs",
+                            "resources": {"requests": {"storage": "1Gi"}}}}),
+        )
+    })
+    .await;
+    wait_list(
+        &mut conn,
+        "/api/v1/namespaces/bench/persistentvolumeclaims",
+        "claims bound",
+        |items| {
+            items
+                .iter()
+                .filter(|c| c["status"]["phase"] == "Bound")
+                .count()
+                == n
+        },
+    )
+    .await;
+    let provisioned = t.elapsed();
+
+    // Pods → attachments.
+    let t = Instant::now();
+    run_concurrently(&addr, 16, n, |i| {
+        (
+            "/api/v1/namespaces/bench/pods".to_string(),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}")},
+                   "spec": {"nodeName": format!("node-{}", i % NODES),
+                            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": format!("c{i}")}}]}}),
+        )
+    })
+    .await;
+    wait_list(
+        &mut conn,
+        "/apis/storage.k8s.io/v1/volumeattachments",
+        "attachments",
+        |items| {
+            items
+                .iter()
+                .filter(|v| v["status"]["attached"] == true)
+                .count()
+                == n
+        },
+    )
+    .await;
+    let attached = t.elapsed();
+
+    // Pods gone → detached.
+    let t = Instant::now();
+    let (code, body) = conn
+        .request(
+            "DELETE",
+            "/api/v1/namespaces/bench/pods",
+            None,
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    wait_list(
+        &mut conn,
+        "/apis/storage.k8s.io/v1/volumeattachments",
+        "detaches",
+        |items| items.is_empty(),
+    )
+    .await;
+    let detached = t.elapsed();
+
+    // Claims gone → volumes deleted.
+    let t = Instant::now();
+    let (code, body) = conn
+        .request(
+            "DELETE",
+            "/api/v1/namespaces/bench/persistentvolumeclaims",
+            None,
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    wait_list(
+        &mut conn,
+        "/api/v1/persistentvolumes",
+        "volume deletion",
+        |items| items.is_empty(),
+    )
+    .await;
+    let deleted = t.elapsed();
+    let total = started.elapsed();
+
+    let after = ec2_calls(&addr).await;
+    let mut total_calls = 0u64;
+    let mut by_api = Vec::new();
+    for (api, count) in &after {
+        let d = count - before.get(api).copied().unwrap_or(0);
+        if d > 0 {
+            total_calls += d;
+            by_api.push(format!("{api} {:.2}", d as f64 / n as f64));
+        }
+    }
+    let remaining = moto
+        .client()
+        .describe_volumes()
+        .send()
+        .await
+        .unwrap()
+        .volumes()
+        .iter()
+        .filter(|v| v.state().map(|s| s.as_str()) != Some("deleted"))
+        .count();
+    println!(
+        "phases: all Bound {:.2} s, all attached {:.2} s, all detached {:.2} s, all deleted {:.2} s; total {:.2} s",
+        provisioned.as_secs_f64(),
+        attached.as_secs_f64(),
+        detached.as_secs_f64(),
+        deleted.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    println!(
+        "EC2 calls per volume lifecycle: {:.2} ({})",
+        total_calls as f64 / n as f64,
+        by_api.join(", ")
+    );
+    println!("EBS volumes left in EC2: {remaining}");
+    assert_eq!(remaining, 0);
+}
