@@ -3,7 +3,7 @@
 //! Roles:
 //! - `admin`: everything;
 //! - `viewer`: read (get, list, watch) everything;
-//! - `namespace:<ns>`: PersistentVolumeClaims, Pods and Events in `<ns>`; read StorageClasses;
+//! - `namespace:<ns>`: PersistentVolumeClaims, VolumeSnapshots, Pods and Events in `<ns>`; read StorageClasses;
 //!   nothing else cluster-scoped;
 //! - `node:<name>`: its own Node and its Lease in `stowage-node-lease`; read the
 //!   VolumeAttachments to it and update their status; read the pods on it.
@@ -117,7 +117,7 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
         Role::Viewer if is_read(verb) => Ok(Visibility::All),
         Role::Viewer => deny(),
         Role::Namespace(ns) => match target.kind {
-            Kind::PersistentVolumeClaim | Kind::Pod | Kind::Event => {
+            Kind::PersistentVolumeClaim | Kind::Pod | Kind::Event | Kind::VolumeSnapshot => {
                 match target.namespace.as_deref() {
                     Some(n) if n == ns => Ok(Visibility::All),
                     None if matches!(verb, "list" | "watch") => {

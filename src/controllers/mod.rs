@@ -6,6 +6,8 @@
 //! - [`provisioner`]: classes create and delete volumes through providers;
 //! - [`protection`]: claims and volumes in use are not removed;
 //! - [`resizer`]: grown claims get their volumes expanded;
+//! - [`snapshotter`]: VolumeSnapshots become provider snapshots (and claims restore from them
+//!   through the provisioner);
 //! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
 //! - [`nodehealth`]: node leases become the nodes' Ready condition.
 
@@ -27,6 +29,7 @@ pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;
 pub mod resizer;
+pub mod snapshotter;
 
 pub use events::Recorder;
 
@@ -53,6 +56,9 @@ pub mod finalizers {
     pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
     /// A provisioned volume object stays until its backing storage is deleted.
     pub const PROVISIONED_VOLUME: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+    /// A VolumeSnapshot stays until the provider's snapshot is deleted.
+    pub const SNAPSHOT_BOUND: &str =
+        "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
 }
 
 /// What every controller shares.
@@ -62,6 +68,39 @@ pub struct Context {
     pub providers: Providers,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// Calls a provider with a deadline, counting the call and its duration in `/metrics` by
+    /// provider, operation and outcome. A call past the deadline is a temporary failure.
+    pub async fn call_provider<T>(
+        &self,
+        provider: &str,
+        operation: &'static str,
+        timeout: Duration,
+        f: impl std::future::Future<Output = stowage_provider::Result<T>>,
+    ) -> stowage_provider::Result<T> {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(stowage_provider::ProviderError::temporary(format!(
+                "{operation} did not finish within {timeout:?}"
+            ))),
+        };
+        let labels = crate::metrics::ProviderLabels {
+            provider: provider.to_string(),
+            operation: operation.to_string(),
+            outcome: result
+                .as_ref()
+                .map_or_else(|e| e.kind.as_str().to_string(), |_| "ok".to_string()),
+        };
+        self.metrics.provider_calls.get_or_create(&labels).inc();
+        self.metrics
+            .provider_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +162,13 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
     ));
     tokio::spawn(runtime::run(
         Arc::new(resizer::Resizer::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(16),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(snapshotter::Snapshotter::new(ctx.clone())),
         ctx.store.clone(),
         opts(16),
         ctx.metrics.clone(),

@@ -25,8 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use parking_lot::Mutex;
 use stowage_provider::quantity::Quantity;
 use stowage_provider::{
-    AccessMode, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest, Provider, ProviderError,
-    Topology, TopologyRequirement,
+    AccessMode, ClaimRef, ContentSource, CreateVolumeRequest, DeleteVolumeRequest, Provider,
+    ProviderError, Topology, TopologyRequirement,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +35,8 @@ use super::Context;
 use super::annotations::*;
 use super::finalizers::PROVISIONED_VOLUME;
 use crate::error::ApiError;
-use crate::metrics::ProviderLabels;
 use crate::registry::Write;
+use crate::resources::volumesnapshot::{self, VolumeSnapshot};
 use crate::resources::{
     AnyObject, Kind, Node, PersistentVolume, PersistentVolumeClaim, StorageClass, Typed, node, pv,
     storageclass,
@@ -100,6 +100,49 @@ fn provisioned_by(v: &PersistentVolume) -> Option<String> {
     annotation(&v.metadata, PROVISIONED_BY)
         .map(str::to_string)
         .or_else(|| v.spec.as_ref()?.csi.as_ref().map(|c| c.driver.clone()))
+}
+
+/// What a claim's `dataSourceRef` (or else `dataSource`) names: (API group, kind, name,
+/// namespace if another one is named).
+fn data_source(c: &PersistentVolumeClaim) -> Option<(String, String, String, Option<String>)> {
+    let spec = c.spec.as_ref()?;
+    if let Some(r) = &spec.data_source_ref {
+        return Some((
+            r.api_group.clone().unwrap_or_default(),
+            r.kind.clone(),
+            r.name.clone(),
+            r.namespace.clone(),
+        ));
+    }
+    let r = spec.data_source.as_ref()?;
+    Some((
+        r.api_group.clone().unwrap_or_default(),
+        r.kind.clone(),
+        r.name.clone(),
+        None,
+    ))
+}
+
+/// The VolumeSnapshot a claim is to be restored from, if that is what its data source is.
+fn snapshot_source(c: &PersistentVolumeClaim) -> Option<String> {
+    match data_source(c)? {
+        (group, kind, name, None)
+            if group == volumesnapshot::GROUP && kind == volumesnapshot::KIND =>
+        {
+            Some(name)
+        }
+        _ => None,
+    }
+}
+
+/// What a new volume starts from.
+enum Restore {
+    Empty,
+    From(ContentSource),
+    /// Not possible yet (the snapshot is missing or still being cut).
+    Wait(String),
+    /// Never possible as asked.
+    Refuse(String),
 }
 
 fn needs_backing_delete(v: &PersistentVolume) -> bool {
@@ -220,6 +263,60 @@ impl Provisioner {
             .and_then(Result::ok)
     }
 
+    /// Resolves a claim's data source into what the provider restores from. Only VolumeSnapshots
+    /// of the same provider, no larger than the claim, are accepted.
+    fn restore_source(
+        &self,
+        c: &PersistentVolumeClaim,
+        namespace: &str,
+        provisioner: &str,
+    ) -> Restore {
+        let Some((group, kind, name, other_namespace)) = data_source(c) else {
+            return Restore::Empty;
+        };
+        if group != volumesnapshot::GROUP || kind != volumesnapshot::KIND {
+            let what = if group.is_empty() {
+                kind
+            } else {
+                format!("{kind}.{group}")
+            };
+            return Restore::Refuse(format!(
+                "data source {what} \"{name}\" is not supported: claims can be restored from VolumeSnapshots (snapshot.storage.k8s.io) only"
+            ));
+        }
+        if other_namespace.is_some_and(|n| n != namespace) {
+            return Restore::Refuse(
+                "restoring from a VolumeSnapshot in another namespace is not supported".into(),
+            );
+        }
+        let Some(stored) = self.ctx.store.get_typed::<VolumeSnapshot>(namespace, &name) else {
+            return Restore::Wait(format!("volumesnapshot \"{name}\" not found"));
+        };
+        let snapshot: &VolumeSnapshot = stored.typed();
+        let status = snapshot.status.clone().unwrap_or_default();
+        let (Some(id), true) = (status.snapshot_handle, volumesnapshot::is_ready(snapshot)) else {
+            return Restore::Wait(format!("volumesnapshot \"{name}\" is not ready to use yet"));
+        };
+        if status.driver.as_deref() != Some(provisioner) {
+            return Restore::Refuse(format!(
+                "volumesnapshot \"{name}\" belongs to provider {}, not to this claim's provisioner {provisioner}",
+                status.driver.as_deref().unwrap_or("(unknown)")
+            ));
+        }
+        let restore = status
+            .restore_size
+            .as_ref()
+            .and_then(crate::machinery::quantity::bytes_of)
+            .unwrap_or(0);
+        let requested = crate::resources::pvc::request_bytes(c).unwrap_or(0);
+        if requested < restore {
+            return Restore::Refuse(format!(
+                "the claim requests {requested} bytes, less than the {restore} bytes of volumesnapshot \"{name}\""
+            ));
+        }
+        Restore::From(ContentSource::Snapshot { snapshot_id: id })
+    }
+
     /// Calls the provider with a deadline, counting the call in metrics.
     async fn call<T>(
         &self,
@@ -227,28 +324,9 @@ impl Provisioner {
         operation: &'static str,
         f: impl std::future::Future<Output = stowage_provider::Result<T>>,
     ) -> stowage_provider::Result<T> {
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(CALL_TIMEOUT, f).await {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::temporary(format!(
-                "{operation} did not finish within {CALL_TIMEOUT:?}"
-            ))),
-        };
-        let labels = ProviderLabels {
-            provider: provider.name().to_string(),
-            operation: operation.to_string(),
-            outcome: match &result {
-                Ok(_) => "ok".to_string(),
-                Err(e) => e.kind.as_str().to_string(),
-            },
-        };
-        self.ctx.metrics.provider_calls.get_or_create(&labels).inc();
         self.ctx
-            .metrics
-            .provider_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        result
+            .call_provider(provider.name(), operation, CALL_TIMEOUT, f)
+            .await
     }
 
     async fn provision(&self, key: &ObjectKey) -> Result<Action, Error> {
@@ -298,6 +376,23 @@ impl Provisioner {
         if storageclass::is_wait_for_first_consumer(sc) && selected.is_none() {
             return Ok(Action::await_change());
         }
+        let content_source = match self.restore_source(c, &key.namespace, &provisioner) {
+            Restore::Empty => None,
+            Restore::From(source) => Some(source),
+            Restore::Wait(why) => {
+                self.ctx
+                    .recorder
+                    .normal(COMPONENT, &claim.object, "WaitingForDataSource", why);
+                // The snapshot becoming ready triggers the claim; this is a fallback.
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            Restore::Refuse(why) => {
+                self.ctx
+                    .recorder
+                    .warning(COMPONENT, &claim.object, "ProvisioningFailed", why);
+                return Ok(Action::await_change());
+            }
+        };
         let Some(_slot) = self.class_slot(&class_name).await else {
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
@@ -333,7 +428,7 @@ impl Provisioner {
                 uid: claim.uid().to_string(),
                 annotations: c.metadata.annotations.clone().unwrap_or_default(),
             },
-            content_source: None,
+            content_source,
         };
         self.in_flight.lock().insert(name.clone());
         let created = self
@@ -632,7 +727,11 @@ impl Reconciler for Provisioner {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::PersistentVolumeClaim, Kind::PersistentVolume]
+        &[
+            Kind::PersistentVolumeClaim,
+            Kind::PersistentVolume,
+            Kind::VolumeSnapshot,
+        ]
     }
 
     fn reset(&self) {
@@ -690,6 +789,27 @@ impl Reconciler for Provisioner {
             }
             AnyObject::PersistentVolume(v) if needs_backing_delete(v) => {
                 vec![Key::Volume(object.key.name.clone())]
+            }
+            // A snapshot becoming ready lets the claims waiting to be restored from it go ahead.
+            AnyObject::VolumeSnapshot(s) if volumesnapshot::is_ready(s) => {
+                let (claims, _) = self
+                    .ctx
+                    .store
+                    .list(Kind::PersistentVolumeClaim, Some(&object.key.namespace));
+                claims
+                    .iter()
+                    .filter(|c| {
+                        let c: &PersistentVolumeClaim = c.typed();
+                        annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
+                            && c.spec
+                                .as_ref()
+                                .and_then(|s| s.volume_name.as_deref())
+                                .unwrap_or_default()
+                                .is_empty()
+                            && snapshot_source(c).as_deref() == Some(object.key.name.as_str())
+                    })
+                    .map(|c| Key::Claim(c.key.clone()))
+                    .collect()
             }
             _ => Vec::new(),
         }

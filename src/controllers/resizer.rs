@@ -139,14 +139,18 @@ impl Reconciler for Resizer {
             attributes: csi.volume_attributes.clone().unwrap_or_default(),
             capacity_bytes: wanted,
         };
-        let expanded = match tokio::time::timeout(
-            Duration::from_secs(120),
-            provider.expand_volume(&req),
-        )
-        .await
+        let expanded = match self
+            .ctx
+            .call_provider(
+                &csi.driver,
+                "expand_volume",
+                Duration::from_secs(120),
+                provider.expand_volume(&req),
+            )
+            .await
         {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) => {
+            Ok(e) => e,
+            Err(e) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
                     &claim.object,
@@ -154,11 +158,6 @@ impl Reconciler for Resizer {
                     format!("expanding volume {volume_name}: {e}"),
                 );
                 return Err(Error::Provider(e));
-            }
-            Err(_) => {
-                return Err(Error::Provider(ProviderError::temporary(
-                    "expansion timed out",
-                )));
             }
         };
         let size = K8sQuantity(Quantity::from_units(expanded.capacity_bytes).canonical());

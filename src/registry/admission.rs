@@ -19,6 +19,9 @@ pub fn admit(store: &Store, new: &mut AnyObject, old: Option<&AnyObject>) -> Api
         (AnyObject::PersistentVolume(pv), None) => {
             add_finalizer(&mut pv.metadata, finalizers::PV_PROTECTION);
         }
+        (AnyObject::VolumeSnapshot(s), None) => {
+            add_finalizer(&mut s.metadata, finalizers::SNAPSHOT_BOUND);
+        }
         (AnyObject::PersistentVolumeClaim(pvc), Some(AnyObject::PersistentVolumeClaim(old))) => {
             check_resize(store, pvc, old)?;
         }

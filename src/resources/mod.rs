@@ -24,12 +24,14 @@ pub mod storageclass;
 pub mod table;
 pub mod validate;
 pub mod volumeattachment;
+pub mod volumesnapshot;
 
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 pub use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 
 pub use table::Column;
+pub use volumesnapshot::VolumeSnapshot;
 
 /// Calls `$m!` with the list of `(Variant, Type)` pairs: the single place that lists every kind.
 #[macro_export]
@@ -44,6 +46,7 @@ macro_rules! for_each_kind {
             Pod => $crate::resources::Pod,
             Event => $crate::resources::Event,
             Lease => $crate::resources::Lease,
+            VolumeSnapshot => $crate::resources::VolumeSnapshot,
         }
     };
 }
@@ -83,6 +86,10 @@ macro_rules! with_kind {
             }
             $crate::resources::Kind::Lease => {
                 type $t = $crate::resources::Lease;
+                $body
+            }
+            $crate::resources::Kind::VolumeSnapshot => {
+                type $t = $crate::resources::VolumeSnapshot;
                 $body
             }
         }

@@ -53,7 +53,14 @@ async fn discovery_lists_every_kind_with_short_names_and_scope() {
         .iter()
         .map(|g| g["name"].as_str().unwrap())
         .collect();
-    assert_eq!(group_names, vec!["coordination.k8s.io", "storage.k8s.io"]);
+    assert_eq!(
+        group_names,
+        vec![
+            "coordination.k8s.io",
+            "snapshot.storage.k8s.io",
+            "storage.k8s.io"
+        ]
+    );
     let (_, storage) = s.get("/apis/storage.k8s.io/v1").await;
     assert_eq!(find(&storage, "storageclasses")["shortNames"][0], "sc");
     assert_eq!(find(&storage, "volumeattachments")["namespaced"], false);
@@ -95,6 +102,7 @@ async fn openapi_v3_documents_every_kind_for_kubectl() {
         "api/v1",
         "apis/storage.k8s.io/v1",
         "apis/coordination.k8s.io/v1",
+        "apis/snapshot.storage.k8s.io/v1",
     ] {
         let url = root["paths"][gv]["serverRelativeURL"]
             .as_str()

@@ -209,6 +209,95 @@ async fn an_ebs_claim_goes_through_its_whole_life() {
 }
 
 #[tokio::test]
+async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
+    let moto = moto!();
+    let (_cfg, config) = ebs_config(&moto);
+    let s = Server::start_with(&["--config", &config]).await;
+    s.post(SC, &ebs_class("ebs", json!({}))).await;
+    s.post(&pvcs("shop"), &claim_in_class("db", "5Gi", "ebs"))
+        .await;
+    let claim = s
+        .wait_for_phase(&format!("{}/db", pvcs("shop")), "Bound")
+        .await;
+    let (_, pv) = s
+        .get(&format!(
+            "{PV}/{}",
+            claim["spec"]["volumeName"].as_str().unwrap()
+        ))
+        .await;
+    let origin = pv["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/shop/volumesnapshots";
+    let (code, v) = s
+        .post(
+            snapshots,
+            &json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                    "metadata": {"name": "before-upgrade"},
+                    "spec": {"source": {"persistentVolumeClaimName": "db"}}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let path = format!("{snapshots}/before-upgrade");
+    let ready = s
+        .wait_for(&path, "snapshot ready", |v| {
+            v["status"]["readyToUse"] == true
+        })
+        .await;
+    assert_eq!(ready["status"]["restoreSize"], "5Gi");
+    let snapshot_id = ready["status"]["snapshotHandle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(snapshot_id.starts_with("snap-"), "{snapshot_id}");
+    let described = moto
+        .client()
+        .describe_snapshots()
+        .snapshot_ids(&snapshot_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.snapshots()[0].volume_id(), Some(origin.as_str()));
+
+    let mut restored = claim_in_class("db-copy", "8Gi", "ebs");
+    restored["spec"]["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io",
+                                            "kind": "VolumeSnapshot", "name": "before-upgrade"});
+    s.post(&pvcs("shop"), &restored).await;
+    let copy = s
+        .wait_for_phase(&format!("{}/db-copy", pvcs("shop")), "Bound")
+        .await;
+    let (_, copy_pv) = s
+        .get(&format!(
+            "{PV}/{}",
+            copy["spec"]["volumeName"].as_str().unwrap()
+        ))
+        .await;
+    let copy_id = copy_pv["spec"]["csi"]["volumeHandle"].as_str().unwrap();
+    let v = ec2_volume(&moto, copy_id).await.unwrap();
+    assert_eq!(v.snapshot_id(), Some(snapshot_id.as_str()));
+    assert_eq!(v.size(), Some(8));
+
+    // Deleting the VolumeSnapshot deletes the EBS snapshot.
+    s.delete(&path).await;
+    s.wait_gone(&path).await;
+    let left = moto
+        .client()
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        left.snapshots()
+            .iter()
+            .all(|x| x.snapshot_id() != Some(snapshot_id.as_str())),
+        "the EBS snapshot is left behind"
+    );
+}
+
+#[tokio::test]
 async fn wait_for_first_consumer_puts_the_volume_in_the_pods_zone() {
     let moto = moto!();
     let (_cfg, config) = ebs_config(&moto);

@@ -13,4 +13,5 @@ mod ebs;
 mod nfs;
 mod provisioning;
 mod security;
+mod snapshots;
 mod support;

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    AccessMode, AttachRequest, Capabilities, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest,
-    DetachRequest, ErrorKind, ExpandRequest, NodeInfo, Provider, TopologyRequirement, Volume,
+    AccessMode, AttachRequest, Capabilities, ClaimRef, ContentSource, CreateVolumeRequest,
+    DeleteVolumeRequest, DetachRequest, ErrorKind, ExpandRequest, NodeInfo, Provider,
+    TopologyRequirement, Volume,
 };
 
 /// What the provider's environment offers the checks.
@@ -665,6 +666,75 @@ fn checks() -> Vec<Check> {
                     cx.timed("delete_snapshot", cx.provider.delete_snapshot(&a.id))
                         .await?
                         .map_err(|e| format!("second delete: {e}"))?;
+                    cx.delete(&v).await
+                })
+            },
+        },
+        Check {
+            name: "volumes_restore_from_ready_snapshots_only",
+            skip: |c, f| provisioning(c, f).or((!c.snapshots).then_some("no snapshots")),
+            run: |cx| {
+                Box::pin(async move {
+                    let v = cx
+                        .create(&cx.provider, &cx.name("origin"), cx.fixture.volume_bytes)
+                        .await?;
+                    let name = cx.name("restore-snapshot");
+                    // Poll until the snapshot is cut (EBS: pending → completed).
+                    let deadline = tokio::time::Instant::now() + cx.fixture.call_timeout;
+                    let snapshot = loop {
+                        let s = cx
+                            .timed(
+                                "create_snapshot",
+                                cx.provider.create_snapshot(&name, &v.handle),
+                            )
+                            .await?
+                            .map_err(|e| e.to_string())?;
+                        if s.ready {
+                            break s;
+                        }
+                        ensure!(
+                            tokio::time::Instant::now() < deadline,
+                            "snapshot {} not ready within {:?}",
+                            s.id,
+                            cx.fixture.call_timeout
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    };
+                    ensure!(
+                        snapshot.size_bytes >= cx.fixture.volume_bytes,
+                        "snapshot reports {} bytes, the volume has {}",
+                        snapshot.size_bytes,
+                        cx.fixture.volume_bytes
+                    );
+                    let mut req = cx.request(&cx.name("restored"), snapshot.size_bytes);
+                    req.content_source = Some(ContentSource::Snapshot {
+                        snapshot_id: snapshot.id.clone(),
+                    });
+                    let restored = cx
+                        .timed("create_volume", cx.provider.create_volume(&req))
+                        .await?
+                        .map_err(|e| format!("restore from {}: {e}", snapshot.id))?;
+                    ensure!(
+                        restored.capacity_bytes >= snapshot.size_bytes,
+                        "restored volume has {} bytes, the snapshot {}",
+                        restored.capacity_bytes,
+                        snapshot.size_bytes
+                    );
+                    let mut missing = cx.request(&cx.name("from-missing"), snapshot.size_bytes);
+                    missing.content_source = Some(ContentSource::Snapshot {
+                        snapshot_id: format!("{}-missing", snapshot.id),
+                    });
+                    let refused = cx
+                        .timed("create_volume", cx.provider.create_volume(&missing))
+                        .await?;
+                    ensure!(
+                        refused.is_err(),
+                        "a volume was made from a snapshot that does not exist"
+                    );
+                    cx.delete(&restored).await?;
+                    cx.timed("delete_snapshot", cx.provider.delete_snapshot(&snapshot.id))
+                        .await?
+                        .map_err(|e| e.to_string())?;
                     cx.delete(&v).await
                 })
             },

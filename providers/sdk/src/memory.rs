@@ -13,9 +13,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::{
-    AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
-    DetachRequest, ExpandRequest, Expanded, Provider, ProviderError, PublishInfo, Result, Snapshot,
-    Volume, VolumeInfo, validate_volume_name,
+    AccessMode, AttachRequest, Capabilities, ContentSource, CreateVolumeRequest,
+    DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, Provider, ProviderError,
+    PublishInfo, Result, Snapshot, Volume, VolumeInfo, validate_volume_name,
 };
 
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ struct Entry {
     name: String,
     capacity_bytes: i64,
     parameters: BTreeMap<String, String>,
+    /// The snapshot the volume was restored from.
+    restored_from: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -118,8 +120,30 @@ impl Provider for MemoryProvider {
             return Err(ProviderError::invalid("capacity must be positive"));
         }
         let mut state = self.state.lock();
+        let restored_from = match &req.content_source {
+            None => None,
+            Some(ContentSource::Snapshot { snapshot_id }) => {
+                let snapshot = state
+                    .snapshots
+                    .values()
+                    .find(|s| &s.id == snapshot_id)
+                    .ok_or_else(|| {
+                        ProviderError::not_found(format!("snapshot {snapshot_id} not found"))
+                    })?;
+                if req.capacity_bytes < snapshot.size_bytes {
+                    return Err(ProviderError::invalid(format!(
+                        "{} bytes requested, less than the {} bytes of snapshot {snapshot_id}",
+                        req.capacity_bytes, snapshot.size_bytes
+                    )));
+                }
+                Some(snapshot_id.clone())
+            }
+        };
         if let Some(e) = state.volumes.get(&req.name) {
-            if e.capacity_bytes != req.capacity_bytes || e.parameters != req.parameters {
+            if e.capacity_bytes != req.capacity_bytes
+                || e.parameters != req.parameters
+                || e.restored_from != restored_from
+            {
                 return Err(ProviderError::already_exists(format!(
                     "volume {} exists with other parameters",
                     req.name
@@ -142,6 +166,7 @@ impl Provider for MemoryProvider {
                     name: req.name.clone(),
                     capacity_bytes: req.capacity_bytes,
                     parameters: req.parameters.clone(),
+                    restored_from,
                 },
             );
         }

@@ -20,7 +20,6 @@ use stowage_provider::{AccessMode, AttachRequest, DetachRequest, NodeInfo, Provi
 use super::*;
 use crate::controllers::Context;
 use crate::error::ApiError;
-use crate::metrics::ProviderLabels;
 use crate::registry::Write;
 use crate::resources::{
     AnyObject, Kind, Node, PersistentVolume, Typed, VolumeAttachment, node as node_rules,
@@ -118,27 +117,9 @@ impl Attacher {
         operation: &'static str,
         f: impl std::future::Future<Output = stowage_provider::Result<T>>,
     ) -> stowage_provider::Result<T> {
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(CALL_TIMEOUT, f).await {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::temporary(format!(
-                "{operation} did not finish within {CALL_TIMEOUT:?}"
-            ))),
-        };
-        let labels = ProviderLabels {
-            provider: provider.to_string(),
-            operation: operation.to_string(),
-            outcome: result
-                .as_ref()
-                .map_or_else(|e| e.kind.as_str().to_string(), |_| "ok".to_string()),
-        };
-        self.ctx.metrics.provider_calls.get_or_create(&labels).inc();
         self.ctx
-            .metrics
-            .provider_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        result
+            .call_provider(provider, operation, CALL_TIMEOUT, f)
+            .await
     }
 
     async fn sync_attachment(&self, name: &str) -> Result<Action, Error> {

@@ -90,7 +90,15 @@ impl Binder {
             }
         }
 
-        let chosen = {
+        // A claim with a data source must start from that data: an existing (empty or
+        // unrelated) volume never satisfies it, so it is always provisioned.
+        let has_data_source = c
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.data_source.is_some() || s.data_source_ref.is_some());
+        let chosen = if has_data_source {
+            None
+        } else {
             let mut index = self.index.lock();
             index.take_best(&needs, node.as_deref().zip(node_labels.as_ref()))
         };
