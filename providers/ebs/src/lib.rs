@@ -63,6 +63,8 @@ pub struct EbsProvider {
     devices: Devices,
     /// Per volume name (creates) and per volume id (everything else).
     locks: KeyedLock,
+    /// One DescribeInstances per instance, however many attaches to it start at once.
+    instance_locks: KeyedLock,
     /// Our volumes by name; `None` until read from EC2.
     index: Mutex<Option<HashMap<String, String>>>,
     index_loading: tokio::sync::Mutex<()>,
@@ -136,6 +138,7 @@ impl EbsProvider {
             counts,
             devices: Devices::default(),
             locks: KeyedLock::new(),
+            instance_locks: KeyedLock::new(),
             index: Mutex::new(None),
             index_loading: tokio::sync::Mutex::new(()),
             uncertain: Mutex::new(HashSet::new()),
@@ -308,9 +311,18 @@ impl EbsProvider {
     }
 
     async fn instance(&self, id: &str) -> Result<InstanceInfo> {
-        if let Some(i) = self.instances.lock().get(id).cloned()
-            && self.devices.knows(id)
-        {
+        let cached = || {
+            self.instances
+                .lock()
+                .get(id)
+                .cloned()
+                .filter(|_| self.devices.knows(id))
+        };
+        if let Some(i) = cached() {
+            return Ok(i);
+        }
+        let _one_lookup = self.instance_locks.lock(id).await;
+        if let Some(i) = cached() {
             return Ok(i);
         }
         let resp = self

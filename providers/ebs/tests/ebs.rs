@@ -304,6 +304,11 @@ async fn attach_allocates_devices_without_races_and_refuses_other_zones() {
     devices.sort();
     devices.dedup();
     assert_eq!(devices.len(), 6, "{devices:?}");
+    assert_eq!(
+        p.calls().of("DescribeInstances"),
+        1,
+        "one lookup of the instance, however many attaches start at once"
+    );
     let described = moto
         .client()
         .describe_volumes()
