@@ -2,8 +2,9 @@
 //!
 //! - **Reads** (get, list, watch) come from an in-memory cache of every object; they never touch
 //!   SQLite.
-//! - **Writes** go to a single writer task that group-commits: every write waiting when a commit
-//!   starts goes into the same transaction, so many writes share one fsync. A write is
+//! - **Writes** go to a single writer task (on a thread of its own) that group-commits: every
+//!   write waiting when a commit starts goes into the same transaction, so many writes share
+//!   one fsync. A write is
 //!   acknowledged only after its transaction is durable; only then does it become visible in the
 //!   cache and on watches.
 //! - A write is a list of operations with preconditions (must not exist / must be at
@@ -333,7 +334,22 @@ impl Store {
             writer,
             options,
         });
-        tokio::spawn(writer_loop(inner.clone(), backend, rx));
+        // The writer gets a thread and a runtime of its own: it is the one serial step every
+        // write passes through, and each commit is several hand-offs to SQLite's thread. On
+        // the shared runtime each hand-off would wait behind every request being served.
+        let writer_inner = inner.clone();
+        std::thread::Builder::new()
+            .name("stowage-store-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer_loop(writer_inner, backend, rx)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the store writer"),
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting the store writer thread: {e}"))?;
         Ok(Store { inner })
     }
 

@@ -1,5 +1,8 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so an acknowledged commit
-//! survives a crash or power loss. One connection, owned by the store's writer task.
+//! survives a crash or power loss. One connection, owned by the store's writer task, makes
+//! every write; a second one checkpoints the WAL into the database file in the background, so
+//! the copying and the database file's fsync stay off the writer's path (SQLite would otherwise
+//! checkpoint inside whichever commit crosses the threshold, stalling every request in it).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,8 +19,18 @@ use crate::resources::{AnyObject, Kind};
 /// Rows per multi-row INSERT. Fixed sizes keep the prepared-statement cache small.
 const CHUNK: usize = 128;
 
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct SqliteBackend {
     conn: SqliteConnection,
+    checkpointer: tokio::task::AbortHandle,
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
 }
 
 impl SqliteBackend {
@@ -40,7 +53,31 @@ impl SqliteBackend {
             .run(&mut conn)
             .await
             .context("applying migrations")?;
-        Ok(SqliteBackend { conn })
+        // Pages of the objects the writer touches stay in memory (the default is 2 MiB).
+        sqlx::query("PRAGMA cache_size = -65536")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&mut conn)
+            .await?;
+        let mut checkpoint_conn = SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("opening {} for checkpoints", path.display()))?;
+        let checkpointer = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
+            loop {
+                ticker.tick().await;
+                // PASSIVE never blocks the writer; what it cannot copy now it copies next time.
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&mut checkpoint_conn)
+                    .await
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .abort_handle();
+        Ok(SqliteBackend { conn, checkpointer })
     }
 }
 
