@@ -3,7 +3,8 @@
 //! Roles:
 //! - `admin`: everything;
 //! - `viewer`: read (get, list, watch) everything;
-//! - `namespace:<ns>`: PersistentVolumeClaims, VolumeSnapshots, Pods and Events in `<ns>`; read StorageClasses;
+//! - `namespace:<ns>`: PersistentVolumeClaims, VolumeSnapshots, Pods and Events in `<ns>`
+//!   (but not the status of claims and snapshots, which controllers own); read StorageClasses;
 //!   nothing else cluster-scoped;
 //! - `node:<name>`: its own Node and its Lease in `stowage-node-lease`; read the
 //!   VolumeAttachments to it and update their status; read the pods on it.
@@ -117,6 +118,13 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
         Role::Viewer if is_read(verb) => Ok(Visibility::All),
         Role::Viewer => deny(),
         Role::Namespace(ns) => match target.kind {
+            // The status of claims and snapshots is the controllers' word: a user who could
+            // write a snapshot's `snapshotHandle` could restore another tenant's data.
+            Kind::PersistentVolumeClaim | Kind::VolumeSnapshot
+                if !is_read(verb) && target.subresource.as_deref() == Some("status") =>
+            {
+                deny()
+            }
             Kind::PersistentVolumeClaim | Kind::Pod | Kind::Event | Kind::VolumeSnapshot => {
                 match target.namespace.as_deref() {
                     Some(n) if n == ns => Ok(Visibility::All),

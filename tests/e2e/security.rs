@@ -195,6 +195,36 @@ async fn the_role_matrix_is_enforced() {
         vec!["claim-a", "mine"]
     );
     assert_eq!(team.list_names("/api/v1/pods").await, vec!["on-n1", "p"]);
+    // Snapshots of its own claims, but never their status: a forged `snapshotHandle` would
+    // restore another tenant's data.
+    let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/a/volumesnapshots";
+    let snapshot = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                          "metadata": {"name": "s1"},
+                          "spec": {"source": {"persistentVolumeClaimName": "mine"}}});
+    assert_eq!(team.create(snapshots, &snapshot).await, StatusCode::CREATED);
+    assert_eq!(
+        team.create(
+            "/apis/snapshot.storage.k8s.io/v1/namespaces/b/volumesnapshots",
+            &snapshot
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    for status in [
+        format!("{snapshots}/s1/status"),
+        format!("{}/mine/status", pvcs("a")),
+    ] {
+        let resp = team
+            .client
+            .patch(s.url(&status))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(json!({"status": {"snapshotHandle": "snap-of-someone-else"}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{status}");
+        assert_eq!(team.get(&status).await, StatusCode::OK, "{status}");
+    }
     assert_eq!(team.get(SC).await, StatusCode::OK);
     assert_eq!(
         team.create(SC, &storage_class("x", "a.b/c")).await,
