@@ -39,6 +39,15 @@ async fn wait_list(conn: &mut Conn, path: &str, what: &str, done: impl Fn(&[Valu
     }
 }
 
+/// Deletes the collection at `path`, then waits until the list at `until_empty` is empty.
+async fn delete_all_then_wait(conn: &mut Conn, path: &str, until_empty: &str) {
+    let (code, body) = conn
+        .request("DELETE", path, None, bytes::Bytes::new())
+        .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    wait_list(conn, until_empty, until_empty, |items| items.is_empty()).await;
+}
+
 async fn ec2_calls(addr: &str) -> std::collections::BTreeMap<String, u64> {
     let mut conn = Conn::open(addr).await;
     let (_, body) = conn.get("/metrics").await;
@@ -266,20 +275,10 @@ async fn main() {
 
     // Pods gone → detached.
     let t = Instant::now();
-    let (code, body) = conn
-        .request(
-            "DELETE",
-            "/api/v1/namespaces/bench/pods",
-            None,
-            bytes::Bytes::new(),
-        )
-        .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    wait_list(
+    delete_all_then_wait(
         &mut conn,
+        "/api/v1/namespaces/bench/pods",
         "/apis/storage.k8s.io/v1/volumeattachments",
-        "detaches",
-        |items| items.is_empty(),
     )
     .await;
     let detached = t.elapsed();
@@ -301,20 +300,10 @@ async fn main() {
 
     // Claims gone → volumes deleted.
     let t = Instant::now();
-    let (code, body) = conn
-        .request(
-            "DELETE",
-            "/api/v1/namespaces/bench/persistentvolumeclaims",
-            None,
-            bytes::Bytes::new(),
-        )
-        .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    wait_list(
+    delete_all_then_wait(
         &mut conn,
+        "/api/v1/namespaces/bench/persistentvolumeclaims",
         "/api/v1/persistentvolumes",
-        "volume deletion",
-        |items| items.is_empty(),
     )
     .await;
     let deleted = t.elapsed();

@@ -61,6 +61,29 @@ pub mod finalizers {
         "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
 }
 
+/// Why a reconcile that talks to providers failed: the API refused a write (a conflict is
+/// retried at once), or the provider failed (retried with backoff, or slowly if final).
+#[derive(Debug)]
+pub enum Error {
+    Api(crate::error::ApiError),
+    Provider(stowage_provider::ProviderError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Api(e) => e.fmt(f),
+            Error::Provider(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<crate::error::ApiError> for Error {
+    fn from(e: crate::error::ApiError) -> Self {
+        Error::Api(e)
+    }
+}
+
 /// What every controller shares.
 pub struct Context {
     pub registry: Registry,

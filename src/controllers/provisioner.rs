@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use stowage_provider::quantity::Quantity;
 use stowage_provider::{
     AccessMode, ClaimRef, ContentSource, CreateVolumeRequest, DeleteVolumeRequest, Provider,
-    ProviderError, Topology, TopologyRequirement,
+    Topology, TopologyRequirement,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use super::annotations::*;
 use super::finalizers::PROVISIONED_VOLUME;
-use crate::error::ApiError;
 use crate::registry::Write;
 use crate::resources::volumesnapshot::{self, VolumeSnapshot};
 use crate::resources::{
@@ -43,6 +42,8 @@ use crate::resources::{
 };
 use crate::runtime::{Action, Reconciler, backoff};
 use crate::store::{ObjectKey, Stored, WatchEvent};
+
+pub use crate::controllers::Error;
 
 pub const COMPONENT: &str = "provisioner";
 /// Provider calls in flight per StorageClass.
@@ -59,27 +60,6 @@ const FSTYPE_PARAMETER: &str = "csi.storage.k8s.io/fstype";
 pub enum Key {
     Claim(ObjectKey),
     Volume(String),
-}
-
-#[derive(Debug)]
-pub enum Error {
-    Api(ApiError),
-    Provider(ProviderError),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Api(e) => e.fmt(f),
-            Error::Provider(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error::Api(e)
-    }
 }
 
 pub struct Provisioner {

@@ -9,38 +9,18 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PersistentVolumeClaimCondition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use stowage_provider::ExpandRequest;
 use stowage_provider::quantity::Quantity;
-use stowage_provider::{ExpandRequest, ProviderError};
 
 use super::Context;
-use crate::error::ApiError;
 use crate::registry::Write;
 use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Typed, pvc};
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
+pub use crate::controllers::Error;
+
 pub const COMPONENT: &str = "volume-expand-controller";
-
-#[derive(Debug)]
-pub enum Error {
-    Api(ApiError),
-    Provider(ProviderError),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Api(e) => e.fmt(f),
-            Error::Provider(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error::Api(e)
-    }
-}
 
 pub struct Resizer {
     ctx: Arc<Context>,

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use stowage_provider::Provider;
 use stowage_provider::quantity::Quantity;
-use stowage_provider::{Provider, ProviderError};
 
 use super::Context;
 use super::finalizers::SNAPSHOT_BOUND;
-use crate::error::ApiError;
 use crate::registry::Write;
 use crate::resources::volumesnapshot::{
     VolumeSnapshot, VolumeSnapshotError, VolumeSnapshotStatus, source_claim,
@@ -28,32 +27,13 @@ use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim,
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
+pub use crate::controllers::Error;
+
 pub const COMPONENT: &str = "snapshot-controller";
 /// The longest a provider call may take before it counts as a temporary failure.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a snapshot the provider is still cutting is looked at again.
 const POLL: Duration = Duration::from_secs(1);
-
-#[derive(Debug)]
-pub enum Error {
-    Api(ApiError),
-    Provider(ProviderError),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Api(e) => e.fmt(f),
-            Error::Provider(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error::Api(e)
-    }
-}
 
 pub struct Snapshotter {
     ctx: Arc<Context>,

@@ -88,6 +88,24 @@ fn tags(v: &stowage_provider_ebs::aws_sdk_ec2::types::Volume) -> BTreeMap<String
         .collect()
 }
 
+/// Waits until the claim `ns/name` is Bound; returns its volume object and EBS volume id.
+async fn bound_volume(s: &Server, ns: &str, name: &str) -> (Value, String) {
+    let claim = s
+        .wait_for_phase(&format!("{}/{name}", pvcs(ns)), "Bound")
+        .await;
+    let (_, pv) = s
+        .get(&format!(
+            "{PV}/{}",
+            claim["spec"]["volumeName"].as_str().unwrap()
+        ))
+        .await;
+    let id = pv["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (pv, id)
+}
+
 async fn attachment_of(s: &Server, volume: &str) -> Option<Value> {
     let (_, list) = s.get(VA).await;
     list["items"]
@@ -113,15 +131,8 @@ async fn an_ebs_claim_goes_through_its_whole_life() {
 
     s.post(&pvcs("shop"), &claim_in_class("db", "5Gi", "ebs"))
         .await;
-    let claim = s
-        .wait_for_phase(&format!("{}/db", pvcs("shop")), "Bound")
-        .await;
-    let pv_name = claim["spec"]["volumeName"].as_str().unwrap().to_string();
-    let (_, pv) = s.get(&format!("{PV}/{pv_name}")).await;
-    let id = pv["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (pv, id) = bound_volume(&s, "shop", "db").await;
+    let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
     assert!(id.starts_with("vol-"), "{id}");
     assert_eq!(
         pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0],
@@ -194,15 +205,8 @@ async fn an_ebs_claim_goes_through_its_whole_life() {
     // Retain keeps the EBS volume.
     s.post(&pvcs("shop"), &claim_in_class("keep", "1Gi", "ebs-keep"))
         .await;
-    let claim = s
-        .wait_for_phase(&format!("{}/keep", pvcs("shop")), "Bound")
-        .await;
-    let kept = claim["spec"]["volumeName"].as_str().unwrap().to_string();
-    let (_, pv) = s.get(&format!("{PV}/{kept}")).await;
-    let kept_id = pv["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (pv, kept_id) = bound_volume(&s, "shop", "keep").await;
+    let kept = pv["metadata"]["name"].as_str().unwrap().to_string();
     s.delete(&format!("{}/keep", pvcs("shop"))).await;
     s.wait_for_phase(&format!("{PV}/{kept}"), "Released").await;
     assert!(ec2_volume(&moto, &kept_id).await.is_some());
@@ -216,19 +220,7 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
     s.post(SC, &ebs_class("ebs", json!({}))).await;
     s.post(&pvcs("shop"), &claim_in_class("db", "5Gi", "ebs"))
         .await;
-    let claim = s
-        .wait_for_phase(&format!("{}/db", pvcs("shop")), "Bound")
-        .await;
-    let (_, pv) = s
-        .get(&format!(
-            "{PV}/{}",
-            claim["spec"]["volumeName"].as_str().unwrap()
-        ))
-        .await;
-    let origin = pv["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, origin) = bound_volume(&s, "shop", "db").await;
 
     let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/shop/volumesnapshots";
     let (code, v) = s
@@ -265,17 +257,8 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
     restored["spec"]["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io",
                                             "kind": "VolumeSnapshot", "name": "before-upgrade"});
     s.post(&pvcs("shop"), &restored).await;
-    let copy = s
-        .wait_for_phase(&format!("{}/db-copy", pvcs("shop")), "Bound")
-        .await;
-    let (_, copy_pv) = s
-        .get(&format!(
-            "{PV}/{}",
-            copy["spec"]["volumeName"].as_str().unwrap()
-        ))
-        .await;
-    let copy_id = copy_pv["spec"]["csi"]["volumeHandle"].as_str().unwrap();
-    let v = ec2_volume(&moto, copy_id).await.unwrap();
+    let (_, copy_id) = bound_volume(&s, "shop", "db-copy").await;
+    let v = ec2_volume(&moto, &copy_id).await.unwrap();
     assert_eq!(v.snapshot_id(), Some(snapshot_id.as_str()));
     assert_eq!(v.size(), Some(8));
 
@@ -315,18 +298,9 @@ async fn wait_for_first_consumer_puts_the_volume_in_the_pods_zone() {
         .await;
     s.post(&pods("w"), &pod_using("late-0", "late", Some("node-b")))
         .await;
-    let claim = s
-        .wait_for_phase(&format!("{}/late", pvcs("w")), "Bound")
-        .await;
-    let (_, pv) = s
-        .get(&format!(
-            "{PV}/{}",
-            claim["spec"]["volumeName"].as_str().unwrap()
-        ))
-        .await;
-    let id = pv["spec"]["csi"]["volumeHandle"].as_str().unwrap();
+    let (pv, id) = bound_volume(&s, "w", "late").await;
     assert_eq!(
-        ec2_volume(&moto, id).await.unwrap().availability_zone(),
+        ec2_volume(&moto, &id).await.unwrap().availability_zone(),
         Some("us-east-1b"),
         "the zone of the node the pod was scheduled to, not the default zone"
     );

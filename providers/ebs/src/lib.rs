@@ -210,23 +210,26 @@ impl EbsProvider {
         Ok(())
     }
 
+    /// The filters that find this installation's resource (volume or snapshot) named `name`.
+    fn named(&self, name: &str) -> Vec<Filter> {
+        vec![
+            Filter::builder()
+                .name(format!("tag:{NAME_TAG}"))
+                .values(name)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:{OWNER_TAG}"))
+                .values(&self.owner)
+                .build(),
+        ]
+    }
+
     /// Our volume named `name`, asking EC2 by tag (after an uncertain create).
     async fn lookup_by_tag(&self, name: &str) -> Result<Option<String>> {
         let resp = self
             .client
             .describe_volumes()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{NAME_TAG}"))
-                    .values(name)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{OWNER_TAG}"))
-                    .values(&self.owner)
-                    .build(),
-            )
+            .set_filters(Some(self.named(name)))
             .send()
             .await
             .map_err(|e| classify(&format!("looking for volume {name}"), &e))?;
@@ -726,18 +729,7 @@ impl Provider for EbsProvider {
         let existing = self
             .client
             .describe_snapshots()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{NAME_TAG}"))
-                    .values(name)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{OWNER_TAG}"))
-                    .values(&self.owner)
-                    .build(),
-            )
+            .set_filters(Some(self.named(name)))
             .send()
             .await
             .map_err(|e| classify(&format!("looking for snapshot {name}"), &e))?;

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::AttachedVolume;
 use k8s_openapi::api::storage::v1::{VolumeAttachmentStatus, VolumeError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use parking_lot::Mutex;
-use stowage_provider::{AccessMode, AttachRequest, DetachRequest, NodeInfo, ProviderError};
+use stowage_provider::{AccessMode, AttachRequest, DetachRequest, NodeInfo};
 
 use super::*;
 use crate::controllers::Context;
@@ -27,6 +27,8 @@ use crate::resources::{
 use crate::runtime::{Action, Reconciler};
 use crate::store::{Stored, WatchEvent};
 
+pub use crate::controllers::Error;
+
 pub const COMPONENT: &str = "attacher";
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -35,27 +37,6 @@ pub enum Key {
     Attachment(String),
     /// Refresh a node's `status.volumesAttached`.
     Node(String),
-}
-
-#[derive(Debug)]
-pub enum Error {
-    Api(ApiError),
-    Provider(ProviderError),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Api(e) => e.fmt(f),
-            Error::Provider(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error::Api(e)
-    }
 }
 
 pub struct Attacher {
