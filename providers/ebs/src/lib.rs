@@ -130,11 +130,12 @@ impl EbsProvider {
         config: Config,
         owner: impl Into<String>,
     ) -> EbsProvider {
+        let owner = owner.into();
         EbsProvider {
-            poller: Poller::start(client.clone()),
+            poller: Poller::start(client.clone(), owner.clone()),
             client,
             config,
-            owner: owner.into(),
+            owner,
             counts,
             devices: Devices::default(),
             locks: KeyedLock::new(),
@@ -189,13 +190,19 @@ impl EbsProvider {
     }
 
     fn replace_index(&self, volumes: &[(String, VolumeView)]) {
-        *self.index.lock() = Some(
-            volumes
-                .iter()
-                .filter(|(_, v)| v.state != "deleting" && v.state != "deleted")
-                .map(|(n, v)| (n.clone(), v.id.clone()))
-                .collect(),
-        );
+        let mut live: Vec<&(String, VolumeView)> = volumes
+            .iter()
+            .filter(|(_, v)| v.state != "deleting" && v.state != "deleted")
+            .collect();
+        // Should racing creators have left two volumes of one name, the earliest is the one
+        // they settle on (see `settle_racing_creates`); the sort is stable, keeping EC2's
+        // creation order for ties.
+        live.sort_by_key(|(_, v)| v.created);
+        let mut index = HashMap::new();
+        for (name, v) in live {
+            index.entry(name.clone()).or_insert_with(|| v.id.clone());
+        }
+        *self.index.lock() = Some(index);
     }
 
     async fn ensure_index(&self) -> Result<()> {
@@ -236,12 +243,63 @@ impl EbsProvider {
         Ok(resp
             .volumes()
             .iter()
-            .find(|v| !matches!(v.state().map(|s| s.as_str()), Some("deleting" | "deleted")))
-            .and_then(|v| v.volume_id())
-            .map(str::to_string))
+            .map(VolumeView::from_ec2)
+            .filter(|v| v.state != "deleting" && v.state != "deleted")
+            .min_by_key(|v| v.created)
+            .map(|v| v.id))
     }
 
     /// Waits (with batched polling) until `done` holds for the volume; `None` if it is gone.
+    /// After creating `mine`, settles a race with other creators of the same name (a second
+    /// server, or any creator on an EC2 that ignores ClientToken, as emulators do): the
+    /// earliest-created of this installation's volumes with the name wins. A loser deletes only
+    /// its own volume, never another's, so no creator's answer is deleted under it. The lookup
+    /// is batched with every other create in flight, so it costs a fraction of a call each.
+    async fn settle_racing_creates(&self, name: &str, mine: &VolumeView) -> Result<String> {
+        // Two lookups in a row (a batch cycle apart) must agree before anyone acts: a racing
+        // volume can become visible by its tags a moment after it exists (emulators tag after
+        // creating), and acting on a view that is about to change could delete an answer.
+        let mut winner = self.earliest_named(name, mine).await?;
+        for _ in 0..8 {
+            let again = self.earliest_named(name, mine).await?;
+            if again == winner {
+                break;
+            }
+            winner = again;
+        }
+        if winner != mine.id {
+            tracing::info!(
+                volume = name,
+                kept = winner,
+                deleted = mine.id,
+                "another creator made this volume first; deleting ours"
+            );
+            if let Err(e) = self.client.delete_volume().volume_id(&mine.id).send().await
+                && !is_gone(&e)
+            {
+                // The orphan sweep deletes it later: it belongs to no volume object.
+                tracing::warn!(volume = mine.id, error = %classify("deleting a duplicate volume", &e), "could not delete a duplicate volume");
+            }
+        }
+        Ok(winner)
+    }
+
+    /// The earliest-created live volume of this installation named `name`, counting `mine`.
+    async fn earliest_named(&self, name: &str, mine: &VolumeView) -> Result<String> {
+        let mut candidates = self.poller.named(name).await?;
+        candidates.retain(|v| v.state != "deleting" && v.state != "deleted");
+        if !candidates.iter().any(|v| v.id == mine.id) {
+            // Not visible yet (AWS reads are eventually consistent): it is the newest.
+            candidates.push(mine.clone());
+        }
+        // Every creator sees the earliest volume (it existed before each one's own create
+        // returned), so "earliest" is an answer they all agree on. Creation times can tie;
+        // EC2 lists volumes in creation order, and the sort is stable, so a tie goes to the
+        // one listed first.
+        candidates.sort_by_key(|v| v.created);
+        Ok(candidates[0].id.clone())
+    }
+
     async fn wait_until(
         &self,
         id: &str,
@@ -496,19 +554,26 @@ impl Provider for EbsProvider {
                 return Err(err);
             }
         };
-        let id = created.volume_id().unwrap_or_default().to_string();
+        let mine = VolumeView {
+            id: created.volume_id().unwrap_or_default().to_string(),
+            state: created
+                .state()
+                .map_or("creating", |s| s.as_str())
+                .to_string(),
+            size_gib: created.size().map_or(spec.size_gib, i64::from),
+            zone: created.availability_zone().unwrap_or(&zone).to_string(),
+            attachments: Vec::new(),
+            created: created
+                .create_time()
+                .map_or((0, 0), |t| (t.secs(), t.subsec_nanos())),
+            name: Some(req.name.clone()),
+        };
+        let id = self.settle_racing_creates(&req.name, &mine).await?;
         if let Some(i) = self.index.lock().as_mut() {
             i.insert(req.name.clone(), id.clone());
         }
-        let available = created.state().map(|s| s.as_str()) == Some("available");
-        let view = if available {
-            VolumeView {
-                id: id.clone(),
-                state: "available".into(),
-                size_gib: created.size().map_or(spec.size_gib, i64::from),
-                zone: created.availability_zone().unwrap_or(&zone).to_string(),
-                attachments: Vec::new(),
-            }
+        let view = if id == mine.id && mine.state == "available" {
+            mine
         } else {
             self.wait_until(&id, "being created", |v| v.state != "creating")
                 .await?

@@ -5,8 +5,11 @@
 //!
 //! Volumes are selected with a `volume-id` filter rather than `VolumeIds`, so one unknown id
 //! does not fail the whole batch (with `VolumeIds`, EC2 refuses every id if one is unknown).
+//!
+//! The same batching serves lookups by volume name (the name tag), which every create makes
+//! once to find volumes a racing creator made for the same name.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use stowage_provider::ProviderError;
 use tokio::sync::{Notify, oneshot};
 
 use crate::ec2::classify;
+use crate::params::{NAME_TAG, OWNER_TAG};
 
 /// What the provider needs to know about a volume's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +31,10 @@ pub struct VolumeView {
     pub zone: String,
     /// (instance id, device name, state: `attaching`, `attached`, `detaching`, ...).
     pub attachments: Vec<(String, String, String)>,
+    /// When EC2 made it (seconds, nanoseconds): the order racing creates are settled by.
+    pub created: (i64, u32),
+    /// The volume name tag, if it is one of ours.
+    pub name: Option<String>,
 }
 
 impl VolumeView {
@@ -52,6 +60,15 @@ impl VolumeView {
                     )
                 })
                 .collect(),
+            created: v
+                .create_time()
+                .map_or((0, 0), |t| (t.secs(), t.subsec_nanos())),
+            name: v
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(NAME_TAG))
+                .and_then(|t| t.value())
+                .map(str::to_string),
         }
     }
 
@@ -65,10 +82,14 @@ impl VolumeView {
 }
 
 type Reply = oneshot::Sender<Result<Option<VolumeView>, ProviderError>>;
+type NamedReply = oneshot::Sender<Result<Vec<VolumeView>, ProviderError>>;
 
 pub struct Poller {
     client: aws_sdk_ec2::Client,
+    /// This installation's id: name lookups see only its volumes.
+    owner: String,
     waiting: Mutex<Vec<(String, Reply)>>,
+    named: Mutex<Vec<(String, NamedReply)>>,
     wake: Notify,
 }
 
@@ -76,12 +97,16 @@ pub struct Poller {
 const GATHER: Duration = Duration::from_millis(10);
 /// Most ids per DescribeVolumes call.
 const CHUNK: usize = 500;
+/// Most values of one tag filter EC2 accepts.
+const NAME_CHUNK: usize = 200;
 
 impl Poller {
-    pub fn start(client: aws_sdk_ec2::Client) -> Arc<Poller> {
+    pub fn start(client: aws_sdk_ec2::Client, owner: String) -> Arc<Poller> {
         let poller = Arc::new(Poller {
             client,
+            owner,
             waiting: Mutex::new(Vec::new()),
+            named: Mutex::new(Vec::new()),
             wake: Notify::new(),
         });
         let weak = Arc::downgrade(&poller);
@@ -101,32 +126,99 @@ impl Poller {
         })
     }
 
+    /// This installation's volumes named `name` (normally one), from the next batched call.
+    pub async fn named(&self, name: &str) -> Result<Vec<VolumeView>, ProviderError> {
+        let (tx, rx) = oneshot::channel();
+        self.named.lock().push((name.to_string(), tx));
+        self.wake.notify_one();
+        rx.await.unwrap_or_else(|_| {
+            Err(ProviderError::temporary(
+                "the EBS provider is shutting down",
+            ))
+        })
+    }
+
+    /// Every page of one DescribeVolumes query.
+    async fn describe_all(&self, filters: Vec<Filter>) -> Result<Vec<VolumeView>, ProviderError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .describe_volumes()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| classify("describing volumes", &e))?;
+            out.extend(resp.volumes().iter().map(VolumeView::from_ec2));
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn describe_batch(&self, ids: &[String]) -> Result<Vec<VolumeView>, ProviderError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(CHUNK) {
-            let mut next: Option<String> = None;
-            loop {
-                let resp = self
-                    .client
-                    .describe_volumes()
-                    .filters(
-                        Filter::builder()
-                            .name("volume-id")
-                            .set_values(Some(chunk.to_vec()))
-                            .build(),
-                    )
-                    .set_next_token(next.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify("describing volumes", &e))?;
-                out.extend(resp.volumes().iter().map(VolumeView::from_ec2));
-                match resp.next_token() {
-                    Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                    _ => break,
-                }
-            }
+            let by_id = Filter::builder()
+                .name("volume-id")
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            out.extend(self.describe_all(vec![by_id]).await?);
         }
         Ok(out)
+    }
+
+    async fn describe_named(&self, names: &[String]) -> Result<Vec<VolumeView>, ProviderError> {
+        let mut out = Vec::new();
+        for chunk in names.chunks(NAME_CHUNK) {
+            let filters = vec![
+                Filter::builder()
+                    .name(format!("tag:{NAME_TAG}"))
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+                Filter::builder()
+                    .name(format!("tag:{OWNER_TAG}"))
+                    .values(&self.owner)
+                    .build(),
+            ];
+            out.extend(self.describe_all(filters).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// Answers everyone in `batch` from one call over their distinct keys.
+async fn answer<T, F, Fut>(
+    batch: Vec<(String, oneshot::Sender<Result<T, ProviderError>>)>,
+    call: F,
+    pick: impl Fn(&[VolumeView], &str) -> T,
+) where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<VolumeView>, ProviderError>>,
+{
+    if batch.is_empty() {
+        return;
+    }
+    let keys: Vec<String> = batch
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    match call(keys).await {
+        Ok(views) => {
+            for (key, reply) in batch {
+                let _ = reply.send(Ok(pick(&views, &key)));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 
@@ -135,34 +227,30 @@ async fn run(poller: Weak<Poller>) {
         let Some(p) = poller.upgrade() else { return };
         // Wait for someone to ask (re-checking now and then whether the provider is gone).
         let asked = tokio::time::timeout(Duration::from_secs(5), p.wake.notified()).await;
-        if asked.is_err() && p.waiting.lock().is_empty() {
+        if asked.is_err() && p.waiting.lock().is_empty() && p.named.lock().is_empty() {
             continue;
         }
         tokio::time::sleep(GATHER).await;
-        let batch: Vec<(String, Reply)> = std::mem::take(&mut *p.waiting.lock());
-        if batch.is_empty() {
-            continue;
-        }
-        let ids: Vec<String> = batch
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let result = p.describe_batch(&ids).await;
-        match result {
-            Ok(views) => {
-                let by_id: HashMap<&str, &VolumeView> =
-                    views.iter().map(|v| (v.id.as_str(), v)).collect();
-                for (id, reply) in batch {
-                    let _ = reply.send(Ok(by_id.get(id.as_str()).map(|v| (*v).clone())));
-                }
-            }
-            Err(e) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        let by_id: Vec<(String, Reply)> = std::mem::take(&mut *p.waiting.lock());
+        let by_name: Vec<(String, NamedReply)> = std::mem::take(&mut *p.named.lock());
+        let poller = &p;
+        answer(
+            by_id,
+            |ids| async move { poller.describe_batch(&ids).await },
+            |views, id| views.iter().find(|v| v.id == id).cloned(),
+        )
+        .await;
+        answer(
+            by_name,
+            |names| async move { poller.describe_named(&names).await },
+            |views, name| {
+                views
+                    .iter()
+                    .filter(|v| v.name.as_deref() == Some(name))
+                    .cloned()
+                    .collect()
+            },
+        )
+        .await;
     }
 }

@@ -270,6 +270,48 @@ async fn a_restarted_provider_finds_volumes_by_tag_instead_of_making_new_ones() 
 }
 
 #[tokio::test]
+async fn racing_creators_of_one_name_settle_on_one_volume_even_without_client_tokens() {
+    // moto ignores ClientToken, so four fresh providers (four servers) creating the same names
+    // at once really do make several volumes; they must all answer with the same one, and the
+    // others must be gone.
+    let moto = moto!();
+    let mut providers = Vec::new();
+    for _ in 0..4 {
+        providers.push(Arc::new(provider(&moto).await));
+    }
+    let names: Vec<String> = (0..10).map(|i| format!("pvc-race-{i}")).collect();
+    let mut tasks = Vec::new();
+    for name in &names {
+        for p in &providers {
+            let (p, name) = (p.clone(), name.clone());
+            tasks.push(tokio::spawn(async move {
+                let v = p.create_volume(&request(&name, GI, &[])).await.unwrap();
+                (name, v.handle)
+            }));
+        }
+    }
+    let mut answers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in tasks {
+        let (name, handle) = t.await.unwrap();
+        answers.entry(name).or_default().push(handle);
+    }
+    let volumes = ec2_volumes(&moto).await;
+    for (name, handles) in answers {
+        assert!(
+            handles.iter().all(|h| h == &handles[0]),
+            "{name}: creators got {handles:?}"
+        );
+        let live: Vec<_> = volumes
+            .iter()
+            .filter(|v| tag(v, "stowage.dev/volume-name") == Some(name.as_str()))
+            .filter(|v| v.state().map(|s| s.as_str()) != Some("deleted"))
+            .map(|v| v.volume_id().unwrap_or_default())
+            .collect();
+        assert_eq!(live, [handles[0].as_str()], "{name}: one volume left");
+    }
+}
+
+#[tokio::test]
 async fn attach_allocates_devices_without_races_and_refuses_other_zones() {
     let moto = moto!();
     let p = Arc::new(provider(&moto).await);
