@@ -165,24 +165,35 @@ pub struct EventCounter {
     count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// Opens a watch at `path` on its own connection; the sender keeps the connection open.
+async fn open_watch(
+    addr: &str,
+    path: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    hyper::body::Incoming,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header("host", addr)
+        .header("authorization", format!("Bearer {}", token()))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid watch request");
+    let resp = sender.send_request(req).await.expect("watch");
+    assert_eq!(resp.status(), 200, "watch refused");
+    (sender, resp.into_body())
+}
+
 impl EventCounter {
     /// Starts counting the events of `path` (a watch URL).
     pub async fn start(addr: &str, path: &str) -> EventCounter {
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri(path)
-            .header("host", addr)
-            .header("authorization", format!("Bearer {}", token()))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = sender.send_request(req).await.expect("watch");
-        assert_eq!(resp.status(), 200, "watch refused");
-        let mut body = resp.into_body();
+        let (_sender, mut body) = open_watch(addr, path).await;
         let c = count.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = body.frame().await {
@@ -296,20 +307,7 @@ impl EventLog {
         let events: std::sync::Arc<
             parking_lot::Mutex<Vec<(std::time::Instant, serde_json::Value)>>,
         > = Default::default();
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri(path)
-            .header("host", addr)
-            .header("authorization", format!("Bearer {}", token()))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = sender.send_request(req).await.expect("watch");
-        assert_eq!(resp.status(), 200, "watch refused");
-        let mut body = resp.into_body();
+        let (sender, mut body) = open_watch(addr, path).await;
         let log = events.clone();
         tokio::spawn(async move {
             let _sender = sender;

@@ -289,11 +289,7 @@ impl Provider for NfsProvider {
             path: params.share.clone(),
             version: params.version,
         });
-        let on = share.key.describe();
-        share
-            .ensure_synced()
-            .await
-            .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
+        let on = synced(&share).await?;
         let _one_at_a_time = share.volume_locks.lock(&req.name).await;
 
         let record = Record {
@@ -398,11 +394,7 @@ impl Provider for NfsProvider {
             }
         };
         let share = self.share_of(&h, &req.attributes);
-        let on = share.key.describe();
-        share
-            .ensure_synced()
-            .await
-            .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
+        let on = synced(&share).await?;
         let _one_at_a_time = share.volume_locks.lock(&h.name).await;
         let Some(record) = self.record_of(&share, &h.name).await? else {
             return Ok(());
@@ -484,11 +476,7 @@ impl Provider for NfsProvider {
     async fn expand_volume(&self, req: &ExpandRequest) -> Result<Expanded> {
         let h = VolumeHandle::parse(&req.handle)?;
         let share = self.share_of(&h, &req.attributes);
-        let on = share.key.describe();
-        share
-            .ensure_synced()
-            .await
-            .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
+        let on = synced(&share).await?;
         let _one_at_a_time = share.volume_locks.lock(&h.name).await;
         let Some(record) = self.record_of(&share, &h.name).await? else {
             return Err(ProviderError::not_found(format!(
@@ -562,4 +550,15 @@ impl Provider for NfsProvider {
     fn backend_requests(&self) -> BTreeMap<(String, String), u64> {
         self.counters.snapshot()
     }
+}
+
+/// Reads the share's volume records if they have not been read yet; returns how messages name
+/// the share.
+async fn synced(share: &Share) -> Result<String> {
+    let on = share.key.describe();
+    share
+        .ensure_synced()
+        .await
+        .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
+    Ok(on)
 }
