@@ -6,6 +6,10 @@
 # loopback (NFSv4.1 on the host, NFSv3 in a private network namespace with rpcbind), the EBS
 # provider against moto's EC2 server on loopback (each test starts its own).
 #
+# Then a fuzzing pass (scripts/fuzz.sh): requests generated from the server's own OpenAPI
+# documents, and hand-written hostile bodies and patches; any 5xx, crash or unbounded memory
+# fails the run.
+#
 # Under CI=true a component that cannot be installed or started fails the run; it is never
 # skipped.
 set -euo pipefail
@@ -43,5 +47,8 @@ fi
 section "Client compatibility tests"
 STOWAGE_BIN="$PWD/target/debug/stowage" KUBECTL="$CACHE/clients/bin/kubectl" \
   "$CACHE/clients/bin/python" -m pytest -q tests/clients
+
+section "Fuzzing (Schemathesis on the server's OpenAPI documents; hostile bodies and patches)"
+STOWAGE_BIN="$PWD/target/debug/stowage" ./scripts/fuzz.sh
 
 section "All tests passed"

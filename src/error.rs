@@ -190,6 +190,12 @@ impl ApiError {
         )
     }
 
+    /// 413 for what a request would make, not only what it sent: an object over the stored
+    /// size limit, a patch that copies too much, a YAML document that expands too far.
+    pub fn entity_too_large(message: impl Into<String>) -> Self {
+        ApiError::new(413, "RequestEntityTooLarge", message)
+    }
+
     pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
         ApiError::new(
             415,

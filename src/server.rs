@@ -75,6 +75,46 @@ pub struct ServeArgs {
     /// Watches each non-admin token may have open at once.
     #[arg(long, default_value_t = 100)]
     pub max_watches_per_token: usize,
+    /// Open connections at once; more are closed on arrival.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Open connections at once from one client address.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+    /// TLS handshakes in progress at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_tls_handshakes: usize,
+    /// How long a TLS handshake may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub tls_handshake_timeout: Duration,
+    /// How long an HTTP/1.1 client may take to send a request's headers (and how long a
+    /// kept-alive connection may wait for its next request).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    pub idle_timeout: Duration,
+    /// Memory the watch history (the change log watches resume from) may take, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub watch_history_mib: usize,
+    /// Encoded watch output waiting for slow clients, across all watches, in MiB; a watch that
+    /// would go over is ended (its client resumes).
+    #[arg(long, default_value_t = 512)]
+    pub watch_buffer_mib: usize,
+}
+
+impl ServeArgs {
+    fn connection_limits(&self) -> api::listen::ConnectionLimits {
+        api::listen::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip.max(1),
+            max_handshakes: self.max_tls_handshakes.max(1),
+            handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            drain: DRAIN_TIMEOUT,
+        }
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -105,6 +145,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store_options = StoreOptions {
         log_max_events: args.watch_history.max(1),
+        log_max_bytes: args.watch_history_mib.max(1).saturating_mul(1024 * 1024),
         ..StoreOptions::default()
     };
     let store = Store::open(&args.data_dir, store_options)
@@ -196,7 +237,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auth,
         provider_info,
         shutdown.clone(),
-        ApiOptions::default(),
+        ApiOptions {
+            watch_buffer_bytes: args.watch_buffer_mib.max(1).saturating_mul(1024 * 1024),
+            ..ApiOptions::default()
+        },
     );
     let app = api::router(state.clone());
     tracing::info!(address = %local, data_dir = %args.data_dir.display(), tls = tls.is_some(), "stowage is serving");
@@ -210,30 +254,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining in-flight requests");
         signal.cancel();
     });
-    let drained = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let serving = async {
-        match tls {
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .await
-            }
-            Some(tls) => {
-                axum::serve(api::tls::TlsListener::new(listener, tls.config)?, app)
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .await
-            }
-        }
-    };
-    tokio::select! {
-        result = serving => result.context("serving the API")?,
-        _ = drained => tracing::warn!("in-flight requests did not finish in time"),
-    }
+    api::listen::serve(
+        listener,
+        tls.map(|t| t.config),
+        app,
+        args.connection_limits(),
+        shutdown.clone(),
+    )
+    .await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

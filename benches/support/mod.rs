@@ -27,9 +27,13 @@ fn token() -> &'static str {
 }
 
 impl Server {
+    /// Starts the server this benchmark was built with, or the one `STOWAGE_BIN` names (to
+    /// compare two builds with one driver, in one run).
     pub fn start(extra: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        let binary = std::env::var("STOWAGE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stowage").to_string());
+        let mut child = Command::new(binary)
             .args([
                 "serve",
                 "--plaintext",

@@ -26,11 +26,11 @@ use crate::registry::Registry;
 
 pub mod discovery;
 pub mod encode;
+pub mod listen;
 pub mod negotiate;
 pub mod openapi;
 pub mod query;
 pub mod resources;
-pub mod tls;
 pub mod tokens;
 pub mod watch;
 
@@ -42,6 +42,9 @@ pub struct ApiOptions {
     pub bookmark_interval: Duration,
     /// Open watches allowed at once, server-wide.
     pub max_watches: usize,
+    /// Encoded watch output waiting for slow clients, in bytes, across all watches; a watch
+    /// that would go over is cut off (its client resumes).
+    pub watch_buffer_bytes: usize,
 }
 
 impl Default for ApiOptions {
@@ -50,6 +53,7 @@ impl Default for ApiOptions {
             max_body_bytes: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
             max_watches: 10_000,
+            watch_buffer_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct ApiState {
     /// Set once start-up (migrations, cache load, controllers) is complete.
     pub ready: AtomicBool,
     watch_slots: Arc<Semaphore>,
+    /// The server-wide budget of unread watch output, in KiB.
+    pub watch_memory: Arc<Semaphore>,
 }
 
 impl ApiState {
@@ -84,6 +90,7 @@ impl ApiState {
             providers,
             shutdown,
             watch_slots: Arc::new(Semaphore::new(options.max_watches)),
+            watch_memory: Arc::new(Semaphore::new(options.watch_buffer_bytes.div_ceil(1024))),
             options,
             ready: AtomicBool::new(false),
         })

@@ -19,6 +19,8 @@ use super::watch;
 use super::{ApiState, RequestInfo};
 use crate::auth::{self, Identity, Visibility};
 use crate::error::{ApiError, ApiResult};
+use crate::machinery::document::{self, DocumentError};
+use crate::machinery::offload;
 use crate::registry::{self, DeletePreconditions, Deleted, Patch, WriteOptions};
 use crate::resources::{Kind, KindStrategy, Subresource, kind_for_plural, labels_of, schema};
 use crate::store::{ObjectKey, Rv, Stored};
@@ -179,6 +181,7 @@ async fn dispatch<T: KindStrategy>(
     let opts = WriteOptions {
         dry_run: query.dry_run,
         field_manager: query.field_manager.clone(),
+        guard: auth::guard(&identity, target),
     };
     match (&req.method, target.name.as_deref()) {
         (&Method::GET, Some(name)) => {
@@ -212,15 +215,14 @@ async fn dispatch<T: KindStrategy>(
                     1,
                 ));
             };
-            watch::serve(
-                state.clone(),
-                target.kind,
-                target.namespace.clone(),
-                query.clone(),
+            let spec = watch::WatchSpec {
+                kind: target.kind,
+                namespace: target.namespace.clone(),
+                query: query.clone(),
                 output,
                 vis,
-                slot,
-            )
+            };
+            watch::serve(state.clone(), spec, slot, identity.clone())
         }
         (&Method::GET, None) => {
             let output = negotiate::output(&req.headers)?;
@@ -273,7 +275,7 @@ async fn dispatch<T: KindStrategy>(
             let (patch, warnings) = decode_patch::<T>(format, &body, query)?;
             let written = state
                 .registry
-                .patch::<T>(&ns, name, &patch, sub, &opts)
+                .patch::<T>(&ns, name, patch, sub, &opts)
                 .await?;
             let code = if written.created {
                 StatusCode::CREATED
@@ -368,10 +370,8 @@ fn parse_document(bytes: &[u8], format: BodyFormat) -> ApiResult<Value> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let v: Value = match format {
-        BodyFormat::Json => serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?,
-        BodyFormat::Yaml => serde_yaml_ng::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))?,
+        BodyFormat::Json => document::parse_json(bytes).map_err(|e| document_error(e, "JSON"))?,
+        BodyFormat::Yaml => document::parse_yaml(bytes).map_err(|e| document_error(e, "YAML"))?,
     };
     if !v.is_object() {
         return Err(ApiError::bad_request(
@@ -380,6 +380,20 @@ fn parse_document(bytes: &[u8], format: BodyFormat) -> ApiResult<Value> {
     }
     Ok(v)
 }
+
+/// The error a client sees for a document it sent: 413 for expansion, 400 otherwise.
+fn document_error(e: DocumentError, format: &str) -> ApiError {
+    match e {
+        DocumentError::Syntax(m) => {
+            ApiError::bad_request(format!("the body is not valid {format}: {m}"))
+        }
+        DocumentError::TooLarge => ApiError::entity_too_large(e.to_string()),
+        DocumentError::TooDeep => ApiError::bad_request(e.to_string()),
+    }
+}
+
+/// Unknown fields named in warnings (or a Strict error) per request.
+const MAX_UNKNOWN_FIELD_WARNINGS: usize = 50;
 
 /// Unknown fields: an error under Strict, warnings under Warn, nothing under Ignore.
 fn check_unknown_fields(kind: Kind, doc: &Value, mode: FieldValidation) -> ApiResult<Vec<String>> {
@@ -390,10 +404,18 @@ fn check_unknown_fields(kind: Kind, doc: &Value, mode: FieldValidation) -> ApiRe
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
-    let messages: Vec<String> = unknown
+    // A warning header per field, as Kubernetes sends them, but not a hundred thousand of them.
+    let mut messages: Vec<String> = unknown
         .iter()
+        .take(MAX_UNKNOWN_FIELD_WARNINGS)
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
+    if unknown.len() > MAX_UNKNOWN_FIELD_WARNINGS {
+        messages.push(format!(
+            "{} more unknown fields",
+            unknown.len() - MAX_UNKNOWN_FIELD_WARNINGS
+        ));
+    }
     if mode == FieldValidation::Strict {
         return Err(ApiError::bad_request(format!(
             "strict decoding error: {}",
@@ -428,8 +450,7 @@ fn decode_patch<T: KindStrategy>(
 ) -> ApiResult<(Patch, Vec<String>)> {
     let kind = <T as crate::resources::Typed>::KIND;
     let json = |b: &[u8]| -> ApiResult<Value> {
-        serde_json::from_slice(b)
-            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+        document::parse_json(b).map_err(|e| document_error(e, "JSON"))
     };
     match format {
         PatchFormat::Json => {
@@ -612,6 +633,15 @@ async fn list<T: KindStrategy>(
     } else {
         None
     };
+    let include = query.include_object;
+    // JSON lists are concatenated stored bytes; tables and YAML are computed per object, which
+    // for a long list is CPU-heavy work for the bounded pool.
+    if items.len() > OFFLOAD_LIST_ITEMS && output != Output::Json {
+        return Ok(offload::run(move || {
+            encode::list(kind, &items, rv, continue_token, None, output, include)
+        })
+        .await);
+    }
     Ok(encode::list(
         kind,
         &items,
@@ -619,9 +649,12 @@ async fn list<T: KindStrategy>(
         continue_token,
         None,
         output,
-        query.include_object,
+        include,
     ))
 }
+
+/// Lists longer than this are encoded as tables or YAML off the request threads.
+const OFFLOAD_LIST_ITEMS: usize = 1000;
 
 async fn delete_collection<T: KindStrategy>(
     state: &ApiState,

@@ -90,9 +90,15 @@ async fn collection_inner(state: Arc<ApiState>, req: Request) -> Result<Response
                 .map_err(ApiError::bad_request)?;
             let ttl = match spec.get("ttlSeconds") {
                 None | Some(Value::Null) => None,
-                Some(t) => Some(t.as_i64().filter(|t| *t > 0).ok_or_else(|| {
-                    ApiError::bad_request("spec.ttlSeconds must be a positive number of seconds")
-                })?),
+                Some(t) => Some(
+                    t.as_i64()
+                        .filter(|t| (1..=MAX_TTL_SECONDS).contains(t))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "spec.ttlSeconds must be a number of seconds from 1 to {MAX_TTL_SECONDS} (100 years)"
+                            ))
+                        })?,
+                ),
             };
             let (info, secret) = state
                 .auth
@@ -114,6 +120,9 @@ async fn collection_inner(state: Arc<ApiState>, req: Request) -> Result<Response
         _ => Err(ApiError::method_not_allowed()),
     }
 }
+
+/// The longest a token may live: 100 years. Longer would overflow nothing, but means "never".
+pub const MAX_TTL_SECONDS: i64 = 100 * 365 * 24 * 3600;
 
 pub async fn item(
     State(state): State<Arc<ApiState>>,

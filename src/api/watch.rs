@@ -3,9 +3,14 @@
 //! The stream starts with the current objects as ADDED (no resourceVersion, or `0`), or resumes
 //! right after a given resourceVersion. Selectors apply to transitions as in Kubernetes: an
 //! object that stops matching is reported DELETED, one that starts matching ADDED.
-//! A watcher never slows writers down: if it falls behind by more than the store's buffer, or
-//! its client reads too slowly, the stream ends and the client resumes from its last
-//! resourceVersion.
+//! A watcher never slows writers down: if it falls behind the store's change log, or its client
+//! reads too slowly, the stream ends and the client resumes from its last resourceVersion.
+//!
+//! Limits: a watch ends after `timeoutSeconds`, capped (as Kubernetes does) at a random time
+//! between 30 and 60 minutes, so that clients reconnect spread out; it ends when its token is
+//! revoked or expires; and what it has encoded but its client has not read is bounded in
+//! bytes, per watch ([`WATCH_BUFFER_BYTES`]) and across all watches
+//! ([`ApiOptions::watch_buffer_bytes`](super::ApiOptions)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +19,9 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::ApiState;
@@ -23,23 +29,71 @@ use super::encode;
 use super::negotiate::Output;
 use super::query::Query;
 use super::resources::{check_selectors, selected};
-use crate::auth::{Visibility, WatchSlot};
+use crate::auth::{Identity, Visibility, WatchSlot};
 use crate::error::{ApiError, ApiResult};
 use crate::resources::Kind;
 use crate::store::{EventType, Rv, Stored, WatchError, WatchEvent, Watcher};
 
-/// Without `timeoutSeconds`, a watch ends after this long (Kubernetes uses 30–60 minutes).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
-/// Chunks a slow client may have unread before its watch is cut off.
-const CLIENT_BUFFER: usize = 256;
+/// A watch ends after at most this long plus a random share of it again (Kubernetes' 30–60
+/// minutes), whatever `timeoutSeconds` asks for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Encoded bytes one watch may have waiting for its client before it is cut off (or, for the
+/// initial events, before it waits). One object is at most 1.5 MiB.
+pub const WATCH_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// Lines one watch may have waiting, whatever their size.
+const CLIENT_BUFFER: usize = 1024;
 
-struct WatchSpec {
-    kind: Kind,
-    namespace: Option<String>,
-    query: Query,
-    output: Output,
+/// Budgets are counted in KiB, so that a semaphore's permits can hold them.
+fn kib(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
+}
+
+/// What a watch's unread lines hold: permits of its own budget and of the server's.
+struct Held(
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    #[allow(dead_code)] OwnedSemaphorePermit,
+);
+
+/// The byte budgets a watch's unread output is counted against.
+struct Budgets {
+    own: Arc<Semaphore>,
+    all: Arc<Semaphore>,
+}
+
+impl Budgets {
+    /// Permits for a line, at once; `None` if either budget is spent (the watch is cut off).
+    fn try_take(&self, bytes: usize) -> Option<Held> {
+        let n = kib(bytes).min(kib(WATCH_BUFFER_BYTES));
+        let own = self.own.clone().try_acquire_many_owned(n).ok()?;
+        let all = self.all.clone().try_acquire_many_owned(n).ok()?;
+        Some(Held(own, all))
+    }
+
+    /// Permits for a line, waiting for the client to read (for the initial events).
+    async fn take(&self, bytes: usize) -> Option<Held> {
+        let n = kib(bytes).min(kib(WATCH_BUFFER_BYTES));
+        let own = self.own.clone().acquire_many_owned(n).await.ok()?;
+        let all = self.all.clone().acquire_many_owned(n).await.ok()?;
+        Some(Held(own, all))
+    }
+}
+
+/// How long this watch may run: what the client asked for, capped at 30 to 60 minutes.
+fn watch_timeout(requested: Option<u64>) -> Duration {
+    let mut jitter = [0u8; 2];
+    let _ = getrandom::fill(&mut jitter);
+    let cap = MAX_TIMEOUT + MAX_TIMEOUT.mul_f64(f64::from(u16::from_le_bytes(jitter)) / 65536.0);
+    requested.map_or(cap, |s| Duration::from_secs(s).min(cap))
+}
+
+/// What a watch is of, and for whom.
+pub struct WatchSpec {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+    pub query: Query,
+    pub output: Output,
     /// What the caller may see; invisible objects are treated as not matching.
-    vis: Visibility,
+    pub vis: Visibility,
 }
 
 impl WatchSpec {
@@ -134,21 +188,12 @@ impl WatchSpec {
 /// Starts a watch and returns the streaming response.
 pub fn serve(
     state: Arc<ApiState>,
-    kind: Kind,
-    namespace: Option<String>,
-    query: Query,
-    output: Output,
-    vis: Visibility,
+    spec: WatchSpec,
     token_slot: WatchSlot,
+    identity: Identity,
 ) -> ApiResult<Response> {
-    check_selectors(kind, &query)?;
-    let spec = WatchSpec {
-        kind,
-        namespace,
-        query,
-        output,
-        vis,
-    };
+    check_selectors(spec.kind, &spec.query)?;
+    let kind = spec.kind;
     let store = state.registry.store();
     let rv = spec
         .query
@@ -181,81 +226,149 @@ pub fn serve(
             1,
         ));
     };
-    let timeout = spec
-        .query
-        .timeout_seconds
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER);
+    let timeout = watch_timeout(spec.query.timeout_seconds);
+    let (tx, rx) = mpsc::channel::<(Bytes, Held)>(CLIENT_BUFFER);
+    let budgets = Budgets {
+        own: Arc::new(Semaphore::new(kib(WATCH_BUFFER_BYTES) as usize)),
+        all: state.watch_memory.clone(),
+    };
     let bookmarks = spec.query.allow_watch_bookmarks;
     let initial_end_bookmark = bookmarks && spec.query.send_initial_events == Some(true);
     let interval = state.options.bookmark_interval;
-    let shutdown = state.shutdown.clone();
-    let store = store.clone();
+    let ends = Ends {
+        shutdown: state.shutdown.clone(),
+        timeout,
+        identity,
+        state: state.clone(),
+    };
     tokio::spawn(async move {
         let _permit = permit;
         let _token_slot = token_slot;
+        // Whatever ends the watch ends it in either phase, even while the initial events wait
+        // for a client that does not read.
+        let ended = ends.ended();
+        tokio::pin!(ended);
         let mut first_table = true;
-        for s in &initial {
-            let line = spec.encode(EventType::Added, s, &mut first_table);
-            if tx.send(Ok(line)).await.is_err() {
-                return;
+        let mut initial = initial.iter();
+        let mut end_bookmark = initial_end_bookmark;
+        loop {
+            // One line at a time: a slow client makes this wait, never buffer the whole list.
+            let line = match initial.next() {
+                Some(s) => spec.encode(EventType::Added, s, &mut first_table),
+                None if end_bookmark => {
+                    end_bookmark = false;
+                    spec.bookmark(start_rv, true)
+                }
+                None => break,
+            };
+            tokio::select! {
+                _ = &mut ended => return,
+                held = budgets.take(line.len()) => {
+                    let Some(held) = held else { return };
+                    if tx.send((line, held)).await.is_err() {
+                        return;
+                    }
+                }
             }
-        }
-        if initial_end_bookmark && tx.send(Ok(spec.bookmark(start_rv, true))).await.is_err() {
-            return;
         }
         pump(
             spec,
             watcher,
             start_rv,
-            tx,
-            timeout,
+            Sink { tx, budgets },
             bookmarks.then_some(interval),
-            shutdown,
-            store,
+            ended,
             first_table,
         )
         .await;
     });
+    // A line's budget is released once the connection has taken it.
+    let body = ReceiverStream::new(rx).map(|(line, _held)| Ok::<_, std::io::Error>(line));
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(ReceiverStream::new(rx)),
+        Body::from_stream(body),
     )
         .into_response())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a watch's lines go, and what they may hold.
+struct Sink {
+    tx: mpsc::Sender<(Bytes, Held)>,
+    budgets: Budgets,
+}
+
+impl Sink {
+    /// Queues a line for the client; `false` if the client is gone or reads too slowly.
+    fn send(&self, line: Bytes) -> bool {
+        let Some(held) = self.budgets.try_take(line.len()) else {
+            return false;
+        };
+        self.tx.try_send((line, held)).is_ok()
+    }
+}
+
+/// Everything that ends a watch besides its client leaving.
+struct Ends {
+    shutdown: tokio_util::sync::CancellationToken,
+    timeout: Duration,
+    identity: Identity,
+    state: Arc<ApiState>,
+}
+
+impl Ends {
+    /// When the token stops working by itself, if it ever does.
+    fn token_expiry(&self) -> Duration {
+        match self.identity.expires_at {
+            None => Duration::MAX,
+            Some(at) => {
+                let left = at.saturating_sub(jiff::Timestamp::now().as_second());
+                Duration::from_secs(left.max(0) as u64)
+            }
+        }
+    }
+
+    /// Completes when the watch must end: its time is up, its token expired or was revoked,
+    /// or the server is shutting down.
+    async fn ended(self) {
+        let deadline = tokio::time::sleep(self.timeout.min(self.token_expiry()));
+        tokio::pin!(deadline);
+        let tokens = &self.state.auth.tokens;
+        let mut revocations = tokens.revocations();
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = self.shutdown.cancelled() => return,
+                changed = revocations.changed() => {
+                    if changed.is_err() || !tokens.is_valid(&self.identity.token_id) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn pump(
     spec: WatchSpec,
     mut watcher: Watcher,
     start_rv: Rv,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    timeout: Duration,
+    out: Sink,
     bookmark_every: Option<Duration>,
-    shutdown: tokio_util::sync::CancellationToken,
-    store: crate::store::Store,
+    mut ended: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     mut first_table: bool,
 ) {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(bookmark_every.unwrap_or(Duration::from_secs(3600)));
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = &mut deadline => return,
-            _ = shutdown.cancelled() => return,
-            _ = tx.closed() => return,
+            _ = &mut ended => return,
+            _ = out.tx.closed() => return,
             _ = ticker.tick(), if bookmark_every.is_some() => {
-                // Safe only when every change up to `rv` has reached this watcher.
-                let rv = store.current_rv();
-                if watcher.is_idle() && rv >= start_rv {
-                    match tx.try_send(Ok(spec.bookmark(rv, false))) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => return,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    }
+                // Safe only when every change up to the bookmark has reached this watcher.
+                let rv = watcher.position();
+                if watcher.is_idle() && rv >= start_rv && !out.send(spec.bookmark(rv, false)) {
+                    return;
                 }
             }
             event = watcher.next() => {
@@ -267,12 +380,10 @@ async fn pump(
                     continue;
                 }
                 if let Some((type_, obj)) = spec.translate(&event) {
-                    let line = spec.encode(type_, &obj, &mut first_table);
                     // A client that cannot keep up is cut off rather than allowed to buffer
                     // without bound.
-                    match tx.try_send(Ok(line)) {
-                        Ok(()) => {}
-                        Err(_) => return,
+                    if !out.send(spec.encode(type_, &obj, &mut first_table)) {
+                        return;
                     }
                 }
             }
@@ -293,4 +404,27 @@ fn expired_stream(requested: Rv, oldest: Rv) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watches_last_at_most_thirty_to_sixty_minutes_whatever_they_ask() {
+        for _ in 0..100 {
+            let t = watch_timeout(None);
+            assert!(t >= MAX_TIMEOUT && t <= 2 * MAX_TIMEOUT, "{t:?}");
+            let t = watch_timeout(Some(u64::MAX / 2));
+            assert!(t <= 2 * MAX_TIMEOUT, "{t:?}");
+        }
+        assert_eq!(watch_timeout(Some(10)), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn budgets_are_counted_in_kib_and_one_object_always_fits() {
+        assert_eq!(kib(1), 1);
+        assert_eq!(kib(2048), 2);
+        assert!(kib(1536 * 1024 + 100) <= kib(WATCH_BUFFER_BYTES));
+    }
 }

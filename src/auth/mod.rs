@@ -22,10 +22,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::api::resources::Target;
-use crate::controllers::nodehealth::LEASE_NAMESPACE;
 use crate::error::ApiError;
 use crate::machinery::validation::{dns1123_label, dns1123_subdomain};
-use crate::resources::{AnyObject, Kind, Pod, pod};
+use crate::registry::Guard;
+use crate::resources::names::LEASE_NAMESPACE;
+use crate::resources::{AnyObject, Kind, Node, Pod, names, pod};
 use crate::store::Stored;
 
 pub mod kubeconfig;
@@ -125,7 +126,14 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
             {
                 deny()
             }
-            Kind::PersistentVolumeClaim | Kind::Pod | Kind::Event | Kind::VolumeSnapshot => {
+            // Events are seen only when they are about the tenant's own objects: never about
+            // cluster-scoped ones (volumes, nodes) filed in its namespace.
+            Kind::Event => match target.namespace.as_deref() {
+                Some(n) if n == ns => Ok(own_events(ns)),
+                None if matches!(verb, "list" | "watch") => Ok(own_events(ns)),
+                _ => deny(),
+            },
+            Kind::PersistentVolumeClaim | Kind::Pod | Kind::VolumeSnapshot => {
                 match target.namespace.as_deref() {
                     Some(n) if n == ns => Ok(Visibility::All),
                     None if matches!(verb, "list" | "watch") => {
@@ -135,6 +143,15 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
                     _ => deny(),
                 }
             }
+            // A tenant reads its quotas; only admins set them.
+            Kind::ResourceQuota if is_read(verb) => match target.namespace.as_deref() {
+                Some(n) if n == ns => Ok(Visibility::All),
+                None => {
+                    let ns = ns.clone();
+                    Ok(Visibility::Only(Arc::new(move |s| s.key.namespace == ns)))
+                }
+                _ => deny(),
+            },
             Kind::StorageClass if is_read(verb) => Ok(Visibility::All),
             _ => deny(),
         },
@@ -171,6 +188,117 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
             }
         }
     }
+}
+
+/// Events in `ns` about objects in `ns` (not about cluster-scoped objects filed there).
+fn own_events(ns: &str) -> Visibility {
+    let ns = ns.to_string();
+    Visibility::Only(Arc::new(move |s| {
+        s.key.namespace == ns
+            && match &s.object {
+                AnyObject::Event(e) => e.involved_object.namespace.as_deref() == Some(ns.as_str()),
+                _ => false,
+            }
+    }))
+}
+
+/// The writer's own restrictions on what a write may store, beyond which objects it may touch:
+/// checked by the registry on the object as it would be stored, after every patch. `None`
+/// when the role has none.
+pub fn guard(identity: &Identity, target: &Target) -> Option<Guard> {
+    match (&identity.role, target.kind) {
+        (Role::Node(node), Kind::Node) => {
+            let node = node.clone();
+            Some(Guard(Arc::new(move |old, new| {
+                node_restriction(&node, old, new)
+            })))
+        }
+        (Role::Namespace(ns), Kind::Event) => {
+            let ns = ns.clone();
+            Some(Guard(Arc::new(move |_, new| tenant_event(&ns, new))))
+        }
+        _ => None,
+    }
+}
+
+/// Kubernetes' NodeRestriction for a node's own Node: it registers with its labels, but may
+/// not change its taints, its providerID, or the labels that place or size it afterwards, and
+/// may never declare itself out of service or set its own attach limits.
+fn node_restriction(node: &str, old: Option<&AnyObject>, new: &AnyObject) -> Result<(), ApiError> {
+    let AnyObject::Node(n) = new else {
+        return Ok(());
+    };
+    let refuse = |what: &str| {
+        Err(ApiError::forbidden(format!(
+            "node \"{node}\" is not allowed to {what}; an admin token can"
+        )))
+    };
+    let taints = |n: &Node| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default()
+    };
+    let provider_id = |n: &Node| n.spec.as_ref().and_then(|s| s.provider_id.clone());
+    let protected = |n: &Node| -> Vec<(String, String)> {
+        let m = &n.metadata;
+        m.labels
+            .iter()
+            .flatten()
+            .chain(m.annotations.iter().flatten())
+            .filter(|(k, _)| names::node::is_protected_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let limits = |n: &Node| -> Vec<(String, String)> {
+        protected(n)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(names::node::MAX_ATTACHMENTS_ANNOTATION))
+            .collect()
+    };
+    match old {
+        None => {
+            if taints(n)
+                .iter()
+                .any(|t| t.key == names::node::OUT_OF_SERVICE_TAINT)
+            {
+                return refuse("declare itself out of service");
+            }
+            if !limits(n).is_empty() {
+                return refuse("set its own attach limits");
+            }
+            Ok(())
+        }
+        Some(AnyObject::Node(o)) => {
+            if taints(n) != taints(o) {
+                return refuse("modify its taints");
+            }
+            if provider_id(o).is_some_and(|p| !p.is_empty()) && provider_id(n) != provider_id(o) {
+                return refuse("modify its providerID");
+            }
+            if protected(n) != protected(o) {
+                return refuse("modify its topology labels or attach limits");
+            }
+            Ok(())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// A tenant may file events only about objects in its own namespace: an event about a volume
+/// or a node would put words in the server's mouth that other tenants' tools print.
+fn tenant_event(ns: &str, new: &AnyObject) -> Result<(), ApiError> {
+    let AnyObject::Event(e) = new else {
+        return Ok(());
+    };
+    let about_own =
+        |r: &k8s_openapi::api::core::v1::ObjectReference| r.namespace.as_deref() == Some(ns);
+    if !about_own(&e.involved_object) || e.related.as_ref().is_some_and(|r| !about_own(r)) {
+        return Err(ApiError::forbidden(format!(
+            "events in namespace \"{ns}\" may only be about objects in namespace \"{ns}\" (involvedObject.namespace)"
+        )));
+    }
+    Ok(())
 }
 
 /// Discovery, OpenAPI and namespaces: any authenticated caller may read them.
@@ -288,6 +416,7 @@ mod tests {
             token_id: "t".into(),
             name: "tester".into(),
             role: role.parse().unwrap(),
+            expires_at: None,
         }
     }
 

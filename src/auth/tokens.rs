@@ -49,11 +49,16 @@ pub struct Identity {
     pub token_id: String,
     pub name: String,
     pub role: Role,
+    /// Unix seconds after which the token no longer works (long requests such as watches end
+    /// then too).
+    pub expires_at: Option<i64>,
 }
 
 pub struct Tokens {
     db: SqlitePool,
     entries: RwLock<HashMap<String, Entry>>,
+    /// Bumped on every revocation: long requests (watches) re-check their token then.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 fn hash(secret: &str) -> [u8; 32] {
@@ -132,6 +137,7 @@ impl Tokens {
         Ok(Tokens {
             db,
             entries: RwLock::new(entries),
+            revocations: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -161,6 +167,7 @@ impl Tokens {
             token_id: id.to_string(),
             name: entry.name.clone(),
             role: entry.role.clone(),
+            expires_at: entry.expires_at,
         })
     }
 
@@ -174,7 +181,12 @@ impl Tokens {
         let id = token_id();
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32));
         let created_at = now();
-        let expires_at = ttl_seconds.map(|t| created_at + t);
+        let expires_at = match ttl_seconds {
+            None => None,
+            Some(t) => Some(created_at.checked_add(t).filter(|_| t > 0).ok_or_else(|| {
+                anyhow::anyhow!("a token's lifetime must be positive and finite")
+            })?),
+        };
         let secret_hash = hash(&secret);
         sqlx::query("INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&id)
@@ -196,6 +208,19 @@ impl Tokens {
         let info = info(&id, &entry);
         self.entries.write().insert(id.clone(), entry);
         Ok((info, format!("stw_{id}_{secret}")))
+    }
+
+    /// Whether the token `id` still works (exists, not revoked, not expired).
+    pub fn is_valid(&self, id: &str) -> bool {
+        self.entries
+            .read()
+            .get(id)
+            .is_some_and(|e| !e.revoked && e.expires_at.is_none_or(|x| x > now()))
+    }
+
+    /// Changes whenever a token is revoked.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     pub fn list(&self) -> Vec<TokenInfo> {
@@ -222,6 +247,7 @@ impl Tokens {
         if let Some(e) = self.entries.write().get_mut(id) {
             e.revoked = true;
         }
+        self.revocations.send_modify(|n| *n += 1);
         sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
             .bind(now())
             .bind(id)

@@ -176,7 +176,8 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| CliError::new(exit::UNREACHABLE, format!("reading the response: {e}")))?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let mut value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        super::output::clean_value(&mut value);
         if status.is_success() {
             Ok(value)
         } else {
@@ -271,7 +272,7 @@ pub fn status_error(status: StatusCode, body: &Value) -> CliError {
     let message = body
         .get("message")
         .and_then(Value::as_str)
-        .map(str::to_string)
+        .map(super::output::clean_line)
         .unwrap_or_else(|| format!("the server answered {status}"));
     let code = match status.as_u16() {
         404 => exit::NOT_FOUND,
@@ -290,6 +291,6 @@ pub fn status_error(status: StatusCode, body: &Value) -> CliError {
 fn reason_of(body: &Value, status: StatusCode) -> String {
     body.get("reason")
         .and_then(Value::as_str)
-        .map(str::to_string)
+        .map(super::output::clean_line)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_string())
 }

@@ -20,11 +20,7 @@ pub struct DescribeArgs {
 }
 
 fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+    super::output::cell(v)
 }
 
 fn or_none(v: String) -> String {

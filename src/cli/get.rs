@@ -231,9 +231,10 @@ pub async fn run(conn: &ConnectionArgs, args: GetArgs) -> CliResult<()> {
             buf.extend_from_slice(&chunk);
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
                     continue;
                 };
+                output::clean_value(&mut event);
                 let mut obj = event["object"].clone();
                 if event["type"] == "BOOKMARK" || event["type"] == "ERROR" {
                     continue;

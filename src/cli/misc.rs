@@ -40,11 +40,7 @@ pub enum TokenCommand {
 const TOKENS: &str = "/apis/auth.stowage.dev/v1/tokens";
 
 fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+    super::output::cell(v)
 }
 
 fn yes_no(v: &Value) -> String {

@@ -42,11 +42,68 @@ pub fn align(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn cell(v: &Value) -> String {
+/// A value as one line of terminal text: strings as they are, control characters escaped.
+pub fn cell(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => clean_line(s),
         Value::Null => String::new(),
         other => other.to_string(),
+    }
+}
+
+/// Text from the server made safe for one line of a terminal: every control character
+/// (escape sequences, carriage returns, newlines that would forge extra lines) is shown
+/// escaped (`\u{1b}`), never sent to the terminal.
+pub fn clean_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Strips terminal control characters from every string of a server response, keeping
+/// newlines and tabs (which YAML and JSON output show faithfully, and tables escape).
+pub fn clean_value(v: &mut Value) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+                *s = s
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() && c != '\n' && c != '\t' {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(m) => {
+                // Keys too: a label key is printed as it is.
+                let dirty: Vec<String> = m
+                    .keys()
+                    .filter(|k| k.chars().any(char::is_control))
+                    .cloned()
+                    .collect();
+                for k in dirty {
+                    if let Some(v) = m.remove(&k) {
+                        m.insert(clean_line(&k), v);
+                    }
+                }
+                stack.extend(m.values_mut());
+            }
+            _ => {}
+        }
     }
 }
 

@@ -92,18 +92,20 @@ impl Recorder {
         message: impl Into<String>,
     ) {
         let involved = reference(obj);
-        // Events about cluster-scoped objects live in "default", as in Kubernetes.
+        // Events about cluster-scoped objects live in "default", as in Kubernetes (tenants of
+        // "default" do not see them: see `auth`).
         let namespace = involved
             .namespace
             .clone()
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".to_string());
+            .unwrap_or_else(|| crate::resources::names::CLUSTER_EVENTS_NAMESPACE.to_string());
         let record = Record {
             involved,
             namespace,
             type_,
             reason,
-            message: message.into(),
+            // Provider errors reach events through here; no account identifiers in them.
+            message: stowage_provider::redact::account_identifiers(&message.into()),
             component,
         };
         if self.tx.try_send(record).is_err() {
@@ -247,7 +249,7 @@ async fn spawn_count_update(registry: &Registry, writes: &Arc<Semaphore>, a: &Ag
             .patch::<Event>(
                 &namespace,
                 &name,
-                &patch,
+                patch,
                 Subresource::Main,
                 &WriteOptions::default(),
             )

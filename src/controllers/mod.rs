@@ -9,7 +9,8 @@
 //! - [`snapshotter`]: VolumeSnapshots become provider snapshots (and claims restore from them
 //!   through the provisioner);
 //! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
-//! - [`nodehealth`]: node leases become the nodes' Ready condition.
+//! - [`nodehealth`]: node leases become the nodes' Ready condition;
+//! - [`quota`]: ResourceQuota usage recomputed from the objects (admission keeps it exact).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,38 +29,13 @@ pub mod events;
 pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;
+pub mod quota;
 pub mod resizer;
 pub mod snapshotter;
 
 pub use events::Recorder;
 
-/// Annotations Kubernetes' volume controllers use, with the same meanings.
-pub mod annotations {
-    /// On a claim: the binder finished binding it.
-    pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
-    /// On a claim or volume: the binder (not a user) set `volumeName` / `claimRef`.
-    pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
-    /// On a claim: which provisioner is asked to make its volume.
-    pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
-    pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
-    /// On a claim of a WaitForFirstConsumer class: the node its first consumer runs on.
-    pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-    /// On a volume: the provisioner that made it.
-    pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
-}
-
-/// Finalizers the controllers own.
-pub mod finalizers {
-    /// A claim used by a running pod is not removed.
-    pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-    /// A bound volume is not removed.
-    pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
-    /// A provisioned volume object stays until its backing storage is deleted.
-    pub const PROVISIONED_VOLUME: &str = "external-provisioner.volume.kubernetes.io/finalizer";
-    /// A VolumeSnapshot stays until the provider's snapshot is deleted.
-    pub const SNAPSHOT_BOUND: &str =
-        "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
-}
+pub use crate::resources::names::{annotations, finalizers};
 
 /// Why a reconcile that talks to providers failed: the API refused a write (a conflict is
 /// retried at once), or the provider failed (retried with backoff, or slowly if final).
@@ -194,6 +170,13 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
         Arc::new(snapshotter::Snapshotter::new(ctx.clone())),
         ctx.store.clone(),
         opts(16),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(quota::QuotaStatus::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(4),
         ctx.metrics.clone(),
         shutdown.clone(),
     ));

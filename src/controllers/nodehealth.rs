@@ -19,8 +19,7 @@ use crate::runtime::{Action, Reconciler};
 use crate::store::{Stored, WatchEvent};
 
 pub const COMPONENT: &str = "node-lifecycle-controller";
-/// The namespace of node heartbeat leases, as in Kubernetes (`kube-node-lease` there).
-pub const LEASE_NAMESPACE: &str = "stowage-node-lease";
+pub use crate::resources::names::LEASE_NAMESPACE;
 /// Lease duration when the lease does not say.
 const DEFAULT_LEASE_SECONDS: i64 = 40;
 

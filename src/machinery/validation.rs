@@ -106,8 +106,13 @@ impl fmt::Display for FieldError {
 }
 
 /// An accumulator of field errors; validators add to it and the caller checks it at the end.
+/// It keeps at most [`MAX_FIELD_ERRORS`]: an object with a hundred thousand bad labels gets a
+/// readable answer (and the server does not format a hundred thousand messages).
 #[derive(Debug, Default)]
 pub struct FieldErrors(pub Vec<FieldError>);
+
+/// Field errors kept per request; the rest are counted in one last error.
+pub const MAX_FIELD_ERRORS: usize = 100;
 
 fn quote(v: &str) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| format!("{v:?}"))
@@ -127,6 +132,28 @@ impl FieldErrors {
         value: Option<String>,
         detail: impl Into<String>,
     ) {
+        if self.0.len() >= MAX_FIELD_ERRORS {
+            // One last entry counts what was left out.
+            let omitted = match self.0.get(MAX_FIELD_ERRORS) {
+                Some(last) => {
+                    last.value
+                        .as_deref()
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0)
+                        + 1
+                }
+                None => 1,
+            };
+            let summary = FieldError {
+                kind: ErrorType::TooMany,
+                field: "<more>".to_string(),
+                value: Some(omitted.to_string()),
+                detail: format!("{omitted} more errors not shown"),
+            };
+            self.0.truncate(MAX_FIELD_ERRORS);
+            self.0.push(summary);
+            return;
+        }
         self.0.push(FieldError {
             kind,
             field: path.to_string(),

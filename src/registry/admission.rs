@@ -3,8 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::controllers::finalizers;
 use crate::error::{ApiError, ApiResult};
+use crate::resources::names::finalizers;
 use crate::resources::storageclass::is_default;
 use crate::resources::{AnyObject, Kind, PersistentVolumeClaim, StorageClass, pvc};
 use crate::store::Store;
@@ -24,6 +24,11 @@ pub fn admit(store: &Store, new: &mut AnyObject, old: Option<&AnyObject>) -> Api
         }
         (AnyObject::PersistentVolumeClaim(pvc), Some(AnyObject::PersistentVolumeClaim(old))) => {
             check_resize(store, pvc, old)?;
+        }
+        (new @ AnyObject::ResourceQuota(_), old) if super::quota::needs_recount(new, old) => {
+            if let AnyObject::ResourceQuota(q) = new {
+                super::quota::with_current_usage(store, q);
+            }
         }
         _ => {}
     }

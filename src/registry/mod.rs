@@ -5,6 +5,11 @@
 //! in-process controllers both write through this module, so a controller's write obeys the same
 //! rules (validation, optimistic concurrency, finalizers, status split) as a client's.
 //!
+//! Every write passes one pipeline ([`Registry::finish`], then [`Registry::commit`]):
+//! admission, defaults, normalization, validation, generation, the writer's own restrictions
+//! ([`Guard`]), the limits on what is stored (size and depth, [`MAX_OBJECT_BYTES`]), and the
+//! namespace's quotas, charged in the same transaction as the write itself.
+//!
 //! What it guarantees:
 //! - `uid`, `creationTimestamp`, `generation` (bumped when the spec changes) and
 //!   `resourceVersion` are set by the server, never by the client;
@@ -12,8 +17,12 @@
 //!   resourceVersion is retried internally against the newest version;
 //! - a write that changes nothing is not written (no new resourceVersion, no watch event);
 //! - a delete of an object with finalizers only marks it (`deletionTimestamp`); the object goes
-//!   once the last finalizer is removed, and no finalizer may be added meanwhile.
+//!   once the last finalizer is removed, and no finalizer may be added meanwhile;
+//! - no stored object is over [`MAX_OBJECT_BYTES`] or deeper than
+//!   [`document::MAX_DEPTH`](crate::machinery::document::MAX_DEPTH), whatever patch made it;
+//! - no namespace goes over its ResourceQuotas, even under concurrent writes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
@@ -22,17 +31,45 @@ use serde_json::Value;
 use k8s_openapi::Metadata as _;
 
 use crate::error::{ApiError, ApiResult};
+use crate::machinery::document::{self, TextMeter};
+use crate::machinery::offload;
 use crate::machinery::patch::{self, FieldSet, PatchError};
 use crate::machinery::validation::FieldErrors;
-use crate::resources::{AnyObject, KindStrategy, Subresource, Typed, validate};
-use crate::store::{ObjectKey, Rv, Store, Stored, WriteError, WriteOp};
+use crate::resources::{AnyObject, Kind, KindStrategy, Subresource, Typed, validate};
+use crate::store::{Change, ObjectKey, Rv, Store, Stored, WriteError, WriteOp};
 
 pub mod admission;
+pub mod quota;
 
 /// How many times a write without a client resourceVersion is retried after losing a race.
 const MAX_CONFLICT_RETRIES: usize = 32;
 /// Letters Kubernetes uses for generated name suffixes (no vowels, no look-alikes).
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+/// The largest object the store keeps, as JSON: etcd's default request limit, which is what
+/// bounds a Kubernetes object.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+/// Most bytes the `copy` operations of one JSON patch may copy (Kubernetes' limit is its
+/// request body limit, as here).
+pub const MAX_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+/// Patches touching more than this (patch plus object, in bytes) are applied on the bounded
+/// pool for CPU-heavy work rather than on the threads that serve requests.
+const OFFLOAD_PATCH_BYTES: usize = 64 * 1024;
+
+/// A writer's own restrictions, checked on the object a write would store (after every patch
+/// and default), with the current object on updates. Built by `auth` from the caller's
+/// identity: a node may not change its own taints, a tenant may not file events about other
+/// namespaces. `None` in [`WriteOptions`]: the server's own controllers.
+#[derive(Clone)]
+pub struct Guard(pub Arc<GuardFn>);
+
+/// `(current object, object to store) -> allowed?`
+pub type GuardFn = dyn Fn(Option<&AnyObject>, &AnyObject) -> ApiResult<()> + Send + Sync;
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Guard")
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
@@ -40,6 +77,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldManager`, recorded for server-side apply.
     pub field_manager: Option<String>,
+    /// The writer's restrictions on what it may store.
+    pub guard: Option<Guard>,
 }
 
 /// Preconditions of a delete (`DeleteOptions.preconditions`).
@@ -145,6 +184,91 @@ fn generated_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
+/// The size and depth limits on what is stored, checked on the object as it would be stored.
+fn check_stored_limits(obj: &AnyObject) -> ApiResult<()> {
+    let mut meter = TextMeter::default();
+    obj.write_json(&mut meter);
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    let i = obj.kind().info();
+    if meter.bytes > MAX_OBJECT_BYTES {
+        return Err(ApiError::entity_too_large(format!(
+            "{} \"{name}\" would be {} bytes once stored; the limit is {MAX_OBJECT_BYTES}",
+            crate::error::qualified_resource(i.plural, i.group),
+            meter.bytes
+        )));
+    }
+    if meter.max_depth > document::MAX_DEPTH {
+        let mut errs = FieldErrors::new();
+        errs.forbidden(
+            &crate::machinery::validation::Path::root("metadata"),
+            format!(
+                "the object nests deeper than {} levels",
+                document::MAX_DEPTH
+            ),
+        );
+        return Err(ApiError::invalid(i.kind, i.group, name, &errs.0));
+    }
+    Ok(())
+}
+
+/// One object of a commit: the store operation and the version it replaces (for quotas and
+/// dry runs).
+struct Staged {
+    op: WriteOp,
+    old: Option<Arc<Stored>>,
+}
+
+/// Why a commit did not happen.
+enum CommitError {
+    /// An object's precondition failed: it changed since it was read (op index).
+    Stale(usize),
+    Refused(ApiError),
+}
+
+/// Maps a store error on operation `op` to the API error the client sees.
+fn write_error(e: WriteError, names: &[(Kind, String)]) -> CommitError {
+    let named = |op: usize| {
+        let (kind, name) = &names[op.min(names.len().saturating_sub(1))];
+        (kind.info(), name.as_str())
+    };
+    CommitError::Refused(match e {
+        WriteError::Conflict { op, .. } => return CommitError::Stale(op),
+        WriteError::AlreadyExists { op } => {
+            let (i, name) = named(op);
+            ApiError::already_exists(i.plural, i.group, name)
+        }
+        WriteError::NotFound { op } => {
+            let (i, name) = named(op);
+            ApiError::not_found(i.plural, i.group, name)
+        }
+        WriteError::Unavailable(m) => ApiError::unavailable(m),
+    })
+}
+
+impl Staged {
+    /// What a dry run answers: the object as it would be stored, or the one it would delete.
+    fn dry_run(self) -> Arc<Stored> {
+        match (self.op.change, self.old) {
+            (Change::Put(obj), old) => transient(obj, old.as_ref().map(|o| o.rv)),
+            (Change::Delete, Some(old)) => old,
+            (Change::Delete, None) => unreachable!("deletes are staged with what they delete"),
+        }
+    }
+}
+
+impl CommitError {
+    fn into_api(self, staged_names: &[(Kind, String)]) -> ApiError {
+        match self {
+            CommitError::Refused(e) => e,
+            CommitError::Stale(op) => {
+                let (kind, name) = &staged_names[op.min(staged_names.len().saturating_sub(1))];
+                let i = kind.info();
+                ApiError::stale(i.plural, i.group, name)
+            }
+        }
+    }
+}
+
 impl Registry {
     pub fn new(store: Store) -> Self {
         Registry { store }
@@ -179,14 +303,74 @@ impl Registry {
         }
     }
 
-    fn map_write_error<T: KindStrategy>(&self, e: WriteError, name: &str) -> ApiError {
-        let i = info::<T>();
-        match e {
-            WriteError::AlreadyExists { .. } => ApiError::already_exists(i.plural, i.group, name),
-            WriteError::NotFound { .. } => ApiError::not_found(i.plural, i.group, name),
-            WriteError::Conflict { .. } => ApiError::stale(i.plural, i.group, name),
-            WriteError::Unavailable(m) => ApiError::unavailable(m),
+    /// The rules every create and update passes, for clients and controllers alike, in order:
+    /// admission, defaults, normalization, validation, generation, the writer's guard, and the
+    /// limits on what is stored. `old` is the current version on updates.
+    fn finish<T: KindStrategy>(
+        &self,
+        new: T,
+        old: Option<&Arc<Stored>>,
+        opts: &WriteOptions,
+    ) -> ApiResult<T> {
+        let mut any = new.into_any();
+        admission::admit(&self.store, &mut any, old.map(|o| &o.object))?;
+        let mut new = T::from_any_owned(any).expect("admission keeps the kind");
+        new.default();
+        normalize_meta(new.metadata_mut());
+        let old_typed: Option<&T> = old.map(|o| o.typed());
+        Self::validate(&new, old_typed)?;
+        if let Some(old) = old_typed
+            && new.spec_changed(old)
+        {
+            new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
         }
+        let any = new.into_any();
+        if let Some(guard) = &opts.guard {
+            (guard.0)(old.map(|o| &o.object), &any)?;
+        }
+        check_stored_limits(&any)?;
+        Ok(T::from_any_owned(any).expect("the kind is unchanged"))
+    }
+
+    /// Commits staged changes in one transaction, together with the quota charges they need;
+    /// or, for a dry run, checks the quotas and returns what would be stored. A quota that
+    /// changed meanwhile is re-read and charged again; an object that changed is `Stale`.
+    async fn commit(
+        &self,
+        mut staged: Vec<Staged>,
+        dry_run: bool,
+    ) -> Result<Vec<Arc<Stored>>, CommitError> {
+        let names: Vec<(Kind, String)> = staged
+            .iter()
+            .map(|s| (s.op.kind, s.op.key.name.clone()))
+            .collect();
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let charges = quota::charge(&self.store, &staged).map_err(CommitError::Refused)?;
+            if dry_run {
+                return Ok(staged.into_iter().map(Staged::dry_run).collect());
+            }
+            let own = staged.len();
+            // Without quotas to charge there is nothing to retry: hand the objects over as
+            // they are rather than copying them.
+            let mut ops: Vec<WriteOp> = if charges.is_empty() {
+                staged.drain(..).map(|s| s.op).collect()
+            } else {
+                staged.iter().map(|s| s.op.clone()).collect()
+            };
+            ops.extend(charges);
+            match self.store.write(ops).await {
+                Ok(mut stored) => {
+                    stored.truncate(own);
+                    return Ok(stored);
+                }
+                // A quota moved on under us: charge the new usage.
+                Err(WriteError::Conflict { op, .. }) if op >= own && !staged.is_empty() => continue,
+                Err(e) => return Err(write_error(e, &names)),
+            }
+        }
+        Err(CommitError::Refused(ApiError::unavailable(
+            "the namespace's quotas are changing too fast; try again",
+        )))
     }
 
     /// Creates `obj` in `namespace` (ignored for cluster-scoped kinds).
@@ -242,11 +426,6 @@ impl Registry {
             meta.managed_fields = None;
         }
         obj.prepare_for_create();
-        let mut any = obj.into_any();
-        admission::admit(&self.store, &mut any, None)?;
-        let mut obj = T::from_any_owned(any).expect("admission keeps the kind");
-        obj.default();
-        normalize_meta(obj.metadata_mut());
 
         // A generated name that collides is drawn again, as Kubernetes' clients would retry.
         for _ in 0..8 {
@@ -254,26 +433,24 @@ impl Registry {
                 let prefix = obj.metadata().generate_name.clone().unwrap_or_default();
                 obj.metadata_mut().name = Some(generated_name(&prefix));
             }
-            Self::validate(&obj, None)?;
-            let name = obj.metadata().name.clone().unwrap_or_default();
-            if opts.dry_run {
-                if self
+            let checked = self.finish(obj.clone(), None, opts)?;
+            let name = checked.metadata().name.clone().unwrap_or_default();
+            if opts.dry_run
+                && self
                     .store
                     .get(<T as Typed>::KIND, &key_for::<T>(namespace, &name))
                     .is_some()
-                {
-                    return Err(ApiError::already_exists(i.plural, i.group, &name));
-                }
-                return Ok(transient(obj.into_any(), None));
-            }
-            match self
-                .store
-                .write(vec![WriteOp::create(obj.clone().into_any())])
-                .await
             {
+                return Err(ApiError::already_exists(i.plural, i.group, &name));
+            }
+            let staged = vec![Staged {
+                op: WriteOp::create(checked.into_any()),
+                old: None,
+            }];
+            match self.commit(staged, opts.dry_run).await {
                 Ok(mut stored) => return Ok(stored.remove(0)),
-                Err(WriteError::AlreadyExists { .. }) if generate => continue,
-                Err(e) => return Err(self.map_write_error::<T>(e, &name)),
+                Err(CommitError::Refused(e)) if generate && e.is_already_exists() => continue,
+                Err(e) => return Err(e.into_api(&[(<T as Typed>::KIND, name)])),
             }
         }
         Err(ApiError::already_exists(
@@ -400,17 +577,9 @@ impl Registry {
                 *new.metadata_mut() = old.metadata().clone();
             }
         }
-        let mut any = new.into_any();
-        admission::admit(&self.store, &mut any, Some(&current.object)).map_err(Retry::Fail)?;
-        let mut new = T::from_any_owned(any).expect("admission keeps the kind");
-        new.default();
-        normalize_meta(new.metadata_mut());
-        Self::validate(&new, Some(old)).map_err(Retry::Fail)?;
-        if new.spec_changed(old) {
-            new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
-        }
+        let mut new = self.finish(new, Some(current), opts).map_err(Retry::Fail)?;
         if old.metadata().deletion_timestamp.is_some() {
-            let before: Vec<&String> = old.metadata().finalizers.iter().flatten().collect();
+            let before: HashSet<&String> = old.metadata().finalizers.iter().flatten().collect();
             if let Some(added) = new
                 .metadata()
                 .finalizers
@@ -435,18 +604,19 @@ impl Registry {
         }
         let finished_deleting = new.metadata().deletion_timestamp.is_some()
             && new.metadata().finalizers.as_ref().is_none_or(Vec::is_empty);
-        if opts.dry_run {
-            return Ok(transient(new.into_any(), Some(current.rv)));
-        }
         let op = if finished_deleting {
             WriteOp::delete(<T as Typed>::KIND, current.key.clone(), current.rv)
         } else {
             WriteOp::update(new.into_any(), current.rv)
         };
-        match self.store.write(vec![op]).await {
+        let staged = vec![Staged {
+            op,
+            old: Some(current.clone()),
+        }];
+        match self.commit(staged, opts.dry_run).await {
             Ok(mut stored) => Ok(stored.remove(0)),
-            Err(WriteError::Conflict { .. }) if !client_rv => Err(Retry::Conflict),
-            Err(e) => Err(Retry::Fail(self.map_write_error::<T>(e, &name))),
+            Err(CommitError::Stale(_)) if !client_rv => Err(Retry::Conflict),
+            Err(e) => Err(Retry::Fail(e.into_api(&[(<T as Typed>::KIND, name)]))),
         }
     }
 
@@ -455,20 +625,21 @@ impl Registry {
         &self,
         namespace: &str,
         name: &str,
-        patch: &Patch,
+        patch: Patch,
         sub: Subresource,
         opts: &WriteOptions,
     ) -> ApiResult<Written> {
         let i = info::<T>();
+        let patch = Arc::new(patch);
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Some(current) = self
                 .store
                 .get(<T as Typed>::KIND, &key_for::<T>(namespace, name))
             else {
-                if let Patch::Apply { config, .. } = patch
+                if let Patch::Apply { config, .. } = patch.as_ref()
                     && sub == Subresource::Main
                 {
-                    let obj = self.applied_object::<T>(config, name, None, opts)?;
+                    let obj = applied_object::<T>(config, name, None, opts)?;
                     return match self.create_inner(namespace, obj, opts, true).await {
                         Ok(stored) => Ok(Written {
                             stored,
@@ -480,38 +651,25 @@ impl Registry {
                 }
                 return Err(not_found::<T>(name));
             };
-            let mut doc: Value =
-                serde_json::from_slice(&current.json).map_err(ApiError::internal)?;
-            let patched = match patch {
-                Patch::Json(p) => patch::apply_json_patch(&mut doc, p),
-                Patch::Merge(p) => patch::apply_merge_patch(&mut doc, p),
-                Patch::Strategic(p) => patch::apply_strategic_merge_patch(&mut doc, p),
-                Patch::Apply { .. } => Ok(()),
-            };
-            patched.map_err(|e| match e {
-                PatchError::Malformed(m) => ApiError::bad_request(m),
-                PatchError::Failed(m) => {
-                    let mut err =
-                        ApiError::bad_request(format!("the patch could not be applied: {m}"));
-                    err.code = 422;
-                    err.reason = "Invalid";
-                    err
-                }
-            })?;
-            let new: T = match patch {
-                Patch::Apply { config, .. } => {
-                    self.applied_object::<T>(config, name, Some(&current), opts)?
-                }
-                _ => decode_patched::<T>(doc)?,
+            let new: T = if patch_size(&patch) + current.json.len() > OFFLOAD_PATCH_BYTES {
+                let (current, patch, name, opts) = (
+                    current.clone(),
+                    patch.clone(),
+                    name.to_string(),
+                    opts.clone(),
+                );
+                offload::run(move || patched::<T>(&current, &patch, &name, &opts)).await?
+            } else {
+                patched::<T>(&current, &patch, name, opts)?
             };
             // A resourceVersion inside the patch is a precondition: no silent retry past it.
-            let carried = patch_carried_rv(patch).filter(|rv| !rv.is_empty());
+            let carried = patch_carried_rv(&patch).filter(|rv| !rv.is_empty());
             if let Some(rv) = &carried
                 && parse_rv(rv)? != current.rv
             {
                 return Err(ApiError::stale(i.plural, i.group, name));
             }
-            let is_apply = matches!(patch, Patch::Apply { .. });
+            let is_apply = matches!(patch.as_ref(), Patch::Apply { .. });
             match self
                 .replace_at(&current, new, sub, opts, carried.is_some(), is_apply)
                 .await
@@ -534,97 +692,6 @@ impl Registry {
         ))
     }
 
-    /// Builds the object a server-side apply produces: the live object (if any) merged with the
-    /// applied configuration, minus the fields this manager applied before and no longer does.
-    fn applied_object<T: KindStrategy>(
-        &self,
-        config: &Value,
-        name: &str,
-        current: Option<&Arc<Stored>>,
-        opts: &WriteOptions,
-    ) -> ApiResult<T> {
-        let i = info::<T>();
-        let manager = opts
-            .field_manager
-            .clone()
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| {
-                ApiError::bad_request("PATCH with apply-patch requires the fieldManager parameter")
-            })?;
-        check_type_meta::<T>(config)?;
-        match config.pointer("/metadata/name").and_then(Value::as_str) {
-            Some(n) if n == name => {}
-            Some(n) => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
-            None => {
-                return Err(ApiError::bad_request(
-                    "the applied configuration must set metadata.name",
-                ));
-            }
-        }
-        let applied_set = FieldSet::from_applied(config);
-        let mut doc = match current {
-            Some(c) => serde_json::from_slice(&c.json).map_err(ApiError::internal)?,
-            None => Value::Object(Default::default()),
-        };
-        let mut entries: Vec<ManagedFieldsEntry> = current
-            .and_then(|c| c.object.meta().managed_fields.clone())
-            .unwrap_or_default();
-        let previous = entries
-            .iter()
-            .find(|e| {
-                e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply")
-            })
-            .and_then(|e| e.fields_v1.as_ref())
-            .map(|f| FieldSet::from_fields_v1(&f.0));
-        patch::apply_configuration_merge(&mut doc, config)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if let Some(previous) = previous {
-            let others: Vec<FieldSet> = entries
-                .iter()
-                .filter(|e| e.manager.as_deref() != Some(&manager))
-                .filter_map(|e| e.fields_v1.as_ref())
-                .map(|f| FieldSet::from_fields_v1(&f.0))
-                .collect();
-            for path in previous.removed_in(&applied_set) {
-                if !others.iter().any(|o| o.covers(&path)) {
-                    patch::remove_field(&mut doc, &path);
-                }
-            }
-        }
-        entries.retain(|e| {
-            !(e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply"))
-        });
-        entries.push(ManagedFieldsEntry {
-            manager: Some(manager),
-            operation: Some("Apply".into()),
-            api_version: Some(i.api_version.into()),
-            time: Some(now()),
-            fields_type: Some("FieldsV1".into()),
-            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-                applied_set.to_fields_v1(),
-            )),
-            subresource: None,
-        });
-        if let Some(m) = doc.as_object_mut() {
-            m.insert("apiVersion".into(), Value::from(i.api_version));
-            m.insert("kind".into(), Value::from(i.kind));
-            let meta = m
-                .entry("metadata")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(meta) = meta.as_object_mut() {
-                meta.insert(
-                    "managedFields".into(),
-                    serde_json::to_value(&entries).map_err(ApiError::internal)?,
-                );
-            }
-        }
-        decode_patched::<T>(doc)
-    }
-
     /// Deletes an object: at once, or by marking it if it has finalizers.
     pub async fn delete<T: KindStrategy>(
         &self,
@@ -634,6 +701,7 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Deleted> {
         let i = info::<T>();
+        let names = [(<T as Typed>::KIND, name.to_string())];
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.get::<T>(namespace, name)?;
             let obj: &T = current.typed();
@@ -668,44 +736,27 @@ impl Registry {
                 .finalizers
                 .as_ref()
                 .is_some_and(|f| !f.is_empty());
-            if has_finalizers {
-                if obj.metadata().deletion_timestamp.is_some() {
-                    return Ok(Deleted::Pending(current.clone()));
-                }
+            let pending = has_finalizers && obj.metadata().deletion_timestamp.is_none();
+            if has_finalizers && !pending {
+                return Ok(Deleted::Pending(current.clone()));
+            }
+            let op = if pending {
                 let mut marked = obj.clone();
                 marked.metadata_mut().deletion_timestamp = Some(now());
                 marked.metadata_mut().deletion_grace_period_seconds = Some(0);
-                if opts.dry_run {
-                    return Ok(Deleted::Pending(transient(
-                        marked.into_any(),
-                        Some(current.rv),
-                    )));
-                }
-                match self
-                    .store
-                    .write(vec![WriteOp::update(marked.into_any(), current.rv)])
-                    .await
-                {
-                    Ok(mut s) => return Ok(Deleted::Pending(s.remove(0))),
-                    Err(WriteError::Conflict { .. }) if pre.resource_version.is_none() => continue,
-                    Err(e) => return Err(self.map_write_error::<T>(e, name)),
-                }
-            }
-            if opts.dry_run {
-                return Ok(Deleted::Gone(current.clone()));
-            }
-            match self
-                .store
-                .write(vec![WriteOp::delete(
-                    <T as Typed>::KIND,
-                    current.key.clone(),
-                    current.rv,
-                )])
-                .await
-            {
+                WriteOp::update(marked.into_any(), current.rv)
+            } else {
+                WriteOp::delete(<T as Typed>::KIND, current.key.clone(), current.rv)
+            };
+            let staged = vec![Staged {
+                op,
+                old: Some(current.clone()),
+            }];
+            match self.commit(staged, opts.dry_run).await {
+                Ok(mut s) if pending => return Ok(Deleted::Pending(s.remove(0))),
                 Ok(mut s) => return Ok(Deleted::Gone(s.remove(0))),
-                Err(WriteError::Conflict { .. }) if pre.resource_version.is_none() => continue,
-                Err(e) => return Err(self.map_write_error::<T>(e, name)),
+                Err(CommitError::Stale(_)) if pre.resource_version.is_none() => continue,
+                Err(e) => return Err(e.into_api(&names)),
             }
         }
         Err(ApiError::conflict(
@@ -718,11 +769,13 @@ impl Registry {
 
     /// Writes several objects in one transaction, for controllers that must change objects
     /// together (a bind; a provisioned volume and its claim). Objects are written whole: spec,
-    /// status and metadata as given, with no status/spec split. Admission, defaults and
-    /// validation still apply, and every update is conditional on the version it was read at.
+    /// status and metadata as given, with no status/spec split. Every other rule of
+    /// [`Registry::finish`] applies, and every update is conditional on the version it was
+    /// read at.
     pub async fn write_together(&self, writes: Vec<Write>) -> ApiResult<Vec<Arc<Stored>>> {
-        let mut ops = Vec::with_capacity(writes.len());
+        let mut staged = Vec::with_capacity(writes.len());
         let mut names = Vec::with_capacity(writes.len());
+        let opts = WriteOptions::default();
         for w in writes {
             let (obj, rv) = match w {
                 Write::Create(obj) => (obj, None),
@@ -742,57 +795,28 @@ impl Registry {
             };
             let checked = crate::with_kind!(kind, T => {
                 let mut new = T::from_any_owned(obj).expect("kind matches");
-                let old: Option<&T> = current.as_ref().map(|c| c.typed());
-                if old.is_none() {
+                if current.is_none() {
                     let meta = new.metadata_mut();
                     meta.uid = Some(uuid::Uuid::new_v4().to_string());
                     meta.creation_timestamp = Some(now());
                     meta.generation = Some(1);
                     meta.resource_version = None;
                 }
-                let mut any = new.into_any();
-                admission::admit(&self.store, &mut any, current.as_ref().map(|c| &c.object))?;
-                let mut new = T::from_any_owned(any).expect("admission keeps the kind");
-                new.default();
-                normalize_meta(new.metadata_mut());
-                Self::validate(&new, old)?;
-                if let Some(old) = old
-                    && new.spec_changed(old)
-                {
-                    new.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(1) + 1);
-                }
-                new.into_any()
+                self.finish(new, current.as_ref(), &opts)?.into_any()
             });
             names.push((kind, key.name.clone()));
             let meta = checked.meta();
             let finished_deleting = meta.deletion_timestamp.is_some() && meta.finalizers.is_none();
-            ops.push(match rv {
+            let op = match rv {
                 Some(rv) if finished_deleting => WriteOp::delete(kind, key, rv),
                 Some(rv) => WriteOp::update(checked, rv),
                 None => WriteOp::create(checked),
-            });
-        }
-        self.store.write(ops).await.map_err(|e| {
-            let failed = |op: usize| {
-                let (kind, name) = &names[op];
-                (kind.info(), name.as_str())
             };
-            match e {
-                WriteError::Conflict { op, .. } => {
-                    let (i, name) = failed(op);
-                    ApiError::stale(i.plural, i.group, name)
-                }
-                WriteError::AlreadyExists { op } => {
-                    let (i, name) = failed(op);
-                    ApiError::already_exists(i.plural, i.group, name)
-                }
-                WriteError::NotFound { op } => {
-                    let (i, name) = failed(op);
-                    ApiError::not_found(i.plural, i.group, name)
-                }
-                WriteError::Unavailable(m) => ApiError::unavailable(m),
-            }
-        })
+            staged.push(Staged { op, old: current });
+        }
+        self.commit(staged, false)
+            .await
+            .map_err(|e| e.into_api(&names))
     }
 }
 
@@ -807,6 +831,137 @@ enum Retry {
     /// Lost a race; read the newest version and try again.
     Conflict,
     Fail(ApiError),
+}
+
+/// Roughly how many bytes a patch document holds (for choosing where to apply it).
+fn patch_size(patch: &Patch) -> usize {
+    let v = match patch {
+        Patch::Json(v) | Patch::Merge(v) | Patch::Strategic(v) => v,
+        Patch::Apply { config, .. } => config,
+    };
+    document::measure(v).bytes
+}
+
+/// The object a patch makes of `current`: CPU-bound, and bounded by the patch limits.
+fn patched<T: KindStrategy>(
+    current: &Stored,
+    patch: &Patch,
+    name: &str,
+    opts: &WriteOptions,
+) -> ApiResult<T> {
+    if let Patch::Apply { config, .. } = patch {
+        return applied_object::<T>(config, name, Some(current), opts);
+    }
+    let mut doc: Value = serde_json::from_slice(&current.json).map_err(ApiError::internal)?;
+    let patched = match patch {
+        Patch::Json(p) => patch::apply_json_patch(&mut doc, p, MAX_PATCH_COPY_BYTES),
+        Patch::Merge(p) => patch::apply_merge_patch(&mut doc, p),
+        Patch::Strategic(p) => patch::apply_strategic_merge_patch(&mut doc, p),
+        Patch::Apply { .. } => Ok(()),
+    };
+    patched.map_err(patch_error)?;
+    decode_patched::<T>(doc)
+}
+
+fn patch_error(e: PatchError) -> ApiError {
+    match e {
+        PatchError::Malformed(m) => ApiError::bad_request(m),
+        PatchError::TooLarge(m) => ApiError::entity_too_large(m),
+        PatchError::Failed(m) => {
+            let mut err = ApiError::bad_request(format!("the patch could not be applied: {m}"));
+            err.code = 422;
+            err.reason = "Invalid";
+            err
+        }
+    }
+}
+
+/// Builds the object a server-side apply produces: the live object (if any) merged with the
+/// applied configuration, minus the fields this manager applied before and no longer does.
+fn applied_object<T: KindStrategy>(
+    config: &Value,
+    name: &str,
+    current: Option<&Stored>,
+    opts: &WriteOptions,
+) -> ApiResult<T> {
+    let i = info::<T>();
+    let manager = opts
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("PATCH with apply-patch requires the fieldManager parameter")
+        })?;
+    check_type_meta::<T>(config)?;
+    match config.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n == name => {}
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "the applied configuration must set metadata.name",
+            ));
+        }
+    }
+    let applied_set = FieldSet::from_applied(config);
+    let mut doc = match current {
+        Some(c) => serde_json::from_slice(&c.json).map_err(ApiError::internal)?,
+        None => Value::Object(Default::default()),
+    };
+    let mut entries: Vec<ManagedFieldsEntry> = current
+        .and_then(|c| c.object.meta().managed_fields.clone())
+        .unwrap_or_default();
+    let previous = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply"))
+        .and_then(|e| e.fields_v1.as_ref())
+        .map(|f| FieldSet::from_fields_v1(&f.0));
+    patch::apply_configuration_merge(&mut doc, config).map_err(patch_error)?;
+    if let Some(previous) = previous {
+        let others: Vec<FieldSet> = entries
+            .iter()
+            .filter(|e| e.manager.as_deref() != Some(&manager))
+            .filter_map(|e| e.fields_v1.as_ref())
+            .map(|f| FieldSet::from_fields_v1(&f.0))
+            .collect();
+        let unowned: Vec<Vec<String>> = previous
+            .removed_in(&applied_set)
+            .into_iter()
+            .filter(|path| !others.iter().any(|o| o.covers(path)))
+            .collect();
+        patch::remove_fields(&mut doc, &unowned);
+    }
+    entries.retain(|e| {
+        !(e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply"))
+    });
+    entries.push(ManagedFieldsEntry {
+        manager: Some(manager),
+        operation: Some("Apply".into()),
+        api_version: Some(i.api_version.into()),
+        time: Some(now()),
+        fields_type: Some("FieldsV1".into()),
+        fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+            applied_set.to_fields_v1(),
+        )),
+        subresource: None,
+    });
+    if let Some(m) = doc.as_object_mut() {
+        m.insert("apiVersion".into(), Value::from(i.api_version));
+        m.insert("kind".into(), Value::from(i.kind));
+        let meta = m
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(
+                "managedFields".into(),
+                serde_json::to_value(&entries).map_err(ApiError::internal)?,
+            );
+        }
+    }
+    decode_patched::<T>(doc)
 }
 
 /// The resourceVersion literally present in a patch document, if any.

@@ -15,10 +15,12 @@ use crate::machinery::validation::FieldErrors;
 
 pub mod event;
 pub mod lease;
+pub mod names;
 pub mod node;
 pub mod pod;
 pub mod pv;
 pub mod pvc;
+pub mod resourcequota;
 pub mod schema;
 pub mod storageclass;
 pub mod table;
@@ -30,6 +32,7 @@ pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 pub use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 
+pub use resourcequota::ResourceQuota;
 pub use table::Column;
 pub use volumesnapshot::VolumeSnapshot;
 
@@ -47,6 +50,7 @@ macro_rules! for_each_kind {
             Event => $crate::resources::Event,
             Lease => $crate::resources::Lease,
             VolumeSnapshot => $crate::resources::VolumeSnapshot,
+            ResourceQuota => $crate::resources::ResourceQuota,
         }
     };
 }
@@ -90,6 +94,10 @@ macro_rules! with_kind {
             }
             $crate::resources::Kind::VolumeSnapshot => {
                 type $t = $crate::resources::VolumeSnapshot;
+                $body
+            }
+            $crate::resources::Kind::ResourceQuota => {
+                type $t = $crate::resources::ResourceQuota;
                 $body
             }
         }
@@ -146,6 +154,15 @@ macro_rules! define_kinds {
                 };
                 // Serializing these types cannot fail: they hold only strings, numbers and maps.
                 result.expect("k8s-openapi types always serialize")
+            }
+
+            /// Writes the wire form into `w` (a meter, a buffer) without building it first.
+            pub fn write_json<W: std::io::Write>(&self, w: W) {
+                let result = match self {
+                    $(AnyObject::$variant(o) => serde_json::to_writer(w, o),)*
+                };
+                // Only the writer can fail, and the meters and buffers used here never do.
+                let _ = result;
             }
 
             pub fn to_value(&self) -> serde_json::Value {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch as notify};
 
 use crate::resources::{AnyObject, Kind, Typed};
 
@@ -153,6 +153,15 @@ impl WatchEvent {
     pub fn kind(&self) -> Kind {
         self.object.kind
     }
+
+    /// The memory this entry of the change log holds, counted as if nothing else shared it:
+    /// each object version as its JSON and a typed copy (about twice the JSON), for the new
+    /// version and the one it replaced.
+    pub fn cost(&self) -> usize {
+        const OVERHEAD: usize = 256;
+        let version = |s: &Stored| 3 * s.json.len() + OVERHEAD;
+        version(&self.object) + self.prev.as_deref().map_or(0, version)
+    }
 }
 
 /// What must be true of the current object for an operation to apply.
@@ -166,13 +175,13 @@ pub enum Precondition {
     AtRv(Rv),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Change {
     Put(AnyObject),
     Delete,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct WriteOp {
     pub kind: Kind,
     pub key: ObjectKey,
@@ -231,10 +240,11 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Change-log entries kept for watch resume.
     pub log_max_events: usize,
+    /// Memory the change log may take, in bytes (see [`WatchEvent::cost`]). Watchers read the
+    /// log itself, so this bounds all watch history and every watcher's backlog together.
+    pub log_max_bytes: usize,
     /// Age after which change-log entries are compacted.
     pub log_window: Duration,
-    /// Events a watcher may fall behind before it is cut off.
-    pub watch_buffer: usize,
 }
 
 impl Default for StoreOptions {
@@ -242,8 +252,8 @@ impl Default for StoreOptions {
         StoreOptions {
             max_batch: 1024,
             log_max_events: 100_000,
+            log_max_bytes: 256 * 1024 * 1024,
             log_window: Duration::from_secs(600),
-            watch_buffer: 65_536,
         }
     }
 }
@@ -256,7 +266,8 @@ pub struct Store {
 
 struct Inner {
     state: RwLock<State>,
-    events: broadcast::Sender<Arc<WatchEvent>>,
+    /// The newest committed resourceVersion, published after the log has it: wakes watchers.
+    published: notify::Sender<Rv>,
     writer: mpsc::Sender<WriterMessage>,
     options: StoreOptions,
 }
@@ -268,6 +279,8 @@ struct State {
     rv: Rv,
     /// Recent changes, oldest first.
     log: VecDeque<Arc<WatchEvent>>,
+    /// What the log's entries cost, by [`WatchEvent::cost`].
+    log_bytes: usize,
     /// Changes at or below this rv are no longer in the log.
     compacted_rv: Rv,
 }
@@ -321,16 +334,20 @@ impl Store {
         }
         let rv = loaded.last_rv;
         let compacted_rv = log.front().map_or(rv, |e| e.rv - 1);
-        let (events, _) = broadcast::channel(options.watch_buffer.max(16));
+        let log_bytes = log.iter().map(|e| e.cost()).sum();
+        let (published, _) = notify::channel(rv);
         let (writer, rx) = mpsc::channel(options.max_batch * 4);
+        let mut state = State {
+            objects,
+            rv,
+            log,
+            log_bytes,
+            compacted_rv,
+        };
+        trim_log(&mut state, &options);
         let inner = Arc::new(Inner {
-            state: RwLock::new(State {
-                objects,
-                rv,
-                log,
-                compacted_rv,
-            }),
-            events,
+            state: RwLock::new(state),
+            published,
             writer,
             options,
         });
@@ -456,10 +473,7 @@ impl Store {
                 oldest: state.compacted_rv + 1,
             });
         }
-        let start = state.log.partition_point(|e| e.rv <= after);
-        let backlog: VecDeque<_> = state.log.range(start..).cloned().collect();
-        let rx = self.inner.events.subscribe();
-        Ok(Watcher::new(backlog, rx))
+        Ok(Watcher::new(self.inner.clone(), after))
     }
 
     /// Takes a snapshot of every object of the given kinds and starts a watch right after it,
@@ -471,8 +485,7 @@ impl Store {
         for k in kinds {
             items.extend(state.objects[*k as usize].values().cloned());
         }
-        let rx = self.inner.events.subscribe();
-        (items, state.rv, Watcher::new(VecDeque::new(), rx))
+        (items, state.rv, Watcher::new(self.inner.clone(), state.rv))
     }
 
     /// Like [`Store::snapshot_and_watch`] for one kind and optional namespace.
@@ -489,8 +502,13 @@ impl Store {
                 .map(|(_, v)| v.clone())
                 .collect(),
         };
-        let rx = self.inner.events.subscribe();
-        (items, state.rv, Watcher::new(VecDeque::new(), rx))
+        (items, state.rv, Watcher::new(self.inner.clone(), state.rv))
+    }
+
+    /// The change log's size: entries and bytes (by [`WatchEvent::cost`]).
+    pub fn log_usage(&self) -> (usize, usize) {
+        let state = self.inner.state.read();
+        (state.log.len(), state.log_bytes)
     }
 
     /// The oldest resourceVersion a watch can still resume after.
@@ -689,27 +707,31 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         state.rv = rv;
         for (_, events) in &accepted {
             for e in events {
+                state.log_bytes += e.cost();
                 state.log.push_back(e.clone());
-                // No receivers is not an error: nobody is watching.
-                let _ = inner.events.send(e.clone());
             }
         }
         trim_log(&mut state, &inner.options);
     }
+    // Watchers read the log, which now has every change up to `rv`.
+    inner.published.send_replace(rv);
     for (reply, events) in accepted {
         let _ = reply.send(Ok(events.iter().map(|e| e.object.clone()).collect()));
     }
 }
 
-/// Drops log entries beyond the size bound or older than the window; never the newest one.
+/// Drops log entries beyond the count or byte bound, or older than the window; never the
+/// newest one.
 fn trim_log(state: &mut State, options: &StoreOptions) {
     let horizon = now_unix() - options.log_window.as_secs() as i64;
     while state.log.len() > 1
         && (state.log.len() > options.log_max_events
+            || state.log_bytes > options.log_max_bytes
             || state.log.front().is_some_and(|e| e.committed_at < horizon))
     {
         if let Some(e) = state.log.pop_front() {
             state.compacted_rv = e.rv;
+            state.log_bytes -= e.cost();
         }
     }
 }

@@ -3,6 +3,15 @@
 //! every write; a second one checkpoints the WAL into the database file in the background, so
 //! the copying and the database file's fsync stay off the writer's path (SQLite would otherwise
 //! checkpoint inside whichever commit crosses the threshold, stalling every request in it).
+//!
+//! The WAL stays bounded under sustained writes. SQLite starts the WAL over from its beginning
+//! only when a writer finds it entirely checkpointed, which a background checkpoint running
+//! beside a busy writer never achieves: the WAL would grow for as long as the load lasts (and
+//! every commit would extend the file, so the kernel zeroes fresh blocks on the write path).
+//! So once the WAL passes [`WAL_RESTART_BYTES`], the writer itself checkpoints between two
+//! commits. The background checkpointer has already copied nearly everything, so this is quick;
+//! the next commit then restarts the WAL at its beginning, reusing its blocks, and
+//! `journal_size_limit` trims a WAL that grew past [`WAL_KEEP_BYTES`].
 
 use std::path::Path;
 use std::str::FromStr;
@@ -21,10 +30,18 @@ const CHUNK: usize = 128;
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Past this size, the writer checkpoints so that the WAL restarts from its beginning.
+const WAL_RESTART_BYTES: u64 = 32 * 1024 * 1024;
+/// A restarted WAL file is truncated to this size if it grew larger.
+const WAL_KEEP_BYTES: u64 = 64 * 1024 * 1024;
+/// Commits between two looks at the WAL's size.
+const WAL_LOOK_EVERY: u32 = 32;
 
 pub struct SqliteBackend {
     conn: SqliteConnection,
     checkpointer: tokio::task::AbortHandle,
+    wal_path: std::path::PathBuf,
+    commits_since_look: u32,
 }
 
 impl Drop for SqliteBackend {
@@ -60,6 +77,11 @@ impl SqliteBackend {
         sqlx::query("PRAGMA wal_autocheckpoint = 0")
             .execute(&mut conn)
             .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA journal_size_limit = {WAL_KEEP_BYTES}"
+        )))
+        .execute(&mut conn)
+        .await?;
         let mut checkpoint_conn = SqliteConnection::connect_with(&options)
             .await
             .with_context(|| format!("opening {} for checkpoints", path.display()))?;
@@ -77,7 +99,38 @@ impl SqliteBackend {
             }
         })
         .abort_handle();
-        Ok(SqliteBackend { conn, checkpointer })
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        Ok(SqliteBackend {
+            conn,
+            checkpointer,
+            wal_path: wal_path.into(),
+            commits_since_look: 0,
+        })
+    }
+
+    /// The WAL's size on disk (0 if it is not there).
+    pub fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
+    }
+
+    /// Checkpoints from the writer's connection when the WAL has grown, so that the next
+    /// commit starts it over (see the module docs).
+    async fn bound_wal(&mut self) {
+        self.commits_since_look += 1;
+        if self.commits_since_look < WAL_LOOK_EVERY {
+            return;
+        }
+        self.commits_since_look = 0;
+        if self.wal_bytes() < WAL_RESTART_BYTES {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut self.conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint by the writer failed");
+        }
     }
 }
 
@@ -197,6 +250,7 @@ impl Backend for SqliteBackend {
             }
         }
         tx.commit().await?;
+        self.bound_wal().await;
         Ok(())
     }
 

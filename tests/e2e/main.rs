@@ -10,6 +10,7 @@ mod cli;
 mod discovery;
 mod durability;
 mod ebs;
+mod hostile;
 mod nfs;
 mod provisioning;
 mod security;

@@ -276,3 +276,70 @@ async fn nfs_capacity_is_enforced_per_share_and_claims_grow() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_cannot_take_a_directory_around_another_tenants_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let mut s = Server::start_with(&["--rate-limit", "0"]).await;
+    // Two classes on one share: one directory per claim, and one a claim annotation names.
+    create_class(
+        &s,
+        &nfs_class(
+            "per-claim",
+            &g,
+            json!({"subDir": "${pvc.metadata.namespace}/${pvc.metadata.name}"}),
+        ),
+    )
+    .await;
+    create_class(
+        &s,
+        &nfs_class(
+            "by-annotation",
+            &g,
+            json!({"subDir": "${pvc.metadata.annotations['example.com/dir']}"}),
+        ),
+    )
+    .await;
+    let victim = token(&s, "namespace:team-a", None).await;
+    let attacker = token(&s, "namespace:team-b", None).await;
+    let (a, b) = (As::new(&s, &victim), As::new(&s, &attacker));
+    assert_eq!(
+        a.create(&pvcs("team-a"), &claim_in_class("data", "1Gi", "per-claim"))
+            .await,
+        StatusCode::CREATED
+    );
+    s.wait_for_phase(&format!("{}/data", pvcs("team-a")), "Bound")
+        .await;
+    let data = g.export_dir().join("team-a/data");
+    std::fs::write(data.join("secret"), "team-a's").unwrap();
+
+    // The parent of team-a's directory, and a directory inside it.
+    for (name, path) in [("parent", "team-a"), ("inside", "team-a/data/x")] {
+        let mut claim = claim_in_class(name, "1Gi", "by-annotation");
+        claim["metadata"]["annotations"] = json!({"example.com/dir": path});
+        assert_eq!(b.create(&pvcs("team-b"), &claim).await, StatusCode::CREATED);
+        let message = s.wait_for_event("team-b", name, "ProvisioningFailed").await;
+        assert!(message.contains("overlap"), "{message}");
+        let (_, c) = b
+            .send(
+                reqwest::Method::GET,
+                &format!("{}/{name}", pvcs("team-b")),
+                None,
+            )
+            .await;
+        assert_eq!(c["status"]["phase"], "Pending", "{c}");
+        // Deleting the refused claim touches nothing of team-a's.
+        assert_eq!(
+            b.delete(&format!("{}/{name}", pvcs("team-b"))).await,
+            StatusCode::OK
+        );
+        s.wait_gone(&format!("{}/{name}", pvcs("team-b"))).await;
+    }
+    assert!(!data.join("x").exists());
+    assert_eq!(
+        std::fs::read_to_string(data.join("secret")).unwrap(),
+        "team-a's"
+    );
+    s.assert_alive_within(400 << 20).await;
+}

@@ -7,62 +7,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const TOKENS: &str = "/apis/auth.stowage.dev/v1/tokens";
-
-/// Creates a token with `role` through the API; returns the token string.
-async fn token(s: &Server, role: &str, ttl: Option<i64>) -> String {
-    let mut spec = json!({"name": format!("test-{role}"), "role": role});
-    if let Some(t) = ttl {
-        spec["ttlSeconds"] = json!(t);
-    }
-    let (code, v) = s.post(TOKENS, &json!({"spec": spec})).await;
-    assert_eq!(code, StatusCode::CREATED, "{v}");
-    v["status"]["token"].as_str().unwrap().to_string()
-}
-
-struct As<'a> {
-    s: &'a Server,
-    client: reqwest::Client,
-}
-
-impl<'a> As<'a> {
-    fn new(s: &'a Server, token: &str) -> Self {
-        As {
-            s,
-            client: client_for(token, ca_of(&s.data_dir).as_deref()),
-        }
-    }
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.s.url(path));
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.unwrap();
-        let code = resp.status();
-        let v = resp.json().await.unwrap_or(Value::Null);
-        (code, v)
-    }
-    async fn get(&self, path: &str) -> StatusCode {
-        self.send(Method::GET, path, None).await.0
-    }
-    async fn list_names(&self, path: &str) -> Vec<String> {
-        let (code, v) = self.send(Method::GET, path, None).await;
-        assert_eq!(code, StatusCode::OK, "{path}: {v}");
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
-            .collect()
-    }
-    async fn create(&self, path: &str, body: &Value) -> StatusCode {
-        self.send(Method::POST, path, Some(body)).await.0
-    }
-    async fn delete(&self, path: &str) -> StatusCode {
-        self.send(Method::DELETE, path, None).await.0
-    }
-}
-
 fn lease(name: &str) -> Value {
     json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}})

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 pub struct Server {
     child: Option<Child>,
@@ -408,4 +408,107 @@ pub fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
     std::fs::write(&path, yaml).expect("config");
     let p = path.display().to_string();
     (dir, p)
+}
+
+pub const TOKENS: &str = "/apis/auth.stowage.dev/v1/tokens";
+
+/// Creates a token with `role` through the API; returns the token string.
+pub async fn token(s: &Server, role: &str, ttl: Option<i64>) -> String {
+    let mut spec = json!({"name": format!("test-{role}"), "role": role});
+    if let Some(t) = ttl {
+        spec["ttlSeconds"] = json!(t);
+    }
+    let (code, v) = s.post(TOKENS, &json!({"spec": spec})).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    v["status"]["token"].as_str().unwrap().to_string()
+}
+
+pub struct As<'a> {
+    pub s: &'a Server,
+    pub client: reqwest::Client,
+}
+
+impl<'a> As<'a> {
+    pub fn new(s: &'a Server, token: &str) -> Self {
+        As {
+            s,
+            client: client_for(token, ca_of(&s.data_dir).as_deref()),
+        }
+    }
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.s.url(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        let code = resp.status();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        (code, v)
+    }
+    pub async fn get(&self, path: &str) -> StatusCode {
+        self.send(Method::GET, path, None).await.0
+    }
+    pub async fn list_names(&self, path: &str) -> Vec<String> {
+        let (code, v) = self.send(Method::GET, path, None).await;
+        assert_eq!(code, StatusCode::OK, "{path}: {v}");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+    pub async fn create(&self, path: &str, body: &Value) -> StatusCode {
+        self.send(Method::POST, path, Some(body)).await.0
+    }
+    pub async fn delete(&self, path: &str) -> StatusCode {
+        self.send(Method::DELETE, path, None).await.0
+    }
+}
+
+impl Server {
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// The server's resident memory, in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server process is alive");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+            * 1024
+    }
+
+    /// Checks the server survived: still running, `/healthz` answers within a second, and its
+    /// memory stayed under `max_rss` bytes.
+    pub async fn assert_alive_within(&mut self, max_rss: u64) {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            panic!("the server died ({status}); log:\n{}", self.log());
+        }
+        let started = Instant::now();
+        let (code, _) = tokio::time::timeout(Duration::from_secs(1), self.get("/healthz"))
+            .await
+            .expect("/healthz answers within a second");
+        assert_eq!(code, StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let rss = self.rss_bytes();
+        assert!(
+            rss < max_rss,
+            "the server holds {} MiB, over the {} MiB bound",
+            rss >> 20,
+            max_rss >> 20
+        );
+    }
 }

@@ -146,5 +146,7 @@ where
         (Some(c), None) => c.to_string(),
         _ => aws_sdk_ec2::error::DisplayErrorContext(e).to_string(),
     };
+    // AWS names the account, role and key in ARNs, and may attach the whole policy context.
+    let detail = stowage_provider::redact::account_identifiers(&detail);
     ProviderError::new(kind, format!("{what}: {detail}"))
 }

@@ -131,7 +131,9 @@ fn number(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
 
 /// The size in GiB for a request in bytes (EBS sizes are whole GiB; never smaller).
 pub fn gib_for(bytes: i64) -> i64 {
-    (bytes.max(1) + GIB - 1) / GIB
+    // Rounding up by remainder cannot overflow where `bytes + GIB - 1` did, near i64::MAX.
+    let bytes = bytes.max(1);
+    bytes / GIB + i64::from(bytes % GIB != 0)
 }
 
 fn render_tag(value: &str, claim: &ClaimRef, volume_name: &str) -> String {
@@ -174,7 +176,10 @@ impl VolumeSpec {
         if iops.is_some() && per_gb.is_some() {
             return Err(ProviderError::invalid("give iops or iopsPerGB, not both"));
         }
-        let iops = match (limits.iops, iops.or(per_gb.map(|p| p * size_gib))) {
+        let iops = match (
+            limits.iops,
+            iops.or(per_gb.map(|p| p.saturating_mul(size_gib))),
+        ) {
             (None, Some(_)) => {
                 return Err(ProviderError::invalid(format!(
                     "{type_name} volumes have no provisioned IOPS"
@@ -320,6 +325,19 @@ mod tests {
             parse(&[("type", "st1")], GIB).unwrap().size_gib,
             125,
             "raised to the type's minimum"
+        );
+    }
+
+    #[test]
+    fn sizes_and_rates_near_the_integer_limits_are_refused_not_wrapped() {
+        assert_eq!(gib_for(i64::MAX), i64::MAX / GIB + 1);
+        assert!(parse(&[], i64::MAX).is_err(), "far over the type's maximum");
+        assert!(
+            parse(
+                &[("type", "io2"), ("iopsPerGB", &i64::MAX.to_string())],
+                10 * GIB
+            )
+            .is_ok()
         );
     }
 

@@ -105,8 +105,16 @@ impl NfsProvider {
         .encode()
     }
 
-    /// Makes the volume's directory (and missing parents), or adopts the one that is there.
-    async fn make_directory(&self, share: &Share, sub_dir: &str, mode: u32) -> Result<()> {
+    /// Makes the volume's directory (and missing parents). A directory already there is taken
+    /// only when `may_adopt` (it is this volume's, or a retained record hands it over):
+    /// a directory that no record accounts for may hold anybody's data.
+    async fn make_directory(
+        &self,
+        share: &Share,
+        sub_dir: &str,
+        mode: u32,
+        may_adopt: bool,
+    ) -> Result<()> {
         let what = || format!("making {sub_dir} on {}", share.key.describe());
         let (parent, last) = match sub_dir.rsplit_once('/') {
             Some((p, l)) => (
@@ -128,6 +136,12 @@ impl NfsProvider {
             .mkdir(&parent, last, mode)
             .await
             .map_err(|f| f.into_error(&what()))?;
+        if !created && !may_adopt {
+            return Err(ProviderError::precondition(format!(
+                "{sub_dir} already exists on {} and no volume record says whose it is; it is not handed to a new volume",
+                share.key.describe()
+            )));
+        }
         // The server may apply its own umask; the class's mode is what the volume gets.
         let actual = dir.attr.as_ref().map(|a| a.file_mode & 0o7777);
         if created && actual != Some(mode) {
@@ -137,6 +151,19 @@ impl NfsProvider {
                 .map_err(|f| f.into_error(&what()))?;
         }
         Ok(())
+    }
+
+    /// Takes back a record this create wrote, after the create was refused.
+    async fn forget(&self, share: &Share, name: &str) {
+        if let Err(f) = share.remove_record(name).await {
+            tracing::warn!(
+                volume = name,
+                share = share.key.describe(),
+                error = %f.into_error("removing a refused volume's record"),
+                "the record stays; the orphan sweep will remove it"
+            );
+        }
+        share.ledger.lock().remove(name);
     }
 
     /// Deletes, archives or keeps a volume's directory. Touches nothing but that directory.
@@ -224,6 +251,39 @@ impl NfsProvider {
     }
 }
 
+/// Whether a new volume in `namespace` may take `sub_dir` despite `o`: only a retained
+/// record of exactly that directory, from a claim of the same namespace, hands it over.
+/// Returns the retained record's name.
+fn adoptable(o: &records::Overlap, sub_dir: &str, namespace: &str, on: &str) -> Result<String> {
+    if let Some(Some(ns)) = &o.retained
+        && ns == namespace
+        && o.sub_dir == sub_dir
+    {
+        return Ok(o.volume.clone());
+    }
+    // The refusal reaches the claim's events, which its tenant reads: it does not name the
+    // other volume or its directory (another tenant's). The log does, for the admin.
+    tracing::warn!(
+        share = on,
+        directory = sub_dir,
+        other_volume = o.volume,
+        other_directory = o.sub_dir,
+        retained = o.retained.is_some(),
+        "refused a volume directory that overlaps another volume's"
+    );
+    Err(ProviderError::precondition(
+        if o.retained.is_some() && o.sub_dir == sub_dir {
+            format!(
+                "directory {sub_dir} on {on} holds the retained data of a volume made for another namespace"
+            )
+        } else {
+            format!(
+                "directory {sub_dir} on {on} would overlap another volume's directory: no volume's directory may be, contain or lie inside another's"
+            )
+        },
+    ))
+}
+
 /// Releases a create's reserved bytes unless the create finished (also when it is cancelled).
 struct Reservation<'a> {
     share: &'a Share,
@@ -297,66 +357,116 @@ impl Provider for NfsProvider {
             bytes: req.capacity_bytes,
             on_delete: params.on_delete,
             owner: self.owner.clone(),
+            claim_namespace: Some(req.claim.namespace.clone()),
+            retained: false,
         };
         let same = |r: &Record| {
-            r.sub_dir == record.sub_dir
+            !r.retained
+                && r.sub_dir == record.sub_dir
                 && r.bytes == record.bytes
                 && r.on_delete == record.on_delete
         };
         let existing = share.ledger.lock().get(&req.name).cloned();
-        match existing {
-            Some(r) if same(&r) => {}
+        // Whether the directory is already this volume's (a create repeated after a crash or
+        // a lost answer), so that finding it on the share is expected.
+        let mut ours = match existing {
+            Some(r) if same(&r) => true,
             Some(r) => {
                 return Err(ProviderError::already_exists(format!(
                     "volume {} exists on {on} with directory {} and {} bytes",
                     req.name, r.sub_dir, r.bytes
                 )));
             }
-            None => {
-                if let Some(other) = share.ledger.lock().user_of(&sub_dir, &req.name) {
-                    return Err(ProviderError::precondition(format!(
-                        "directory {sub_dir} on {on} belongs to volume {other}; the class's subDir template gives two claims one directory"
+            None => false,
+        };
+        let mut wrote_record = false;
+        if !ours {
+            // Fail fast on what this process already knows (including creates in flight).
+            if let Some(o) = share.ledger.lock().overlapping(&sub_dir, &req.name) {
+                adoptable(&o, &sub_dir, &req.claim.namespace, &on)?;
+            }
+            let total = share
+                .total_bytes()
+                .await
+                .map_err(|f| f.into_error(&format!("asking {on} for its size")))?;
+            let limit = params.capacity_cap.map_or(total, |cap| cap.min(total));
+            {
+                let mut ledger = share.ledger.lock();
+                let used = ledger.used();
+                if used.saturating_add(req.capacity_bytes) > limit {
+                    return Err(ProviderError::exhausted(format!(
+                        "{on} has {} of {limit} bytes free for volumes; {} requested",
+                        (limit - used).max(0),
+                        req.capacity_bytes
                     )));
                 }
-                let total = share
-                    .total_bytes()
-                    .await
-                    .map_err(|f| f.into_error(&format!("asking {on} for its size")))?;
-                let limit = params.capacity_cap.map_or(total, |cap| cap.min(total));
-                {
-                    let mut ledger = share.ledger.lock();
-                    let used = ledger.used();
-                    if used.saturating_add(req.capacity_bytes) > limit {
-                        return Err(ProviderError::exhausted(format!(
-                            "{on} has {} of {limit} bytes free for volumes; {} requested",
-                            (limit - used).max(0),
-                            req.capacity_bytes
+                ledger.reserve(&req.name, &sub_dir, req.capacity_bytes);
+            }
+            let _reserved = Reservation {
+                share: &share,
+                name: &req.name,
+            };
+            match share.write_record(&req.name, &record).await {
+                Ok(()) => {
+                    share.ledger.lock().put(&req.name, record.clone());
+                    wrote_record = true;
+                }
+                Err(Failure::Exists) => match self.record_of(&share, &req.name).await? {
+                    Some(r) if same(&r) => ours = true,
+                    _ => {
+                        return Err(ProviderError::already_exists(format!(
+                            "volume {} exists on {on} with other parameters",
+                            req.name
                         )));
                     }
-                    ledger.reserve(&req.name, &sub_dir, req.capacity_bytes);
-                }
-                let _reserved = Reservation {
-                    share: &share,
-                    name: &req.name,
-                };
-                match share.write_record(&req.name, &record).await {
-                    Ok(()) => share.ledger.lock().put(&req.name, record.clone()),
-                    Err(Failure::Exists) => match self.record_of(&share, &req.name).await? {
-                        Some(r) if same(&r) => {}
-                        _ => {
-                            return Err(ProviderError::already_exists(format!(
-                                "volume {} exists on {on} with other parameters",
-                                req.name
-                            )));
-                        }
-                    },
-                    Err(f) => {
-                        return Err(f.into_error(&format!("recording {} on {on}", req.name)));
-                    }
+                },
+                Err(f) => {
+                    return Err(f.into_error(&format!("recording {} on {on}", req.name)));
                 }
             }
         }
-        self.make_directory(&share, &sub_dir, params.mode).await?;
+        // The authoritative check, now that our record is on the share: every record written
+        // before ours, by any class or installation sharing this export, is seen. Two racers
+        // may both step back; neither can win against the other.
+        let adopted = if wrote_record {
+            let checked = async {
+                share
+                    .sync_since(std::time::Instant::now())
+                    .await
+                    .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
+                let overlap = share.ledger.lock().overlapping(&sub_dir, &req.name);
+                match overlap {
+                    Some(o) => adoptable(&o, &sub_dir, &req.claim.namespace, &on).map(Some),
+                    None => Ok(None),
+                }
+            }
+            .await;
+            match checked {
+                Ok(adopted) => adopted,
+                Err(e) => {
+                    self.forget(&share, &req.name).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(retained) = &adopted {
+            // The directory passes to the new volume; the retained record goes.
+            share.remove_record(retained).await.map_err(|f| {
+                f.into_error(&format!("removing the retained record {retained} on {on}"))
+            })?;
+            share.ledger.lock().remove(retained);
+        }
+        if let Err(e) = self
+            .make_directory(&share, &sub_dir, params.mode, ours || adopted.is_some())
+            .await
+        {
+            if wrote_record {
+                self.forget(&share, &req.name).await;
+            }
+            return Err(e);
+        }
 
         let mut attributes = BTreeMap::from([
             ("server".to_string(), share.key.server.display()),
@@ -407,7 +517,24 @@ impl Provider for NfsProvider {
                 "the handle and the record disagree; following the record"
             );
         }
+        if record.retained {
+            return Ok(());
+        }
         self.dispose_directory(&share, &record).await?;
+        if record.on_delete == params::OnDelete::Retain {
+            // The directory stays, and so does a record of whose it was: nothing else may
+            // take or nest in it, and only its own namespace may adopt it.
+            let retained = Record {
+                retained: true,
+                ..record
+            };
+            share
+                .replace_record(&h.name, &retained)
+                .await
+                .map_err(|f| f.into_error(&format!("recording {} as retained on {on}", h.name)))?;
+            share.ledger.lock().put(&h.name, retained);
+            return Ok(());
+        }
         share
             .remove_record(&h.name)
             .await
@@ -535,7 +662,7 @@ impl Provider for NfsProvider {
             })?;
             let ledger = share.ledger.lock();
             for (name, record) in ledger.records() {
-                if record.owner == self.owner {
+                if record.owner == self.owner && !record.retained {
                     out.push(VolumeInfo {
                         name: name.clone(),
                         handle: Self::handle(&share, &record.sub_dir, name),

@@ -9,9 +9,16 @@
 //! agree. Nothing ever follows these links. An update (expansion) makes a new link and renames
 //! it over the old one, which is atomic.
 //!
+//! A volume deleted with `onDelete: retain` keeps a **retained** record: its directory stays,
+//! and the record says whose it was. A new volume may take over (adopt) a directory only if a
+//! retained record names the same directory and a claim of the same namespace; a directory
+//! that no record accounts for is never handed out.
+//!
 //! [`Ledger`] is the in-memory view of a share's records: which volumes exist, which
 //! directories they use, and how many bytes are committed, with reservations for creates in
-//! flight so that concurrent creates cannot over-commit between them.
+//! flight so that concurrent creates cannot over-commit between them. It also answers the
+//! question that keeps tenants apart: does a directory [`overlap`](Ledger::overlapping) any
+//! other volume's (the same, an ancestor or a descendant)?
 
 use std::collections::HashMap;
 
@@ -35,6 +42,31 @@ pub struct Record {
     /// The Stowage installation that made it: a share used by two installations is safe from
     /// each other's orphan sweeps.
     pub owner: String,
+    /// The namespace of the claim it was made for (who may adopt the directory once retained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_namespace: Option<String>,
+    /// The volume is gone and its directory was kept (`onDelete: retain`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retained: bool,
+}
+
+/// Whether `a` and `b` are the same directory, or one lies inside the other.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let inside = |child: &str, parent: &str| {
+        child
+            .strip_prefix(parent)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    inside(a, b) || inside(b, a)
+}
+
+/// Another volume's directory that a new one would overlap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overlap {
+    pub volume: String,
+    pub sub_dir: String,
+    /// A retained record (no live volume), and the namespace its claim was in.
+    pub retained: Option<Option<String>>,
 }
 
 impl Record {
@@ -70,31 +102,52 @@ impl Ledger {
         self.records.keys()
     }
 
-    /// Bytes committed or reserved on the share.
+    /// Bytes committed or reserved on the share (retained directories are not volumes).
     pub fn used(&self) -> i64 {
         self.committed_bytes + self.reserved_bytes
     }
 
-    /// Another volume (live or being made) whose directory is `sub_dir`.
-    pub fn user_of(&self, sub_dir: &str, except: &str) -> Option<String> {
-        self.records
+    /// Another volume's directory (live, being made, or retained) that `sub_dir` would be,
+    /// contain, or lie inside. Live volumes come first: they can never be adopted.
+    pub fn overlapping(&self, sub_dir: &str, except: &str) -> Option<Overlap> {
+        let live = self
+            .records
             .iter()
-            .map(|(n, r)| (n, r.sub_dir.as_str()))
-            .chain(self.reserved.iter().map(|(n, (d, _))| (n, d.as_str())))
-            .find(|(n, d)| *d == sub_dir && n.as_str() != except)
-            .map(|(n, _)| n.clone())
+            .filter(|(_, r)| !r.retained)
+            .map(|(n, r)| (n, r.sub_dir.as_str(), None))
+            .chain(
+                self.reserved
+                    .iter()
+                    .map(|(n, (d, _))| (n, d.as_str(), None)),
+            );
+        let retained = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.retained)
+            .map(|(n, r)| (n, r.sub_dir.as_str(), Some(r.claim_namespace.clone())));
+        live.chain(retained)
+            .find(|(n, d, _)| n.as_str() != except && overlap(d, sub_dir))
+            .map(|(n, d, retained)| Overlap {
+                volume: n.clone(),
+                sub_dir: d.to_string(),
+                retained,
+            })
+    }
+
+    fn counted(r: &Record) -> i64 {
+        if r.retained { 0 } else { r.bytes }
     }
 
     pub fn put(&mut self, name: &str, record: Record) {
-        self.committed_bytes += record.bytes;
+        self.committed_bytes += Self::counted(&record);
         if let Some(old) = self.records.insert(name.to_string(), record) {
-            self.committed_bytes -= old.bytes;
+            self.committed_bytes -= Self::counted(&old);
         }
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Record> {
         let old = self.records.remove(name)?;
-        self.committed_bytes -= old.bytes;
+        self.committed_bytes -= Self::counted(&old);
         Some(old)
     }
 
@@ -122,7 +175,44 @@ mod tests {
             bytes,
             on_delete: OnDelete::Delete,
             owner: "o".into(),
+            claim_namespace: None,
+            retained: false,
         }
+    }
+
+    #[test]
+    fn directories_overlap_when_one_contains_the_other() {
+        assert!(overlap("a", "a"));
+        assert!(overlap("a", "a/b"));
+        assert!(overlap("a/b/c", "a"));
+        assert!(!overlap("a", "ab"));
+        assert!(!overlap("a/b", "a/c"));
+        let mut l = Ledger::default();
+        l.put("v1", record("team-a/data", 1));
+        assert_eq!(l.overlapping("team-a", "v2").unwrap().volume, "v1");
+        assert_eq!(l.overlapping("team-a/data/x", "v2").unwrap().volume, "v1");
+        assert!(l.overlapping("team-a/other", "v2").is_none());
+        assert!(
+            l.overlapping("team-a/data", "v1").is_none(),
+            "not with itself"
+        );
+        l.reserve("v3", "team-b", 1);
+        assert_eq!(l.overlapping("team-b/x", "v2").unwrap().volume, "v3");
+        l.put(
+            "old",
+            Record {
+                retained: true,
+                claim_namespace: Some("team-c".into()),
+                ..record("team-c/data", 5)
+            },
+        );
+        assert_eq!(
+            l.used(),
+            2,
+            "retained directories are not counted as volumes"
+        );
+        let o = l.overlapping("team-c/data", "v4").unwrap();
+        assert_eq!(o.retained, Some(Some("team-c".into())));
     }
 
     #[test]
@@ -141,14 +231,14 @@ mod tests {
         let mut l = Ledger::default();
         l.reserve("a", "a", 10);
         assert_eq!(l.used(), 10);
-        assert_eq!(l.user_of("a", "b"), Some("a".into()));
+        assert_eq!(l.overlapping("a", "b").map(|o| o.volume), Some("a".into()));
         l.put("a", record("a", 10));
         l.release("a");
         assert_eq!(l.used(), 10);
         l.put("a", record("a", 20));
         assert_eq!(l.used(), 20, "an update replaces the old size");
         assert_eq!(
-            l.user_of("a", "a"),
+            l.overlapping("a", "a"),
             None,
             "a volume does not conflict with itself"
         );

@@ -202,8 +202,8 @@ pub struct Share {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     /// The records as last read from the share, plus reservations of creates in flight.
     pub ledger: Mutex<Ledger>,
-    /// Serializes reading the records directory.
-    sync: tokio::sync::Mutex<bool>,
+    /// Serializes reading the records directory; holds when the last read started.
+    sync: tokio::sync::Mutex<Option<Instant>>,
     /// Per-volume serialization of create/delete/expand.
     pub volume_locks: KeyedLock,
     /// Total size the server reports (FSSTAT), and when it was asked.
@@ -220,7 +220,7 @@ impl Share {
             counters,
             connection: tokio::sync::Mutex::new(None),
             ledger: Mutex::new(Ledger::default()),
-            sync: tokio::sync::Mutex::new(false),
+            sync: tokio::sync::Mutex::new(None),
             volume_locks: KeyedLock::new(),
             size: Mutex::new(None),
         }
@@ -534,18 +534,29 @@ impl Share {
     /// directory, and the link targets of records it has not seen yet. Cheap when nothing
     /// changed: one READDIRPLUS.
     pub async fn sync_records(&self) -> Result<()> {
-        let mut synced = self.sync.lock().await;
+        self.sync_since(Instant::now()).await
+    }
+
+    /// Makes sure the ledger reflects every record written on the share before `since`: a
+    /// read that started after it is enough, so concurrent callers share one read.
+    pub async fn sync_since(&self, since: Instant) -> Result<()> {
+        let mut last = self.sync.lock().await;
+        if last.is_some_and(|started| started > since) {
+            return Ok(());
+        }
+        let started = Instant::now();
         self.read_records().await?;
-        *synced = true;
+        *last = Some(started);
         Ok(())
     }
 
     /// Reads the records once, the first time the share is used.
     pub async fn ensure_synced(&self) -> Result<()> {
-        let mut synced = self.sync.lock().await;
-        if !*synced {
+        let mut last = self.sync.lock().await;
+        if last.is_none() {
+            let started = Instant::now();
             self.read_records().await?;
-            *synced = true;
+            *last = Some(started);
         }
         Ok(())
     }

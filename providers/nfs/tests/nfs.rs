@@ -381,31 +381,166 @@ async fn capacity_is_accounted_per_share_and_expansion_grows_it() {
     assert_eq!(err.kind, ErrorKind::ResourceExhausted, "{err}");
 }
 
+fn in_namespace(mut req: CreateVolumeRequest, namespace: &str, claim: &str) -> CreateVolumeRequest {
+    req.claim.namespace = namespace.into();
+    req.claim.name = claim.into();
+    req
+}
+
 #[tokio::test]
-async fn existing_directories_are_adopted_unless_another_volume_uses_them() {
+async fn only_a_retained_record_of_the_same_namespace_hands_a_directory_over() {
     let dir = tempfile::tempdir().unwrap();
     let g = ganesha!(dir.path());
     let p = provider(Duration::from_secs(10));
-    // A directory left by an earlier, retained volume of the same claim.
     let by_claim = class(
         &g,
-        &[("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}")],
+        &[
+            ("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}"),
+            ("onDelete", "retain"),
+        ],
     );
-    std::fs::create_dir(g.export_dir().join("team-a-claim-of-pvc-old")).unwrap();
-    std::fs::write(g.export_dir().join("team-a-claim-of-pvc-old/kept"), "x").unwrap();
-    let v = p
-        .create_volume(&request("pvc-old", GI, by_claim.clone()))
+
+    // A directory nobody recorded (put there by hand, or by something else) is never handed
+    // out, and the refused create leaves no record behind.
+    std::fs::create_dir(g.export_dir().join("team-a-stray")).unwrap();
+    std::fs::write(g.export_dir().join("team-a-stray/secret"), "x").unwrap();
+    let err = p
+        .create_volume(&in_namespace(
+            request("pvc-stray", GI, by_claim.clone()),
+            "team-a",
+            "stray",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.message.contains("no volume record"), "{err}");
+    assert!(
+        p.list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "pvc-stray")
+    );
+    assert!(!g.export_dir().join(".stowage/volumes/pvc-stray").exists());
+
+    // A retained volume's directory goes to the next claim of its namespace that renders to it.
+    let first = p
+        .create_volume(&in_namespace(
+            request("pvc-old", GI, by_claim.clone()),
+            "team-a",
+            "data",
+        ))
         .await
         .unwrap();
-    assert!(g.export_dir().join("team-a-claim-of-pvc-old/kept").exists());
+    std::fs::write(g.export_dir().join("team-a-data/kept"), "x").unwrap();
+    delete(&p, &first).await;
+    assert!(g.export_dir().join("team-a-data/kept").exists(), "retained");
 
-    // Another live volume rendering to the same directory is refused, not given the data.
-    let mut other = request("pvc-other", GI, by_claim.clone());
-    other.claim.name = "claim-of-pvc-old".into();
+    // ...but not to another namespace's claim that an annotation template points there.
+    let by_annotation = class(&g, &[("subDir", "${pvc.metadata.annotations['path']}")]);
+    let mut thief = in_namespace(request("pvc-thief", GI, by_annotation), "team-b", "x");
+    thief.claim.annotations = BTreeMap::from([("path".into(), "team-a-data".into())]);
+    let err = p.create_volume(&thief).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.message.contains("retained data"), "{err}");
+
+    let again = p
+        .create_volume(&in_namespace(
+            request("pvc-new", GI, by_claim.clone()),
+            "team-a",
+            "data",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        g.export_dir().join("team-a-data/kept").exists(),
+        "adopted with its data"
+    );
+
+    // A live volume's directory is never shared, whichever class asks.
+    let other = in_namespace(request("pvc-other", GI, by_claim.clone()), "team-a", "data");
     let err = p.create_volume(&other).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
-    assert!(err.message.contains("belongs to volume pvc-old"), "{err}");
-    delete(&p, &v).await;
+    delete(&p, &again).await;
+}
+
+#[tokio::test]
+async fn no_volume_directory_may_contain_or_lie_inside_another_across_classes_and_installations() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let p = provider(Duration::from_secs(10));
+    // Another Stowage installation on the same export.
+    let elsewhere = NfsProvider::new(
+        Config {
+            enabled: true,
+            call_timeout: Duration::from_secs(10),
+        },
+        "another-installation",
+    );
+    let per_namespace = class(&g, &[("subDir", "${pvc.metadata.namespace}")]);
+    let per_claim = class(
+        &g,
+        &[("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}")],
+    );
+    let inner = p
+        .create_volume(&in_namespace(
+            request("pvc-inner", GI, per_claim.clone()),
+            "team-a",
+            "data",
+        ))
+        .await
+        .unwrap();
+    std::fs::write(g.export_dir().join("team-a/data/private"), "x").unwrap();
+
+    // The parent of a live volume's directory, by another class of the same installation, and
+    // by another installation that has never seen the first volume.
+    for (who, provider) in [
+        ("same installation", &p),
+        ("another installation", &elsewhere),
+    ] {
+        let err = provider
+            .create_volume(&in_namespace(
+                request("pvc-outer", GI, per_namespace.clone()),
+                "team-a",
+                "x",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{who}: {err}");
+        assert!(err.message.contains("overlap"), "{who}: {err}");
+    }
+    // A directory inside a live volume's.
+    let mut nested = in_namespace(request("pvc-nested", GI, per_claim.clone()), "team-a", "x");
+    nested
+        .parameters
+        .insert("subDir".into(), "team-a/data/${pvc.metadata.name}".into());
+    let err = elsewhere.create_volume(&nested).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+    assert!(
+        !g.export_dir().join("team-a/data/x").exists(),
+        "nothing was made inside the other volume"
+    );
+    for name in ["pvc-outer", "pvc-nested"] {
+        assert!(
+            !g.export_dir()
+                .join(format!(".stowage/volumes/{name}"))
+                .exists(),
+            "{name}"
+        );
+    }
+
+    // Siblings are fine, and deleting one leaves the other's data alone.
+    let sibling = elsewhere
+        .create_volume(&in_namespace(
+            request("pvc-sibling", GI, per_claim.clone()),
+            "team-a",
+            "logs",
+        ))
+        .await
+        .unwrap();
+    delete(&elsewhere, &sibling).await;
+    assert!(g.export_dir().join("team-a/data/private").exists());
+    delete(&p, &inner).await;
 }
 
 #[tokio::test]

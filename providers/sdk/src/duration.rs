@@ -15,7 +15,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // Durations too long to represent are refused, not wrapped or panicked on.
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// For `#[serde(with = "stowage_provider::duration::serde")]` on a `Duration` field.
@@ -45,5 +49,7 @@ mod tests {
         assert_eq!(parse_duration("6"), None);
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("99999999999999999999999h"), None);
+        assert_eq!(parse_duration("1e400s"), None);
     }
 }

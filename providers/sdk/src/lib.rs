@@ -24,6 +24,7 @@ pub mod duration;
 pub mod keyed_lock;
 pub mod memory;
 pub mod quantity;
+pub mod redact;
 
 /// Access modes, as in Kubernetes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

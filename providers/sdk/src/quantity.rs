@@ -59,42 +59,51 @@ impl Quantity {
             return Err(QuantityError::Format);
         }
         let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        let (format, suffix_exp10, exp2) = parse_suffix(suffix)?;
 
-        // Exact value as digits * 10^exp10 * 2^exp2. Whole digits beyond what an i128 can hold
-        // are too large by any measure; fractional digits beyond 30 only decide rounding up.
+        // The value is (whole.frac) * 10^suffix_exp10 * 2^exp2, kept exactly in nano-units
+        // (rounded up, as Kubernetes rounds). A valid quantity is below 2^63 units and the
+        // smallest suffix is 10^-9, so more than 30 whole digits is too large by any measure.
+        // Fractional digits count only down to the one worth at most a nano-unit; the ones
+        // after it are worth less than a nano-unit together, so they only round up.
         let whole = whole.trim_start_matches('0');
         if whole.len() > 30 {
             return Err(QuantityError::TooLarge);
         }
-        let (kept_frac, dropped_frac) = frac.split_at(frac.len().min(30));
-        let mut round_up = dropped_frac.bytes().any(|b| b != b'0');
+        let useful = (9 + suffix_exp10 + ceil_log10_pow2(exp2)).max(0) as usize;
+        let (kept, dropped) = frac.split_at(frac.len().min(useful));
+        let kept = kept.trim_end_matches('0');
+        let mut round_up = dropped.bytes().any(|b| b != b'0');
+        // Overflowing here means at least 10^38 digit-units, which no suffix brings back below
+        // 2^63 units once the useless digits are gone.
         let mut digits: i128 = 0;
-        for c in whole.bytes().chain(kept_frac.bytes()) {
-            digits = digits * 10 + i128::from(c - b'0');
-        }
-        let mut exp10: i32 = -(kept_frac.len() as i32);
-        let (format, suffix_exp10, exp2) = parse_suffix(suffix)?;
-        exp10 += suffix_exp10;
-
-        // Convert to nanos, rounding any finer precision up (as Kubernetes does).
-        let mut nanos = digits;
-        let scale = exp10 + 9;
-        if scale >= 0 {
-            for _ in 0..scale {
-                nanos = nanos.checked_mul(10).ok_or(QuantityError::TooLarge)?;
-            }
-        } else {
-            for _ in 0..(-scale) {
-                round_up |= nanos % 10 != 0;
-                nanos /= 10;
-            }
-        }
-        nanos += i128::from(round_up);
-        if exp2 > 0 {
-            nanos = nanos
-                .checked_mul(1i128 << exp2)
+        for c in whole.bytes().chain(kept.bytes()) {
+            digits = digits
+                .checked_mul(10)
+                .and_then(|d| d.checked_add(i128::from(c - b'0')))
                 .ok_or(QuantityError::TooLarge)?;
         }
+        let pow2 = 1i128 << exp2;
+        // nanos = digits * 2^exp2 * 10^scale
+        let scale = suffix_exp10 - kept.len() as i32 + 9;
+        let mut nanos = if scale >= 0 {
+            10i128
+                .checked_pow(scale as u32)
+                .and_then(|p| digits.checked_mul(p))
+                .and_then(|n| n.checked_mul(pow2))
+                .ok_or(QuantityError::TooLarge)?
+        } else {
+            // Divide before multiplying by 2^exp2 so that nothing overflows: the remainder is
+            // below 10^d, and d is at most 21 (and at most 19 when exp2 > 0).
+            let divisor = 10i128.pow((-scale) as u32);
+            let (q, r) = (digits / divisor, digits % divisor);
+            let rest = r * pow2;
+            round_up |= rest % divisor != 0;
+            q.checked_mul(pow2)
+                .and_then(|n| n.checked_add(rest / divisor))
+                .ok_or(QuantityError::TooLarge)?
+        };
+        nanos += i128::from(round_up);
         if nanos / NANOS_PER_UNIT > MAX_UNITS {
             return Err(QuantityError::TooLarge);
         }
@@ -187,6 +196,15 @@ impl Quantity {
         };
         format!("{sign}{mantissa}{suffix}")
     }
+}
+
+/// The smallest n with 10^n >= 2^exp2, for the binary suffixes (exp2 = 0, 10, ... 60).
+fn ceil_log10_pow2(exp2: u32) -> i32 {
+    let mut n = 0;
+    while 10i128.pow(n) < (1i128 << exp2) {
+        n += 1;
+    }
+    n as i32
 }
 
 fn parse_suffix(suffix: &str) -> Result<(Format, i32, u32), QuantityError> {
@@ -313,6 +331,50 @@ mod tests {
         ] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn long_fractions_neither_overflow_nor_lose_the_value() {
+        // 40 significant digits used to wrap the digit string: about 3 GB became about 4 MB.
+        assert_eq!(
+            q("3000000000.000000000000000000000000000000").bytes(),
+            3_000_000_000
+        );
+        assert_eq!(
+            Quantity::parse("3000000000.0000000000000000000000000000001")
+                .unwrap()
+                .bytes(),
+            3_000_000_001,
+            "a tail far below a byte still rounds a storage size up"
+        );
+        assert_eq!(
+            Quantity::parse("0.00000000000000000000000000000000000000000000001Ei")
+                .unwrap()
+                .bytes(),
+            1
+        );
+        assert_eq!(
+            Quantity::parse("9.22337203685477580699999999999999E")
+                .unwrap()
+                .bytes(),
+            i64::MAX,
+            "the largest quantity, written with more digits than an i128 holds"
+        );
+        assert_eq!(
+            Quantity::parse("9.99999999999999999999999999999999999999999999E"),
+            Err(QuantityError::TooLarge)
+        );
+        assert_eq!(
+            q("0.000000000001Gi").bytes(),
+            1,
+            "tiny binary fractions are not inflated"
+        );
+        assert_eq!(q("0.000000000000000000001Ei").bytes(), 1);
+        assert_eq!(q("1.5Ki").bytes(), 1536);
+        assert_eq!(
+            Quantity::parse("99999999999999999999.9999999999999999999999999999999"),
+            Err(QuantityError::TooLarge)
+        );
     }
 
     #[test]

@@ -23,16 +23,13 @@ use sha2::{Digest, Sha256};
 pub mod attacher;
 pub mod desired;
 
-/// The taint that declares a node gone for good: its volumes are detached at once.
-pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+pub use crate::resources::names::node::{MAX_ATTACHMENTS_ANNOTATION, OUT_OF_SERVICE_TAINT};
 /// The attacher's finalizer on a VolumeAttachment, held until the volume is detached.
 pub const ATTACHER_FINALIZER: &str = "external-attacher/stowage";
 /// On a VolumeAttachment being deleted: detach even though the node may still use the volume.
 pub const FORCE_DETACH_ANNOTATION: &str = "stowage.dev/force-detach";
 /// On a VolumeAttachment: the volume handle, so detach works even if the volume object is gone.
 pub const HANDLE_ANNOTATION: &str = "stowage.dev/volume-handle";
-/// On a Node: the most volumes that may be attached to it (any provider).
-pub const MAX_ATTACHMENTS_ANNOTATION: &str = "stowage.dev/max-volume-attachments";
 
 /// The VolumeAttachment name for a volume on a node, as Kubernetes' CSI attacher derives it.
 pub fn attachment_name(driver: &str, handle: &str, node: &str) -> String {

@@ -1,0 +1,300 @@
+//! ResourceQuota enforcement, at admission and atomically.
+//!
+//! Every write that changes what a namespace consumes (see
+//! [`resourcequota::usage`](crate::resources::resourcequota::usage)) also updates the
+//! `status.used` of the namespace's quotas, **in the same transaction** as the write, with each
+//! quota's resourceVersion as a precondition. Two writers racing for the last unit therefore
+//! cannot both win: the second one's quota update conflicts, and it is charged again against the
+//! new usage (and refused if that is over). A write that would take any limited resource over its
+//! `spec.hard` is refused with 403 and Kubernetes' message. Releases (deletes, shrinking usage)
+//! are written the same way, so a freed unit is usable at once. The quota controller recomputes
+//! `status.used` from the objects themselves, which corrects any drift (an admin editing status).
+
+use std::collections::BTreeMap;
+
+use crate::error::{ApiError, ApiResult};
+use crate::resources::resourcequota::{self, ResourceQuota, Usage};
+use crate::resources::{AnyObject, Kind, Typed};
+use crate::store::{Change, Store, WriteOp};
+
+use super::Staged;
+
+/// The quota updates `staged` needs, or the 403 that refuses it.
+pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>> {
+    // What each namespace's consumption changes by, and the objects that ask for more.
+    let mut deltas: BTreeMap<&str, Usage> = BTreeMap::new();
+    let mut subject: BTreeMap<&str, (Kind, &str)> = BTreeMap::new();
+    for s in staged {
+        if !s.op.kind.info().namespaced {
+            continue;
+        }
+        let before = s
+            .old
+            .as_ref()
+            .map(|o| resourcequota::usage(&o.object))
+            .unwrap_or_default();
+        let after = match &s.op.change {
+            Change::Put(obj) => resourcequota::usage(obj),
+            Change::Delete => Usage::new(),
+        };
+        if before == after {
+            continue;
+        }
+        let ns = s.op.key.namespace.as_str();
+        let delta = deltas.entry(ns).or_default();
+        for (k, v) in &after {
+            *delta.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &before {
+            *delta.entry(k.clone()).or_default() -= v;
+        }
+        subject
+            .entry(ns)
+            .or_insert((s.op.kind, s.op.key.name.as_str()));
+    }
+    let mut ops = Vec::new();
+    for (ns, delta) in deltas {
+        let (quotas, _) = store.list(Kind::ResourceQuota, Some(ns));
+        let mut exceeded: Vec<String> = Vec::new();
+        for stored in quotas {
+            let q: &ResourceQuota = stored.typed();
+            let hard = resourcequota::hard(q);
+            let mut used = resourcequota::used(q);
+            let mut changed = false;
+            let mut requested = Vec::new();
+            let mut over = Vec::new();
+            for (resource, limit) in &hard {
+                let d = delta.get(resource).copied().unwrap_or(0);
+                if d == 0 {
+                    continue;
+                }
+                let now = used.get(resource).copied().unwrap_or(0);
+                let after = (now + d).max(0);
+                if d > 0 && after > *limit {
+                    requested.push(format!(
+                        "{resource}={}",
+                        resourcequota::format_amount(resource, d)
+                    ));
+                    over.push((resource, now, *limit));
+                }
+                used.insert(resource.clone(), after);
+                changed = true;
+            }
+            if !over.is_empty() {
+                let list = |f: &dyn Fn(&(&String, i128, i128)) -> String| {
+                    over.iter().map(f).collect::<Vec<_>>().join(",")
+                };
+                exceeded.push(format!(
+                    "exceeded quota: {}, requested: {}, used: {}, limited: {}",
+                    q.metadata.name.as_deref().unwrap_or_default(),
+                    requested.join(","),
+                    list(&|(r, u, _)| format!("{r}={}", resourcequota::format_amount(r, *u))),
+                    list(&|(r, _, l)| format!("{r}={}", resourcequota::format_amount(r, *l))),
+                ));
+                continue;
+            }
+            if changed {
+                let mut updated = q.clone();
+                updated.status = Some(resourcequota::status_for(q, &used));
+                ops.push(WriteOp::update(updated.into_any(), stored.rv));
+            }
+        }
+        if !exceeded.is_empty() {
+            let (kind, name) = subject
+                .get(ns)
+                .copied()
+                .unwrap_or((Kind::ResourceQuota, ""));
+            let i = kind.info();
+            return Err(ApiError::forbidden(format!(
+                "{} \"{name}\" is forbidden: {}",
+                crate::error::qualified_resource(i.plural, i.group),
+                exceeded.join("; ")
+            )));
+        }
+    }
+    Ok(ops)
+}
+
+/// What the objects in `namespace` consume now, from the store's cache.
+pub fn usage_in(store: &Store, namespace: &str) -> Usage {
+    let mut total = Usage::new();
+    for kind in Kind::ALL.iter().filter(|k| k.info().namespaced) {
+        let (items, _) = store.list(*kind, Some(namespace));
+        for s in items {
+            for (k, v) in resourcequota::usage(&s.object) {
+                *total.entry(k).or_default() += v;
+            }
+        }
+    }
+    total
+}
+
+/// A quota whose status says what its namespace uses now: set on create and when its limits
+/// change, so a new quota is enforced from its first moment.
+pub fn with_current_usage(store: &Store, q: &mut ResourceQuota) {
+    let ns = q.metadata.namespace.clone().unwrap_or_default();
+    let mut used = usage_in(store, &ns);
+    // A quota being created counts itself, as it will once stored.
+    if q.metadata.resource_version.is_none() {
+        *used.entry("count/resourcequotas".into()).or_default() += 1;
+        *used.entry("resourcequotas".into()).or_default() += 1;
+    }
+    q.status = Some(resourcequota::status_for(q, &used));
+}
+
+/// Whether `obj` is a quota whose status needs recomputing after this write.
+pub fn needs_recount(new: &AnyObject, old: Option<&AnyObject>) -> bool {
+    match (new, old) {
+        (AnyObject::ResourceQuota(_), None) => true,
+        (AnyObject::ResourceQuota(n), Some(AnyObject::ResourceQuota(o))) => n.spec != o.spec,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::registry::{Registry, WriteOptions};
+    use crate::resources::PersistentVolumeClaim;
+    use crate::store::StoreOptions;
+
+    async fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        (dir, Registry::new(store))
+    }
+
+    fn claim(name: &str, size: &str) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "resources": {"requests": {"storage": size}}},
+        }))
+        .unwrap()
+    }
+
+    fn quota(hard: serde_json::Value) -> ResourceQuota {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "q"}, "spec": {"hard": hard}}),
+        )
+        .unwrap()
+    }
+
+    fn used(r: &Registry, ns: &str) -> Usage {
+        resourcequota::used(r.get::<ResourceQuota>(ns, "q").unwrap().typed())
+    }
+
+    #[tokio::test]
+    async fn a_new_quota_counts_what_is_there_and_refuses_what_would_go_over() {
+        let (_d, r) = registry().await;
+        let opts = WriteOptions::default();
+        r.create("a", claim("one", "4Gi"), &opts).await.unwrap();
+        r.create(
+            "a",
+            quota(serde_json::json!({"requests.storage": "10Gi", "persistentvolumeclaims": "2"})),
+            &opts,
+        )
+        .await
+        .unwrap();
+        assert_eq!(used(&r, "a")["requests.storage"], 4 << 30);
+        let err = r.create("a", claim("two", "7Gi"), &opts).await.unwrap_err();
+        assert_eq!(err.code, 403, "{err}");
+        assert!(
+            err.message.contains("exceeded quota: q, requested: requests.storage=7Gi, used: requests.storage=4Gi, limited: requests.storage=10Gi"),
+            "{err}"
+        );
+        r.create("a", claim("two", "6Gi"), &opts).await.unwrap();
+        let err = r.create("a", claim("three", "1"), &opts).await.unwrap_err();
+        assert!(err.message.contains("persistentvolumeclaims=2"), "{err}");
+        // Another namespace is not charged.
+        r.create("b", claim("other", "100Gi"), &opts).await.unwrap();
+        assert_eq!(used(&r, "a")["requests.storage"], 10 << 30);
+    }
+
+    #[tokio::test]
+    async fn racing_creates_never_both_take_the_last_unit_and_deletes_free_it_at_once() {
+        let (_d, r) = registry().await;
+        let opts = WriteOptions::default();
+        r.create(
+            "a",
+            quota(serde_json::json!({"count/persistentvolumeclaims": "5"})),
+            &opts,
+        )
+        .await
+        .unwrap();
+        let r = Arc::new(r);
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    r.create(
+                        "a",
+                        claim(&format!("c{i}"), "1Gi"),
+                        &WriteOptions::default(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 5);
+        assert_eq!(r.store().count(Kind::PersistentVolumeClaim), 5);
+        assert_eq!(used(&r, "a")["count/persistentvolumeclaims"], 5);
+        // A claim's protection finalizer keeps it (and its charge) until it is gone.
+        let victim = r.store().list(Kind::PersistentVolumeClaim, Some("a")).0[0].clone();
+        let mut gone: PersistentVolumeClaim = victim.typed::<PersistentVolumeClaim>().clone();
+        gone.metadata.finalizers = None;
+        r.update(
+            "a",
+            &victim.key.name,
+            gone,
+            crate::resources::Subresource::Main,
+            &opts,
+        )
+        .await
+        .unwrap();
+        r.delete::<PersistentVolumeClaim>("a", &victim.key.name, &Default::default(), &opts)
+            .await
+            .unwrap();
+        assert_eq!(used(&r, "a")["count/persistentvolumeclaims"], 4);
+        r.create("a", claim("again", "1Gi"), &opts).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn dry_runs_are_checked_against_quota_but_charge_nothing() {
+        let (_d, r) = registry().await;
+        let opts = WriteOptions::default();
+        r.create(
+            "a",
+            quota(serde_json::json!({"requests.storage": "1Gi"})),
+            &opts,
+        )
+        .await
+        .unwrap();
+        let dry = WriteOptions {
+            dry_run: true,
+            ..WriteOptions::default()
+        };
+        assert_eq!(
+            r.create("a", claim("big", "2Gi"), &dry)
+                .await
+                .unwrap_err()
+                .code,
+            403
+        );
+        r.create("a", claim("small", "1Gi"), &dry).await.unwrap();
+        assert_eq!(
+            used(&r, "a").get("requests.storage").copied().unwrap_or(0),
+            0
+        );
+    }
+}
