@@ -79,20 +79,21 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
     /// Open connections at once from one client address.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 2_500)]
     pub max_connections_per_ip: usize,
-    /// TLS handshakes in progress at once.
+    /// TLS handshakes in progress at once (a sixteenth of them from one client address).
     #[arg(long, default_value_t = 256)]
     pub max_tls_handshakes: usize,
     /// How long a TLS handshake may take.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = parse_timeout_arg)]
     pub tls_handshake_timeout: Duration,
-    /// How long an HTTP/1.1 client may take to send a request's headers (and how long a
-    /// kept-alive connection may wait for its next request).
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    /// How long a client may take to send a request's headers: from connecting (or the end of
+    /// the TLS handshake) to its first request, and on a kept-alive HTTP/1.1 connection to
+    /// each next one.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout_arg)]
     pub header_read_timeout: Duration,
     /// How long a connection may stay open with no request in flight.
-    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "120s", value_parser = parse_timeout_arg)]
     pub idle_timeout: Duration,
     /// Memory the watch history (the change log watches resume from) may take, in MiB.
     #[arg(long, default_value_t = 256)]
@@ -101,6 +102,9 @@ pub struct ServeArgs {
     /// would go over is ended (its client resumes).
     #[arg(long, default_value_t = 512)]
     pub watch_buffer_mib: usize,
+    /// The same, for all the watches of one token together.
+    #[arg(long, default_value_t = 64)]
+    pub watch_buffer_mib_per_token: usize,
 }
 
 impl ServeArgs {
@@ -120,6 +124,14 @@ impl ServeArgs {
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration like 6m, 90s or 500ms"))
+}
+
+/// A duration that must not be zero (a timeout of nothing would close every connection).
+fn parse_timeout_arg(s: &str) -> Result<Duration, String> {
+    match parse_duration_arg(s)? {
+        d if d < Duration::from_millis(10) => Err(format!("{s:?} is too short for a timeout")),
+        d => Ok(d),
+    }
 }
 
 /// The address clients should use for a listen address (loopback for "any").
@@ -239,6 +251,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
         ApiOptions {
             watch_buffer_bytes: args.watch_buffer_mib.max(1).saturating_mul(1024 * 1024),
+            watch_buffer_bytes_per_token: args
+                .watch_buffer_mib_per_token
+                .max(1)
+                .saturating_mul(1024 * 1024),
             ..ApiOptions::default()
         },
     );

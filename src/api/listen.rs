@@ -3,11 +3,13 @@
 //!
 //! - **Connections**: at most [`ConnectionLimits::max_connections`] at once, and at most
 //!   `max_connections_per_ip` from one address; a connection over either is closed at once.
-//! - **TLS handshakes**: at most `max_handshakes` at once (each costs CPU), each within
-//!   `handshake_timeout`.
-//! - **Request headers**: an HTTP/1.1 connection must deliver a request's headers within
-//!   `header_read_timeout` of waiting for them. That includes waiting for the next request on a
-//!   kept-alive connection, so an idle HTTP/1.1 connection is closed after this long too.
+//! - **TLS handshakes**: at most `max_handshakes` at once (each costs CPU), and a sixteenth of
+//!   them from one address; a connection waits for its turn within `handshake_timeout`, which
+//!   also bounds the handshake itself.
+//! - **Request headers**: a connection must start its first request within
+//!   `header_read_timeout` of being ready (whatever the protocol), and an HTTP/1.1 connection
+//!   must deliver each next request's headers within it too, so an idle HTTP/1.1 connection is
+//!   closed after this long.
 //! - **Idle**: a connection with no request in flight (streaming responses such as watches
 //!   count as in flight) for `idle_timeout` is closed gracefully (HTTP/2 included, whose
 //!   keep-alive pings also detect dead peers).
@@ -55,7 +57,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 10_000,
-            max_connections_per_ip: 1_000,
+            max_connections_per_ip: 2_500,
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -65,14 +67,25 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Open connections per client address.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+/// Open connections per client address, and the address's own share of TLS handshakes.
+struct PerIp {
+    table: Mutex<HashMap<IpAddr, (usize, Arc<Semaphore>)>>,
+    handshakes_per_ip: usize,
+}
 
 impl PerIp {
+    fn new(handshakes_per_ip: usize) -> Self {
+        PerIp {
+            table: Mutex::new(HashMap::new()),
+            handshakes_per_ip,
+        }
+    }
+
     fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut m = self.0.lock();
-        let n = m.entry(ip).or_insert(0);
+        let mut m = self.table.lock();
+        let (n, handshakes) = m
+            .entry(ip)
+            .or_insert_with(|| (0, Arc::new(Semaphore::new(self.handshakes_per_ip))));
         if *n >= max {
             return None;
         }
@@ -80,6 +93,7 @@ impl PerIp {
         Some(IpSlot {
             table: self.clone(),
             ip,
+            handshakes: handshakes.clone(),
         })
     }
 }
@@ -87,12 +101,14 @@ impl PerIp {
 struct IpSlot {
     table: Arc<PerIp>,
     ip: IpAddr,
+    /// This address's handshakes in progress: one address cannot take every handshake slot.
+    handshakes: Arc<Semaphore>,
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut m = self.table.0.lock();
-        if let Some(n) = m.get_mut(&self.ip) {
+        let mut m = self.table.table.lock();
+        if let Some((n, _)) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
                 m.remove(&self.ip);
@@ -111,7 +127,7 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
-    let per_ip = Arc::new(PerIp::default());
+    let per_ip = Arc::new(PerIp::new((limits.max_handshakes / 16).max(1)));
     let acceptor = tls.map(TlsAcceptor::from);
     let limits = Arc::new(limits);
     loop {
@@ -144,19 +160,25 @@ pub async fn serve(
             shutdown.clone(),
         );
         tokio::spawn(async move {
-            let _slots = (slot, ip_slot);
+            let _slot = slot;
             match acceptor {
                 None => serve_connection(stream, peer, app, &limits, shutdown).await,
                 Some(acceptor) => {
-                    let Ok(_handshaking) = handshakes.try_acquire() else {
-                        tracing::debug!(%peer, "connection refused: too many TLS handshakes");
+                    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+                    // Waits for a turn (within the deadline) rather than refusing: first among
+                    // its own address's handshakes, then among everyone's. A burst of silent
+                    // connections from one address delays that address, not the others.
+                    let turn = async {
+                        let own = ip_slot.handshakes.clone().acquire_owned().await.ok()?;
+                        let any = handshakes.clone().acquire_owned().await.ok()?;
+                        Some((own, any))
+                    };
+                    let Ok(Some(_handshaking)) = tokio::time::timeout_at(deadline, turn).await
+                    else {
+                        tracing::debug!(%peer, "connection closed: no TLS handshake slot in time");
                         return;
                     };
-                    let tls = match tokio::time::timeout(
-                        limits.handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
+                    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
@@ -188,6 +210,8 @@ pub async fn serve(
 #[derive(Default)]
 struct Activity {
     in_flight: AtomicUsize,
+    /// Requests started on the connection so far.
+    started: AtomicUsize,
     /// Milliseconds since the connection opened, when the last request started or ended.
     last_change_ms: AtomicU64,
 }
@@ -200,7 +224,8 @@ struct InFlight {
 
 impl InFlight {
     fn start(activity: &Arc<Activity>, opened: Instant) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.started.fetch_add(1, Ordering::SeqCst);
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight {
             activity: activity.clone(),
             opened,
@@ -210,10 +235,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // The time first, then the count: whoever sees the count drop sees the new time.
         self.activity
             .last_change_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.activity.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -285,7 +311,12 @@ async fn serve_connection<I>(
         .max_header_list_size(64 * 1024);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut idle_check = tokio::time::interval(limits.idle_timeout.min(Duration::from_secs(5)));
+    let mut idle_check = tokio::time::interval(
+        limits
+            .idle_timeout
+            .min(limits.header_read_timeout)
+            .min(Duration::from_secs(5)),
+    );
     // Once closing, a connection gets this long to finish; a peer that never answers the
     // HTTP/2 goodbye (or keeps a response open) is then dropped.
     let closing_deadline = tokio::time::sleep(Duration::MAX);
@@ -306,8 +337,17 @@ async fn serve_connection<I>(
                 closing_deadline.as_mut().reset(tokio::time::Instant::now() + limits.drain);
             }
             _ = idle_check.tick(), if !closing => {
-                let idle_since = Duration::from_millis(activity.last_change_ms.load(Ordering::Relaxed));
-                if activity.in_flight.load(Ordering::Relaxed) == 0
+                // A connection that never starts a request (whatever protocol it claims, or
+                // none) is dropped once the header deadline has passed.
+                if activity.started.load(Ordering::SeqCst) == 0
+                    && opened.elapsed() >= limits.header_read_timeout
+                {
+                    tracing::debug!(%peer, "closing a connection that sent no request");
+                    return;
+                }
+                let in_flight = activity.in_flight.load(Ordering::SeqCst);
+                let idle_since = Duration::from_millis(activity.last_change_ms.load(Ordering::SeqCst));
+                if in_flight == 0
                     && opened.elapsed().saturating_sub(idle_since) >= limits.idle_timeout
                 {
                     tracing::debug!(%peer, "closing an idle connection");

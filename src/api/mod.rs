@@ -29,6 +29,7 @@ pub mod encode;
 pub mod listen;
 pub mod negotiate;
 pub mod openapi;
+pub mod outbox;
 pub mod query;
 pub mod resources;
 pub mod tokens;
@@ -45,6 +46,8 @@ pub struct ApiOptions {
     /// Encoded watch output waiting for slow clients, in bytes, across all watches; a watch
     /// that would go over is cut off (its client resumes).
     pub watch_buffer_bytes: usize,
+    /// The same, for all the watches of one token.
+    pub watch_buffer_bytes_per_token: usize,
 }
 
 impl Default for ApiOptions {
@@ -54,6 +57,7 @@ impl Default for ApiOptions {
             bookmark_interval: Duration::from_secs(10),
             max_watches: 10_000,
             watch_buffer_bytes: 512 * 1024 * 1024,
+            watch_buffer_bytes_per_token: 64 * 1024 * 1024,
         }
     }
 }
@@ -70,8 +74,8 @@ pub struct ApiState {
     /// Set once start-up (migrations, cache load, controllers) is complete.
     pub ready: AtomicBool,
     watch_slots: Arc<Semaphore>,
-    /// The server-wide budget of unread watch output, in KiB.
-    pub watch_memory: Arc<Semaphore>,
+    /// The budgets of unread watch output, per token and in all.
+    pub watch_budgets: Arc<outbox::Budgets>,
 }
 
 impl ApiState {
@@ -90,7 +94,10 @@ impl ApiState {
             providers,
             shutdown,
             watch_slots: Arc::new(Semaphore::new(options.max_watches)),
-            watch_memory: Arc::new(Semaphore::new(options.watch_buffer_bytes.div_ceil(1024))),
+            watch_budgets: Arc::new(outbox::Budgets::new(
+                options.watch_buffer_bytes_per_token,
+                options.watch_buffer_bytes,
+            )),
             options,
             ready: AtomicBool::new(false),
         })

@@ -272,7 +272,12 @@ async fn dispatch<T: KindStrategy>(
             let output = negotiate::output(&req.headers)?;
             let format = negotiate::patch_format(&req.headers)?;
             let body = read_body(state, &req.headers, req.body).await?;
-            let (patch, warnings) = decode_patch::<T>(format, &body, query)?;
+            let (patch, warnings) = if bytes_len_is_heavy(&body) {
+                let mode = query.clone();
+                offload::run(move || decode_patch::<T>(format, &body, &mode)).await?
+            } else {
+                decode_patch::<T>(format, &body, query)?
+            };
             let written = state
                 .registry
                 .patch::<T>(&ns, name, patch, sub, &opts)
@@ -433,14 +438,26 @@ async fn decode_body<T: KindStrategy>(
 ) -> ApiResult<(T, Vec<String>)> {
     let format = negotiate::body_format(headers)?;
     let bytes = read_body(state, headers, body).await?;
-    let doc = parse_document(&bytes, format)?;
-    registry::check_type_meta::<T>(&doc)?;
-    let warnings = check_unknown_fields(
-        <T as crate::resources::Typed>::KIND,
-        &doc,
-        query.field_validation,
-    )?;
-    Ok((registry::decode_patched::<T>(doc)?, warnings))
+    let mode = query.field_validation;
+    let heavy = bytes_len_is_heavy(&bytes);
+    let decode = move || -> ApiResult<(T, Vec<String>)> {
+        let doc = parse_document(&bytes, format)?;
+        registry::check_type_meta::<T>(&doc)?;
+        let warnings = check_unknown_fields(<T as crate::resources::Typed>::KIND, &doc, mode)?;
+        Ok((registry::decode_patched::<T>(doc)?, warnings))
+    };
+    if heavy {
+        offload::run(decode).await
+    } else {
+        decode()
+    }
+}
+
+/// Bodies larger than this are parsed on the bounded pool for heavy work.
+const OFFLOAD_BODY_BYTES: usize = 64 * 1024;
+
+fn bytes_len_is_heavy(bytes: &[u8]) -> bool {
+    bytes.len() > OFFLOAD_BODY_BYTES
 }
 
 fn decode_patch<T: KindStrategy>(

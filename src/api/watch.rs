@@ -9,8 +9,7 @@
 //! Limits: a watch ends after `timeoutSeconds`, capped (as Kubernetes does) at a random time
 //! between 30 and 60 minutes, so that clients reconnect spread out; it ends when its token is
 //! revoked or expires; and what it has encoded but its client has not read is bounded in
-//! bytes, per watch ([`WATCH_BUFFER_BYTES`]) and across all watches
-//! ([`ApiOptions::watch_buffer_bytes`](super::ApiOptions)).
+//! bytes, per watch, per token and across all watches (see [`outbox`](super::outbox)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +18,12 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::ApiState;
 use super::encode;
 use super::negotiate::Output;
+use super::outbox::Outbox;
 use super::query::Query;
 use super::resources::{check_selectors, selected};
 use crate::auth::{Identity, Visibility, WatchSlot};
@@ -37,46 +34,6 @@ use crate::store::{EventType, Rv, Stored, WatchError, WatchEvent, Watcher};
 /// A watch ends after at most this long plus a random share of it again (Kubernetes' 30–60
 /// minutes), whatever `timeoutSeconds` asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(1800);
-/// Encoded bytes one watch may have waiting for its client before it is cut off (or, for the
-/// initial events, before it waits). One object is at most 1.5 MiB.
-pub const WATCH_BUFFER_BYTES: usize = 16 * 1024 * 1024;
-/// Lines one watch may have waiting, whatever their size.
-const CLIENT_BUFFER: usize = 1024;
-
-/// Budgets are counted in KiB, so that a semaphore's permits can hold them.
-fn kib(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
-}
-
-/// What a watch's unread lines hold: permits of its own budget and of the server's.
-struct Held(
-    #[allow(dead_code)] OwnedSemaphorePermit,
-    #[allow(dead_code)] OwnedSemaphorePermit,
-);
-
-/// The byte budgets a watch's unread output is counted against.
-struct Budgets {
-    own: Arc<Semaphore>,
-    all: Arc<Semaphore>,
-}
-
-impl Budgets {
-    /// Permits for a line, at once; `None` if either budget is spent (the watch is cut off).
-    fn try_take(&self, bytes: usize) -> Option<Held> {
-        let n = kib(bytes).min(kib(WATCH_BUFFER_BYTES));
-        let own = self.own.clone().try_acquire_many_owned(n).ok()?;
-        let all = self.all.clone().try_acquire_many_owned(n).ok()?;
-        Some(Held(own, all))
-    }
-
-    /// Permits for a line, waiting for the client to read (for the initial events).
-    async fn take(&self, bytes: usize) -> Option<Held> {
-        let n = kib(bytes).min(kib(WATCH_BUFFER_BYTES));
-        let own = self.own.clone().acquire_many_owned(n).await.ok()?;
-        let all = self.all.clone().acquire_many_owned(n).await.ok()?;
-        Some(Held(own, all))
-    }
-}
 
 /// How long this watch may run: what the client asked for, capped at 30 to 60 minutes.
 fn watch_timeout(requested: Option<u64>) -> Duration {
@@ -227,11 +184,8 @@ pub fn serve(
         ));
     };
     let timeout = watch_timeout(spec.query.timeout_seconds);
-    let (tx, rx) = mpsc::channel::<(Bytes, Held)>(CLIENT_BUFFER);
-    let budgets = Budgets {
-        own: Arc::new(Semaphore::new(kib(WATCH_BUFFER_BYTES) as usize)),
-        all: state.watch_memory.clone(),
-    };
+    let outbox = Outbox::new(state.watch_budgets.clone(), &identity.token_id);
+    let body = outbox.reader();
     let bookmarks = spec.query.allow_watch_bookmarks;
     let initial_end_bookmark = bookmarks && spec.query.send_initial_events == Some(true);
     let interval = state.options.bookmark_interval;
@@ -261,51 +215,34 @@ pub fn serve(
                 }
                 None => break,
             };
-            tokio::select! {
-                _ = &mut ended => return,
-                held = budgets.take(line.len()) => {
-                    let Some(held) = held else { return };
-                    if tx.send((line, held)).await.is_err() {
-                        return;
-                    }
-                }
+            let sent = tokio::select! {
+                _ = &mut ended => false,
+                _ = outbox.gone() => false,
+                sent = outbox.send(line) => sent,
+            };
+            if !sent {
+                outbox.close();
+                return;
             }
         }
         pump(
             spec,
             watcher,
             start_rv,
-            Sink { tx, budgets },
+            &outbox,
             bookmarks.then_some(interval),
             ended,
             first_table,
         )
         .await;
+        outbox.finish();
     });
-    // A line's budget is released once the connection has taken it.
-    let body = ReceiverStream::new(rx).map(|(line, _held)| Ok::<_, std::io::Error>(line));
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),
     )
         .into_response())
-}
-
-/// Where a watch's lines go, and what they may hold.
-struct Sink {
-    tx: mpsc::Sender<(Bytes, Held)>,
-    budgets: Budgets,
-}
-
-impl Sink {
-    /// Queues a line for the client; `false` if the client is gone or reads too slowly.
-    fn send(&self, line: Bytes) -> bool {
-        let Some(held) = self.budgets.try_take(line.len()) else {
-            return false;
-        };
-        self.tx.try_send((line, held)).is_ok()
-    }
 }
 
 /// Everything that ends a watch besides its client leaving.
@@ -335,6 +272,10 @@ impl Ends {
         tokio::pin!(deadline);
         let tokens = &self.state.auth.tokens;
         let mut revocations = tokens.revocations();
+        // A revocation between the request's authentication and this subscription.
+        if !tokens.is_valid(&self.identity.token_id) {
+            return;
+        }
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
@@ -353,7 +294,7 @@ async fn pump(
     spec: WatchSpec,
     mut watcher: Watcher,
     start_rv: Rv,
-    out: Sink,
+    out: &Outbox,
     bookmark_every: Option<Duration>,
     mut ended: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     mut first_table: bool,
@@ -363,18 +304,23 @@ async fn pump(
     loop {
         tokio::select! {
             _ = &mut ended => return,
-            _ = out.tx.closed() => return,
+            _ = out.gone() => return,
             _ = ticker.tick(), if bookmark_every.is_some() => {
                 // Safe only when every change up to the bookmark has reached this watcher.
                 let rv = watcher.position();
-                if watcher.is_idle() && rv >= start_rv && !out.send(spec.bookmark(rv, false)) {
+                if watcher.is_idle() && rv >= start_rv && !out.try_send(spec.bookmark(rv, false)) {
+                    out.close();
                     return;
                 }
             }
             event = watcher.next() => {
                 let event = match event {
                     Ok(e) => e,
-                    Err(_) => return,
+                    // Fell behind the change log: the client resumes (or relists on 410).
+                    Err(_) => {
+                        out.close();
+                        return;
+                    }
                 };
                 if event.rv <= start_rv {
                     continue;
@@ -382,7 +328,8 @@ async fn pump(
                 if let Some((type_, obj)) = spec.translate(&event) {
                     // A client that cannot keep up is cut off rather than allowed to buffer
                     // without bound.
-                    if !out.send(spec.encode(type_, &obj, &mut first_table)) {
+                    if !out.try_send(spec.encode(type_, &obj, &mut first_table)) {
+                        out.close();
                         return;
                     }
                 }
@@ -419,12 +366,5 @@ mod tests {
             assert!(t <= 2 * MAX_TIMEOUT, "{t:?}");
         }
         assert_eq!(watch_timeout(Some(10)), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn budgets_are_counted_in_kib_and_one_object_always_fits() {
-        assert_eq!(kib(1), 1);
-        assert_eq!(kib(2048), 2);
-        assert!(kib(1536 * 1024 + 100) <= kib(WATCH_BUFFER_BYTES));
     }
 }

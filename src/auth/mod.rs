@@ -291,11 +291,15 @@ fn tenant_event(ns: &str, new: &AnyObject) -> Result<(), ApiError> {
     let AnyObject::Event(e) = new else {
         return Ok(());
     };
-    let about_own =
-        |r: &k8s_openapi::api::core::v1::ObjectReference| r.namespace.as_deref() == Some(ns);
+    let about_own = |r: &k8s_openapi::api::core::v1::ObjectReference| {
+        let kind = r.kind.as_deref().unwrap_or_default();
+        let cluster_scoped = kind == "Namespace"
+            || crate::resources::kind_by_any_name(kind).is_some_and(|k| !k.info().namespaced);
+        r.namespace.as_deref() == Some(ns) && !cluster_scoped
+    };
     if !about_own(&e.involved_object) || e.related.as_ref().is_some_and(|r| !about_own(r)) {
         return Err(ApiError::forbidden(format!(
-            "events in namespace \"{ns}\" may only be about objects in namespace \"{ns}\" (involvedObject.namespace)"
+            "events in namespace \"{ns}\" may only be about namespaced objects in namespace \"{ns}\" (involvedObject)"
         )));
     }
     Ok(())

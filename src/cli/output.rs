@@ -51,17 +51,20 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// Text from the server made safe for one line of a terminal: every control character
-/// (escape sequences, carriage returns, newlines that would forge extra lines) is shown
-/// escaped (`\u{1b}`), never sent to the terminal.
-pub fn clean_line(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
+/// Whether a character must not reach a terminal as it is: control characters (escape
+/// sequences, carriage returns), and the invisible ones that reorder or break text (bidi
+/// overrides, line separators), with which a message could disguise itself.
+fn unsafe_for_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// `s` with the characters `escape` picks shown escaped (`\u{1b}`).
+fn escaped(s: &str, escape: impl Fn(char) -> bool) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
+            if escape(c) {
+                c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
@@ -69,30 +72,31 @@ pub fn clean_line(s: &str) -> String {
         .collect()
 }
 
+/// Text from the server made safe for one line of a terminal: every control character
+/// (escape sequences, carriage returns, newlines that would forge extra lines) is shown
+/// escaped, never sent to the terminal.
+pub fn clean_line(s: &str) -> String {
+    if s.chars().any(unsafe_for_terminal) {
+        escaped(s, unsafe_for_terminal)
+    } else {
+        s.to_string()
+    }
+}
+
 /// Strips terminal control characters from every string of a server response, keeping
 /// newlines and tabs (which YAML and JSON output show faithfully, and tables escape).
 pub fn clean_value(v: &mut Value) {
+    let unsafe_in_text = |c: char| unsafe_for_terminal(c) && c != '\n' && c != '\t';
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
         match v {
-            Value::String(s) if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
-                *s = s
-                    .chars()
-                    .map(|c| {
-                        if c.is_control() && c != '\n' && c != '\t' {
-                            c.escape_default().to_string()
-                        } else {
-                            c.to_string()
-                        }
-                    })
-                    .collect();
-            }
+            Value::String(s) if s.chars().any(unsafe_in_text) => *s = escaped(s, unsafe_in_text),
             Value::Array(items) => stack.extend(items.iter_mut()),
             Value::Object(m) => {
                 // Keys too: a label key is printed as it is.
                 let dirty: Vec<String> = m
                     .keys()
-                    .filter(|k| k.chars().any(char::is_control))
+                    .filter(|k| k.chars().any(unsafe_for_terminal))
                     .cloned()
                     .collect();
                 for k in dirty {

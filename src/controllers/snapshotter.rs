@@ -316,6 +316,8 @@ impl Snapshotter {
 /// Records the last failure. The same failure again keeps its first time, so that retrying does
 /// not rewrite the object (and trigger itself) forever.
 fn set_error(status: &mut VolumeSnapshotStatus, message: String) {
+    // The snapshot's tenant reads this: no account identifiers from a provider's message.
+    let message = stowage_provider::redact::account_identifiers(&message);
     if status.error.as_ref().and_then(|e| e.message.as_ref()) != Some(&message) {
         status.error = Some(VolumeSnapshotError {
             message: Some(message),

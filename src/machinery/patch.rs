@@ -80,14 +80,21 @@ pub fn apply_json_patch(
         )));
     }
     let mut copied = 0usize;
+    // Work beyond what the patch's own bytes pay for: values measured for moves and elements
+    // shifted by insertions and removals in the middle of lists.
+    let mut work = 0usize;
+    let max_work = max_copied_bytes.saturating_mul(4);
     for (i, op) in ops.iter().enumerate() {
         use json_patch::PatchOperation as Op;
+        work = work.saturating_add(shifted_by(doc, op));
         let placed = match op {
             Op::Add(o) => Some((o.path.count(), document::measure(&o.value))),
             Op::Replace(o) => Some((o.path.count(), document::measure(&o.value))),
-            Op::Move(o) => doc
-                .pointer(o.from.as_str())
-                .map(|v| (o.path.count(), document::measure(v))),
+            Op::Move(o) => doc.pointer(o.from.as_str()).map(|v| {
+                let m = document::measure(v);
+                work = work.saturating_add(m.bytes);
+                (o.path.count(), m)
+            }),
             Op::Copy(o) => {
                 let Some(source) = doc.pointer(o.from.as_str()) else {
                     return Err(PatchError::Failed(format!(
@@ -114,10 +121,40 @@ pub fn apply_json_patch(
                 document::MAX_DEPTH
             )));
         }
+        if work > max_work {
+            return Err(PatchError::TooLarge(format!(
+                "this JSON patch moves and shifts more than {max_work} bytes and list elements"
+            )));
+        }
         json_patch::patch(doc, std::slice::from_ref(op))
             .map_err(|e| PatchError::Failed(format!("operation {i}: {}", e.kind)))?;
     }
     Ok(())
+}
+
+/// How many list elements an operation shifts: inserting or removing at index `i` of a list
+/// of `n` moves `n - i` of them.
+fn shifted_by(doc: &Value, op: &json_patch::PatchOperation) -> usize {
+    use json_patch::PatchOperation as Op;
+    let shift_at = |path: &json_patch::jsonptr::Pointer| -> usize {
+        let Some((parent, last)) = path.split_back() else {
+            return 0;
+        };
+        match doc.pointer(parent.as_str()) {
+            Some(Value::Array(items)) => {
+                let at = last.decoded().parse::<usize>().unwrap_or(items.len());
+                items.len().saturating_sub(at)
+            }
+            _ => 0,
+        }
+    };
+    match op {
+        Op::Add(o) => shift_at(&o.path),
+        Op::Remove(o) => shift_at(&o.path),
+        Op::Move(o) => shift_at(&o.from) + shift_at(&o.path),
+        Op::Copy(o) => shift_at(&o.path),
+        Op::Replace(_) | Op::Test(_) => 0,
+    }
 }
 
 /// Applies an RFC 7386 JSON merge patch.
@@ -517,6 +554,13 @@ impl FieldSet {
         }
     }
 
+    /// Adds every field of `other` to this set.
+    pub fn union(&mut self, other: FieldSet) {
+        for (k, child) in other.0 {
+            self.0.entry(k).or_default().union(child);
+        }
+    }
+
     /// Whether `path` (or a prefix of it) is owned by this set.
     pub fn covers(&self, path: &[String]) -> bool {
         let mut node = self;
@@ -693,6 +737,26 @@ mod tests {
         let err = apply_json_patch(&mut doc, &Value::Array(ops), 3 << 20).unwrap_err();
         assert!(matches!(err, PatchError::TooLarge(_)), "{err}");
         assert!(document::measure(&doc).bytes < 8 << 20);
+    }
+
+    #[test]
+    fn json_patches_that_shift_long_lists_over_and_over_are_refused() {
+        let args: Vec<Value> = (0..400_000).map(|_| json!("a")).collect();
+        let mut doc = json!({"spec": {"args": args}});
+        let ops: Vec<Value> = (0..10_000)
+            .map(|_| json!({"op": "remove", "path": "/spec/args/0"}))
+            .collect();
+        let started = std::time::Instant::now();
+        let err = apply_json_patch(&mut doc, &Value::Array(ops), 3 << 20).unwrap_err();
+        assert!(matches!(err, PatchError::TooLarge(_)), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Removing from the end shifts nothing.
+        let mut doc = json!({"spec": {"args": (0..1000).map(|_| json!("a")).collect::<Vec<_>>()}});
+        let ops: Vec<Value> = (0..1000)
+            .rev()
+            .map(|i| json!({"op": "remove", "path": format!("/spec/args/{i}")}))
+            .collect();
+        apply_json_patch(&mut doc, &Value::Array(ops), 3 << 20).unwrap();
     }
 
     #[test]

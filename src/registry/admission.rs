@@ -27,7 +27,7 @@ pub fn admit(store: &Store, new: &mut AnyObject, old: Option<&AnyObject>) -> Api
         }
         (new @ AnyObject::ResourceQuota(_), old) if super::quota::needs_recount(new, old) => {
             if let AnyObject::ResourceQuota(q) = new {
-                super::quota::with_current_usage(store, q);
+                super::quota::with_current_usage(store, q, old.is_none());
             }
         }
         _ => {}

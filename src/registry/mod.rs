@@ -149,6 +149,17 @@ fn not_found<T: KindStrategy>(name: &str) -> ApiError {
     ApiError::not_found(info::<T>().plural, info::<T>().group, name)
 }
 
+/// After [`MAX_CONFLICT_RETRIES`] lost races: the client may try again.
+fn too_many_writers<T: KindStrategy>(name: &str) -> ApiError {
+    let i = info::<T>();
+    ApiError::conflict(
+        i.plural,
+        i.group,
+        name,
+        "too many concurrent writers; try again",
+    )
+}
+
 fn parse_rv(rv: &str) -> ApiResult<Rv> {
     rv.parse::<Rv>()
         .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
@@ -363,8 +374,12 @@ impl Registry {
                     stored.truncate(own);
                     return Ok(stored);
                 }
-                // A quota moved on under us: charge the new usage.
-                Err(WriteError::Conflict { op, .. }) if op >= own && !staged.is_empty() => continue,
+                // A quota moved on (or went) under us: charge the new usage.
+                Err(WriteError::Conflict { op, .. } | WriteError::NotFound { op })
+                    if op >= own && !staged.is_empty() =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(write_error(e, &names)),
             }
         }
@@ -530,12 +545,7 @@ impl Registry {
                 }
             }
         }
-        Err(ApiError::conflict(
-            i.plural,
-            i.group,
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers::<T>(name))
     }
 
     /// Applies the update rules to `new` against `current` and writes it at `current.rv`.
@@ -684,12 +694,7 @@ impl Registry {
                 }
             }
         }
-        Err(ApiError::conflict(
-            i.plural,
-            i.group,
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers::<T>(name))
     }
 
     /// Deletes an object: at once, or by marking it if it has finalizers.
@@ -759,12 +764,7 @@ impl Registry {
                 Err(e) => return Err(e.into_api(&names)),
             }
         }
-        Err(ApiError::conflict(
-            i.plural,
-            i.group,
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers::<T>(name))
     }
 
     /// Writes several objects in one transaction, for controllers that must change objects
@@ -921,16 +921,20 @@ fn applied_object<T: KindStrategy>(
         .map(|f| FieldSet::from_fields_v1(&f.0));
     patch::apply_configuration_merge(&mut doc, config).map_err(patch_error)?;
     if let Some(previous) = previous {
-        let others: Vec<FieldSet> = entries
+        // What any other manager owns, as one set: one lookup per removed path.
+        let mut others = FieldSet::default();
+        for e in entries
             .iter()
             .filter(|e| e.manager.as_deref() != Some(&manager))
-            .filter_map(|e| e.fields_v1.as_ref())
-            .map(|f| FieldSet::from_fields_v1(&f.0))
-            .collect();
+        {
+            if let Some(f) = &e.fields_v1 {
+                others.union(FieldSet::from_fields_v1(&f.0));
+            }
+        }
         let unowned: Vec<Vec<String>> = previous
             .removed_in(&applied_set)
             .into_iter()
-            .filter(|path| !others.iter().any(|o| o.covers(path)))
+            .filter(|path| !others.covers(path))
             .collect();
         patch::remove_fields(&mut doc, &unowned);
     }

@@ -52,11 +52,21 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
             .entry(ns)
             .or_insert((s.op.kind, s.op.key.name.as_str()));
     }
+    // A quota the write itself changes or deletes is not charged here (the store applies one
+    // operation per object): its own usage is constant, and its status is recomputed.
+    let staged_quotas: Vec<&crate::store::ObjectKey> = staged
+        .iter()
+        .filter(|s| s.op.kind == Kind::ResourceQuota)
+        .map(|s| &s.op.key)
+        .collect();
     let mut ops = Vec::new();
     for (ns, delta) in deltas {
         let (quotas, _) = store.list(Kind::ResourceQuota, Some(ns));
         let mut exceeded: Vec<String> = Vec::new();
-        for stored in quotas {
+        for stored in quotas
+            .into_iter()
+            .filter(|q| !staged_quotas.contains(&&q.key))
+        {
             let q: &ResourceQuota = stored.typed();
             let hard = resourcequota::hard(q);
             let mut used = resourcequota::used(q);
@@ -131,11 +141,11 @@ pub fn usage_in(store: &Store, namespace: &str) -> Usage {
 
 /// A quota whose status says what its namespace uses now: set on create and when its limits
 /// change, so a new quota is enforced from its first moment.
-pub fn with_current_usage(store: &Store, q: &mut ResourceQuota) {
+pub fn with_current_usage(store: &Store, q: &mut ResourceQuota, creating: bool) {
     let ns = q.metadata.namespace.clone().unwrap_or_default();
     let mut used = usage_in(store, &ns);
     // A quota being created counts itself, as it will once stored.
-    if q.metadata.resource_version.is_none() {
+    if creating {
         *used.entry("count/resourcequotas".into()).or_default() += 1;
         *used.entry("resourcequotas".into()).or_default() += 1;
     }
@@ -267,6 +277,23 @@ mod tests {
             .unwrap();
         assert_eq!(used(&r, "a")["count/persistentvolumeclaims"], 4);
         r.create("a", claim("again", "1Gi"), &opts).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn quotas_that_count_quotas_can_be_deleted() {
+        let (_d, r) = registry().await;
+        let opts = WriteOptions::default();
+        r.create(
+            "a",
+            quota(serde_json::json!({"count/resourcequotas": "2"})),
+            &opts,
+        )
+        .await
+        .unwrap();
+        assert_eq!(used(&r, "a")["count/resourcequotas"], 1, "it counts itself");
+        r.delete::<ResourceQuota>("a", "q", &Default::default(), &opts)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -53,10 +53,11 @@ pub mod node {
     /// rewrite its zone would attract other zones' volumes; one that could raise its own
     /// attach limit would take more than its share.
     pub fn is_protected_key(key: &str) -> bool {
-        key.starts_with("topology.kubernetes.io/")
+        // Any `topology.<domain>/` key: providers place volumes by them (the provisioner reads
+        // every one, EBS reads `topology.ebs.csi.aws.com/zone`).
+        key.starts_with("topology.")
             || key.starts_with("failure-domain.beta.kubernetes.io/")
             || key.starts_with("node-restriction.kubernetes.io/")
-            || key.starts_with("topology.stowage.dev/")
             || key.starts_with(MAX_ATTACHMENTS_ANNOTATION)
             || key == HOSTNAME_LABEL
             || key == INSTANCE_TYPE_LABEL

@@ -154,13 +154,13 @@ impl WatchEvent {
         self.object.kind
     }
 
-    /// The memory this entry of the change log holds, counted as if nothing else shared it:
-    /// each object version as its JSON and a typed copy (about twice the JSON), for the new
-    /// version and the one it replaced.
+    /// The memory this entry of the change log holds: the object version as its JSON and a
+    /// typed copy (about twice the JSON). The version it replaced is the previous entry's (or
+    /// the cache's), so it is not counted again; an entry whose previous one was trimmed keeps
+    /// that version alive too, so the log takes at most twice what it counts.
     pub fn cost(&self) -> usize {
         const OVERHEAD: usize = 256;
-        let version = |s: &Stored| 3 * s.json.len() + OVERHEAD;
-        version(&self.object) + self.prev.as_deref().map_or(0, version)
+        3 * self.object.json.len() + OVERHEAD
     }
 }
 
@@ -344,7 +344,8 @@ impl Store {
             log_bytes,
             compacted_rv,
         };
-        trim_log(&mut state, &options);
+        let newest = state.rv;
+        trim_log(&mut state, &options, newest);
         let inner = Arc::new(Inner {
             state: RwLock::new(state),
             published,
@@ -704,6 +705,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                 }
             }
         }
+        let batch_start = state.rv;
         state.rv = rv;
         for (_, events) in &accepted {
             for e in events {
@@ -711,7 +713,9 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                 state.log.push_back(e.clone());
             }
         }
-        trim_log(&mut state, &inner.options);
+        // Never this batch's own changes: a watcher that keeps up must see every one of them,
+        // however large the batch.
+        trim_log(&mut state, &inner.options, batch_start);
     }
     // Watchers read the log, which now has every change up to `rv`.
     inner.published.send_replace(rv);
@@ -721,10 +725,11 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
 }
 
 /// Drops log entries beyond the count or byte bound, or older than the window; never the
-/// newest one.
-fn trim_log(state: &mut State, options: &StoreOptions) {
+/// newest one, nor any after `keep_after`.
+fn trim_log(state: &mut State, options: &StoreOptions, keep_after: Rv) {
     let horizon = now_unix() - options.log_window.as_secs() as i64;
     while state.log.len() > 1
+        && state.log.front().is_some_and(|e| e.rv <= keep_after)
         && (state.log.len() > options.log_max_events
             || state.log_bytes > options.log_max_bytes
             || state.log.front().is_some_and(|e| e.committed_at < horizon))
@@ -739,7 +744,8 @@ fn trim_log(state: &mut State, options: &StoreOptions) {
 async fn compact(inner: &Inner, backend: &mut dyn Backend) {
     let up_to = {
         let mut state = inner.state.write();
-        trim_log(&mut state, &inner.options);
+        let newest = state.rv;
+        trim_log(&mut state, &inner.options, newest);
         state.compacted_rv
     };
     if let Err(e) = backend.compact(up_to).await {

@@ -16,6 +16,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -40,7 +41,9 @@ const WAL_LOOK_EVERY: u32 = 32;
 pub struct SqliteBackend {
     conn: SqliteConnection,
     checkpointer: tokio::task::AbortHandle,
-    wal_path: std::path::PathBuf,
+    /// Frames in the WAL, as the last checkpoint reported them.
+    wal_frames: Arc<AtomicI64>,
+    page_size: i64,
     commits_since_look: u32,
 }
 
@@ -85,53 +88,59 @@ impl SqliteBackend {
         let mut checkpoint_conn = SqliteConnection::connect_with(&options)
             .await
             .with_context(|| format!("opening {} for checkpoints", path.display()))?;
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let reported = wal_frames.clone();
         let checkpointer = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
             loop {
                 ticker.tick().await;
                 // PASSIVE never blocks the writer; what it cannot copy now it copies next time.
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&mut checkpoint_conn)
-                    .await
-                {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                match checkpoint(&mut checkpoint_conn).await {
+                    Ok(frames) => reported.store(frames, Ordering::Relaxed),
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             }
         })
         .abort_handle();
-        let mut wal_path = path.as_os_str().to_owned();
-        wal_path.push("-wal");
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut conn)
+            .await?;
         Ok(SqliteBackend {
             conn,
             checkpointer,
-            wal_path: wal_path.into(),
+            wal_frames,
+            page_size: page_size.max(512),
             commits_since_look: 0,
         })
     }
 
-    /// The WAL's size on disk (0 if it is not there).
-    pub fn wal_bytes(&self) -> u64 {
-        std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
-    }
-
     /// Checkpoints from the writer's connection when the WAL has grown, so that the next
-    /// commit starts it over (see the module docs).
+    /// commit starts it over (see the module docs). The size that counts is the frames in use
+    /// (as the last checkpoint reported them), not the file, which stays at its high-water mark.
     async fn bound_wal(&mut self) {
         self.commits_since_look += 1;
         if self.commits_since_look < WAL_LOOK_EVERY {
             return;
         }
         self.commits_since_look = 0;
-        if self.wal_bytes() < WAL_RESTART_BYTES {
+        let in_use = self.wal_frames.load(Ordering::Relaxed).max(0) as u64 * self.page_size as u64;
+        if in_use < WAL_RESTART_BYTES {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut self.conn)
-            .await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint by the writer failed");
+        match checkpoint(&mut self.conn).await {
+            // Everything is copied: the next commit starts the WAL over.
+            Ok(_) => self.wal_frames.store(0, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint by the writer failed"),
         }
     }
+}
+
+/// A PASSIVE checkpoint; returns the frames the WAL holds (`log` in SQLite's answer).
+async fn checkpoint(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await?;
+    Ok(row.try_get::<i64, _>(1).unwrap_or(0))
 }
 
 fn kind_by_name(name: &str) -> Option<Kind> {

@@ -370,6 +370,26 @@ async fn a_crash_in_the_middle_of_200_provisions_leaves_exactly_200_volumes() {
     })
     .await;
     s.kill();
+    // CreateVolume calls the dead process had sent may still be in moto's queue. AWS would
+    // answer them with the volume their ClientToken already made; moto ignores ClientToken
+    // (see TESTING.md) and would make a second volume after the restarted server has looked
+    // the name up. Let moto finish what it was sent before restarting.
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = moto
+            .client()
+            .describe_volumes()
+            .send()
+            .await
+            .unwrap()
+            .volumes()
+            .len();
+        if n == last {
+            break;
+        }
+        last = n;
+    }
     s.restart().await;
     s.eventually(Duration::from_secs(60), "all 200 claims bound", || async {
         let (_, list) = s.get(&pvcs("crash")).await;

@@ -386,6 +386,11 @@ async fn slow_idle_and_numerous_connections_are_closed() {
     let took = closed_within(&mut slow, Duration::from_secs(10)).await;
     assert!(took.is_some_and(|t| t < Duration::from_secs(3)), "{took:?}");
 
+    // A connection that never says anything at all.
+    let mut silent = connect().await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(10)).await;
+    assert!(took.is_some_and(|t| t < Duration::from_secs(3)), "{took:?}");
+
     // An HTTP/2 connection that opens and then asks for nothing.
     let mut idle = connect().await.unwrap();
     idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
@@ -424,6 +429,44 @@ async fn stalled_tls_handshakes_are_closed() {
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     let took = closed_within(&mut c, Duration::from_secs(10)).await;
     assert!(took.is_some_and(|t| t < Duration::from_secs(3)), "{took:?}");
+    s.assert_alive_within(300 * MIB).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_tls_connections_does_not_lock_other_clients_out() {
+    let mut s = Server::start_with(&[
+        "--tls-handshake-timeout",
+        "5s",
+        "--max-tls-handshakes",
+        "16",
+    ])
+    .await;
+    let addr = s.base.trim_start_matches("https://").to_string();
+    // From 127.0.0.1: more silent connections than there are handshake slots.
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(tokio::net::TcpStream::connect(addr.clone()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another client address still gets through at once.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_of(&s.data_dir).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let resp = other
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("a client from another address is served");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
     s.assert_alive_within(300 * MIB).await;
 }
 
@@ -556,6 +599,7 @@ async fn tenants_see_and_file_events_only_about_their_own_objects() {
     // Forged events about cluster-scoped objects, or other namespaces', are refused.
     for involved in [
         json!({"kind": "PersistentVolume", "name": "pv-1"}),
+        json!({"kind": "PersistentVolume", "name": "pv-1", "namespace": "default"}),
         json!({"kind": "Node", "name": "n-secret-name"}),
         json!({"kind": "PersistentVolumeClaim", "name": "x", "namespace": "team-b"}),
     ] {

@@ -105,16 +105,12 @@ impl NfsProvider {
         .encode()
     }
 
-    /// Makes the volume's directory (and missing parents). A directory already there is taken
-    /// only when `may_adopt` (it is this volume's, or a retained record hands it over):
-    /// a directory that no record accounts for may hold anybody's data.
-    async fn make_directory(
-        &self,
-        share: &Share,
-        sub_dir: &str,
-        mode: u32,
-        may_adopt: bool,
-    ) -> Result<()> {
+    /// Makes the volume's directory (and missing parents), and says whether it was there
+    /// already and what it held. The caller decides: a directory that holds data is taken
+    /// only when a record proves whose it is (one that no record accounts for may hold
+    /// anybody's data); an empty one holds nothing to take, and is what an interrupted create
+    /// of this very volume leaves behind.
+    async fn make_directory(&self, share: &Share, sub_dir: &str, mode: u32) -> Result<Made> {
         let what = || format!("making {sub_dir} on {}", share.key.describe());
         let (parent, last) = match sub_dir.rsplit_once('/') {
             Some((p, l)) => (
@@ -136,34 +132,152 @@ impl NfsProvider {
             .mkdir(&parent, last, mode)
             .await
             .map_err(|f| f.into_error(&what()))?;
-        if !created && !may_adopt {
-            return Err(ProviderError::precondition(format!(
-                "{sub_dir} already exists on {} and no volume record says whose it is; it is not handed to a new volume",
-                share.key.describe()
-            )));
+        if !created {
+            let empty = share
+                .list(&dir.fh)
+                .await
+                .map_err(|f| f.into_error(&what()))?
+                .iter()
+                .all(|e| e.name == "." || e.name == "..");
+            return Ok(if empty {
+                Made::FoundEmpty
+            } else {
+                Made::FoundNonEmpty
+            });
         }
         // The server may apply its own umask; the class's mode is what the volume gets.
         let actual = dir.attr.as_ref().map(|a| a.file_mode & 0o7777);
-        if created && actual != Some(mode) {
+        if actual != Some(mode) {
             share
                 .chmod(&dir.fh, mode)
                 .await
                 .map_err(|f| f.into_error(&what()))?;
         }
-        Ok(())
+        Ok(Made::Created)
     }
 
-    /// Takes back a record this create wrote, after the create was refused.
+    /// Takes back a pending record this create wrote, after the create was refused. If that
+    /// fails the record stays pending: it proves nothing, and the orphan sweep removes it.
     async fn forget(&self, share: &Share, name: &str) {
-        if let Err(f) = share.remove_record(name).await {
-            tracing::warn!(
+        match share.remove_record(name).await {
+            Ok(()) => {
+                share.ledger.lock().remove(name);
+            }
+            Err(f) => tracing::warn!(
                 volume = name,
                 share = share.key.describe(),
                 error = %f.into_error("removing a refused volume's record"),
-                "the record stays; the orphan sweep will remove it"
-            );
+                "the pending record stays; the orphan sweep will remove it"
+            ),
         }
-        share.ledger.lock().remove(name);
+    }
+
+    /// Whether a new volume in `namespace` may take `sub_dir` despite `overlaps`: only when the
+    /// one thing there is a retained record of exactly that directory, made by this
+    /// installation for a claim of the same namespace. Returns that record's name.
+    fn adoptable(
+        &self,
+        overlaps: &[records::Overlap],
+        sub_dir: &str,
+        namespace: &str,
+        on: &str,
+    ) -> Result<Option<String>> {
+        let [o, rest @ ..] = overlaps else {
+            return Ok(None);
+        };
+        if rest.is_empty()
+            && o.sub_dir == sub_dir
+            && o.owner == self.owner
+            && o.retained
+                .as_ref()
+                .is_some_and(|ns| ns.as_deref() == Some(namespace))
+        {
+            return Ok(Some(o.volume.clone()));
+        }
+        // The refusal reaches the claim's events, which its tenant reads: it does not name the
+        // other volume or its directory (another tenant's). The log does, for the admin.
+        tracing::warn!(
+            share = on,
+            directory = sub_dir,
+            other_volume = o.volume,
+            other_directory = o.sub_dir,
+            retained = o.retained.is_some(),
+            "refused a volume directory that overlaps another volume's"
+        );
+        Err(ProviderError::precondition(
+            if o.retained.is_some() && o.sub_dir == sub_dir && rest.is_empty() {
+                format!(
+                    "directory {sub_dir} on {on} holds the retained data of a volume made for another namespace or installation"
+                )
+            } else {
+                format!(
+                    "directory {sub_dir} on {on} would overlap another volume's directory: no volume's directory may be, contain or lie inside another's"
+                )
+            },
+        ))
+    }
+
+    /// The second half of a create, once its pending record is on the share: the
+    /// authoritative overlap check (every record written before ours, by any class or
+    /// installation sharing this export, is seen now; two racers may both step back, neither
+    /// can win against the other), the directory, and the record made final.
+    async fn finish_create(
+        &self,
+        share: &Share,
+        name: &str,
+        record: &Record,
+        mode: u32,
+        namespace: &str,
+        on: &str,
+    ) -> Result<()> {
+        share
+            .sync_since(std::time::Instant::now())
+            .await
+            .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
+        let overlaps = share.ledger.lock().overlaps(&record.sub_dir, name);
+        let adopted = self.adoptable(&overlaps, &record.sub_dir, namespace, on)?;
+        let made = self.make_directory(share, &record.sub_dir, mode).await?;
+        if made == Made::FoundNonEmpty && adopted.is_none() {
+            return Err(ProviderError::precondition(format!(
+                "{} already exists on {on} and holds data no volume record accounts for; it is not handed to a new volume",
+                record.sub_dir
+            )));
+        }
+        let done = Record {
+            pending: false,
+            ..record.clone()
+        };
+        share
+            .replace_record(name, &done)
+            .await
+            .map_err(|f| f.into_error(&format!("recording {name} on {on}")))?;
+        share.ledger.lock().put(name, done);
+        if let Some(retained) = adopted {
+            // The directory has passed to the new volume; the retained record goes.
+            share.remove_record(&retained).await.map_err(|f| {
+                f.into_error(&format!("removing the retained record {retained} on {on}"))
+            })?;
+            share.ledger.lock().remove(&retained);
+        }
+        Ok(())
+    }
+
+    /// Removes a pending create's directory if it is there and empty (RMDIR refuses otherwise).
+    async fn remove_if_empty(&self, share: &Share, record: &Record) -> Result<()> {
+        let what = format!("removing {} on {}", record.sub_dir, share.key.describe());
+        let (parent_path, last) = record
+            .sub_dir
+            .rsplit_once('/')
+            .unwrap_or(("", record.sub_dir.as_str()));
+        let parent = match share.dir(parent_path, None).await {
+            Ok(p) => p,
+            Err(Failure::NotFound) => return Ok(()),
+            Err(f) => return Err(f.into_error(&what)),
+        };
+        match share.rmdir(&parent, last).await {
+            Ok(()) | Err(Failure::NotFound | Failure::NotEmpty | Failure::Exists) => Ok(()),
+            Err(f) => Err(f.into_error(&what)),
+        }
     }
 
     /// Deletes, archives or keeps a volume's directory. Touches nothing but that directory.
@@ -251,37 +365,12 @@ impl NfsProvider {
     }
 }
 
-/// Whether a new volume in `namespace` may take `sub_dir` despite `o`: only a retained
-/// record of exactly that directory, from a claim of the same namespace, hands it over.
-/// Returns the retained record's name.
-fn adoptable(o: &records::Overlap, sub_dir: &str, namespace: &str, on: &str) -> Result<String> {
-    if let Some(Some(ns)) = &o.retained
-        && ns == namespace
-        && o.sub_dir == sub_dir
-    {
-        return Ok(o.volume.clone());
-    }
-    // The refusal reaches the claim's events, which its tenant reads: it does not name the
-    // other volume or its directory (another tenant's). The log does, for the admin.
-    tracing::warn!(
-        share = on,
-        directory = sub_dir,
-        other_volume = o.volume,
-        other_directory = o.sub_dir,
-        retained = o.retained.is_some(),
-        "refused a volume directory that overlaps another volume's"
-    );
-    Err(ProviderError::precondition(
-        if o.retained.is_some() && o.sub_dir == sub_dir {
-            format!(
-                "directory {sub_dir} on {on} holds the retained data of a volume made for another namespace"
-            )
-        } else {
-            format!(
-                "directory {sub_dir} on {on} would overlap another volume's directory: no volume's directory may be, contain or lie inside another's"
-            )
-        },
-    ))
+/// What making a volume's directory found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Made {
+    Created,
+    FoundEmpty,
+    FoundNonEmpty,
 }
 
 /// Releases a create's reserved bytes unless the create finished (also when it is cancelled).
@@ -359,6 +448,7 @@ impl Provider for NfsProvider {
             owner: self.owner.clone(),
             claim_namespace: Some(req.claim.namespace.clone()),
             retained: false,
+            pending: true,
         };
         let same = |r: &Record| {
             !r.retained
@@ -366,25 +456,19 @@ impl Provider for NfsProvider {
                 && r.bytes == record.bytes
                 && r.on_delete == record.on_delete
         };
-        let existing = share.ledger.lock().get(&req.name).cloned();
-        // Whether the directory is already this volume's (a create repeated after a crash or
-        // a lost answer), so that finding it on the share is expected.
-        let mut ours = match existing {
-            Some(r) if same(&r) => true,
-            Some(r) => {
-                return Err(ProviderError::already_exists(format!(
-                    "volume {} exists on {on} with directory {} and {} bytes",
-                    req.name, r.sub_dir, r.bytes
-                )));
-            }
-            None => false,
-        };
-        let mut wrote_record = false;
-        if !ours {
+        let mut existing = share.ledger.lock().get(&req.name).cloned();
+        if let Some(r) = &existing
+            && !same(r)
+        {
+            return Err(ProviderError::already_exists(format!(
+                "volume {} exists on {on} with directory {} and {} bytes",
+                req.name, r.sub_dir, r.bytes
+            )));
+        }
+        if existing.is_none() {
             // Fail fast on what this process already knows (including creates in flight).
-            if let Some(o) = share.ledger.lock().overlapping(&sub_dir, &req.name) {
-                adoptable(&o, &sub_dir, &req.claim.namespace, &on)?;
-            }
+            let known = share.ledger.lock().overlaps(&sub_dir, &req.name);
+            self.adoptable(&known, &sub_dir, &req.claim.namespace, &on)?;
             let total = share
                 .total_bytes()
                 .await
@@ -409,10 +493,10 @@ impl Provider for NfsProvider {
             match share.write_record(&req.name, &record).await {
                 Ok(()) => {
                     share.ledger.lock().put(&req.name, record.clone());
-                    wrote_record = true;
+                    existing = Some(record.clone());
                 }
                 Err(Failure::Exists) => match self.record_of(&share, &req.name).await? {
-                    Some(r) if same(&r) => ours = true,
+                    Some(r) if same(&r) => existing = Some(r),
                     _ => {
                         return Err(ProviderError::already_exists(format!(
                             "volume {} exists on {on} with other parameters",
@@ -425,47 +509,26 @@ impl Provider for NfsProvider {
                 }
             }
         }
-        // The authoritative check, now that our record is on the share: every record written
-        // before ours, by any class or installation sharing this export, is seen. Two racers
-        // may both step back; neither can win against the other.
-        let adopted = if wrote_record {
-            let checked = async {
-                share
-                    .sync_since(std::time::Instant::now())
-                    .await
-                    .map_err(|f| f.into_error(&format!("reading the volume records on {on}")))?;
-                let overlap = share.ledger.lock().overlapping(&sub_dir, &req.name);
-                match overlap {
-                    Some(o) => adoptable(&o, &sub_dir, &req.claim.namespace, &on).map(Some),
-                    None => Ok(None),
-                }
-            }
-            .await;
-            match checked {
-                Ok(adopted) => adopted,
-                Err(e) => {
-                    self.forget(&share, &req.name).await;
-                    return Err(e);
-                }
+        // A record still pending was written by this create, or by one that was interrupted
+        // before it had checked the share: nothing is proven yet, so check now. A finished
+        // record means the directory is this volume's.
+        if existing.is_some_and(|r| r.pending) {
+            let finished = self
+                .finish_create(
+                    &share,
+                    &req.name,
+                    &record,
+                    params.mode,
+                    &req.claim.namespace,
+                    &on,
+                )
+                .await;
+            if let Err(e) = finished {
+                self.forget(&share, &req.name).await;
+                return Err(e);
             }
         } else {
-            None
-        };
-        if let Some(retained) = &adopted {
-            // The directory passes to the new volume; the retained record goes.
-            share.remove_record(retained).await.map_err(|f| {
-                f.into_error(&format!("removing the retained record {retained} on {on}"))
-            })?;
-            share.ledger.lock().remove(retained);
-        }
-        if let Err(e) = self
-            .make_directory(&share, &sub_dir, params.mode, ours || adopted.is_some())
-            .await
-        {
-            if wrote_record {
-                self.forget(&share, &req.name).await;
-            }
-            return Err(e);
+            self.make_directory(&share, &sub_dir, params.mode).await?;
         }
 
         let mut attributes = BTreeMap::from([
@@ -519,6 +582,33 @@ impl Provider for NfsProvider {
         }
         if record.retained {
             return Ok(());
+        }
+        if record.pending {
+            // A create that never finished: its directory, if it made one, is empty; one that
+            // holds anything is not provably this volume's, so it stays.
+            self.remove_if_empty(&share, &record).await?;
+            share
+                .remove_record(&h.name)
+                .await
+                .map_err(|f| f.into_error(&format!("removing the record of {} on {on}", h.name)))?;
+            share.ledger.lock().remove(&h.name);
+            return Ok(());
+        }
+        // Never remove or move a directory that another volume's lies in or around. New
+        // overlaps are refused when they are made; records from before that rule could still
+        // have them, and the ledger has read every record on the share.
+        if let Some(o) = share.ledger.lock().overlapping(&record.sub_dir, &h.name) {
+            tracing::warn!(
+                volume = h.name,
+                directory = record.sub_dir,
+                other_volume = o.volume,
+                other_directory = o.sub_dir,
+                "not disposing of a directory that overlaps another volume's"
+            );
+            return Err(ProviderError::precondition(format!(
+                "the directory of {} on {on} overlaps another volume's; it is left for an admin",
+                h.name
+            )));
         }
         self.dispose_directory(&share, &record).await?;
         if record.on_delete == params::OnDelete::Retain {

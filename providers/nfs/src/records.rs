@@ -48,6 +48,10 @@ pub struct Record {
     /// The volume is gone and its directory was kept (`onDelete: retain`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retained: bool,
+    /// Written before the create checked the share and made the directory: until it is
+    /// cleared, the record proves nothing about whose the directory is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// Whether `a` and `b` are the same directory, or one lies inside the other.
@@ -65,6 +69,8 @@ pub fn overlap(a: &str, b: &str) -> bool {
 pub struct Overlap {
     pub volume: String,
     pub sub_dir: String,
+    /// The installation that made it.
+    pub owner: String,
     /// A retained record (no live volume), and the namespace its claim was in.
     pub retained: Option<Option<String>>,
 }
@@ -107,31 +113,34 @@ impl Ledger {
         self.committed_bytes + self.reserved_bytes
     }
 
-    /// Another volume's directory (live, being made, or retained) that `sub_dir` would be,
+    /// Every other volume's directory (live, being made, or retained) that `sub_dir` would be,
     /// contain, or lie inside. Live volumes come first: they can never be adopted.
-    pub fn overlapping(&self, sub_dir: &str, except: &str) -> Option<Overlap> {
-        let live = self
-            .records
+    pub fn overlaps(&self, sub_dir: &str, except: &str) -> Vec<Overlap> {
+        let records = self.records.iter().map(|(n, r)| {
+            let retained = r.retained.then(|| r.claim_namespace.clone());
+            (n, r.sub_dir.as_str(), r.owner.as_str(), retained)
+        });
+        let reserved = self
+            .reserved
             .iter()
-            .filter(|(_, r)| !r.retained)
-            .map(|(n, r)| (n, r.sub_dir.as_str(), None))
-            .chain(
-                self.reserved
-                    .iter()
-                    .map(|(n, (d, _))| (n, d.as_str(), None)),
-            );
-        let retained = self
-            .records
-            .iter()
-            .filter(|(_, r)| r.retained)
-            .map(|(n, r)| (n, r.sub_dir.as_str(), Some(r.claim_namespace.clone())));
-        live.chain(retained)
-            .find(|(n, d, _)| n.as_str() != except && overlap(d, sub_dir))
-            .map(|(n, d, retained)| Overlap {
+            .map(|(n, (d, _))| (n, d.as_str(), "", None));
+        let mut found: Vec<Overlap> = records
+            .chain(reserved)
+            .filter(|(n, d, _, _)| n.as_str() != except && overlap(d, sub_dir))
+            .map(|(n, d, owner, retained)| Overlap {
                 volume: n.clone(),
                 sub_dir: d.to_string(),
+                owner: owner.to_string(),
                 retained,
             })
+            .collect();
+        found.sort_by_key(|o| o.retained.is_some());
+        found
+    }
+
+    /// The first of [`Ledger::overlaps`], if any.
+    pub fn overlapping(&self, sub_dir: &str, except: &str) -> Option<Overlap> {
+        self.overlaps(sub_dir, except).into_iter().next()
     }
 
     fn counted(r: &Record) -> i64 {
@@ -177,6 +186,7 @@ mod tests {
             owner: "o".into(),
             claim_namespace: None,
             retained: false,
+            pending: false,
         }
     }
 

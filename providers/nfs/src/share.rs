@@ -586,10 +586,10 @@ impl Share {
         };
         let mut targets = Vec::with_capacity(unseen.len());
         let mut reads = futures::stream::iter(unseen)
-            .map(|(name, link)| self.read_link(name, link))
+            .map(|(name, link)| self.read_link(&dir, name, link))
             .buffer_unordered(32);
         while let Some(read) = reads.next().await {
-            targets.push(read?);
+            targets.extend(read?);
         }
         let mut ledger = self.ledger.lock();
         for (name, target) in targets {
@@ -605,11 +605,31 @@ impl Share {
         Ok(())
     }
 
-    async fn read_link(&self, name: String, link: Bytes) -> Result<(String, String)> {
-        let target = self
+    /// Reads a record's link target. A record replaced (renamed over) or removed since the
+    /// directory was listed has a stale handle: it is looked up again by name, and skipped if
+    /// it is gone.
+    async fn read_link(
+        &self,
+        dir: &Bytes,
+        name: String,
+        link: Bytes,
+    ) -> Result<Option<(String, String)>> {
+        let first = self
             .call("READLINK", |c| async move { c.mount.readlink(link).await })
-            .await?;
-        Ok((name, target))
+            .await;
+        let target = match first {
+            Ok(t) => t,
+            Err(_) => {
+                let fresh = match self.lookup(dir, &name).await {
+                    Ok(o) => o.fh,
+                    Err(Failure::NotFound) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                self.call("READLINK", |c| async move { c.mount.readlink(fresh).await })
+                    .await?
+            }
+        };
+        Ok(Some((name, target)))
     }
 
     /// Checks that the share answers (used by attach, which otherwise needs no request).

@@ -682,3 +682,107 @@ async fn bad_classes_are_invalid_before_anything_is_made() {
         ErrorKind::InvalidArgument
     );
 }
+
+/// Leaves what a create interrupted right after writing its record leaves: a pending record.
+fn interrupted_create(g: &Ganesha, name: &str, sub_dir: &str) {
+    let records = g.export_dir().join(".stowage/volumes");
+    std::fs::create_dir_all(&records).unwrap();
+    let target = format!(
+        r#"{{"subDir":"{sub_dir}","bytes":{GI},"onDelete":"delete","owner":"test-installation","claimNamespace":"team-a","pending":true}}"#
+    );
+    std::os::unix::fs::symlink(target, records.join(name)).unwrap();
+}
+
+#[tokio::test]
+async fn a_pending_record_proves_nothing_and_never_hands_out_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let by_claim = class(&g, &[("subDir", "${pvc.metadata.name}")]);
+
+    // An interrupted create, and then someone's data at that path: the retry must not take it.
+    interrupted_create(&g, "pvc-cut", "claim-of-pvc-cut");
+    std::fs::create_dir(g.export_dir().join("claim-of-pvc-cut")).unwrap();
+    std::fs::write(g.export_dir().join("claim-of-pvc-cut/theirs"), "x").unwrap();
+    let p = provider(Duration::from_secs(10));
+    let err = p
+        .create_volume(&request("pvc-cut", GI, by_claim.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+    assert!(g.export_dir().join("claim-of-pvc-cut/theirs").exists());
+
+    // An interrupted create that had made its (empty) directory finishes on the retry.
+    interrupted_create(&g, "pvc-resume", "claim-of-pvc-resume");
+    std::fs::create_dir(g.export_dir().join("claim-of-pvc-resume")).unwrap();
+    let v = p
+        .create_volume(&request("pvc-resume", GI, by_claim.clone()))
+        .await
+        .unwrap();
+    let again = p
+        .create_volume(&request("pvc-resume", GI, by_claim.clone()))
+        .await
+        .unwrap();
+    assert_eq!(v.handle, again.handle);
+
+    // A pending record left alone is an orphan: deleting it never touches data in its path.
+    interrupted_create(&g, "pvc-left", "claim-of-pvc-left");
+    std::fs::create_dir(g.export_dir().join("claim-of-pvc-left")).unwrap();
+    std::fs::write(g.export_dir().join("claim-of-pvc-left/keep"), "x").unwrap();
+    let orphan = p
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "pvc-left")
+        .expect("a pending record of this installation is listed, for the orphan sweep");
+    p.delete_volume(&DeleteVolumeRequest {
+        handle: orphan.handle,
+        attributes: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+    assert!(g.export_dir().join("claim-of-pvc-left/keep").exists());
+    assert!(!g.export_dir().join(".stowage/volumes/pvc-left").exists());
+    delete(&p, &v).await;
+}
+
+#[tokio::test]
+async fn retained_data_is_never_adopted_across_installations() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let retain = class(
+        &g,
+        &[
+            ("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}"),
+            ("onDelete", "retain"),
+        ],
+    );
+    let p = provider(Duration::from_secs(10));
+    let v = p
+        .create_volume(&in_namespace(
+            request("pvc-a", GI, retain.clone()),
+            "team-a",
+            "data",
+        ))
+        .await
+        .unwrap();
+    std::fs::write(g.export_dir().join("team-a-data/kept"), "x").unwrap();
+    delete(&p, &v).await;
+    let elsewhere = NfsProvider::new(
+        Config {
+            enabled: true,
+            call_timeout: Duration::from_secs(10),
+        },
+        "another-installation",
+    );
+    let err = elsewhere
+        .create_volume(&in_namespace(
+            request("pvc-b", GI, retain),
+            "team-a",
+            "data",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+    assert!(g.export_dir().join("team-a-data/kept").exists());
+}

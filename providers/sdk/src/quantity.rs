@@ -62,18 +62,33 @@ impl Quantity {
         let (format, suffix_exp10, exp2) = parse_suffix(suffix)?;
 
         // The value is (whole.frac) * 10^suffix_exp10 * 2^exp2, kept exactly in nano-units
-        // (rounded up, as Kubernetes rounds). A valid quantity is below 2^63 units and the
-        // smallest suffix is 10^-9, so more than 30 whole digits is too large by any measure.
-        // Fractional digits count only down to the one worth at most a nano-unit; the ones
-        // after it are worth less than a nano-unit together, so they only round up.
-        let whole = whole.trim_start_matches('0');
-        if whole.len() > 30 {
-            return Err(QuantityError::TooLarge);
-        }
+        // (rounded up, as Kubernetes rounds). Fractional digits count only down to the one
+        // worth at most a nano-unit; the ones after it are worth less than a nano-unit
+        // together, so they only round up.
         let useful = (9 + suffix_exp10 + ceil_log10_pow2(exp2)).max(0) as usize;
         let (kept, dropped) = frac.split_at(frac.len().min(useful));
         let kept = kept.trim_end_matches('0');
         let mut round_up = dropped.bytes().any(|b| b != b'0');
+        let mut whole = whole.trim_start_matches('0');
+        let mut suffix_exp10 = suffix_exp10;
+        if kept.is_empty() {
+            // Zeros ending a whole number move into the exponent: `1000...0e-30` is small.
+            let significant = whole.trim_end_matches('0');
+            suffix_exp10 += (whole.len() - significant.len()) as i32;
+            whole = significant;
+        }
+        if whole.is_empty() && kept.is_empty() {
+            // Zero, however it is written (`0e30`), or a fraction too small to keep.
+            return Ok(Quantity {
+                nanos: i128::from(round_up) * if negative { -1 } else { 1 },
+                format,
+            });
+        }
+        // A valid quantity is below 2^63 units, so more than 30 significant whole digits is too
+        // large by any measure, whatever the exponent (at least 10^-30).
+        if whole.len() > 60 {
+            return Err(QuantityError::TooLarge);
+        }
         // Overflowing here means at least 10^38 digit-units, which no suffix brings back below
         // 2^63 units once the useless digits are gone.
         let mut digits: i128 = 0;
@@ -371,6 +386,8 @@ mod tests {
         );
         assert_eq!(q("0.000000000000000000001Ei").bytes(), 1);
         assert_eq!(q("1.5Ki").bytes(), 1536);
+        assert!(q("0e30").is_zero());
+        assert_eq!(q(&format!("1{}e-30", "0".repeat(33))).bytes(), 1000);
         assert_eq!(
             Quantity::parse("99999999999999999999.9999999999999999999999999999999"),
             Err(QuantityError::TooLarge)

@@ -7,39 +7,45 @@
 /// `message` with ARNs and encoded authorization messages replaced by `<redacted>`.
 pub fn account_identifiers(message: &str) -> String {
     const ENCODED: &str = "encoded authorization failure message:";
+    // ASCII lowercasing keeps every byte offset, so positions found here index `message`.
+    let lower = message.to_ascii_lowercase();
     let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while !rest.is_empty() {
-        let lower = rest.to_ascii_lowercase();
-        let arn = lower.find("arn:");
-        let encoded = lower.find(ENCODED);
+    let mut at = 0;
+    // Each search starts where the last match was, so the whole message is scanned once.
+    let mut encoded = lower.find(ENCODED);
+    while at < message.len() {
+        let arn = lower[at..].find("arn:").map(|i| at + i);
+        if encoded.is_some_and(|e| e < at) {
+            encoded = lower[at..].find(ENCODED).map(|i| at + i);
+        }
         match (arn, encoded) {
             (Some(a), e) if e.is_none_or(|e| a < e) => {
                 // Only at a word start: "warn:" is not an ARN.
                 let starts_word = a == 0
-                    || !rest[..a]
+                    || !message[..a]
                         .chars()
                         .next_back()
                         .is_some_and(|c| c.is_ascii_alphanumeric());
-                let end = a + token_len(&rest[a..]);
-                out.push_str(&rest[..a]);
+                let end = a + token_len(&message[a..]);
+                out.push_str(&message[at..a]);
                 if starts_word {
                     out.push_str("arn:<redacted>");
                 } else {
-                    out.push_str(&rest[a..end]);
+                    out.push_str(&message[a..end]);
                 }
-                rest = &rest[end..];
+                at = end;
             }
             (_, Some(e)) => {
                 let value_start = e + ENCODED.len();
-                let spaces = rest[value_start..].len() - rest[value_start..].trim_start().len();
-                let end = value_start + spaces + token_len(&rest[value_start + spaces..]);
-                out.push_str(&rest[..value_start]);
+                let rest = &message[value_start..];
+                let spaces = rest.len() - rest.trim_start().len();
+                let end = value_start + spaces + token_len(&rest[spaces..]);
+                out.push_str(&message[at..value_start]);
                 out.push_str(" <redacted>");
-                rest = &rest[end..];
+                at = end;
             }
             _ => {
-                out.push_str(rest);
+                out.push_str(&message[at..]);
                 break;
             }
         }
@@ -70,5 +76,9 @@ mod tests {
         );
         assert_eq!(account_identifiers("warn: disk full"), "warn: disk full");
         assert_eq!(account_identifiers("plain"), "plain");
+        let many = "arn:aws:iam::1:x ".repeat(10_000);
+        let started = std::time::Instant::now();
+        assert!(!account_identifiers(&many).contains("iam::1"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

@@ -57,7 +57,7 @@ fn has_finalizer(va: &VolumeAttachment) -> bool {
 
 fn error_now(message: String) -> VolumeError {
     VolumeError {
-        message: Some(message),
+        message: Some(stowage_provider::redact::account_identifiers(&message)),
         time: Some(Time(jiff::Timestamp::now())),
         error_code: None,
     }
