@@ -33,6 +33,13 @@ pub struct ControllerResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerErrorLabels {
+    pub controller: String,
+    /// The API reason or the provider's error kind.
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub provider: String,
     pub request: String,
@@ -58,6 +65,7 @@ pub struct Metrics {
     pub watches: Gauge,
     pub reconciles: Family<ControllerResultLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub reconcile_errors: Family<ControllerErrorLabels, Counter>,
     pub queue_depth: Family<ControllerLabels, Gauge>,
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub provider_duration: Family<ProviderLabels, Histogram>,
@@ -80,6 +88,7 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let queue_depth = Family::<ControllerLabels, Gauge>::default();
+        let reconcile_errors = Family::<ControllerErrorLabels, Counter>::default();
         let provider_calls = Family::<ProviderLabels, Counter>::default();
         let provider_duration = Family::<ProviderLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -104,6 +113,11 @@ impl Metrics {
             "controller_reconcile_duration_seconds",
             "Reconcile latency by controller",
             reconcile_duration.clone(),
+        );
+        registry.register(
+            "controller_reconcile_errors",
+            "Failed reconciles by controller and error (API reason or provider error kind)",
+            reconcile_errors.clone(),
         );
         registry.register(
             "controller_queue_depth",
@@ -135,6 +149,7 @@ impl Metrics {
             watches,
             reconciles,
             reconcile_duration,
+            reconcile_errors,
             queue_depth,
             provider_calls,
             provider_duration,

@@ -146,7 +146,11 @@ fn client_address(listen: SocketAddr, local: SocketAddr) -> String {
     format!("{ip}:{}", local.port())
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Serves until a shutdown signal, with the providers `factories` can build.
+pub async fn serve(
+    args: ServeArgs,
+    factories: &[Box<dyn stowage_provider::factory::Factory>],
+) -> anyhow::Result<()> {
     if args.plaintext && !args.listen.ip().is_loopback() && !args.insecure_allow_plaintext {
         anyhow::bail!(
             "refusing to serve plain HTTP on {}: tokens would cross the network in clear text. \
@@ -164,7 +168,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let config = Config::load(args.config.as_deref())?;
-    let providers = Providers::build(&config, &args.data_dir).await?;
+    let providers = Providers::build(factories, &config.providers, &args.data_dir).await?;
     let provider_info: Vec<serde_json::Value> = providers
         .iter()
         .map(|p| crate::providers::describe(p.as_ref()))
@@ -176,11 +180,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     if first_start
         && !args.no_default_class
-        && providers.get(stowage_provider_local::PROVISIONER).is_some()
+        && providers.get(stowage_provider_local::NAME).is_some()
     {
         create_default_class(&registry).await?;
     }
     let ctx = Arc::new(Context {
+        clock: crate::runtime::Clock::system(),
         registry: registry.clone(),
         store: store.clone(),
         providers,
@@ -294,7 +299,7 @@ async fn create_default_class(registry: &Registry) -> anyhow::Result<()> {
             "name": "local",
             "annotations": {crate::resources::storageclass::DEFAULT_CLASS_ANNOTATION: "true"},
         },
-        "provisioner": stowage_provider_local::PROVISIONER,
+        "provisioner": stowage_provider_local::NAME,
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",
         "allowVolumeExpansion": true,

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auth, Identity, Role};
+use crate::auth::{self, Auth, Identity};
 use crate::error::ApiError;
 use crate::machinery::validation::dns1123_label;
 use crate::metrics::Metrics;
@@ -186,11 +186,8 @@ async fn metrics(
     State(state): State<Arc<ApiState>>,
     identity: Option<axum::Extension<Identity>>,
 ) -> Response {
-    let allowed = state.auth.metrics_public
-        || identity.is_some_and(|i| matches!(i.role, Role::Admin | Role::Viewer));
-    if !allowed {
-        return ApiError::forbidden("metrics are readable by admin and viewer tokens only")
-            .into_response();
+    if let Err(e) = state.auth.authorize_metrics(identity.as_deref()) {
+        return e.into_response();
     }
     (
         StatusCode::OK,
@@ -317,15 +314,11 @@ async fn namespaces(state: &ApiState, rest: &str, req: resources::Request) -> Re
         })
     };
     let name = rest.strip_prefix("namespaces/");
-    // Namespace tokens see their own namespace; node tokens none; admins and viewers all.
-    let visible = |ns: &str| match &req.identity.role {
-        Role::Admin | Role::Viewer => true,
-        Role::Namespace(own) => own == ns,
-        Role::Node(_) => false,
+    let namespaces = match auth::authorize_namespaces(&req.identity, req.method == Method::GET) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
     };
-    if req.method != Method::GET && req.identity.role != Role::Admin {
-        return ApiError::forbidden("only admin tokens may create namespaces").into_response();
-    }
+    let visible = |ns: &str| namespaces.admits(ns);
     match (&req.method, name) {
         (&Method::GET, None) => {
             let mut names = std::collections::BTreeSet::from(["default".to_string()]);

@@ -17,78 +17,28 @@ use super::negotiate::{self, BodyFormat, Output, PatchFormat};
 use super::query::{FieldValidation, Query};
 use super::watch;
 use super::{ApiState, RequestInfo};
-use crate::auth::{self, Identity, Visibility};
+use crate::auth::{self, Identity, Verb, Visibility};
 use crate::error::{ApiError, ApiResult};
 use crate::machinery::document::{self, DocumentError};
 use crate::machinery::offload;
 use crate::registry::{self, DeletePreconditions, Deleted, Patch, WriteOptions};
-use crate::resources::{Kind, KindStrategy, Subresource, kind_for_plural, labels_of, schema};
+pub use crate::resources::target::{Target, parse_target};
+use crate::resources::{Kind, KindStrategy, Subresource, labels_of, schema};
 use crate::store::{ObjectKey, Rv, Stored};
 
-/// What a resource URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub kind: Kind,
-    /// The namespace in the path; `None` for cluster-scoped kinds and all-namespace lists.
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub subresource: Option<String>,
-}
-
-/// Parses the path after `/api/v1/` or `/apis/{group}/{version}/`.
-pub fn parse_target(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
-    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::route_not_found());
-    }
-    let (namespace, rest) = match segments.as_slice() {
-        ["namespaces", ns, plural, tail @ ..] => (Some(ns.to_string()), {
-            let mut v = vec![*plural];
-            v.extend_from_slice(tail);
-            v
-        }),
-        other => (None, other.to_vec()),
-    };
-    let (plural, name, sub) = match rest.as_slice() {
-        [plural] => (*plural, None, None),
-        [plural, name] => (*plural, Some(name.to_string()), None),
-        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
-        _ => return Err(ApiError::route_not_found()),
-    };
-    let kind = kind_for_plural(group, version, plural).ok_or_else(ApiError::route_not_found)?;
-    let info = kind.info();
-    if namespace.is_some() && !info.namespaced {
-        return Err(ApiError::route_not_found());
-    }
-    if info.namespaced && namespace.is_none() && name.is_some() {
-        return Err(ApiError::route_not_found());
-    }
-    if let Some(s) = &sub
-        && !(s == "status" && info.has_status)
-    {
-        return Err(ApiError::route_not_found());
-    }
-    Ok(Target {
-        kind,
-        namespace,
-        name,
-        subresource: sub,
+/// The verb Kubernetes would name this request by; `None` for a method no verb has.
+fn verb(method: &Method, target: &Target, query: &Query) -> Option<Verb> {
+    Some(match (method.as_str(), target.name.is_some()) {
+        ("GET", true) => Verb::Get,
+        ("GET", false) if query.watch => Verb::Watch,
+        ("GET", false) => Verb::List,
+        ("POST", _) => Verb::Create,
+        ("PUT", _) => Verb::Update,
+        ("PATCH", _) => Verb::Patch,
+        ("DELETE", true) => Verb::Delete,
+        ("DELETE", false) => Verb::DeleteCollection,
+        _ => return None,
     })
-}
-
-/// The verb Kubernetes would name this request by (for metrics and logs).
-fn verb(method: &Method, target: &Target, query: &Query) -> &'static str {
-    match (method.as_str(), target.name.is_some()) {
-        ("GET", true) => "get",
-        ("GET", false) if query.watch => "watch",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unknown",
-    }
 }
 
 pub struct Request {
@@ -115,17 +65,24 @@ pub async fn handle(
         Ok(q) => q,
         Err(e) => return with_info(e.into_response(), "unknown", target.kind.info().plural),
     };
-    let verb = verb(&req.method, &target, &query);
+    let plural = target.kind.info().plural;
+    let Some(verb) = verb(&req.method, &target, &query) else {
+        return with_info(
+            ApiError::method_not_allowed().into_response(),
+            "unknown",
+            plural,
+        );
+    };
     let vis = match auth::authorize(&req.identity, verb, &target) {
         Ok(v) => v,
-        Err(e) => return with_info(e.into_response(), verb, target.kind.info().plural),
+        Err(e) => return with_info(e.into_response(), verb.as_str(), plural),
     };
     let resp = match crate::with_kind!(target.kind, T => Box::pin(dispatch::<T>(&state, &target, &query, req, vis, verb)).await)
     {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    with_info(resp, verb, target.kind.info().plural)
+    with_info(resp, verb.as_str(), plural)
 }
 
 fn with_info(mut resp: Response, verb: &'static str, resource: &'static str) -> Response {
@@ -155,7 +112,7 @@ async fn dispatch<T: KindStrategy>(
     query: &Query,
     req: Request,
     vis: Visibility,
-    verb: &'static str,
+    verb: Verb,
 ) -> ApiResult<Response> {
     let ns = target.namespace.clone().unwrap_or_default();
     let identity = req.identity.clone();
@@ -174,10 +131,7 @@ async fn dispatch<T: KindStrategy>(
             denied,
         )?;
     }
-    let sub = match target.subresource.as_deref() {
-        Some("status") => Subresource::Status,
-        _ => Subresource::Main,
-    };
+    let sub = target.subresource.unwrap_or(Subresource::Main);
     let opts = WriteOptions {
         dry_run: query.dry_run,
         field_manager: query.field_manager.clone(),
@@ -258,15 +212,7 @@ async fn dispatch<T: KindStrategy>(
                 .registry
                 .update::<T>(&ns, name, obj, sub, &opts)
                 .await?;
-            let code = if written.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok(encode::with_warnings(
-                encode::object(code, &written.stored, output, query.include_object),
-                &warnings,
-            ))
+            Ok(written_response(&written, output, query, &warnings))
         }
         (&Method::PATCH, Some(name)) => {
             let output = negotiate::output(&req.headers)?;
@@ -282,15 +228,7 @@ async fn dispatch<T: KindStrategy>(
                 .registry
                 .patch::<T>(&ns, name, patch, sub, &opts)
                 .await?;
-            let code = if written.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok(encode::with_warnings(
-                encode::object(code, &written.stored, output, query.include_object),
-                &warnings,
-            ))
+            Ok(written_response(&written, output, query, &warnings))
         }
         (&Method::DELETE, Some(name)) => {
             let output = negotiate::output(&req.headers)?;
@@ -715,44 +653,27 @@ async fn delete_collection<T: KindStrategy>(
     ))
 }
 
+/// The answer to a PUT or PATCH: 201 when it created the object (an upsert), else 200.
+fn written_response(
+    written: &registry::Written,
+    output: Output,
+    query: &Query,
+    warnings: &[String],
+) -> Response {
+    let code = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    encode::with_warnings(
+        encode::object(code, &written.stored, output, query.include_object),
+        warnings,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_resolve_to_kinds_namespaces_and_subresources() {
-        let t = parse_target(
-            "",
-            "v1",
-            "namespaces/team-a/persistentvolumeclaims/data/status",
-        )
-        .unwrap();
-        assert_eq!(t.kind, Kind::PersistentVolumeClaim);
-        assert_eq!(t.namespace.as_deref(), Some("team-a"));
-        assert_eq!(t.name.as_deref(), Some("data"));
-        assert_eq!(t.subresource.as_deref(), Some("status"));
-        let t = parse_target("storage.k8s.io", "v1", "storageclasses").unwrap();
-        assert_eq!(t.kind, Kind::StorageClass);
-        assert!(t.name.is_none());
-        let all = parse_target("", "v1", "pods").unwrap();
-        assert!(all.namespace.is_none());
-    }
-
-    #[test]
-    fn impossible_paths_are_not_found() {
-        for (g, p) in [
-            ("", "namespaces/a/storageclasses"),
-            ("storage.k8s.io", "namespaces/a/storageclasses/x"),
-            ("", "pods/name"),
-            ("", "persistentvolumes/x/scale"),
-            ("storage.k8s.io", "storageclasses/x/status"),
-            ("", "widgets"),
-            ("", "persistentvolumes/a/b/c"),
-            ("", "persistentvolumes//x"),
-        ] {
-            assert_eq!(parse_target(g, "v1", p).unwrap_err().code, 404, "{p}");
-        }
-    }
 
     #[test]
     fn continue_tokens_round_trip_and_garbage_is_refused() {

@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::api::resources::Target;
 use crate::error::ApiError;
 use crate::machinery::validation::{dns1123_label, dns1123_subdomain};
 use crate::registry::Guard;
 use crate::resources::names::LEASE_NAMESPACE;
-use crate::resources::{AnyObject, Kind, Node, Pod, names, pod};
+use crate::resources::target::Target;
+use crate::resources::{AnyObject, Kind, Node, Pod, Subresource, names, pod};
 use crate::store::Stored;
 
 pub mod kubeconfig;
@@ -88,12 +88,50 @@ impl Visibility {
     }
 }
 
-fn is_read(verb: &str) -> bool {
-    matches!(verb, "get" | "list" | "watch")
+/// What a request does, by Kubernetes' verb names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        }
+    }
+
+    pub fn is_read(self) -> bool {
+        matches!(self, Verb::Get | Verb::List | Verb::Watch)
+    }
+
+    fn is_collection_read(self) -> bool {
+        matches!(self, Verb::List | Verb::Watch)
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The 403 for a request; it names the request, never what exists.
-pub fn forbidden(identity: &Identity, verb: &str, target: &Target) -> ApiError {
+pub fn forbidden(identity: &Identity, verb: Verb, target: &Target) -> ApiError {
     let info = target.kind.info();
     let name = target
         .name
@@ -111,32 +149,31 @@ pub fn forbidden(identity: &Identity, verb: &str, target: &Target) -> ApiError {
     ))
 }
 
-/// Decides a request on a resource. `verb` is Kubernetes' verb name.
-pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Visibility, ApiError> {
+/// Decides a request on a resource.
+pub fn authorize(identity: &Identity, verb: Verb, target: &Target) -> Result<Visibility, ApiError> {
+    let status = target.subresource == Some(Subresource::Status);
     let deny = || Err(forbidden(identity, verb, target));
     match &identity.role {
         Role::Admin => Ok(Visibility::All),
-        Role::Viewer if is_read(verb) => Ok(Visibility::All),
+        Role::Viewer if verb.is_read() => Ok(Visibility::All),
         Role::Viewer => deny(),
         Role::Namespace(ns) => match target.kind {
             // The status of claims and snapshots is the controllers' word: a user who could
             // write a snapshot's `snapshotHandle` could restore another tenant's data.
-            Kind::PersistentVolumeClaim | Kind::VolumeSnapshot
-                if !is_read(verb) && target.subresource.as_deref() == Some("status") =>
-            {
+            Kind::PersistentVolumeClaim | Kind::VolumeSnapshot if !verb.is_read() && status => {
                 deny()
             }
             // Events are seen only when they are about the tenant's own objects: never about
             // cluster-scoped ones (volumes, nodes) filed in its namespace.
             Kind::Event => match target.namespace.as_deref() {
                 Some(n) if n == ns => Ok(own_events(ns)),
-                None if matches!(verb, "list" | "watch") => Ok(own_events(ns)),
+                None if verb.is_collection_read() => Ok(own_events(ns)),
                 _ => deny(),
             },
             Kind::PersistentVolumeClaim | Kind::Pod | Kind::VolumeSnapshot => {
                 match target.namespace.as_deref() {
                     Some(n) if n == ns => Ok(Visibility::All),
-                    None if matches!(verb, "list" | "watch") => {
+                    None if verb.is_collection_read() => {
                         let ns = ns.clone();
                         Ok(Visibility::Only(Arc::new(move |s| s.key.namespace == ns)))
                     }
@@ -144,7 +181,7 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
                 }
             }
             // A tenant reads its quotas; only admins set them.
-            Kind::ResourceQuota if is_read(verb) => match target.namespace.as_deref() {
+            Kind::ResourceQuota if verb.is_read() => match target.namespace.as_deref() {
                 Some(n) if n == ns => Ok(Visibility::All),
                 None => {
                     let ns = ns.clone();
@@ -152,13 +189,13 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
                 }
                 _ => deny(),
             },
-            Kind::StorageClass if is_read(verb) => Ok(Visibility::All),
+            Kind::StorageClass if verb.is_read() => Ok(Visibility::All),
             _ => deny(),
         },
         Role::Node(node) => {
             let node = node.clone();
             match target.kind {
-                Kind::Node if verb != "delete" && verb != "deletecollection" => {
+                Kind::Node if !matches!(verb, Verb::Delete | Verb::DeleteCollection) => {
                     Ok(Visibility::Only(Arc::new(move |s| s.key.name == node)))
                 }
                 Kind::Lease
@@ -172,16 +209,14 @@ pub fn authorize(identity: &Identity, verb: &str, target: &Target) -> Result<Vis
                     })))
                 }
                 Kind::VolumeAttachment
-                    if is_read(verb)
-                        || (matches!(verb, "update" | "patch")
-                            && target.subresource.as_deref() == Some("status")) =>
+                    if verb.is_read() || (matches!(verb, Verb::Update | Verb::Patch) && status) =>
                 {
                     Ok(Visibility::Only(Arc::new(move |s| match &s.object {
                         AnyObject::VolumeAttachment(va) => va.spec.node_name == node,
                         _ => false,
                     })))
                 }
-                Kind::Pod if is_read(verb) => Ok(Visibility::Only(Arc::new(move |s| {
+                Kind::Pod if verb.is_read() => Ok(Visibility::Only(Arc::new(move |s| {
                     pod::node_name(s.typed::<Pod>()) == Some(node.as_str())
                 }))),
                 _ => deny(),
@@ -305,6 +340,38 @@ fn tenant_event(ns: &str, new: &AnyObject) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Which namespaces a caller may see (namespaces are not stored objects; see `api`).
+pub enum Namespaces {
+    All,
+    Only(String),
+    None,
+}
+
+impl Namespaces {
+    pub fn admits(&self, ns: &str) -> bool {
+        match self {
+            Namespaces::All => true,
+            Namespaces::Only(own) => own == ns,
+            Namespaces::None => false,
+        }
+    }
+}
+
+/// Decides a request on `/api/v1/namespaces`: anyone reads the namespaces they may use
+/// (admins and viewers all, a tenant its own, a node none); only admins "create" them.
+pub fn authorize_namespaces(identity: &Identity, read: bool) -> Result<Namespaces, ApiError> {
+    if !read && identity.role != Role::Admin {
+        return Err(ApiError::forbidden(
+            "only admin tokens may create namespaces",
+        ));
+    }
+    Ok(match &identity.role {
+        Role::Admin | Role::Viewer => Namespaces::All,
+        Role::Namespace(own) => Namespaces::Only(own.clone()),
+        Role::Node(_) => Namespaces::None,
+    })
+}
+
 /// Discovery, OpenAPI and namespaces: any authenticated caller may read them.
 pub fn may_discover(_identity: &Identity) -> bool {
     true
@@ -402,6 +469,19 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// `/metrics`: admin and viewer tokens, or anyone with `--metrics-public`.
+    pub fn authorize_metrics(&self, identity: Option<&Identity>) -> Result<(), ApiError> {
+        let allowed = self.metrics_public
+            || identity.is_some_and(|i| matches!(i.role, Role::Admin | Role::Viewer));
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "metrics are readable by admin and viewer tokens only",
+            ))
+        }
+    }
+
     pub fn limits_for(&self, identity: &Identity) -> &Arc<Limits> {
         if identity.role == Role::Admin {
             &self.admin_limits
@@ -446,11 +526,11 @@ mod tests {
     #[test]
     fn viewers_read_everything_and_write_nothing() {
         let v = who("viewer");
-        assert!(authorize(&v, "list", &target(Kind::PersistentVolume, None, None)).is_ok());
+        assert!(authorize(&v, Verb::List, &target(Kind::PersistentVolume, None, None)).is_ok());
         assert_eq!(
             authorize(
                 &v,
-                "delete",
+                Verb::Delete,
                 &target(Kind::PersistentVolume, None, Some("x"))
             )
             .err()
@@ -466,7 +546,7 @@ mod tests {
         assert!(
             authorize(
                 &t,
-                "create",
+                Verb::Create,
                 &target(Kind::PersistentVolumeClaim, Some("a"), None)
             )
             .is_ok()
@@ -474,7 +554,7 @@ mod tests {
         assert_eq!(
             authorize(
                 &t,
-                "get",
+                Verb::Get,
                 &target(Kind::PersistentVolumeClaim, Some("b"), Some("x"))
             )
             .err()
@@ -483,12 +563,19 @@ mod tests {
             403
         );
         assert!(matches!(
-            authorize(&t, "list", &target(Kind::Pod, None, None)),
+            authorize(&t, Verb::List, &target(Kind::Pod, None, None)),
             Ok(Visibility::Only(_))
         ));
-        assert!(authorize(&t, "list", &target(Kind::StorageClass, None, None)).is_ok());
-        assert!(authorize(&t, "create", &target(Kind::StorageClass, None, None)).is_err());
-        assert!(authorize(&t, "get", &target(Kind::PersistentVolume, None, Some("x"))).is_err());
+        assert!(authorize(&t, Verb::List, &target(Kind::StorageClass, None, None)).is_ok());
+        assert!(authorize(&t, Verb::Create, &target(Kind::StorageClass, None, None)).is_err());
+        assert!(
+            authorize(
+                &t,
+                Verb::Get,
+                &target(Kind::PersistentVolume, None, Some("x"))
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -145,8 +145,23 @@ async fn run(cli: Cli) -> CliResult<()> {
     }
 }
 
-/// Runs the command line; returns the process exit code.
+/// Runs the command line with the built-in providers; returns the process exit code.
 pub fn main() -> ExitCode {
+    main_with(crate::providers::builtin())
+}
+
+/// Runs the command line with these providers: the entry point of a build of Stowage with a
+/// provider of its own (the same commands and config file; `providers.<section>` of every
+/// factory given is accepted).
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let mut providers = stowage::providers::builtin();
+///     providers.push(stowage_provider::factory::factory::<stowage_provider::memory::MemoryProvider>());
+///     stowage::cli::main_with(providers)
+/// }
+/// ```
+pub fn main_with(providers: Vec<Box<dyn stowage_provider::factory::Factory>>) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -158,7 +173,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(server::serve(args)) {
+            match runtime.block_on(server::serve(args, &providers)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

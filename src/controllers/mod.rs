@@ -17,51 +17,44 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::registry::Registry;
+use crate::registry::Write;
+use crate::resources::{KindStrategy, Subresource};
 use crate::runtime::{self, ControllerOptions};
 use crate::store::Store;
+use crate::store::Stored;
 
 pub mod attach;
 pub mod binder;
+pub mod binding;
 pub mod events;
 pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;
 pub mod quota;
 pub mod resizer;
+#[cfg(test)]
+mod scenarios;
 pub mod snapshotter;
+#[cfg(test)]
+pub mod testing;
 
 pub use events::Recorder;
 
-pub use crate::resources::names::{annotations, finalizers};
+pub use crate::runtime::Error;
 
-/// Why a reconcile that talks to providers failed: the API refused a write (a conflict is
-/// retried at once), or the provider failed (retried with backoff, or slowly if final).
-#[derive(Debug)]
-pub enum Error {
-    Api(crate::error::ApiError),
-    Provider(stowage_provider::ProviderError),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Api(e) => e.fmt(f),
-            Error::Provider(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<crate::error::ApiError> for Error {
-    fn from(e: crate::error::ApiError) -> Self {
-        Error::Api(e)
-    }
-}
+/// How long one provider call may take before it counts as a temporary failure (and is
+/// retried with backoff). Providers wait for their backends within it (EBS: a volume becoming
+/// available or attached).
+pub const PROVIDER_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What every controller shares.
 pub struct Context {
+    /// What time it is (the system's clock, or tokio's in tests).
+    pub clock: crate::runtime::Clock,
     pub registry: Registry,
     pub store: Store,
     pub providers: Providers,
@@ -70,15 +63,57 @@ pub struct Context {
 }
 
 impl Context {
-    /// Calls a provider with a deadline, counting the call and its duration in `/metrics` by
-    /// provider, operation and outcome. A call past the deadline is a temporary failure.
+    /// Changes one object as `f` says and writes the parts `sub` names, at the version it was
+    /// read at (409 if it moved). `None` when `f` changed nothing: nothing is written.
+    pub async fn change<T: KindStrategy>(
+        &self,
+        stored: &Arc<Stored>,
+        sub: Subresource,
+        f: impl FnOnce(&mut T),
+    ) -> Result<Option<Arc<Stored>>, ApiError> {
+        let current: &T = stored.typed();
+        let mut changed = current.clone();
+        f(&mut changed);
+        if &changed == current {
+            return Ok(None);
+        }
+        let mut written = self
+            .registry
+            .write(vec![Write::update(changed, stored.rv, sub)])
+            .await?;
+        Ok(written.pop())
+    }
+
+    /// Removes `finalizer` from an object (which then goes, if it was being deleted and that
+    /// was its last). An object already gone is fine.
+    pub async fn drop_finalizer<T: KindStrategy>(
+        &self,
+        stored: &Arc<Stored>,
+        finalizer: &str,
+    ) -> Result<(), ApiError> {
+        let result = self
+            .change::<T>(stored, Subresource::Main, |o| {
+                if let Some(f) = o.metadata_mut().finalizers.as_mut() {
+                    f.retain(|x| x != finalizer);
+                }
+            })
+            .await;
+        match result {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Calls a provider with a deadline ([`PROVIDER_CALL_TIMEOUT`]), counting the call and its
+    /// duration in `/metrics` by provider, operation and outcome. A call past the deadline is a
+    /// temporary failure.
     pub async fn call_provider<T>(
         &self,
         provider: &str,
         operation: &'static str,
-        timeout: Duration,
         f: impl std::future::Future<Output = stowage_provider::Result<T>>,
     ) -> stowage_provider::Result<T> {
+        let timeout = PROVIDER_CALL_TIMEOUT;
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(timeout, f).await {
             Ok(r) => r,

@@ -12,14 +12,14 @@ use k8s_openapi::api::core::v1::NodeCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::Context;
-use crate::error::ApiError;
 use crate::registry::Write;
-use crate::resources::{AnyObject, Kind, Lease, Node, Typed};
+use crate::resources::{AnyObject, Kind, Lease, Node, Subresource};
 use crate::runtime::{Action, Reconciler};
 use crate::store::{Stored, WatchEvent};
 
 pub const COMPONENT: &str = "node-lifecycle-controller";
-pub use crate::resources::names::LEASE_NAMESPACE;
+use crate::resources::names::LEASE_NAMESPACE;
+use crate::runtime::Error;
 /// Lease duration when the lease does not say.
 const DEFAULT_LEASE_SECONDS: i64 = 40;
 
@@ -36,7 +36,6 @@ impl NodeHealth {
 #[async_trait::async_trait]
 impl Reconciler for NodeHealth {
     type Key = String;
-    type Error = ApiError;
 
     fn name(&self) -> &'static str {
         "nodehealth"
@@ -58,7 +57,7 @@ impl Reconciler for NodeHealth {
         }
     }
 
-    async fn reconcile(&self, name: &String) -> Result<Action, ApiError> {
+    async fn reconcile(&self, name: &String) -> Result<Action, Error> {
         let Some(stored) = self.ctx.store.get_typed::<Node>("", name) else {
             return Ok(Action::await_change());
         };
@@ -71,7 +70,7 @@ impl Reconciler for NodeHealth {
             .map(|t| t.0)
             .or(spec.acquire_time.map(|t| t.0))
             .or_else(|| lease.object.meta().creation_timestamp.as_ref().map(|t| t.0))
-            .unwrap_or_else(jiff::Timestamp::now);
+            .unwrap_or_else(|| self.ctx.clock.now());
         let duration = i64::from(
             spec.lease_duration_seconds
                 .unwrap_or(DEFAULT_LEASE_SECONDS as i32),
@@ -80,7 +79,7 @@ impl Reconciler for NodeHealth {
         let expires = renewed
             .checked_add(jiff::SignedDuration::from_secs(duration))
             .unwrap_or(renewed);
-        let now = jiff::Timestamp::now();
+        let now = self.ctx.clock.now();
         let fresh = now < expires;
 
         let node: &Node = stored.typed();
@@ -120,7 +119,7 @@ impl Reconciler for NodeHealth {
             });
             self.ctx
                 .registry
-                .write_together(vec![Write::Update(n.into_any(), stored.rv)])
+                .write(vec![Write::update(n, stored.rv, Subresource::Status)])
                 .await?;
             let obj: &AnyObject = &stored.object;
             if fresh {

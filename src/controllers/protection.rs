@@ -8,12 +8,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::Context;
-use super::finalizers::{PV_PROTECTION, PVC_PROTECTION};
-use crate::error::ApiError;
-use crate::registry::Write;
-use crate::resources::{
-    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, Typed, pod, pv,
-};
+use crate::resources::names::finalizers::{PV_PROTECTION, PVC_PROTECTION};
+use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, pod, pv};
+use crate::runtime::Error;
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
@@ -57,32 +54,6 @@ impl Protection {
                 .is_some_and(|s| !pod::is_terminated(s.typed::<Pod>()))
         })
     }
-
-    async fn drop_finalizer<
-        T: Typed
-            + Clone
-            + PartialEq
-            + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
-    >(
-        &self,
-        stored: &Arc<Stored>,
-        finalizer: &str,
-    ) -> Result<(), ApiError> {
-        let mut obj: T = stored.typed::<T>().clone();
-        if let Some(f) = obj.metadata_mut().finalizers.as_mut() {
-            f.retain(|x| x != finalizer);
-        }
-        match self
-            .ctx
-            .registry
-            .write_together(vec![Write::Update(obj.into_any(), stored.rv)])
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 fn has(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, finalizer: &str) -> bool {
@@ -92,7 +63,6 @@ fn has(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, finali
 #[async_trait::async_trait]
 impl Reconciler for Protection {
     type Key = Key;
-    type Error = ApiError;
 
     fn name(&self) -> &'static str {
         "protection"
@@ -157,7 +127,7 @@ impl Reconciler for Protection {
         }
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Action, ApiError> {
+    async fn reconcile(&self, key: &Key) -> Result<Action, Error> {
         match key {
             Key::Claim(k) => {
                 let Some(stored) = self
@@ -169,7 +139,8 @@ impl Reconciler for Protection {
                 };
                 let c: &PersistentVolumeClaim = stored.typed();
                 if has(&c.metadata, PVC_PROTECTION) && !self.in_use(k) {
-                    self.drop_finalizer::<PersistentVolumeClaim>(&stored, PVC_PROTECTION)
+                    self.ctx
+                        .drop_finalizer::<PersistentVolumeClaim>(&stored, PVC_PROTECTION)
                         .await?;
                 }
             }
@@ -178,8 +149,9 @@ impl Reconciler for Protection {
                     return Ok(Action::await_change());
                 };
                 let v: &PersistentVolume = stored.typed();
-                if has(&v.metadata, PV_PROTECTION) && pv::phase(v) != "Bound" {
-                    self.drop_finalizer::<PersistentVolume>(&stored, PV_PROTECTION)
+                if has(&v.metadata, PV_PROTECTION) && pv::phase(v) != Some(pv::Phase::Bound) {
+                    self.ctx
+                        .drop_finalizer::<PersistentVolume>(&stored, PV_PROTECTION)
                         .await?;
                 }
             }

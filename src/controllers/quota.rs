@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use super::Context;
-use crate::error::ApiError;
 use crate::registry::{WriteOptions, quota};
 use crate::resources::resourcequota::{self, ResourceQuota};
 use crate::resources::{AnyObject, Kind, Subresource};
+use crate::runtime::Error;
 use crate::runtime::{Action, Reconciler};
 use crate::store::{EventType, ObjectKey, Stored, WatchEvent};
 
@@ -30,7 +30,6 @@ impl QuotaStatus {
 #[async_trait::async_trait]
 impl Reconciler for QuotaStatus {
     type Key = ObjectKey;
-    type Error = ApiError;
 
     fn name(&self) -> &'static str {
         "resourcequota"
@@ -60,7 +59,7 @@ impl Reconciler for QuotaStatus {
         vec![object.key.clone()]
     }
 
-    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ApiError> {
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(stored) = self
             .ctx
             .store

@@ -14,7 +14,8 @@ use stowage_provider::quantity::Quantity;
 
 use super::Context;
 use crate::registry::Write;
-use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Typed, pvc};
+use crate::resources::Subresource;
+use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, pvc};
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
@@ -43,7 +44,7 @@ fn capacity_bytes(c: &PersistentVolumeClaim) -> Option<i64> {
 
 /// A bound claim asking for more than it has.
 fn wants_more(c: &PersistentVolumeClaim) -> bool {
-    pvc::phase(c) == "Bound"
+    pvc::is_bound(c)
         && c.metadata.deletion_timestamp.is_none()
         && matches!((pvc::request_bytes(c), capacity_bytes(c)), (Some(r), Some(have)) if r > have)
 }
@@ -51,7 +52,6 @@ fn wants_more(c: &PersistentVolumeClaim) -> bool {
 #[async_trait::async_trait]
 impl Reconciler for Resizer {
     type Key = ObjectKey;
-    type Error = Error;
 
     fn name(&self) -> &'static str {
         "resizer"
@@ -121,12 +121,7 @@ impl Reconciler for Resizer {
         };
         let expanded = match self
             .ctx
-            .call_provider(
-                &csi.driver,
-                "expand_volume",
-                Duration::from_secs(120),
-                provider.expand_volume(&req),
-            )
+            .call_provider(&csi.driver, "expand_volume", provider.expand_volume(&req))
             .await
         {
             Ok(e) => e,
@@ -175,9 +170,9 @@ impl Reconciler for Resizer {
         }
         self.ctx
             .registry
-            .write_together(vec![
-                Write::Update(new_volume.into_any(), volume.rv),
-                Write::Update(new_claim.into_any(), claim.rv),
+            .write(vec![
+                Write::update(new_volume, volume.rv, Subresource::Main),
+                Write::update(new_claim, claim.rv, Subresource::Status),
             ])
             .await?;
         if done {

@@ -18,20 +18,18 @@ use stowage_provider::Provider;
 use stowage_provider::quantity::Quantity;
 
 use super::Context;
-use super::finalizers::SNAPSHOT_BOUND;
-use crate::registry::Write;
+use crate::resources::Subresource;
+use crate::resources::names::finalizers::SNAPSHOT_BOUND;
 use crate::resources::volumesnapshot::{
     VolumeSnapshot, VolumeSnapshotError, VolumeSnapshotStatus, source_claim,
 };
-use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Typed, pvc};
+use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, pvc};
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
 pub use crate::controllers::Error;
 
 pub const COMPONENT: &str = "snapshot-controller";
-/// The longest a provider call may take before it counts as a temporary failure.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a snapshot the provider is still cutting is looked at again.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -76,7 +74,7 @@ impl Snapshotter {
         };
         let c: &PersistentVolumeClaim = claim.typed();
         let volume_name = c.spec.as_ref().and_then(|s| s.volume_name.clone());
-        let (Some(volume_name), "Bound") = (volume_name, pvc::phase(c)) else {
+        let (Some(volume_name), true) = (volume_name, pvc::is_bound(c)) else {
             return Err(NoSource::Waiting(format!(
                 "persistentvolumeclaim \"{claim_name}\" is not bound yet"
             )));
@@ -119,17 +117,6 @@ impl Snapshotter {
         })
     }
 
-    async fn call<T>(
-        &self,
-        provider: &str,
-        operation: &'static str,
-        f: impl std::future::Future<Output = stowage_provider::Result<T>>,
-    ) -> stowage_provider::Result<T> {
-        self.ctx
-            .call_provider(provider, operation, CALL_TIMEOUT, f)
-            .await
-    }
-
     /// Writes `status` (and nothing else) if it changed; returns the version now stored.
     async fn write_status(
         &self,
@@ -140,14 +127,11 @@ impl Snapshotter {
         if s.status.as_ref() == Some(&status) {
             return Ok(stored.clone());
         }
-        let mut new = s.clone();
-        new.status = Some(status);
-        let mut written = self
+        let written = self
             .ctx
-            .registry
-            .write_together(vec![Write::Update(new.into_any(), stored.rv)])
+            .change::<VolumeSnapshot>(stored, Subresource::Status, |s| s.status = Some(status))
             .await?;
-        Ok(written.remove(0))
+        Ok(written.unwrap_or_else(|| stored.clone()))
     }
 
     async fn create(&self, stored: &Arc<Stored>) -> Result<Action, Error> {
@@ -199,7 +183,8 @@ impl Snapshotter {
         };
         let name = backend_name(&stored);
         let result = self
-            .call(
+            .ctx
+            .call_provider(
                 &source.driver,
                 "create_snapshot",
                 source.provider.create_snapshot(&name, &source.handle),
@@ -275,21 +260,23 @@ impl Snapshotter {
                 None => match self.source(&stored.key.namespace, source_claim(s).unwrap_or("")) {
                     Ok(source) if source.driver == *driver => {
                         let name = backend_name(stored);
-                        self.call(
-                            driver,
-                            "create_snapshot",
-                            provider.create_snapshot(&name, &source.handle),
-                        )
-                        .await
-                        .ok()
-                        .map(|t| t.id)
+                        self.ctx
+                            .call_provider(
+                                driver,
+                                "create_snapshot",
+                                provider.create_snapshot(&name, &source.handle),
+                            )
+                            .await
+                            .ok()
+                            .map(|t| t.id)
                     }
                     _ => None,
                 },
             };
             if let Some(id) = id
                 && let Err(e) = self
-                    .call(driver, "delete_snapshot", provider.delete_snapshot(&id))
+                    .ctx
+                    .call_provider(driver, "delete_snapshot", provider.delete_snapshot(&id))
                     .await
             {
                 self.ctx.recorder.warning(
@@ -301,13 +288,8 @@ impl Snapshotter {
                 return Err(Error::Provider(e));
             }
         }
-        let mut without = s.clone();
-        if let Some(f) = without.metadata.finalizers.as_mut() {
-            f.retain(|f| f != SNAPSHOT_BOUND);
-        }
         self.ctx
-            .registry
-            .write_together(vec![Write::Update(without.into_any(), stored.rv)])
+            .drop_finalizer::<VolumeSnapshot>(stored, SNAPSHOT_BOUND)
             .await?;
         Ok(Action::await_change())
     }
@@ -337,7 +319,6 @@ fn has_finalizer(s: &VolumeSnapshot) -> bool {
 #[async_trait::async_trait]
 impl Reconciler for Snapshotter {
     type Key = ObjectKey;
-    type Error = Error;
 
     fn name(&self) -> &'static str {
         "snapshotter"
@@ -364,7 +345,7 @@ impl Reconciler for Snapshotter {
                 }
             }
             // A claim becoming bound lets the snapshots waiting for it go ahead.
-            AnyObject::PersistentVolumeClaim(c) if pvc::phase(c) == "Bound" => {
+            AnyObject::PersistentVolumeClaim(c) if pvc::is_bound(c) => {
                 let (snapshots, _) = self
                     .ctx
                     .store

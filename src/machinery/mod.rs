@@ -4,6 +4,7 @@
 pub mod document;
 pub mod fields;
 pub mod labels;
+pub mod names;
 pub mod offload;
 pub mod patch;
 pub mod quantity;

@@ -28,8 +28,6 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
 use serde_json::Value;
 
-use k8s_openapi::Metadata as _;
-
 use crate::error::{ApiError, ApiResult};
 use crate::machinery::document::{self, TextMeter};
 use crate::machinery::offload;
@@ -122,6 +120,15 @@ pub struct Written {
     pub stored: Arc<Stored>,
     /// True when the write created the object (PUT on a missing Lease, apply of a new object).
     pub created: bool,
+}
+
+impl Written {
+    fn updated(stored: Arc<Stored>) -> Self {
+        Written {
+            stored,
+            created: false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -261,8 +268,10 @@ impl Staged {
     fn dry_run(self) -> Arc<Stored> {
         match (self.op.change, self.old) {
             (Change::Put(obj), old) => transient(obj, old.as_ref().map(|o| o.rv)),
-            (Change::Delete, Some(old)) => old,
-            (Change::Delete, None) => unreachable!("deletes are staged with what they delete"),
+            (Change::Delete | Change::Check, Some(old)) => old,
+            (Change::Delete | Change::Check, None) => {
+                unreachable!("deletes and checks are staged with the object they name")
+            }
         }
     }
 }
@@ -537,12 +546,7 @@ impl Registry {
             {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => {
-                    return Ok(Written {
-                        stored,
-                        created: false,
-                    });
-                }
+                Ok(stored) => return Ok(Written::updated(stored)),
             }
         }
         Err(too_many_writers::<T>(name))
@@ -552,12 +556,40 @@ impl Registry {
     async fn replace_at<T: KindStrategy>(
         &self,
         current: &Arc<Stored>,
-        mut new: T,
+        new: T,
         sub: Subresource,
         opts: &WriteOptions,
         client_rv: bool,
         is_apply: bool,
     ) -> Result<Arc<Stored>, Retry> {
+        let name = current.key.name.clone();
+        let staged = self
+            .stage_update(current, new, sub, opts, is_apply, current.rv)
+            .map_err(Retry::Fail)?;
+        // Nothing changed: no write, no new resourceVersion, no event.
+        let Some(staged) = staged else {
+            return Ok(current.clone());
+        };
+        match self.commit(vec![staged], opts.dry_run).await {
+            Ok(mut stored) => Ok(stored.remove(0)),
+            Err(CommitError::Stale(_)) if !client_rv => Err(Retry::Conflict),
+            Err(e) => Err(Retry::Fail(e.into_api(&[(<T as Typed>::KIND, name)]))),
+        }
+    }
+
+    /// The update rules, for a write of `new` (the parts `sub` names) over `current`, to be
+    /// committed at resourceVersion `at`: uid, status split, server-owned metadata, the
+    /// pipeline of [`Registry::finish`], no new finalizers while deleting, and the last
+    /// finalizer's removal ending the object. `None`: it changes nothing.
+    fn stage_update<T: KindStrategy>(
+        &self,
+        current: &Arc<Stored>,
+        mut new: T,
+        sub: Subresource,
+        opts: &WriteOptions,
+        is_apply: bool,
+        at: Rv,
+    ) -> ApiResult<Option<Staged>> {
         let i = info::<T>();
         let old: &T = current.typed();
         let name = old.metadata().name.clone().unwrap_or_default();
@@ -565,7 +597,7 @@ impl Registry {
             && !uid.is_empty()
             && Some(uid) != old.metadata().uid.as_deref()
         {
-            return Err(Retry::Fail(ApiError::conflict(
+            return Err(ApiError::conflict(
                 i.plural,
                 i.group,
                 &name,
@@ -573,7 +605,7 @@ impl Registry {
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                     old.metadata().uid.as_deref().unwrap_or_default()
                 ),
-            )));
+            ));
         }
         match sub {
             Subresource::Main => {
@@ -586,8 +618,9 @@ impl Registry {
                 new.keep_all_but_status(old);
                 *new.metadata_mut() = old.metadata().clone();
             }
+            Subresource::All => keep_server_meta(new.metadata_mut(), old.metadata(), false),
         }
-        let mut new = self.finish(new, Some(current), opts).map_err(Retry::Fail)?;
+        let mut new = self.finish(new, Some(current), opts)?;
         if old.metadata().deletion_timestamp.is_some() {
             let before: HashSet<&String> = old.metadata().finalizers.iter().flatten().collect();
             if let Some(added) = new
@@ -602,32 +635,24 @@ impl Registry {
                     &crate::machinery::validation::Path::root("metadata").child("finalizers"),
                     format!("no new finalizers can be added if the object is being deleted, found new finalizers [{added}]"),
                 );
-                return Err(Retry::Fail(ApiError::invalid(
-                    i.kind, i.group, &name, &errs.0,
-                )));
+                return Err(ApiError::invalid(i.kind, i.group, &name, &errs.0));
             }
         }
-        // Nothing changed: no write, no new resourceVersion, no event.
         new.metadata_mut().resource_version = old.metadata().resource_version.clone();
-        if &new == old {
-            return Ok(current.clone());
+        if &new == old && at == current.rv {
+            return Ok(None);
         }
         let finished_deleting = new.metadata().deletion_timestamp.is_some()
             && new.metadata().finalizers.as_ref().is_none_or(Vec::is_empty);
         let op = if finished_deleting {
-            WriteOp::delete(<T as Typed>::KIND, current.key.clone(), current.rv)
+            WriteOp::delete(<T as Typed>::KIND, current.key.clone(), at)
         } else {
-            WriteOp::update(new.into_any(), current.rv)
+            WriteOp::update(new.into_any(), at)
         };
-        let staged = vec![Staged {
+        Ok(Some(Staged {
             op,
             old: Some(current.clone()),
-        }];
-        match self.commit(staged, opts.dry_run).await {
-            Ok(mut stored) => Ok(stored.remove(0)),
-            Err(CommitError::Stale(_)) if !client_rv => Err(Retry::Conflict),
-            Err(e) => Err(Retry::Fail(e.into_api(&[(<T as Typed>::KIND, name)]))),
-        }
+        }))
     }
 
     /// Patches an object or its status. Apply patches create the object if it is missing.
@@ -686,12 +711,7 @@ impl Registry {
             {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
-                Ok(stored) => {
-                    return Ok(Written {
-                        stored,
-                        created: false,
-                    });
-                }
+                Ok(stored) => return Ok(Written::updated(stored)),
             }
         }
         Err(too_many_writers::<T>(name))
@@ -767,64 +787,111 @@ impl Registry {
         Err(too_many_writers::<T>(name))
     }
 
-    /// Writes several objects in one transaction, for controllers that must change objects
-    /// together (a bind; a provisioned volume and its claim). Objects are written whole: spec,
-    /// status and metadata as given, with no status/spec split. Every other rule of
-    /// [`Registry::finish`] applies, and every update is conditional on the version it was
-    /// read at.
-    pub async fn write_together(&self, writes: Vec<Write>) -> ApiResult<Vec<Arc<Stored>>> {
+    /// Writes objects for the server's own controllers: each created, or updated at the
+    /// resourceVersion it was read at, in the parts its [`Write`] names, through the same
+    /// rules as every client write ([`Registry::finish`], server-owned metadata, no new
+    /// finalizers while deleting, nothing written for an unchanged object), all in one
+    /// transaction. An object that moved since it was read fails the whole write with 409.
+    pub async fn write(&self, writes: Vec<Write>) -> ApiResult<Vec<Arc<Stored>>> {
+        let opts = WriteOptions::default();
         let mut staged = Vec::with_capacity(writes.len());
         let mut names = Vec::with_capacity(writes.len());
-        let opts = WriteOptions::default();
         for w in writes {
-            let (obj, rv) = match w {
-                Write::Create(obj) => (obj, None),
-                Write::Update(obj, rv) => (obj, Some(rv)),
-            };
-            let key = ObjectKey::of(&obj);
-            let kind = obj.kind();
-            let current = match rv {
-                Some(_) => match self.store.get(kind, &key) {
-                    Some(c) => Some(c),
-                    None => {
-                        let i = kind.info();
-                        return Err(ApiError::not_found(i.plural, i.group, &key.name));
-                    }
-                },
+            let key = ObjectKey::of(&w.object);
+            let kind = w.object.kind();
+            let i = kind.info();
+            names.push((kind, key.name.clone()));
+            let current = match w.at {
+                Some(_) => Some(
+                    self.store
+                        .get(kind, &key)
+                        .ok_or_else(|| ApiError::not_found(i.plural, i.group, &key.name))?,
+                ),
                 None => None,
             };
-            let checked = crate::with_kind!(kind, T => {
-                let mut new = T::from_any_owned(obj).expect("kind matches");
-                if current.is_none() {
-                    let meta = new.metadata_mut();
-                    meta.uid = Some(uuid::Uuid::new_v4().to_string());
-                    meta.creation_timestamp = Some(now());
-                    meta.generation = Some(1);
-                    meta.resource_version = None;
+            let one = crate::with_kind!(kind, T => {
+                let new = T::from_any_owned(w.object).expect("kind matches");
+                match (&current, w.at) {
+                    (Some(current), Some(at)) => {
+                        let staged = self.stage_update(current, new, w.sub, &opts, false, at)?;
+                        // Unchanged: the version read must still be the current one.
+                        staged.unwrap_or_else(|| Staged {
+                            op: WriteOp::check(kind, key.clone(), at),
+                            old: Some(current.clone()),
+                        })
+                    }
+                    _ => self.stage_create(new, w.sub, &opts)?,
                 }
-                self.finish(new, current.as_ref(), &opts)?.into_any()
             });
-            names.push((kind, key.name.clone()));
-            let meta = checked.meta();
-            let finished_deleting = meta.deletion_timestamp.is_some() && meta.finalizers.is_none();
-            let op = match rv {
-                Some(rv) if finished_deleting => WriteOp::delete(kind, key, rv),
-                Some(rv) => WriteOp::update(checked, rv),
-                None => WriteOp::create(checked),
-            };
-            staged.push(Staged { op, old: current });
+            staged.push(one);
         }
         self.commit(staged, false)
             .await
             .map_err(|e| e.into_api(&names))
     }
+
+    /// The create rules for a controller's new object: server-owned metadata, and the
+    /// pipeline of [`Registry::finish`]. With [`Subresource::All`] the status is written too
+    /// (a provisioned volume is created already Bound).
+    fn stage_create<T: KindStrategy>(
+        &self,
+        mut new: T,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> ApiResult<Staged> {
+        let meta = new.metadata_mut();
+        meta.uid = Some(uuid::Uuid::new_v4().to_string());
+        meta.creation_timestamp = Some(now());
+        meta.generation = Some(1);
+        meta.resource_version = None;
+        meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
+        if sub != Subresource::All {
+            new.prepare_for_create();
+        }
+        let checked = self.finish(new, None, opts)?;
+        Ok(Staged {
+            op: WriteOp::create(checked.into_any()),
+            old: None,
+        })
+    }
 }
 
-/// One object of a [`Registry::write_together`].
-pub enum Write {
-    Create(AnyObject),
-    /// The object and the resourceVersion it was read at.
-    Update(AnyObject, Rv),
+/// One object of a [`Registry::write`].
+pub struct Write {
+    object: AnyObject,
+    /// The resourceVersion it was read at; `None` to create it.
+    at: Option<Rv>,
+    sub: Subresource,
+}
+
+impl Write {
+    /// A new object, spec and status as given.
+    pub fn create(object: impl Typed) -> Self {
+        Write {
+            object: object.into_any(),
+            at: None,
+            sub: Subresource::All,
+        }
+    }
+
+    /// An object read at `at`, with the parts `sub` names changed.
+    pub fn update(object: impl Typed, at: Rv, sub: Subresource) -> Self {
+        Write {
+            object: object.into_any(),
+            at: Some(at),
+            sub,
+        }
+    }
+
+    /// Like [`Write::update`], for an object already erased to [`AnyObject`].
+    pub fn update_any(object: AnyObject, at: Rv, sub: Subresource) -> Self {
+        Write {
+            object,
+            at: Some(at),
+            sub,
+        }
+    }
 }
 
 enum Retry {

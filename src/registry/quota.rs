@@ -36,6 +36,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
         let after = match &s.op.change {
             Change::Put(obj) => resourcequota::usage(obj),
             Change::Delete => Usage::new(),
+            Change::Check => continue,
         };
         if before == after {
             continue;

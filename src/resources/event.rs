@@ -40,10 +40,6 @@ impl KindStrategy for Event {
         ],
     };
 
-    fn spec_changed(&self, _old: &Self) -> bool {
-        false
-    }
-
     fn validate(&self, errs: &mut FieldErrors) {
         let p = Path::root("involvedObject");
         let involved = &self.involved_object;

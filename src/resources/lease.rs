@@ -24,10 +24,6 @@ impl KindStrategy for Lease {
         field_labels: &["spec.holderIdentity"],
     };
 
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
-    }
-
     fn validate(&self, errs: &mut FieldErrors) {
         let Some(spec) = &self.spec else {
             return;

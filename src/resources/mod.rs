@@ -24,6 +24,7 @@ pub mod resourcequota;
 pub mod schema;
 pub mod storageclass;
 pub mod table;
+pub mod target;
 pub mod validate;
 pub mod volumeattachment;
 pub mod volumesnapshot;
@@ -36,22 +37,44 @@ pub use resourcequota::ResourceQuota;
 pub use table::Column;
 pub use volumesnapshot::VolumeSnapshot;
 
-/// Calls `$m!` with the list of `(Variant, Type)` pairs: the single place that lists every kind.
+/// The one list of every kind the API serves: `Variant => Type [shape]`. Everything that must
+/// name every kind (the [`Kind`] enum, [`AnyObject`], [`with_kind!`], the schemas) is derived
+/// from it. The shape says how the kind splits between its main resource and `/status`:
+/// - `spec_status`: a `spec` and a `status`, written through the main resource and `/status`;
+/// - `spec_only`: a `spec` and no status;
+/// - `whole`: its fields at the top level, no status;
+/// - `record`: a record of something that happened, with no desired state.
+///
+/// `for_each_kind!(m)` calls `m! { Variant => Type [shape], ... }`.
 #[macro_export]
 macro_rules! for_each_kind {
-    ($m:ident) => {
-        $m! {
-            StorageClass => $crate::resources::StorageClass,
-            PersistentVolume => $crate::resources::PersistentVolume,
-            PersistentVolumeClaim => $crate::resources::PersistentVolumeClaim,
-            VolumeAttachment => $crate::resources::VolumeAttachment,
-            Node => $crate::resources::Node,
-            Pod => $crate::resources::Pod,
-            Event => $crate::resources::Event,
-            Lease => $crate::resources::Lease,
-            VolumeSnapshot => $crate::resources::VolumeSnapshot,
-            ResourceQuota => $crate::resources::ResourceQuota,
+    (@list $($callback:tt)*) => {
+        $crate::for_each_kind! { @expand [$($callback)*]
+            StorageClass => $crate::resources::StorageClass [whole],
+            PersistentVolume => $crate::resources::PersistentVolume [spec_status],
+            PersistentVolumeClaim => $crate::resources::PersistentVolumeClaim [spec_status],
+            VolumeAttachment => $crate::resources::VolumeAttachment [spec_status],
+            Node => $crate::resources::Node [spec_status],
+            Pod => $crate::resources::Pod [spec_status],
+            Event => $crate::resources::Event [record],
+            Lease => $crate::resources::Lease [spec_only],
+            VolumeSnapshot => $crate::resources::VolumeSnapshot [spec_status],
+            ResourceQuota => $crate::resources::ResourceQuota [spec_status],
         }
+    };
+    (@expand [call $m:ident] $($v:ident => $ty:ty [$shape:ident],)*) => {
+        $m! { $($v => $ty [$shape],)* }
+    };
+    (@expand [match $kind:expr, $t:ident, $body:expr] $($v:ident => $ty:ty [$shape:ident],)*) => {
+        match $kind {
+            $($crate::resources::Kind::$v => {
+                type $t = $ty;
+                $body
+            })*
+        }
+    };
+    ($m:ident) => {
+        $crate::for_each_kind! { @list call $m }
     };
 }
 
@@ -59,53 +82,72 @@ macro_rules! for_each_kind {
 #[macro_export]
 macro_rules! with_kind {
     ($kind:expr, $t:ident => $body:expr) => {
-        match $kind {
-            $crate::resources::Kind::StorageClass => {
-                type $t = $crate::resources::StorageClass;
-                $body
+        $crate::for_each_kind!(@list match $kind, $t, $body)
+    };
+}
+
+/// How a kind splits between its main resource and `/status`, from its shape.
+pub trait StatusSplit {
+    /// For a write to the main resource: the status stays as it was in `old`.
+    fn keep_status(&mut self, old: &Self);
+    /// For a write to `/status`: everything but status (and metadata, handled generically)
+    /// stays as it was in `old`.
+    fn keep_all_but_status(&mut self, old: &Self);
+    /// Whether the desired state (everything but metadata and status) differs: bumps
+    /// `generation`.
+    fn spec_changed(&self, old: &Self) -> bool;
+}
+
+macro_rules! status_split {
+    ($ty:ty, spec_status) => {
+        impl StatusSplit for $ty {
+            fn keep_status(&mut self, old: &Self) {
+                self.status = old.status.clone();
             }
-            $crate::resources::Kind::PersistentVolume => {
-                type $t = $crate::resources::PersistentVolume;
-                $body
+            fn keep_all_but_status(&mut self, old: &Self) {
+                self.spec = old.spec.clone();
             }
-            $crate::resources::Kind::PersistentVolumeClaim => {
-                type $t = $crate::resources::PersistentVolumeClaim;
-                $body
+            fn spec_changed(&self, old: &Self) -> bool {
+                self.spec != old.spec
             }
-            $crate::resources::Kind::VolumeAttachment => {
-                type $t = $crate::resources::VolumeAttachment;
-                $body
+        }
+    };
+    ($ty:ty, spec_only) => {
+        impl StatusSplit for $ty {
+            fn keep_status(&mut self, _old: &Self) {}
+            fn keep_all_but_status(&mut self, _old: &Self) {}
+            fn spec_changed(&self, old: &Self) -> bool {
+                self.spec != old.spec
             }
-            $crate::resources::Kind::Node => {
-                type $t = $crate::resources::Node;
-                $body
+        }
+    };
+    ($ty:ty, whole) => {
+        impl StatusSplit for $ty {
+            fn keep_status(&mut self, _old: &Self) {}
+            fn keep_all_but_status(&mut self, _old: &Self) {}
+            fn spec_changed(&self, old: &Self) -> bool {
+                let without_meta = |o: &Self| {
+                    let mut o = o.clone();
+                    o.metadata = Default::default();
+                    o
+                };
+                without_meta(self) != without_meta(old)
             }
-            $crate::resources::Kind::Pod => {
-                type $t = $crate::resources::Pod;
-                $body
-            }
-            $crate::resources::Kind::Event => {
-                type $t = $crate::resources::Event;
-                $body
-            }
-            $crate::resources::Kind::Lease => {
-                type $t = $crate::resources::Lease;
-                $body
-            }
-            $crate::resources::Kind::VolumeSnapshot => {
-                type $t = $crate::resources::VolumeSnapshot;
-                $body
-            }
-            $crate::resources::Kind::ResourceQuota => {
-                type $t = $crate::resources::ResourceQuota;
-                $body
+        }
+    };
+    ($ty:ty, record) => {
+        impl StatusSplit for $ty {
+            fn keep_status(&mut self, _old: &Self) {}
+            fn keep_all_but_status(&mut self, _old: &Self) {}
+            fn spec_changed(&self, _old: &Self) -> bool {
+                false
             }
         }
     };
 }
 
 macro_rules! define_kinds {
-    ($($variant:ident => $ty:ty,)*) => {
+    ($($variant:ident => $ty:ty [$shape:ident],)*) => {
         /// A kind of object the API serves.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Kind {
@@ -120,7 +162,16 @@ macro_rules! define_kinds {
                     $(Kind::$variant => &<$ty as KindStrategy>::INFO,)*
                 }
             }
+
+            /// How the kind splits between its main resource and `/status`.
+            pub fn shape(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => stringify!($shape),)*
+                }
+            }
         }
+
+        $(status_split!($ty, $shape);)*
 
         /// An object of any kind, typed. Boxed: some kinds are kilobytes in size.
         #[derive(Clone, Debug, PartialEq)]
@@ -270,11 +321,15 @@ pub enum Subresource {
     Main,
     /// `/status`: status only; spec and most metadata changes are ignored.
     Status,
+    /// Spec, metadata and status together: for the server's own controllers (a bind writes a
+    /// claim's `volumeName` and its phase in one step). No URL names it.
+    All,
 }
 
 /// The per-kind rules, in the manner of Kubernetes' REST strategies.
 pub trait KindStrategy:
-    k8s_openapi::Resource
+    StatusSplit
+    + k8s_openapi::Resource
     + k8s_openapi::Metadata<Ty = ObjectMeta>
     + Typed
     + Clone
@@ -290,16 +345,6 @@ pub trait KindStrategy:
 
     /// Clears what a client may not set on create (the status of kinds with a status subresource).
     fn prepare_for_create(&mut self) {}
-
-    /// For a write to the main resource: the status stays as it was in `old`.
-    fn keep_status(&mut self, _old: &Self) {}
-
-    /// For a write to `/status`: everything but status (and metadata, handled generically) stays
-    /// as it was in `old`.
-    fn keep_all_but_status(&mut self, _old: &Self) {}
-
-    /// Whether the desired state (everything but metadata and status) differs: bumps `generation`.
-    fn spec_changed(&self, old: &Self) -> bool;
 
     /// Fills in defaults. Runs before validation, on create and on update.
     fn default(&mut self) {}
@@ -347,4 +392,16 @@ pub fn kind_by_any_name(name: &str) -> Option<Kind> {
             || i.short_names.contains(&lower.as_str())
             || format!("{}.{}", i.plural, i.group) == lower
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_the_kinds_shaped_spec_and_status_have_a_status_subresource() {
+        for k in Kind::ALL {
+            assert_eq!(k.info().has_status, k.shape() == "spec_status", "{k:?}");
+        }
+    }
 }

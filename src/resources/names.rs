@@ -15,10 +15,18 @@ pub mod annotations {
     pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
     /// On a volume: the provisioner that made it.
     pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+    /// On a VolumeAttachment being deleted: detach even though the node may still use the
+    /// volume.
+    pub const FORCE_DETACH: &str = "stowage.dev/force-detach";
+    /// On a VolumeAttachment: the volume handle, so detach works even if the volume object
+    /// is gone.
+    pub const VOLUME_HANDLE: &str = "stowage.dev/volume-handle";
 }
 
 /// Finalizers the controllers own.
 pub mod finalizers {
+    /// The attacher's finalizer on a VolumeAttachment, held until the volume is detached.
+    pub const ATTACHER: &str = "external-attacher/stowage";
     /// A claim used by a running pod is not removed.
     pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
     /// A bound volume is not removed.

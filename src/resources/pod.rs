@@ -12,13 +12,19 @@ use super::validate;
 use super::{KindInfo, KindStrategy, NameRule, Pod};
 use crate::machinery::validation::{FieldErrors, Path, dns1123_label, dns1123_subdomain};
 
-const PHASES: &[&str] = &["Failed", "Pending", "Running", "Succeeded", "Unknown"];
+crate::string_enum! {
+    /// Where a pod is in its life (`status.phase`).
+    pub enum Phase { Pending, Running, Succeeded, Failed, Unknown }
+}
 
 /// A pod that has finished for good no longer needs its volumes.
 pub fn is_terminated(pod: &Pod) -> bool {
     matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
+        pod.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .and_then(Phase::parse),
+        Some(Phase::Succeeded | Phase::Failed)
     )
 }
 
@@ -58,21 +64,9 @@ impl KindStrategy for Pod {
 
     fn prepare_for_create(&mut self) {
         self.status = Some(PodStatus {
-            phase: Some("Pending".into()),
+            phase: Some(Phase::Pending.as_str().into()),
             ..Default::default()
         });
-    }
-
-    fn keep_status(&mut self, old: &Self) {
-        self.status = old.status.clone();
-    }
-
-    fn keep_all_but_status(&mut self, old: &Self) {
-        self.spec = old.spec.clone();
-    }
-
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
     }
 
     fn validate(&self, errs: &mut FieldErrors) {
@@ -110,7 +104,7 @@ impl KindStrategy for Pod {
         if let Some(status) = &self.status {
             validate::one_of(
                 status.phase.as_ref(),
-                PHASES,
+                Phase::NAMES,
                 &Path::root("status").child("phase"),
                 errs,
             );

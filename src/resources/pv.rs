@@ -10,8 +10,15 @@ use super::{KindInfo, KindStrategy, NameRule, PersistentVolume};
 use crate::machinery::quantity;
 use crate::machinery::validation::{FieldErrors, Path, qualified_name};
 
-const RECLAIM_POLICIES: &[&str] = &["Delete", "Recycle", "Retain"];
-pub const PHASES: &[&str] = &["Available", "Bound", "Failed", "Pending", "Released"];
+crate::string_enum! {
+    /// Where a volume is in its life (`status.phase`).
+    pub enum Phase { Pending, Available, Bound, Released, Failed }
+}
+
+crate::string_enum! {
+    /// What happens to a volume's storage once its claim is gone.
+    pub enum ReclaimPolicy { Delete, Recycle, Retain }
+}
 
 /// The capacity in bytes, if the volume declares one.
 pub fn capacity_bytes(pv: &PersistentVolume) -> Option<i64> {
@@ -23,11 +30,30 @@ pub fn capacity_bytes(pv: &PersistentVolume) -> Option<i64> {
         .and_then(quantity::bytes_of)
 }
 
-pub fn phase(pv: &PersistentVolume) -> &str {
+pub fn phase(pv: &PersistentVolume) -> Option<Phase> {
     pv.status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+        .and_then(Phase::parse)
+}
+
+/// Sets the phase (and when it changed, `lastPhaseTransitionTime`) and the message.
+pub fn set_phase(pv: &mut PersistentVolume, phase: Phase, message: Option<String>) {
+    let status = pv.status.get_or_insert_with(Default::default);
+    if status.phase.as_deref() != Some(phase.as_str()) {
+        status.phase = Some(phase.as_str().to_string());
+        status.last_phase_transition_time = Some(Time(jiff::Timestamp::now()));
+    }
+    status.message = message;
+}
+
+/// The reclaim policy (Kubernetes' default for a volume made by hand: Retain).
+pub fn reclaim_policy(pv: &PersistentVolume) -> ReclaimPolicy {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+        .and_then(ReclaimPolicy::parse)
+        .unwrap_or(ReclaimPolicy::Retain)
 }
 
 /// How many volume sources a spec names; a valid PV names exactly one.
@@ -102,28 +128,16 @@ impl KindStrategy for PersistentVolume {
 
     fn prepare_for_create(&mut self) {
         self.status = Some(PersistentVolumeStatus {
-            phase: Some("Pending".into()),
+            phase: Some(Phase::Pending.as_str().into()),
             last_phase_transition_time: Some(Time(jiff::Timestamp::now())),
             ..Default::default()
         });
     }
 
-    fn keep_status(&mut self, old: &Self) {
-        self.status = old.status.clone();
-    }
-
-    fn keep_all_but_status(&mut self, old: &Self) {
-        self.spec = old.spec.clone();
-    }
-
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
-    }
-
     fn default(&mut self) {
         let spec = self.spec.get_or_insert_with(Default::default);
         spec.persistent_volume_reclaim_policy
-            .get_or_insert_with(|| "Retain".into());
+            .get_or_insert_with(|| ReclaimPolicy::Retain.as_str().into());
         spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
         validate::canonicalize_quantities(spec.capacity.as_mut());
     }
@@ -147,7 +161,7 @@ impl KindStrategy for PersistentVolume {
         validate::access_modes(spec.access_modes.as_ref(), &p.child("accessModes"), errs);
         validate::one_of(
             spec.persistent_volume_reclaim_policy.as_ref(),
-            RECLAIM_POLICIES,
+            ReclaimPolicy::NAMES,
             &p.child("persistentVolumeReclaimPolicy"),
             errs,
         );
@@ -230,7 +244,7 @@ impl KindStrategy for PersistentVolume {
         if let Some(status) = &self.status {
             validate::one_of(
                 status.phase.as_ref(),
-                PHASES,
+                Phase::NAMES,
                 &Path::root("status").child("phase"),
                 errs,
             );
@@ -260,7 +274,7 @@ impl KindStrategy for PersistentVolume {
         let spec = self.spec.as_ref();
         let claim = spec.and_then(|s| s.claim_ref.as_ref());
         match field {
-            "status.phase" => Some(phase(self).to_string()),
+            "status.phase" => Some(raw_phase(self)),
             "spec.storageClassName" => spec.and_then(|s| s.storage_class_name.clone()),
             "spec.claimRef.name" => claim.and_then(|c| c.name.clone()),
             "spec.claimRef.namespace" => claim.and_then(|c| c.namespace.clone()),
@@ -309,7 +323,7 @@ impl KindStrategy for PersistentVolume {
             json!(capacity),
             json!(table::access_modes(spec.access_modes.as_ref())),
             json!(spec.persistent_volume_reclaim_policy.unwrap_or_default()),
-            json!(phase(self)),
+            json!(raw_phase(self)),
             json!(claim),
             json!(spec.storage_class_name.unwrap_or_default()),
             json!(
@@ -326,4 +340,12 @@ impl KindStrategy for PersistentVolume {
             json!(spec.volume_mode.unwrap_or_default()),
         ]
     }
+}
+
+/// The phase as written (also one this version does not know), for tables and field selectors.
+fn raw_phase(o: &PersistentVolume) -> String {
+    o.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
 }

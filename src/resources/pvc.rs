@@ -9,7 +9,10 @@ use super::{KindInfo, KindStrategy, NameRule, PersistentVolumeClaim};
 use crate::machinery::quantity::{self, Quantity};
 use crate::machinery::validation::{FieldErrors, Path};
 
-pub const PHASES: &[&str] = &["Bound", "Lost", "Pending"];
+crate::string_enum! {
+    /// Where a claim is in its life (`status.phase`).
+    pub enum Phase { Pending, Bound, Lost }
+}
 
 /// The requested size in bytes.
 pub fn request_bytes(pvc: &PersistentVolumeClaim) -> Option<i64> {
@@ -23,11 +26,16 @@ pub fn request_bytes(pvc: &PersistentVolumeClaim) -> Option<i64> {
         .and_then(quantity::bytes_of)
 }
 
-pub fn phase(pvc: &PersistentVolumeClaim) -> &str {
+pub fn phase(pvc: &PersistentVolumeClaim) -> Option<Phase> {
     pvc.status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+        .and_then(Phase::parse)
+}
+
+/// Whether the claim is bound to a volume.
+pub fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
+    phase(pvc) == Some(Phase::Bound)
 }
 
 /// The spec without the fields that may change after creation, for the immutability check.
@@ -60,21 +68,9 @@ impl KindStrategy for PersistentVolumeClaim {
 
     fn prepare_for_create(&mut self) {
         self.status = Some(PersistentVolumeClaimStatus {
-            phase: Some("Pending".into()),
+            phase: Some(Phase::Pending.as_str().into()),
             ..Default::default()
         });
-    }
-
-    fn keep_status(&mut self, old: &Self) {
-        self.status = old.status.clone();
-    }
-
-    fn keep_all_but_status(&mut self, old: &Self) {
-        self.spec = old.spec.clone();
-    }
-
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
     }
 
     fn default(&mut self) {
@@ -151,7 +147,12 @@ impl KindStrategy for PersistentVolumeClaim {
         }
         if let Some(status) = &self.status {
             let sp = Path::root("status");
-            validate::one_of(status.phase.as_ref(), PHASES, &sp.child("phase"), errs);
+            validate::one_of(
+                status.phase.as_ref(),
+                Phase::NAMES,
+                &sp.child("phase"),
+                errs,
+            );
             for (k, q) in status.capacity.iter().flatten() {
                 validate::quantity(q, &sp.child("capacity").key(k), errs);
             }
@@ -189,7 +190,7 @@ impl KindStrategy for PersistentVolumeClaim {
             (Some(after), Some(before)) if after < before => {
                 errs.forbidden(&rp, "field can not be less than previous value");
             }
-            (Some(after), Some(before)) if after > before && phase(old) != "Bound" => {
+            (Some(after), Some(before)) if after > before && !is_bound(old) => {
                 errs.forbidden(&rp, "only bound claims can be expanded");
             }
             _ => {}
@@ -204,7 +205,7 @@ impl KindStrategy for PersistentVolumeClaim {
     fn field_value(&self, field: &str) -> Option<String> {
         let spec = self.spec.as_ref();
         match field {
-            "status.phase" => Some(phase(self).to_string()),
+            "status.phase" => Some(raw_phase(self)),
             "spec.storageClassName" => spec.and_then(|s| s.storage_class_name.clone()),
             "spec.volumeName" => spec.and_then(|s| s.volume_name.clone()),
             _ => None,
@@ -258,7 +259,7 @@ impl KindStrategy for PersistentVolumeClaim {
     fn table_row(&self, now: jiff::Timestamp) -> Vec<Value> {
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
-        let bound = status.phase.as_deref() == Some("Bound");
+        let bound = status.phase.as_deref() == Some(Phase::Bound.as_str());
         let capacity = if bound {
             status
                 .capacity
@@ -289,4 +290,12 @@ impl KindStrategy for PersistentVolumeClaim {
             json!(spec.volume_mode.unwrap_or_default()),
         ]
     }
+}
+
+/// The phase as written (also one this version does not know), for field selectors.
+fn raw_phase(o: &PersistentVolumeClaim) -> String {
+    o.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
 }

@@ -162,18 +162,6 @@ impl KindStrategy for ResourceQuota {
         self.status = None;
     }
 
-    fn keep_status(&mut self, old: &Self) {
-        self.status = old.status.clone();
-    }
-
-    fn keep_all_but_status(&mut self, old: &Self) {
-        self.spec = old.spec.clone();
-    }
-
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
-    }
-
     fn default(&mut self) {
         if let Some(spec) = self.spec.as_mut() {
             validate::canonicalize_quantities(spec.hard.as_mut());

@@ -51,7 +51,7 @@ fn build() -> Schemas {
         .into_generator();
     let mut roots = HashMap::new();
     macro_rules! root {
-        ($($variant:ident => $ty:ty,)*) => {
+        ($($variant:ident => $ty:ty [$shape:ident],)*) => {
             $(
                 generator.subschema_for::<$ty>();
                 roots.insert(Kind::$variant, <$ty as schemars::JsonSchema>::schema_name().into_owned());

@@ -12,8 +12,15 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-defaul
 /// The older annotation Kubernetes still honours.
 pub const BETA_DEFAULT_CLASS_ANNOTATION: &str = "storageclass.beta.kubernetes.io/is-default-class";
 
-const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain"];
-const BINDING_MODES: &[&str] = &["Immediate", "WaitForFirstConsumer"];
+pub use super::pv::ReclaimPolicy;
+
+crate::string_enum! {
+    /// When a class's claims are bound or provisioned.
+    pub enum BindingMode { Immediate, WaitForFirstConsumer }
+}
+
+/// The reclaim policies a class may give (Recycle is deprecated and refused).
+const CLASS_RECLAIM_POLICIES: &[&str] = &["Delete", "Retain"];
 const MAX_PARAMETERS: usize = 512;
 const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
 
@@ -24,8 +31,23 @@ pub fn is_default(sc: &StorageClass) -> bool {
     })
 }
 
+pub fn binding_mode(sc: &StorageClass) -> BindingMode {
+    sc.volume_binding_mode
+        .as_deref()
+        .and_then(BindingMode::parse)
+        .unwrap_or(BindingMode::Immediate)
+}
+
 pub fn is_wait_for_first_consumer(sc: &StorageClass) -> bool {
-    sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
+    binding_mode(sc) == BindingMode::WaitForFirstConsumer
+}
+
+/// The reclaim policy of volumes the class makes (Kubernetes' default: Delete).
+pub fn reclaim_policy(sc: &StorageClass) -> ReclaimPolicy {
+    sc.reclaim_policy
+        .as_deref()
+        .and_then(ReclaimPolicy::parse)
+        .unwrap_or(ReclaimPolicy::Delete)
 }
 
 impl KindStrategy for StorageClass {
@@ -46,20 +68,11 @@ impl KindStrategy for StorageClass {
         field_labels: &["provisioner"],
     };
 
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.provisioner != old.provisioner
-            || self.parameters != old.parameters
-            || self.reclaim_policy != old.reclaim_policy
-            || self.volume_binding_mode != old.volume_binding_mode
-            || self.allow_volume_expansion != old.allow_volume_expansion
-            || self.allowed_topologies != old.allowed_topologies
-            || self.mount_options != old.mount_options
-    }
-
     fn default(&mut self) {
-        self.reclaim_policy.get_or_insert_with(|| "Delete".into());
+        self.reclaim_policy
+            .get_or_insert_with(|| ReclaimPolicy::Delete.as_str().into());
         self.volume_binding_mode
-            .get_or_insert_with(|| "Immediate".into());
+            .get_or_insert_with(|| BindingMode::Immediate.as_str().into());
     }
 
     fn validate(&self, errs: &mut FieldErrors) {
@@ -93,13 +106,13 @@ impl KindStrategy for StorageClass {
         }
         validate::one_of(
             self.reclaim_policy.as_ref(),
-            RECLAIM_POLICIES,
+            CLASS_RECLAIM_POLICIES,
             &p.child("reclaimPolicy"),
             errs,
         );
         validate::one_of(
             self.volume_binding_mode.as_ref(),
-            BINDING_MODES,
+            BindingMode::NAMES,
             &p.child("volumeBindingMode"),
             errs,
         );
@@ -195,8 +208,8 @@ impl KindStrategy for StorageClass {
         vec![
             json!(name),
             json!(self.provisioner),
-            json!(self.reclaim_policy.as_deref().unwrap_or("Delete")),
-            json!(self.volume_binding_mode.as_deref().unwrap_or("Immediate")),
+            json!(reclaim_policy(self).as_str()),
+            json!(binding_mode(self).as_str()),
             json!(self.allow_volume_expansion.unwrap_or(false).to_string()),
             table::meta_age(&self.metadata, now),
         ]

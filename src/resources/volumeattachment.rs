@@ -42,18 +42,6 @@ impl KindStrategy for VolumeAttachment {
         self.status = None;
     }
 
-    fn keep_status(&mut self, old: &Self) {
-        self.status = old.status.clone();
-    }
-
-    fn keep_all_but_status(&mut self, old: &Self) {
-        self.spec = old.spec.clone();
-    }
-
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
-    }
-
     fn validate(&self, errs: &mut FieldErrors) {
         let p = Path::root("spec");
         if self.spec.attacher.is_empty() {

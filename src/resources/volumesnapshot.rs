@@ -180,18 +180,6 @@ impl KindStrategy for VolumeSnapshot {
         self.status = None;
     }
 
-    fn keep_status(&mut self, old: &Self) {
-        self.status = old.status.clone();
-    }
-
-    fn keep_all_but_status(&mut self, old: &Self) {
-        self.spec = old.spec.clone();
-    }
-
-    fn spec_changed(&self, old: &Self) -> bool {
-        self.spec != old.spec
-    }
-
     fn validate(&self, errs: &mut FieldErrors) {
         let p = Path::root("spec");
         let source = &self.spec.source;

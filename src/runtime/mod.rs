@@ -12,7 +12,7 @@
 //! follows.
 
 use std::collections::HashMap;
-use std::fmt::{Debug, Display};
+use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,12 +21,16 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{ControllerLabels, ControllerResultLabels, Metrics};
+use crate::metrics::{ControllerErrorLabels, ControllerLabels, ControllerResultLabels, Metrics};
 use crate::resources::Kind;
 use crate::store::{Store, Stored, WatchError, WatchEvent};
 
+pub mod clock;
+pub mod error;
 pub mod queue;
 
+pub use clock::Clock;
+pub use error::Error;
 pub use queue::Queue;
 
 /// What to do with a key after a reconcile.
@@ -56,7 +60,6 @@ pub fn backoff(failures: u32) -> Duration {
 #[async_trait::async_trait]
 pub trait Reconciler: Send + Sync + 'static {
     type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-    type Error: Display + Send + Sync + 'static;
 
     fn name(&self) -> &'static str;
 
@@ -77,11 +80,12 @@ pub trait Reconciler: Send + Sync + 'static {
     fn keys_for_object(&self, object: &Stored) -> Vec<Self::Key>;
 
     /// Makes one step towards the desired state of `key`.
-    async fn reconcile(&self, key: &Self::Key) -> Result<Action, Self::Error>;
+    async fn reconcile(&self, key: &Self::Key) -> Result<Action, Error>;
 
     /// What to do after a failed reconcile; `failures` counts consecutive failures of the key.
-    fn error_policy(&self, _key: &Self::Key, _error: &Self::Error, failures: u32) -> Action {
-        Action::Requeue(backoff(failures))
+    /// By default, what the error says (see [`Error::retry_after`]).
+    fn error_policy(&self, _key: &Self::Key, error: &Error, failures: u32) -> Action {
+        Action::Requeue(error.retry_after(failures))
     }
 }
 
@@ -191,6 +195,13 @@ pub async fn run<R: Reconciler>(
                         *n
                     };
                     tracing::debug!(controller = labels.controller, key = ?key, failures = n, error = %e, "reconcile failed");
+                    metrics
+                        .reconcile_errors
+                        .get_or_create(&ControllerErrorLabels {
+                            controller: labels.controller.clone(),
+                            error: e.metric_label().to_string(),
+                        })
+                        .inc();
                     let retry = match reconciler.error_policy(&key, &e, n) {
                         Action::Requeue(d) => Some(d),
                         Action::AwaitChange => None,

@@ -13,6 +13,7 @@ pub struct Row {
 }
 
 /// What a backend holds at start-up.
+#[derive(Default)]
 pub struct Loaded {
     pub objects: Vec<Stored>,
     /// The retained change log, oldest first: (type, object version, commit time).

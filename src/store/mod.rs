@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch as notify};
 use crate::resources::{AnyObject, Kind, Typed};
 
 mod backend;
+mod memory;
 mod sqlite;
 mod watch;
 
@@ -179,6 +180,9 @@ pub enum Precondition {
 pub enum Change {
     Put(AnyObject),
     Delete,
+    /// Nothing is written: only the precondition holds (an object a multi-object write left
+    /// as it was, but read at a version that must still be current).
+    Check,
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +210,16 @@ impl WriteOp {
             change: Change::Put(object),
         }
     }
+    /// The object must still be at `expected_rv`; nothing is written.
+    pub fn check(kind: Kind, key: ObjectKey, expected_rv: Rv) -> Self {
+        WriteOp {
+            kind,
+            key,
+            precondition: Precondition::AtRv(expected_rv),
+            change: Change::Check,
+        }
+    }
+
     pub fn delete(kind: Kind, key: ObjectKey, expected_rv: Rv) -> Self {
         WriteOp {
             kind,
@@ -311,6 +325,40 @@ impl Store {
         options: StoreOptions,
     ) -> anyhow::Result<Store> {
         let loaded = backend.load().await?;
+        let (inner, rx) = Self::inner(loaded, options);
+        // The writer gets a thread and a runtime of its own: it is the one serial step every
+        // write passes through, and each commit is several hand-offs to SQLite's thread. On
+        // the shared runtime each hand-off would wait behind every request being served.
+        let writer = writer_loop(inner.clone(), backend, rx);
+        std::thread::Builder::new()
+            .name("stowage-store-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer),
+                    Err(e) => tracing::error!(error = %e, "cannot start the store writer"),
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting the store writer thread: {e}"))?;
+        Ok(Store { inner })
+    }
+
+    /// A store that keeps nothing on disk, whose writer is a task of the current runtime: for
+    /// tests of controllers, where everything must follow one (paused) clock.
+    pub async fn in_memory(options: StoreOptions) -> Store {
+        let (inner, rx) = Self::inner(Loaded::default(), options);
+        tokio::spawn(writer_loop(
+            inner.clone(),
+            Box::new(memory::MemoryBackend),
+            rx,
+        ));
+        Store { inner }
+    }
+
+    /// The shared state for what a backend loaded, and the writer's mailbox.
+    fn inner(loaded: Loaded, options: StoreOptions) -> (Arc<Inner>, mpsc::Receiver<WriterMessage>) {
         let mut objects: Vec<BTreeMap<ObjectKey, Arc<Stored>>> =
             Kind::ALL.iter().map(|_| BTreeMap::new()).collect();
         for row in loaded.objects {
@@ -352,23 +400,7 @@ impl Store {
             writer,
             options,
         });
-        // The writer gets a thread and a runtime of its own: it is the one serial step every
-        // write passes through, and each commit is several hand-offs to SQLite's thread. On
-        // the shared runtime each hand-off would wait behind every request being served.
-        let writer_inner = inner.clone();
-        std::thread::Builder::new()
-            .name("stowage-store-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(writer_loop(writer_inner, backend, rx)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the store writer"),
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("starting the store writer thread: {e}"))?;
-        Ok(Store { inner })
+        (inner, rx)
     }
 
     /// Applies `ops` atomically: all of them, or none (the error names the failing op).
@@ -583,13 +615,15 @@ async fn writer_loop(
 }
 
 type Reply = oneshot::Sender<Result<Vec<Arc<Stored>>, WriteError>>;
+/// A write of a batch that passed its checks: who to answer, its events, what it wrote.
+type Accepted = (Reply, Vec<Arc<WatchEvent>>, Vec<Arc<Stored>>);
 
 async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
     // The writer is the only mutator of the cache, so state read here stays current until we
     // publish below; earlier writes of this batch are seen through `overlay`.
     let mut rv = inner.state.read().rv;
     let mut overlay: HashMap<(Kind, ObjectKey), Option<Arc<Stored>>> = HashMap::new();
-    let mut accepted: Vec<(Reply, Vec<Arc<WatchEvent>>)> = Vec::new();
+    let mut accepted: Vec<Accepted> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     let committed_at = now_unix();
 
@@ -639,7 +673,13 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
             continue;
         }
         let mut events = Vec::with_capacity(ops.len());
+        let mut results = Vec::with_capacity(ops.len());
         for (op, prev) in ops.into_iter().zip(currents) {
+            if let Change::Check = op.change {
+                // Its precondition (at an rv, so it exists) held: it answers as it is.
+                results.extend(prev);
+                continue;
+            }
             rv += 1;
             let (type_, stored) = match op.change {
                 Change::Put(obj) => {
@@ -657,6 +697,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                         Arc::new(Stored::new(last.object.clone(), rv)),
                     )
                 }
+                Change::Check => unreachable!("checks are answered above"),
             };
             rows.push(Row {
                 type_,
@@ -667,6 +708,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                 (op.kind, op.key),
                 (type_ != EventType::Deleted).then(|| stored.clone()),
             );
+            results.push(stored.clone());
             events.push(Arc::new(WatchEvent {
                 rv,
                 type_,
@@ -675,15 +717,18 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                 committed_at,
             }));
         }
-        accepted.push((reply, events));
+        accepted.push((reply, events, results));
     }
 
     if accepted.is_empty() {
         return;
     }
-    if let Err(e) = backend.commit(&rows).await {
+    // Checks alone write nothing, and need no transaction.
+    if !rows.is_empty()
+        && let Err(e) = backend.commit(&rows).await
+    {
         tracing::error!(error = %e, "store commit failed");
-        for (reply, _) in accepted {
+        for (reply, _, _) in accepted {
             let _ = reply.send(Err(WriteError::Unavailable(
                 "the write could not be made durable".into(),
             )));
@@ -707,7 +752,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         }
         let batch_start = state.rv;
         state.rv = rv;
-        for (_, events) in &accepted {
+        for (_, events, _) in &accepted {
             for e in events {
                 state.log_bytes += e.cost();
                 state.log.push_back(e.clone());
@@ -719,8 +764,8 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
     }
     // Watchers read the log, which now has every change up to `rv`.
     inner.published.send_replace(rv);
-    for (reply, events) in accepted {
-        let _ = reply.send(Ok(events.iter().map(|e| e.object.clone()).collect()));
+    for (reply, _, results) in accepted {
+        let _ = reply.send(Ok(results));
     }
 }
 

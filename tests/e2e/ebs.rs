@@ -59,11 +59,11 @@ async fn node_with_instance(s: &Server, moto: &Moto, name: &str, zone: &str) -> 
 async fn ec2_volume(
     moto: &Moto,
     id: &str,
-) -> Option<stowage_provider_ebs::aws_sdk_ec2::types::Volume> {
+) -> Option<stowage_provider_ebs::testing::aws_sdk_ec2::types::Volume> {
     moto.client()
         .describe_volumes()
         .filters(
-            stowage_provider_ebs::aws_sdk_ec2::types::Filter::builder()
+            stowage_provider_ebs::testing::aws_sdk_ec2::types::Filter::builder()
                 .name("volume-id")
                 .values(id)
                 .build(),
@@ -76,7 +76,7 @@ async fn ec2_volume(
         .cloned()
 }
 
-fn tags(v: &stowage_provider_ebs::aws_sdk_ec2::types::Volume) -> BTreeMap<String, String> {
+fn tags(v: &stowage_provider_ebs::testing::aws_sdk_ec2::types::Volume) -> BTreeMap<String, String> {
     v.tags()
         .iter()
         .map(|t| {

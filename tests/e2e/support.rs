@@ -55,8 +55,10 @@ pub fn client_for(token: &str, ca: Option<&[u8]>) -> reqwest::Client {
     b.build().expect("client")
 }
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_stowage")
+/// The server under test: this build's, or the one `STOWAGE_BIN` names (to run these tests
+/// against another build, such as an earlier release, and see which of them it fails).
+fn binary() -> String {
+    std::env::var("STOWAGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stowage").to_string())
 }
 
 impl Server {

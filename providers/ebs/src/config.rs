@@ -12,9 +12,6 @@ use serde::Deserialize;
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
-    /// Whether the provider is on (default: true once the section exists).
-    #[serde(default = "yes")]
-    pub enabled: bool,
     /// AWS region (default: from the environment or profile).
     pub region: Option<String>,
     /// EC2 endpoint URL, for EC2-compatible clouds and emulators (default: AWS's, or
@@ -46,10 +43,6 @@ pub struct Config {
     pub state_timeout: Duration,
 }
 
-fn yes() -> bool {
-    true
-}
-
 fn default_attach_limit() -> u32 {
     25
 }
@@ -65,7 +58,6 @@ fn default_state_timeout() -> Duration {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            enabled: true,
             region: None,
             endpoint: None,
             default_zone: None,
@@ -82,7 +74,6 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("enabled", &self.enabled)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("default_zone", &self.default_zone)

@@ -150,3 +150,11 @@ where
     let detail = stowage_provider::redact::account_identifiers(&detail);
     ProviderError::new(kind, format!("{what}: {detail}"))
 }
+
+/// Whether an EC2 error says the thing is gone (`*.NotFound`).
+pub fn is_gone<E, R>(e: &aws_sdk_ec2::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    code(e).is_some_and(|c| c.ends_with(".NotFound"))
+}

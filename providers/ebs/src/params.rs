@@ -90,6 +90,8 @@ pub fn limits_of(volume_type: &str) -> Option<&'static TypeLimits> {
 /// Tag keys Stowage sets itself; classes may not set them.
 pub const NAME_TAG: &str = "stowage.dev/volume-name";
 pub const OWNER_TAG: &str = "stowage.dev/installation";
+/// The class's `fsType`, which EC2 does not keep: an existing volume is compared with it.
+pub const FS_TYPE_TAG: &str = "stowage.dev/fs-type";
 
 /// What CreateVolume gets, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +136,64 @@ pub fn gib_for(bytes: i64) -> i64 {
     // Rounding up by remainder cannot overflow where `bytes + GIB - 1` did, near i64::MAX.
     let bytes = bytes.max(1);
     bytes / GIB + i64::from(bytes % GIB != 0)
+}
+
+impl VolumeSpec {
+    /// How an existing volume differs from this request (one phrase per difference), for a
+    /// create that finds the name taken. What EC2 does not report is not compared; what EC2
+    /// chose itself (a gp3's baseline IOPS) is not a difference unless the class named it.
+    pub fn differences(
+        &self,
+        existing: &crate::poller::VolumeView,
+        zone: &str,
+        snapshot: Option<&str>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut differ = |what: &str, have: String, want: String| {
+            if have != want {
+                out.push(format!("{what} {have}, not {want}"));
+            }
+        };
+        differ(
+            "size (GiB)",
+            existing.size_gib.to_string(),
+            self.size_gib.to_string(),
+        );
+        differ("zone", existing.zone.clone(), zone.to_string());
+        if !existing.volume_type.is_empty() {
+            differ(
+                "type",
+                existing.volume_type.clone(),
+                self.volume_type.to_string(),
+            );
+        }
+        if let (Some(want), Some(have)) = (self.iops, existing.iops) {
+            differ("iops", have.to_string(), want.to_string());
+        }
+        if let (Some(want), Some(have)) = (self.throughput, existing.throughput) {
+            differ("throughput", have.to_string(), want.to_string());
+        }
+        differ(
+            "encrypted",
+            existing.encrypted.to_string(),
+            self.encrypted.to_string(),
+        );
+        if let (Some(want), Some(have)) = (&self.kms_key_id, &existing.kms_key_id) {
+            differ("kmsKeyId", have.clone(), want.clone());
+        }
+        differ(
+            "snapshot",
+            existing
+                .snapshot_id
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+            snapshot.unwrap_or("none").to_string(),
+        );
+        if let Some(have) = &existing.fs_type {
+            differ("fsType", have.clone(), self.fs_type.clone());
+        }
+        out
+    }
 }
 
 fn render_tag(value: &str, claim: &ClaimRef, volume_name: &str) -> String {

@@ -19,7 +19,7 @@ use stowage_provider::ProviderError;
 use tokio::sync::{Notify, oneshot};
 
 use crate::ec2::classify;
-use crate::params::{NAME_TAG, OWNER_TAG};
+use crate::params::{FS_TYPE_TAG, NAME_TAG, OWNER_TAG};
 
 /// What the provider needs to know about a volume's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,22 @@ pub struct VolumeView {
     pub created: (i64, u32),
     /// The volume name tag, if it is one of ours.
     pub name: Option<String>,
+    /// What it was made as, for comparing a create's request with an existing volume.
+    pub volume_type: String,
+    pub iops: Option<i64>,
+    pub throughput: Option<i64>,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    /// The file system the class asked for, from our tag.
+    pub fs_type: Option<String>,
+}
+
+fn tag_of(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
 }
 
 impl VolumeView {
@@ -63,12 +79,50 @@ impl VolumeView {
             created: v
                 .create_time()
                 .map_or((0, 0), |t| (t.secs(), t.subsec_nanos())),
-            name: v
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some(NAME_TAG))
-                .and_then(|t| t.value())
+            name: tag_of(v.tags(), NAME_TAG),
+            volume_type: v
+                .volume_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            iops: v.iops().map(i64::from),
+            throughput: v.throughput().map(i64::from),
+            encrypted: v.encrypted().unwrap_or(false),
+            kms_key_id: v.kms_key_id().map(str::to_string),
+            snapshot_id: v
+                .snapshot_id()
+                .filter(|s| !s.is_empty())
                 .map(str::to_string),
+            fs_type: tag_of(v.tags(), FS_TYPE_TAG),
+        }
+    }
+
+    /// The view of a volume EC2 has just made.
+    pub fn from_created(
+        c: &aws_sdk_ec2::operation::create_volume::CreateVolumeOutput,
+    ) -> VolumeView {
+        VolumeView {
+            id: c.volume_id().unwrap_or_default().to_string(),
+            state: c.state().map_or("creating", |s| s.as_str()).to_string(),
+            size_gib: c.size().map_or(0, i64::from),
+            zone: c.availability_zone().unwrap_or_default().to_string(),
+            attachments: Vec::new(),
+            created: c
+                .create_time()
+                .map_or((0, 0), |t| (t.secs(), t.subsec_nanos())),
+            name: tag_of(c.tags(), NAME_TAG),
+            volume_type: c
+                .volume_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            iops: c.iops().map(i64::from),
+            throughput: c.throughput().map(i64::from),
+            encrypted: c.encrypted().unwrap_or(false),
+            kms_key_id: c.kms_key_id().map(str::to_string),
+            snapshot_id: c
+                .snapshot_id()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            fs_type: tag_of(c.tags(), FS_TYPE_TAG),
         }
     }
 

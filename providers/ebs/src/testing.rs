@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The SDK, for tests that look at what the provider made.
+pub use aws_sdk_ec2;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{InstanceType, Placement};
 
@@ -21,11 +23,6 @@ pub const REGION: &str = "us-east-1";
 pub struct Moto {
     child: Child,
     port: u16,
-}
-
-/// Whether a missing emulator must fail the test run instead of skipping (CI).
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 fn moto_server() -> Option<PathBuf> {
@@ -56,13 +53,14 @@ fn http(port: u16, method: &str, path: &str) -> io::Result<String> {
 }
 
 impl Moto {
-    /// Starts moto, or says why it cannot: `None` when it is not installed and the run is not
-    /// CI (the test then skips, saying so); a panic under CI.
+    /// Starts moto for a test. A missing moto fails the test, unless the run opted out of EBS
+    /// (`STOWAGE_SKIP=ebs`): then `None`, and the test returns early.
     pub fn start_for_test() -> Option<Moto> {
         if moto_server().is_none() {
-            let why = "moto is not installed (./scripts/test.sh installs moto[server,ec2] into .cache/moto)";
-            assert!(!required(), "{why}");
-            eprintln!("SKIPPED: {why}");
+            stowage_provider::testing::missing(
+                "ebs",
+                "install moto's EC2 server (./scripts/test.sh installs moto[server,ec2] into .cache/moto)",
+            );
             return None;
         }
         Some(Moto::start().expect("start moto_server"))

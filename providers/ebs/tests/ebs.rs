@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use stowage_provider::conformance::{Fixture, run};
+use stowage_provider::conformance::{Fixture, Probed, TopologyFixture, probe_with, run};
+use stowage_provider::params::from_pairs as params;
 use stowage_provider::{
     AccessMode, AttachRequest, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest, DetachRequest,
     ErrorKind, ExpandRequest, NodeInfo, Provider, Topology, TopologyRequirement, Volume,
@@ -134,7 +135,90 @@ async fn the_ebs_provider_passes_the_conformance_kit() {
         preferred: vec![Topology::one(ZONE_KEY, "us-east-1a")],
     };
     fixture.volume_bytes = GI;
+    fixture.bad_parameters = vec![
+        params(&[("type", "floppy")]),
+        params(&[("type", "gp3"), ("iops", "-5")]),
+        params(&[("type", "st1"), ("iops", "3000")]),
+        params(&[("tagSpecification_1", "stowage.dev/volume-name=x")]),
+        params(&[("colour", "blue")]),
+    ];
+    fixture.other_parameters = Some(params(&[("type", "gp2")]));
+    fixture.skips = vec![(
+        "too_large_is_resource_exhausted_and_creates_nothing",
+        "EBS has no pool that fills up; a size beyond its type's limit is InvalidArgument",
+    )];
+    let zone = |z: &str| TopologyRequirement {
+        requisite: vec![Topology::one(ZONE_KEY, z)],
+        preferred: vec![],
+    };
+    let elsewhere = moto.run_instance("us-east-1b").await;
+    fixture.topology_fixture = Some(TopologyFixture {
+        inside: zone("us-east-1a"),
+        inside_node: node("node-a", "us-east-1a", &instance),
+        // Another region's zone cannot be reached; another zone's node cannot attach.
+        outside: zone("eu-west-1a"),
+        outside_node: node("node-b", "us-east-1b", &elsewhere),
+    });
+    // The backend is EC2: the probe describes the volume.
+    let ec2 = moto.client();
+    fixture.probe = Some(probe_with(move |v| {
+        let ec2 = ec2.clone();
+        async move {
+            let found = ec2
+                .describe_volumes()
+                .volume_ids(&v.handle)
+                .send()
+                .await
+                .ok()?;
+            let volume = found
+                .volumes()
+                .iter()
+                .find(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleting" | "deleted")))?;
+            Some(Probed {
+                size_bytes: volume.size().map(|g| i64::from(g) * GI),
+            })
+        }
+    }));
     run(make, fixture).await.assert_passed();
+}
+
+#[tokio::test]
+async fn a_create_that_finds_its_name_taken_compares_every_parameter_and_returns_the_real_volume() {
+    let moto = moto!();
+    let p = provider(&moto).await;
+    let v = p
+        .create_volume(&request(
+            "pvc-taken",
+            GI,
+            &[("type", "gp2"), ("fsType", "xfs")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(v.attributes["type"], "gp2");
+    assert_eq!(v.attributes["fsType"], "xfs");
+    for other in [
+        &[("type", "gp3"), ("fsType", "xfs")][..],
+        &[("type", "gp2"), ("fsType", "ext4")][..],
+        &[("type", "gp2"), ("fsType", "xfs"), ("encrypted", "true")][..],
+    ] {
+        let err = p
+            .create_volume(&request("pvc-taken", GI, other))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AlreadyExists, "{other:?}: {err}");
+    }
+    // A restarted provider finds it by its tags and describes what EC2 has.
+    let again = provider(&moto)
+        .await
+        .create_volume(&request(
+            "pvc-taken",
+            GI,
+            &[("type", "gp2"), ("fsType", "xfs")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.handle, v.handle);
+    assert_eq!(again.attributes, v.attributes);
 }
 
 #[tokio::test]

@@ -20,9 +20,22 @@ pub struct LocalProvider {
     pub(crate) core: Arc<Core>,
 }
 
+impl stowage_provider::factory::Build for LocalProvider {
+    const SECTION: &'static str = "local";
+    const ON_BY_DEFAULT: bool = true;
+    type Config = Config;
+
+    async fn build(
+        config: Config,
+        env: &stowage_provider::factory::Env,
+    ) -> Result<Self, stowage_provider::factory::BuildError> {
+        LocalProvider::open(&config, &env.data_dir).map_err(stowage_provider::factory::BuildError)
+    }
+}
+
 impl LocalProvider {
-    /// Builds the provider; `data_dir` supplies the default root.
-    pub fn build(config: &Config, data_dir: &Path) -> Result<LocalProvider, String> {
+    /// Opens the provider; `data_dir` supplies the default root.
+    pub fn open(config: &Config, data_dir: &Path) -> Result<LocalProvider, String> {
         let root = config
             .root
             .clone()
@@ -103,7 +116,7 @@ async fn blocking<T: Send + 'static>(
 #[async_trait::async_trait]
 impl Provider for LocalProvider {
     fn name(&self) -> &str {
-        crate::PROVISIONER
+        crate::NAME
     }
 
     fn capabilities(&self) -> Capabilities {

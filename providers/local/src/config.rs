@@ -6,29 +6,12 @@ use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default)]
 pub struct Config {
-    /// Whether the provider is on (default: true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
     /// Where volume directories live (default: `<data-dir>/volumes`).
     pub root: Option<PathBuf>,
     /// The node the volumes are on (default: this host's name).
     pub node: Option<String>,
     /// Total size volumes may claim, as a quantity (`100Gi`; default: the root filesystem's size).
     pub capacity: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            enabled: true,
-            root: None,
-            node: None,
-            capacity: None,
-        }
-    }
 }

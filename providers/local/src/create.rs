@@ -12,38 +12,21 @@ use crate::core::{Core, Record};
 use crate::{HOSTNAME_LABEL, quota};
 
 /// Class parameters this provider understands.
-pub(crate) const PARAM_ON_DELETE: &str = "onDelete";
-pub(crate) const PARAM_PERMISSIONS: &str = "mountPermissions";
+pub(crate) use stowage_provider::params::{
+    MOUNT_PERMISSIONS as PARAM_PERMISSIONS, ON_DELETE as PARAM_ON_DELETE,
+};
 
 pub(crate) fn validate_parameters(params: &BTreeMap<String, String>) -> Result<u32> {
-    let mut mode = 0o777;
-    for (k, v) in params {
-        match k.as_str() {
-            PARAM_ON_DELETE => {
-                if !matches!(v.as_str(), "delete" | "archive" | "retain") {
-                    return Err(ProviderError::invalid(format!(
-                        "parameter onDelete must be delete, archive or retain, not {v:?}"
-                    )));
-                }
-            }
-            PARAM_PERMISSIONS => {
-                mode = u32::from_str_radix(v, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| {
-                        ProviderError::invalid(format!(
-                            "parameter mountPermissions must be an octal mode like 0775, not {v:?}"
-                        ))
-                    })?;
-            }
-            other => {
-                return Err(ProviderError::invalid(format!(
-                    "unknown parameter {other:?} (the local provider knows onDelete and mountPermissions)"
-                )));
-            }
-        }
+    if let Some(other) = params
+        .keys()
+        .find(|k| *k != PARAM_ON_DELETE && *k != PARAM_PERMISSIONS)
+    {
+        return Err(ProviderError::invalid(format!(
+            "unknown parameter {other:?} (the local provider knows onDelete and mountPermissions)"
+        )));
     }
-    Ok(mode)
+    stowage_provider::params::OnDelete::of(params)?;
+    stowage_provider::params::mount_permissions(params)
 }
 
 pub(crate) fn volume_for(core: &Core, record: &Record) -> Volume {

@@ -5,6 +5,7 @@
 
 use std::io;
 
+use stowage_provider::params::{OnDelete, archive_names};
 use stowage_provider::{DeleteVolumeRequest, ProviderError, Result, validate_volume_name};
 
 use crate::core::Core;
@@ -20,20 +21,19 @@ pub(crate) fn delete(core: &Core, req: &DeleteVolumeRequest) -> Result<()> {
             .as_ref()
             .and_then(|r| r.parameters.get(PARAM_ON_DELETE).cloned())
             .or_else(|| req.attributes.get(PARAM_ON_DELETE).cloned())
-            .unwrap_or_else(|| "delete".to_string());
+            .and_then(|v| OnDelete::parse(&v).ok())
+            .unwrap_or_default();
         if dir.exists() {
-            match on_delete.as_str() {
-                "archive" => {
-                    let mut target = core.root.join(format!("archived-{}", req.handle));
-                    let mut n = 1;
-                    while target.exists() {
-                        target = core.root.join(format!("archived-{}-{n}", req.handle));
-                        n += 1;
-                    }
+            match on_delete {
+                OnDelete::Archive => {
+                    let target = archive_names(&req.handle)
+                        .map(|n| core.root.join(n))
+                        .find(|t| !t.exists())
+                        .expect("the archive names never run out");
                     std::fs::rename(&dir, &target)?;
                 }
-                "retain" => {}
-                _ => std::fs::remove_dir_all(&dir)?,
+                OnDelete::Retain => {}
+                OnDelete::Delete => std::fs::remove_dir_all(&dir)?,
             }
         }
         if let Some(id) = record.and_then(|r| r.project_id)

@@ -26,6 +26,6 @@ pub use backend::LocalProvider;
 pub use config::Config;
 
 /// The provisioner name StorageClasses use.
-pub const PROVISIONER: &str = "local.stowage.dev";
+pub const NAME: &str = "local.stowage.dev";
 /// The topology key local volumes are pinned with.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";

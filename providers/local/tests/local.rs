@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use stowage_provider::conformance::{Fixture, run};
+use stowage_provider::conformance::{Fixture, Probed, TopologyFixture, probe_with, run};
 use stowage_provider::{
     AttachRequest, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest, ErrorKind, NodeInfo,
     Provider, Topology, TopologyRequirement,
@@ -16,12 +16,11 @@ const GI: i64 = 1 << 30;
 
 fn provider(root: &Path, capacity: &str) -> LocalProvider {
     let config = Config {
-        enabled: true,
         root: Some(root.to_path_buf()),
         node: Some("node-a".into()),
         capacity: Some(capacity.into()),
     };
-    LocalProvider::build(&config, root).unwrap()
+    LocalProvider::open(&config, root).unwrap()
 }
 
 fn request(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeRequest {
@@ -56,6 +55,37 @@ async fn the_local_provider_passes_the_conformance_kit() {
     let make = move || -> Arc<dyn Provider> { Arc::new(provider(&root, "20Gi")) };
     let mut fixture = Fixture::new(node("node-a"));
     fixture.too_large_bytes = Some(21 * GI);
+    let params = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    fixture.bad_parameters = vec![
+        params(&[("onDelete", "explode")]),
+        params(&[("mountPermissions", "999")]),
+        params(&[("colour", "blue")]),
+    ];
+    fixture.other_parameters = Some(params(&[("onDelete", "retain")]));
+    let here = |n: &str| TopologyRequirement {
+        requisite: vec![Topology::one("kubernetes.io/hostname", n)],
+        preferred: vec![],
+    };
+    fixture.topology_fixture = Some(TopologyFixture {
+        inside: here("node-a"),
+        inside_node: node("node-a"),
+        outside: here("node-b"),
+        outside_node: node("node-b"),
+    });
+    // The backend is the directory tree: the probe looks for the volume's directory.
+    fixture.probe = Some(probe_with(|v| async move {
+        let path = v.attributes.get("path")?;
+        Path::new(path).is_dir().then(Probed::default)
+    }));
+    fixture.skips = vec![(
+        "attach_to_an_unknown_node_is_not_found",
+        "a local provider serves one node; any other is outside its topology (InvalidArgument)",
+    )];
     run(make, fixture).await.assert_passed();
 }
 

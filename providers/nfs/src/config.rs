@@ -9,9 +9,6 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
-    /// Whether the provider is on (default: true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
     /// The longest one NFS request (or a mount) may take before it counts as a temporary
     /// failure, e.g. `10s` (the default).
     #[serde(
@@ -21,10 +18,6 @@ pub struct Config {
     pub call_timeout: Duration,
 }
 
-fn yes() -> bool {
-    true
-}
-
 fn default_call_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -32,7 +25,6 @@ fn default_call_timeout() -> Duration {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            enabled: true,
             call_timeout: default_call_timeout(),
         }
     }

@@ -47,27 +47,7 @@ impl Version {
     }
 }
 
-/// What happens to a volume's directory when the volume is deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDelete {
-    Delete,
-    Retain,
-    Archive,
-}
-
-impl OnDelete {
-    fn parse(s: &str) -> Result<OnDelete> {
-        match s {
-            "delete" => Ok(OnDelete::Delete),
-            "retain" => Ok(OnDelete::Retain),
-            "archive" => Ok(OnDelete::Archive),
-            other => Err(ProviderError::invalid(format!(
-                "onDelete {other:?}: use delete, retain or archive"
-            ))),
-        }
-    }
-}
+pub use stowage_provider::params::OnDelete;
 
 /// An NFS server's address: a host and, when not the standard 2049, a port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -182,17 +162,7 @@ impl ClassParams {
                 .get(key)
                 .ok_or_else(|| ProviderError::invalid(format!("parameter {key:?} is required")))
         };
-        let mode = match params.get("mountPermissions") {
-            None => 0o777,
-            Some(m) => u32::from_str_radix(m, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| {
-                    ProviderError::invalid(format!(
-                        "mountPermissions {m:?} is not an octal mode like 0775"
-                    ))
-                })?,
-        };
+        let mode = stowage_provider::params::mount_permissions(params)?;
         let capacity_cap = match params.get("capacity") {
             None => None,
             Some(c) => Some(parse_bytes(c).filter(|b| *b > 0).ok_or_else(|| {
@@ -210,9 +180,7 @@ impl ClassParams {
                     .get("subDir")
                     .map_or(crate::subdir::DEFAULT, String::as_str),
             )?,
-            on_delete: params
-                .get("onDelete")
-                .map_or(Ok(OnDelete::Delete), |o| OnDelete::parse(o))?,
+            on_delete: OnDelete::of(params)?,
             mode,
             capacity_cap,
         })
@@ -223,12 +191,7 @@ impl ClassParams {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use stowage_provider::params::from_pairs as params;
 
     #[test]
     fn servers_are_hosts_with_optional_ports() {

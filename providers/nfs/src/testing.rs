@@ -29,11 +29,6 @@ pub struct Ganesha {
     v3: bool,
 }
 
-/// Whether a missing NFS server must fail the test run instead of skipping (CI).
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 fn plugins_dir() -> Option<&'static str> {
     [
         "/usr/lib/x86_64-linux-gnu/ganesha",
@@ -68,13 +63,14 @@ impl Ganesha {
         )
     }
 
-    /// Starts a server, or says why it cannot: `Ok(None)` when nfs-ganesha is not installed and
-    /// the run is not CI (a test then skips, saying so); a panic when it is CI.
+    /// Starts a server for a test. A missing nfs-ganesha fails the test, unless the run opted
+    /// out of NFS (`STOWAGE_SKIP=nfs`): then `None`, and the test returns early.
     pub fn start_for_test(dir: &Path) -> Option<Ganesha> {
         if binary().is_none() || plugins_dir().is_none() {
-            let why = "nfs-ganesha is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs; ./scripts/test.sh does it)";
-            assert!(!required(), "{why}");
-            eprintln!("SKIPPED: {why}");
+            stowage_provider::testing::missing(
+                "nfs",
+                "install nfs-ganesha (apt-get install nfs-ganesha nfs-ganesha-vfs; ./scripts/test.sh does it)",
+            );
             return None;
         }
         Some(Self::start(dir).expect("start nfs-ganesha"))

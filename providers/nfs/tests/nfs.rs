@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stowage_provider::conformance::{Fixture, run};
+use stowage_provider::conformance::{Fixture, Probed, probe_with, run};
 use stowage_provider::{
     AccessMode, AttachRequest, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest, ErrorKind,
     ExpandRequest, NodeInfo, Provider, TopologyRequirement, Volume,
@@ -20,7 +20,6 @@ const GI: i64 = 1 << 30;
 fn provider(timeout: Duration) -> NfsProvider {
     NfsProvider::new(
         Config {
-            enabled: true,
             call_timeout: timeout,
         },
         "test-installation",
@@ -91,6 +90,27 @@ async fn the_nfs_provider_passes_the_conformance_kit() {
     let mut fixture = Fixture::new(node());
     fixture.parameters = class(&g, &[("capacity", "20Gi")]);
     fixture.too_large_bytes = Some(21 * GI);
+    fixture.bad_parameters = vec![
+        class(&g, &[("nfsvers", "2")]),
+        class(&g, &[("onDelete", "explode")]),
+        class(&g, &[("subDir", "../escape")]),
+        class(&g, &[("colour", "blue")]),
+        BTreeMap::from([("share".to_string(), g.share())]),
+    ];
+    fixture.other_parameters = Some(class(&g, &[("capacity", "20Gi"), ("onDelete", "retain")]));
+    // The backend is the export's directory: the probe looks for the volume's directory.
+    let export = g.export_dir();
+    fixture.probe = Some(probe_with(move |v| {
+        let export = export.clone();
+        async move {
+            let sub_dir = v.attributes.get("subDir")?;
+            export.join(sub_dir).is_dir().then(Probed::default)
+        }
+    }));
+    fixture.skips = vec![(
+        "attach_to_an_unknown_node_is_not_found",
+        "every node mounts NFS itself; the provider keeps no list of nodes",
+    )];
     run(make, fixture).await.assert_passed();
 }
 
@@ -472,7 +492,6 @@ async fn no_volume_directory_may_contain_or_lie_inside_another_across_classes_an
     // Another Stowage installation on the same export.
     let elsewhere = NfsProvider::new(
         Config {
-            enabled: true,
             call_timeout: Duration::from_secs(10),
         },
         "another-installation",
@@ -770,7 +789,6 @@ async fn retained_data_is_never_adopted_across_installations() {
     delete(&p, &v).await;
     let elsewhere = NfsProvider::new(
         Config {
-            enabled: true,
             call_timeout: Duration::from_secs(10),
         },
         "another-installation",

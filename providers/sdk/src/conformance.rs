@@ -3,7 +3,15 @@
 //! A provider crate calls [`run`] from its own tests with a factory that builds a fresh
 //! provider instance (a second instance stands for "after a restart") and a [`Fixture`] that
 //! says what its environment offers. Checks are gated on the provider's [`Capabilities`] and on
-//! the fixture; each cleans up after itself, and each run uses its own name prefix.
+//! the fixture, and look at what the backend is left with, not only at what calls return: the
+//! provider's own listing, and where the fixture has one, a [`Probe`] that looks at the
+//! backend directly. Every volume and snapshot a check makes is deleted afterwards, whether
+//! the check passed or failed (or panicked), and each run uses its own name prefix.
+//!
+//! Skips: a check that does not apply to the provider's capabilities is skipped and reported
+//! as such. A check that applies but that the fixture cannot support (no topology to test
+//! against, no bad parameters given) must be declared in [`Fixture::skips`]; the report's
+//! strict [`Report::assert_passed`] fails on any other.
 //!
 //! ```ignore
 //! #[tokio::test]
@@ -19,6 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::faults::{Fault, Faulty};
 use crate::{
     AccessMode, AttachRequest, Capabilities, ClaimRef, ContentSource, CreateVolumeRequest,
     DeleteVolumeRequest, DetachRequest, ErrorKind, ExpandRequest, NodeInfo, Provider,
@@ -45,6 +54,70 @@ pub struct Fixture {
     pub name_prefix: String,
     /// Per-call timeout: a provider that hangs fails the check instead of the whole run.
     pub call_timeout: Duration,
+    /// Class parameters the provider must refuse with InvalidArgument, creating nothing.
+    pub bad_parameters: Vec<BTreeMap<String, String>>,
+    /// Valid parameters other than [`Fixture::parameters`]: the same name with these must be
+    /// AlreadyExists.
+    pub other_parameters: Option<BTreeMap<String, String>>,
+    /// Where volumes can and cannot be, for providers with topology.
+    pub topology_fixture: Option<TopologyFixture>,
+    /// A look at the backend itself, past the provider.
+    pub probe: Option<Arc<dyn Probe>>,
+    /// Checks this fixture cannot support, by name, with why (see the module docs).
+    pub skips: Vec<(&'static str, &'static str)>,
+}
+
+/// Topology for the checks: a requirement and a node inside it, and ones outside.
+#[derive(Clone, Debug)]
+pub struct TopologyFixture {
+    /// A requirement the provider can meet; volumes made for it are reachable from `inside`.
+    pub inside: TopologyRequirement,
+    pub inside_node: NodeInfo,
+    /// A requirement the provider cannot meet (a node or zone it does not serve): create
+    /// fails with InvalidArgument and makes nothing.
+    pub outside: TopologyRequirement,
+    /// A node outside the volumes' topology: attach fails with InvalidArgument.
+    pub outside_node: NodeInfo,
+}
+
+/// What a probe sees of a volume in the backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// Its size, where the backend has one (a directory's accounted size, a disk's size).
+    pub size_bytes: Option<i64>,
+}
+
+/// A look at the backend itself, to check what a provider left there.
+#[async_trait::async_trait]
+pub trait Probe: Send + Sync {
+    /// The volume as the backend has it; `None` if it is not there.
+    async fn volume(&self, v: &Volume) -> Option<Probed>;
+}
+
+/// A probe from an async function of the volume.
+pub fn probe_with<F, Fut>(f: F) -> Arc<dyn Probe>
+where
+    F: Fn(Volume) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Probed>> + Send + 'static,
+{
+    struct FnProbe<F>(F);
+    #[async_trait::async_trait]
+    impl<F, Fut> Probe for FnProbe<F>
+    where
+        F: Fn(Volume) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Probed>> + Send + 'static,
+    {
+        async fn volume(&self, v: &Volume) -> Option<Probed> {
+            (self.0)(v.clone()).await
+        }
+    }
+    Arc::new(FnProbe(f))
+}
+
+impl std::fmt::Debug for dyn Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
 }
 
 impl Fixture {
@@ -62,6 +135,11 @@ impl Fixture {
             volume_bytes: 1 << 30,
             name_prefix: format!("conf{unique}"),
             call_timeout: Duration::from_secs(60),
+            bad_parameters: Vec::new(),
+            other_parameters: None,
+            topology_fixture: None,
+            probe: None,
+            skips: Vec::new(),
         }
     }
 }
@@ -70,30 +148,92 @@ impl Fixture {
 #[derive(Debug, Default)]
 pub struct Report {
     pub passed: Vec<&'static str>,
-    pub skipped: Vec<(&'static str, &'static str)>,
+    /// Skipped checks, why, and whether the skip was declared (by a capability the provider
+    /// lacks, or in [`Fixture::skips`]).
+    pub skipped: Vec<(&'static str, String, bool)>,
     pub failed: Vec<(&'static str, String)>,
 }
 
 impl Report {
-    /// Panics with every failure, for use in a `#[test]`.
+    /// Panics unless every applicable check passed and every skip was declared: for a
+    /// provider's `#[test]`.
     pub fn assert_passed(&self) {
-        for (name, why) in &self.skipped {
-            eprintln!("conformance: skipped {name}: {why}");
-        }
+        self.assert(true);
+    }
+
+    /// Like [`Report::assert_passed`], but undeclared skips only print (for a provider in
+    /// development).
+    pub fn assert_passed_allowing_skips(&self) {
+        self.assert(false);
+    }
+
+    fn assert(&self, strict: bool) {
+        // Shown with `--nocapture`, and with the test's output when it fails.
+        println!("{}", self.summary());
+        let undeclared: Vec<String> = self
+            .skipped
+            .iter()
+            .filter(|(_, _, declared)| !declared)
+            .map(|(n, why, _)| format!("  {n}: {why} (not declared in Fixture::skips)"))
+            .collect();
+        let mut problems = Vec::new();
         if !self.failed.is_empty() {
-            let list: Vec<String> = self
-                .failed
-                .iter()
-                .map(|(n, e)| format!("  {n}: {e}"))
-                .collect();
-            panic!(
+            problems.push(format!(
                 "{} conformance check(s) failed:\n{}",
                 self.failed.len(),
-                list.join("\n")
-            );
+                self.failed
+                    .iter()
+                    .map(|(n, e)| format!("  {n}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
         }
-        assert!(!self.passed.is_empty(), "no conformance check ran");
+        if strict && !undeclared.is_empty() {
+            problems.push(format!(
+                "{} check(s) skipped without being declared:\n{}",
+                undeclared.len(),
+                undeclared.join("\n")
+            ));
+        }
+        if self.passed.is_empty() {
+            problems.push("no conformance check ran".to_string());
+        }
+        assert!(
+            problems.is_empty(),
+            "{}\n{}",
+            problems.join("\n"),
+            self.summary()
+        );
     }
+
+    /// One line per check, for a person reading test output.
+    pub fn summary(&self) -> String {
+        let mut lines = vec![format!(
+            "conformance: {} passed, {} skipped, {} failed",
+            self.passed.len(),
+            self.skipped.len(),
+            self.failed.len()
+        )];
+        for n in &self.passed {
+            lines.push(format!("  passed {n}"));
+        }
+        for (n, why, declared) in &self.skipped {
+            let how = if *declared { "declared" } else { "UNDECLARED" };
+            lines.push(format!("  skipped ({how}) {n}: {why}"));
+        }
+        for (n, why) in &self.failed {
+            lines.push(format!("  FAILED {n}: {why}"));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Why a check does not run.
+enum Skip {
+    /// The provider lacks a capability the check is about: declared by the provider itself.
+    Capability(&'static str),
+    /// The fixture lacks what the check needs: must be declared in [`Fixture::skips`].
+    Fixture(&'static str),
 }
 
 type Factory = Arc<dyn Fn() -> Arc<dyn Provider> + Send + Sync>;
@@ -104,6 +244,8 @@ struct Ctx {
     provider: Arc<dyn Provider>,
     caps: Capabilities,
     fixture: Fixture,
+    /// Volumes and snapshots made by the check running now, deleted after it.
+    made: parking_lot::Mutex<(Vec<Volume>, Vec<String>)>,
 }
 
 impl Ctx {
@@ -160,9 +302,84 @@ impl Ctx {
         name: &str,
         bytes: i64,
     ) -> Result<Volume, String> {
-        self.timed("create_volume", p.create_volume(&self.request(name, bytes)))
+        self.create_with(p, self.request(name, bytes)).await
+    }
+
+    /// Creates a volume, remembered for the cleanup after the check.
+    async fn create_with(
+        &self,
+        p: &Arc<dyn Provider>,
+        req: CreateVolumeRequest,
+    ) -> Result<Volume, String> {
+        let v = self
+            .timed("create_volume", p.create_volume(&req))
             .await?
-            .map_err(|e| format!("create_volume({name}) failed: {e}"))
+            .map_err(|e| format!("create_volume({}) failed: {e}", req.name))?;
+        self.made.lock().0.push(v.clone());
+        Ok(v)
+    }
+
+    /// Tries a create that must fail; a volume it made anyway is remembered for the cleanup.
+    async fn try_create(&self, req: &CreateVolumeRequest) -> Result<crate::Result<Volume>, String> {
+        self.try_create_on(&self.provider, req).await
+    }
+
+    async fn try_create_on(
+        &self,
+        p: &Arc<dyn Provider>,
+        req: &CreateVolumeRequest,
+    ) -> Result<crate::Result<Volume>, String> {
+        let r = self.timed("create_volume", p.create_volume(req)).await?;
+        if let Ok(v) = &r {
+            self.made.lock().0.push(v.clone());
+        }
+        Ok(r)
+    }
+
+    async fn snapshot(&self, name: &str, v: &Volume) -> Result<crate::Snapshot, String> {
+        let s = self
+            .timed(
+                "create_snapshot",
+                self.provider.create_snapshot(name, &v.handle),
+            )
+            .await?
+            .map_err(|e| format!("create_snapshot({name}) failed: {e}"))?;
+        self.made.lock().1.push(s.id.clone());
+        Ok(s)
+    }
+
+    /// What the probe sees of `v`; `Ok(None)` without a probe.
+    async fn probe(&self, v: &Volume) -> Option<Option<Probed>> {
+        match &self.fixture.probe {
+            Some(p) => Some(p.volume(v).await),
+            None => None,
+        }
+    }
+
+    /// Deletes what the last check made (detaching from the fixture's nodes first), ignoring
+    /// what is already gone.
+    async fn clean_up(&self) {
+        let (volumes, snapshots) = std::mem::take(&mut *self.made.lock());
+        let mut nodes = vec![self.fixture.node.clone()];
+        if let Some(t) = &self.fixture.topology_fixture {
+            nodes.push(t.inside_node.clone());
+        }
+        for v in volumes.iter().rev() {
+            for node in &nodes {
+                let _ = self
+                    .timed(
+                        "detach",
+                        self.provider.detach(&self.detach_request(v, node)),
+                    )
+                    .await;
+            }
+            let _ = self.delete(v).await;
+        }
+        for id in snapshots {
+            let _ = self
+                .timed("delete_snapshot", self.provider.delete_snapshot(&id))
+                .await;
+        }
     }
 
     async fn delete(&self, v: &Volume) -> Result<(), String> {
@@ -233,13 +450,25 @@ macro_rules! ensure {
 /// A check: its name, the reason to skip it (if it does not apply), and its body.
 struct Check {
     name: &'static str,
-    skip: fn(&Capabilities, &Fixture) -> Option<&'static str>,
+    skip: fn(&Capabilities, &Fixture) -> Option<Skip>,
     run: fn(Arc<Ctx>) -> CheckFuture,
 }
 
-fn provisioning(c: &Capabilities, _: &Fixture) -> Option<&'static str> {
-    (!c.dynamic_provisioning).then_some("no dynamic provisioning")
+fn provisioning(c: &Capabilities, _: &Fixture) -> Option<Skip> {
+    (!c.dynamic_provisioning).then_some(Skip::Capability("no dynamic provisioning"))
 }
+
+/// Skips unless the provider provisions and has `capability`.
+fn provisioning_and(
+    has: bool,
+    lacks: &'static str,
+) -> impl Fn(&Capabilities, &Fixture) -> Option<Skip> {
+    move |c, f| provisioning(c, f).or((!has).then_some(Skip::Capability(lacks)))
+}
+
+/// Cut points tried by the crash check: the N-th time the create waits on its backend.
+/// Sparse past the first few, so a provider with a long create (EBS) stays affordable.
+const CUT_POINTS: [usize; 9] = [1, 2, 3, 4, 6, 9, 14, 22, 35];
 
 fn checks() -> Vec<Check> {
     vec![
@@ -258,6 +487,18 @@ fn checks() -> Vec<Check> {
                         v.capacity_bytes
                     );
                     ensure!(!v.handle.is_empty(), "empty handle");
+                    if let Some(seen) = cx.probe(&v).await {
+                        let Some(seen) = seen else {
+                            return Err(format!("the backend has no volume {}", v.handle));
+                        };
+                        if let Some(size) = seen.size_bytes {
+                            ensure!(
+                                size >= cx.fixture.volume_bytes,
+                                "the backend's volume has {size} bytes, {} were asked for",
+                                cx.fixture.volume_bytes
+                            );
+                        }
+                    }
                     cx.delete(&v).await
                 })
             },
@@ -291,10 +532,58 @@ fn checks() -> Vec<Check> {
                         a.handle
                     );
                     ensure!(
+                        a.attributes == c.attributes && a.capacity_bytes == c.capacity_bytes,
+                        "a restarted provider describes the volume differently: {a:?} vs {c:?}"
+                    );
+                    ensure!(
                         cx.listed(&name).await? == 1,
                         "more than one volume named {name}"
                     );
                     cx.delete(&a).await
+                })
+            },
+        },
+        Check {
+            name: "attributes_survive_a_restart",
+            skip: provisioning,
+            run: |cx| {
+                Box::pin(async move {
+                    // The server keeps only the handle and attributes a create returned (on the
+                    // PersistentVolume); another instance must manage the volume from those.
+                    let v = cx
+                        .create(&cx.provider, &cx.name("attrs"), cx.fixture.volume_bytes)
+                        .await?;
+                    let restarted = (cx.make)();
+                    let node = cx.fixture.node.clone();
+                    let first = cx
+                        .timed("attach", cx.provider.attach(&cx.attach_request(&v, &node)))
+                        .await?
+                        .map_err(|e| format!("attach: {e}"))?;
+                    let again = cx
+                        .timed("attach", restarted.attach(&cx.attach_request(&v, &node)))
+                        .await?
+                        .map_err(|e| format!("attach from a restarted provider: {e}"))?;
+                    ensure!(
+                        first == again,
+                        "a restarted provider attaches differently: {first:?} vs {again:?}"
+                    );
+                    cx.timed("detach", restarted.detach(&cx.detach_request(&v, &node)))
+                        .await?
+                        .map_err(|e| format!("detach from a restarted provider: {e}"))?;
+                    cx.timed(
+                        "delete_volume",
+                        restarted.delete_volume(&DeleteVolumeRequest {
+                            handle: v.handle.clone(),
+                            attributes: v.attributes.clone(),
+                        }),
+                    )
+                    .await?
+                    .map_err(|e| format!("delete from a restarted provider: {e}"))?;
+                    ensure!(
+                        cx.listed(&cx.name("attrs")).await? == 0,
+                        "still listed after a restarted provider deleted it"
+                    );
+                    Ok(())
                 })
             },
         },
@@ -308,16 +597,62 @@ fn checks() -> Vec<Check> {
                         .create(&cx.provider, &name, cx.fixture.volume_bytes)
                         .await?;
                     let r = cx
-                        .timed(
-                            "create_volume",
-                            cx.provider
-                                .create_volume(&cx.request(&name, cx.fixture.volume_bytes * 2)),
-                        )
+                        .try_create(&cx.request(&name, cx.fixture.volume_bytes * 2))
                         .await?;
-                    let outcome =
-                        expect_kind(r, ErrorKind::AlreadyExists, "create with a different size");
-                    cx.delete(&v).await?;
-                    outcome
+                    expect_kind(r, ErrorKind::AlreadyExists, "create with a different size")?;
+                    cx.delete(&v).await
+                })
+            },
+        },
+        Check {
+            name: "same_name_with_other_parameters_is_already_exists",
+            skip: |c, f| {
+                provisioning(c, f).or(f
+                    .other_parameters
+                    .is_none()
+                    .then_some(Skip::Fixture("no other parameters in the fixture")))
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    let name = cx.name("params");
+                    let v = cx
+                        .create(&cx.provider, &name, cx.fixture.volume_bytes)
+                        .await?;
+                    let mut req = cx.request(&name, cx.fixture.volume_bytes);
+                    req.parameters = cx.fixture.other_parameters.clone().unwrap_or_default();
+                    let r = cx.try_create(&req).await?;
+                    expect_kind(r, ErrorKind::AlreadyExists, "create with other parameters")?;
+                    ensure!(cx.listed(&name).await? == 1, "not exactly one {name}");
+                    cx.delete(&v).await
+                })
+            },
+        },
+        Check {
+            name: "bad_parameters_are_invalid_and_create_nothing",
+            skip: |c, f| {
+                provisioning(c, f).or(f
+                    .bad_parameters
+                    .is_empty()
+                    .then_some(Skip::Fixture("no bad parameters in the fixture")))
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    for (i, bad) in cx.fixture.bad_parameters.iter().enumerate() {
+                        let name = cx.name(&format!("bad{i}"));
+                        let mut req = cx.request(&name, cx.fixture.volume_bytes);
+                        req.parameters = bad.clone();
+                        let r = cx.try_create(&req).await?;
+                        expect_kind(
+                            r,
+                            ErrorKind::InvalidArgument,
+                            &format!("parameters {bad:?}"),
+                        )?;
+                        ensure!(
+                            cx.listed(&name).await? == 0,
+                            "a create refused for {bad:?} left a volume behind"
+                        );
+                    }
+                    Ok(())
                 })
             },
         },
@@ -337,7 +672,46 @@ fn checks() -> Vec<Check> {
                         cx.listed(&cx.name("gone")).await? == 0,
                         "deleted volume still listed"
                     );
+                    if let Some(seen) = cx.probe(&v).await {
+                        ensure!(seen.is_none(), "the backend still has {}", v.handle);
+                    }
                     Ok(())
+                })
+            },
+        },
+        Check {
+            name: "delete_leaves_a_neighbour_untouched",
+            skip: provisioning,
+            run: |cx| {
+                Box::pin(async move {
+                    let doomed = cx
+                        .create(&cx.provider, &cx.name("doomed"), cx.fixture.volume_bytes)
+                        .await?;
+                    let neighbour = cx
+                        .create(&cx.provider, &cx.name("neighbour"), cx.fixture.volume_bytes)
+                        .await?;
+                    let before = cx.probe(&neighbour).await;
+                    cx.delete(&doomed).await?;
+                    let all = cx
+                        .timed("list_volumes", cx.provider.list_volumes())
+                        .await?
+                        .map_err(|e| format!("list_volumes failed: {e}"))?;
+                    ensure!(
+                        all.iter().any(|i| i.handle == neighbour.handle
+                            && i.capacity_bytes == neighbour.capacity_bytes),
+                        "the neighbour {} is no longer listed as it was",
+                        neighbour.handle
+                    );
+                    let after = cx.probe(&neighbour).await;
+                    ensure!(
+                        before == after,
+                        "deleting {} changed the neighbour in the backend: {before:?} → {after:?}",
+                        doomed.handle
+                    );
+                    if let Some(seen) = after {
+                        ensure!(seen.is_some(), "the backend lost the neighbour");
+                    }
+                    cx.delete(&neighbour).await
                 })
             },
         },
@@ -410,11 +784,7 @@ fn checks() -> Vec<Check> {
                 Box::pin(async move {
                     for bad in ["../escape", "a/b", "UPPER", ""] {
                         let r = cx
-                            .timed(
-                                "create_volume",
-                                cx.provider
-                                    .create_volume(&cx.request(bad, cx.fixture.volume_bytes)),
-                            )
+                            .try_create(&cx.request(bad, cx.fixture.volume_bytes))
                             .await?;
                         expect_kind(
                             r,
@@ -432,18 +802,13 @@ fn checks() -> Vec<Check> {
                 provisioning(c, f).or(f
                     .too_large_bytes
                     .is_none()
-                    .then_some("no capacity limit in the fixture"))
+                    .then_some(Skip::Fixture("no capacity limit in the fixture")))
             },
             run: |cx| {
                 Box::pin(async move {
                     let name = cx.name("huge");
                     let bytes = cx.fixture.too_large_bytes.unwrap_or(i64::MAX);
-                    let r = cx
-                        .timed(
-                            "create_volume",
-                            cx.provider.create_volume(&cx.request(&name, bytes)),
-                        )
-                        .await?;
+                    let r = cx.try_create(&cx.request(&name, bytes)).await?;
                     expect_kind(r, ErrorKind::ResourceExhausted, "oversized create")?;
                     ensure!(cx.listed(&name).await? == 0, "a refused volume was listed");
                     Ok(())
@@ -451,26 +816,51 @@ fn checks() -> Vec<Check> {
             },
         },
         Check {
-            name: "restart_in_the_middle_of_a_create_converges",
+            name: "a_crash_in_the_middle_of_a_create_converges",
             skip: provisioning,
             run: |cx| {
                 Box::pin(async move {
-                    let name = cx.name("crash");
-                    // Abandon a create part-way, as a crash would.
-                    let first = cx.provider.clone();
-                    let req = cx.request(&name, cx.fixture.volume_bytes);
-                    let _ = tokio::time::timeout(Duration::from_micros(50), async move {
-                        first.create_volume(&req).await
-                    })
-                    .await;
-                    let restarted = (cx.make)();
-                    let v = cx
-                        .create(&restarted, &name, cx.fixture.volume_bytes)
+                    // Cut the create off at each of its first await points, as a crash would,
+                    // then retry from a fresh instance: one volume, whatever was left half-made.
+                    for at in CUT_POINTS {
+                        let name = cx.name(&format!("cut{at}"));
+                        let faulty: Arc<dyn Provider> = Arc::new(Faulty::new((cx.make)()).on_call(
+                            "create_volume",
+                            1,
+                            Fault::CancelAtPending(at),
+                        ));
+                        let first = cx
+                            .try_create_on(&faulty, &cx.request(&name, cx.fixture.volume_bytes))
+                            .await?;
+                        let v = cx
+                            .create(&(cx.make)(), &name, cx.fixture.volume_bytes)
+                            .await
+                            .map_err(|e| format!("after a cut at await point {at}: {e}"))?;
+                        ensure!(
+                            cx.listed(&name).await? == 1,
+                            "not exactly one {name} after a cut at await point {at}"
+                        );
+                        cx.delete(&v).await?;
+                        if first.is_ok() {
+                            // The create finished before the cut: later points are not reached.
+                            break;
+                        }
+                    }
+                    // And crash after the backend did all the work, before the answer.
+                    let name = cx.name("lost");
+                    let faulty: Arc<dyn Provider> = Arc::new(Faulty::new((cx.make)()).on_call(
+                        "create_volume",
+                        1,
+                        Fault::CrashAfter,
+                    ));
+                    let lost = cx
+                        .try_create_on(&faulty, &cx.request(&name, cx.fixture.volume_bytes))
                         .await?;
-                    ensure!(
-                        cx.listed(&name).await? == 1,
-                        "not exactly one volume after the retry"
-                    );
+                    ensure!(lost.is_err(), "a crashed create answered");
+                    let v = cx
+                        .create(&(cx.make)(), &name, cx.fixture.volume_bytes)
+                        .await?;
+                    ensure!(cx.listed(&name).await? == 1, "not exactly one {name}");
                     cx.delete(&v).await
                 })
             },
@@ -508,6 +898,62 @@ fn checks() -> Vec<Check> {
             },
         },
         Check {
+            name: "attach_of_a_missing_volume_is_not_found",
+            skip: provisioning,
+            run: |cx| {
+                Box::pin(async move {
+                    let v = cx
+                        .create(&cx.provider, &cx.name("vanished"), cx.fixture.volume_bytes)
+                        .await?;
+                    cx.delete(&v).await?;
+                    let r = cx
+                        .timed(
+                            "attach",
+                            cx.provider.attach(&cx.attach_request(&v, &cx.fixture.node)),
+                        )
+                        .await?;
+                    expect_kind(r, ErrorKind::NotFound, "attach of a deleted volume")
+                })
+            },
+        },
+        Check {
+            name: "delete_while_attached_is_failed_precondition",
+            skip: |c, f| {
+                provisioning(c, f)
+                    .or((!c.attach_required).then_some(Skip::Capability("attach is not required")))
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    let name = cx.name("busy");
+                    let v = cx
+                        .create(&cx.provider, &name, cx.fixture.volume_bytes)
+                        .await?;
+                    let node = cx.fixture.node.clone();
+                    cx.timed("attach", cx.provider.attach(&cx.attach_request(&v, &node)))
+                        .await?
+                        .map_err(|e| format!("attach: {e}"))?;
+                    let r = cx
+                        .timed(
+                            "delete_volume",
+                            cx.provider.delete_volume(&DeleteVolumeRequest {
+                                handle: v.handle.clone(),
+                                attributes: v.attributes.clone(),
+                            }),
+                        )
+                        .await?;
+                    expect_kind(r, ErrorKind::FailedPrecondition, "delete while attached")?;
+                    ensure!(
+                        cx.listed(&name).await? == 1,
+                        "an attached volume was deleted"
+                    );
+                    cx.timed("detach", cx.provider.detach(&cx.detach_request(&v, &node)))
+                        .await?
+                        .map_err(|e| format!("detach: {e}"))?;
+                    cx.delete(&v).await
+                })
+            },
+        },
+        Check {
             name: "detach_of_a_volume_that_is_not_attached_succeeds",
             skip: provisioning,
             run: |cx| {
@@ -515,14 +961,13 @@ fn checks() -> Vec<Check> {
                     let v = cx
                         .create(&cx.provider, &cx.name("det"), cx.fixture.volume_bytes)
                         .await?;
-                    let r = cx
-                        .timed(
-                            "detach",
-                            cx.provider.detach(&cx.detach_request(&v, &cx.fixture.node)),
-                        )
-                        .await?;
-                    cx.delete(&v).await?;
-                    r.map_err(|e| format!("detach of an unattached volume: {e}"))
+                    cx.timed(
+                        "detach",
+                        cx.provider.detach(&cx.detach_request(&v, &cx.fixture.node)),
+                    )
+                    .await?
+                    .map_err(|e| format!("detach of an unattached volume: {e}"))?;
+                    cx.delete(&v).await
                 })
             },
         },
@@ -532,7 +977,7 @@ fn checks() -> Vec<Check> {
                 provisioning(c, f).or(f
                     .unknown_node
                     .is_none()
-                    .then_some("no unknown node in the fixture"))
+                    .then_some(Skip::Fixture("no unknown node in the fixture")))
             },
             run: |cx| {
                 Box::pin(async move {
@@ -543,8 +988,8 @@ fn checks() -> Vec<Check> {
                     let r = cx
                         .timed("attach", cx.provider.attach(&cx.attach_request(&v, &node)))
                         .await?;
-                    cx.delete(&v).await?;
-                    expect_kind(r, ErrorKind::NotFound, "attach to an unknown node")
+                    expect_kind(r, ErrorKind::NotFound, "attach to an unknown node")?;
+                    cx.delete(&v).await
                 })
             },
         },
@@ -554,7 +999,7 @@ fn checks() -> Vec<Check> {
                 provisioning(c, f).or(c
                     .max_attachments_per_node
                     .is_none()
-                    .then_some("no attachment limit"))
+                    .then_some(Skip::Capability("no attachment limit")))
             },
             run: |cx| {
                 Box::pin(async move {
@@ -571,39 +1016,146 @@ fn checks() -> Vec<Check> {
                             .await?,
                         );
                     }
-                    let mut outcome = Ok(());
                     for (i, v) in volumes.iter().enumerate() {
                         let r = cx
                             .timed("attach", cx.provider.attach(&cx.attach_request(v, &node)))
                             .await?;
                         if i < 2 {
-                            if let Err(e) = r {
-                                outcome = Err(format!("attach {i} under the limit failed: {e}"));
-                                break;
-                            }
+                            r.map_err(|e| format!("attach {i} under the limit failed: {e}"))?;
                         } else {
-                            outcome = expect_kind(
-                                r,
-                                ErrorKind::ResourceExhausted,
-                                "attach over the limit",
-                            );
+                            expect_kind(r, ErrorKind::ResourceExhausted, "attach over the limit")?;
                         }
                     }
                     for v in &volumes {
                         let _ = cx.provider.detach(&cx.detach_request(v, &node)).await;
                         cx.delete(v).await?;
                     }
-                    outcome
+                    Ok(())
+                })
+            },
+        },
+        Check {
+            name: "topology_outside_is_invalid_argument",
+            skip: |c, f| {
+                provisioning(c, f)
+                    .or((!c.topology).then_some(Skip::Capability("no topology")))
+                    .or(f
+                        .topology_fixture
+                        .is_none()
+                        .then_some(Skip::Fixture("no topology in the fixture")))
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    let Some(t) = cx.fixture.topology_fixture.clone() else {
+                        return Err("no topology fixture".into());
+                    };
+                    let name = cx.name("inside");
+                    let mut req = cx.request(&name, cx.fixture.volume_bytes);
+                    req.topology = t.inside.clone();
+                    let v = cx.create_with(&cx.provider, req).await?;
+                    ensure!(
+                        v.accessible_topology.is_empty()
+                            || v.accessible_topology
+                                .iter()
+                                .any(|a| a.admits(&t.inside_node.labels)),
+                        "the volume's topology {:?} does not reach the node inside it",
+                        v.accessible_topology
+                    );
+                    cx.timed(
+                        "attach",
+                        cx.provider.attach(&cx.attach_request(&v, &t.inside_node)),
+                    )
+                    .await?
+                    .map_err(|e| format!("attach inside the topology: {e}"))?;
+                    cx.timed(
+                        "detach",
+                        cx.provider.detach(&cx.detach_request(&v, &t.inside_node)),
+                    )
+                    .await?
+                    .map_err(|e| format!("detach: {e}"))?;
+                    let r = cx
+                        .timed(
+                            "attach",
+                            cx.provider.attach(&cx.attach_request(&v, &t.outside_node)),
+                        )
+                        .await?;
+                    expect_kind(r, ErrorKind::InvalidArgument, "attach outside the topology")?;
+                    cx.delete(&v).await?;
+
+                    let name = cx.name("outside");
+                    let mut req = cx.request(&name, cx.fixture.volume_bytes);
+                    req.topology = t.outside.clone();
+                    let r = cx.try_create(&req).await?;
+                    expect_kind(r, ErrorKind::InvalidArgument, "create outside the topology")?;
+                    ensure!(
+                        cx.listed(&name).await? == 0,
+                        "a create refused for its topology left a volume behind"
+                    );
+                    Ok(())
+                })
+            },
+        },
+        Check {
+            name: "missing_capabilities_are_unsupported",
+            skip: |c, _| {
+                (c.dynamic_provisioning && c.expansion && c.snapshots)
+                    .then_some(Skip::Capability("every optional capability is on"))
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    let handle = "conformance-not-a-volume".to_string();
+                    if !cx.caps.dynamic_provisioning {
+                        let r = cx
+                            .try_create(&cx.request(&cx.name("unsup"), cx.fixture.volume_bytes))
+                            .await?;
+                        expect_kind(
+                            r,
+                            ErrorKind::Unsupported,
+                            "create without dynamic provisioning",
+                        )?;
+                    }
+                    if !cx.caps.expansion {
+                        let r = cx
+                            .timed(
+                                "expand_volume",
+                                cx.provider.expand_volume(&ExpandRequest {
+                                    handle: handle.clone(),
+                                    attributes: BTreeMap::new(),
+                                    capacity_bytes: cx.fixture.volume_bytes,
+                                }),
+                            )
+                            .await?;
+                        expect_kind(r, ErrorKind::Unsupported, "expand without expansion")?;
+                    }
+                    if !cx.caps.snapshots {
+                        let r = cx
+                            .timed(
+                                "create_snapshot",
+                                cx.provider.create_snapshot(&cx.name("unsup-snap"), &handle),
+                            )
+                            .await?;
+                        expect_kind(r, ErrorKind::Unsupported, "snapshot without snapshots")?;
+                        let r = cx
+                            .timed("delete_snapshot", cx.provider.delete_snapshot(&handle))
+                            .await?;
+                        expect_kind(
+                            r,
+                            ErrorKind::Unsupported,
+                            "snapshot delete without snapshots",
+                        )?;
+                    }
+                    Ok(())
                 })
             },
         },
         Check {
             name: "expansion_grows_and_never_shrinks",
-            skip: |c, f| provisioning(c, f).or((!c.expansion).then_some("no expansion")),
+            skip: |c, f| provisioning_and(c.expansion, "no expansion")(c, f),
             run: |cx| {
                 Box::pin(async move {
+                    let name = cx.name("grow");
                     let v = cx
-                        .create(&cx.provider, &cx.name("grow"), cx.fixture.volume_bytes)
+                        .create(&cx.provider, &name, cx.fixture.volume_bytes)
                         .await?;
                     let bigger = cx.fixture.volume_bytes * 2;
                     let req = |bytes| ExpandRequest {
@@ -619,6 +1171,35 @@ fn checks() -> Vec<Check> {
                         grown.capacity_bytes >= bigger,
                         "expanded to {} < {bigger}",
                         grown.capacity_bytes
+                    );
+                    // The backend agrees: the listing, and the probe where there is one.
+                    let all = cx
+                        .timed("list_volumes", cx.provider.list_volumes())
+                        .await?
+                        .map_err(|e| format!("list_volumes failed: {e}"))?;
+                    let listed = all.iter().find(|i| i.handle == v.handle);
+                    ensure!(
+                        listed.is_some_and(|i| i.capacity_bytes >= bigger),
+                        "after expansion the listing says {:?}",
+                        listed.map(|i| i.capacity_bytes)
+                    );
+                    if let Some(Some(Probed {
+                        size_bytes: Some(size),
+                    })) = cx.probe(&v).await
+                    {
+                        ensure!(
+                            size >= bigger,
+                            "after expansion the backend has {size} bytes"
+                        );
+                    }
+                    let again = cx
+                        .timed("expand_volume", cx.provider.expand_volume(&req(bigger)))
+                        .await?
+                        .map_err(|e| format!("repeated expand: {e}"))?;
+                    ensure!(
+                        again.capacity_bytes == grown.capacity_bytes,
+                        "a repeated expansion changed the size to {}",
+                        again.capacity_bytes
                     );
                     let same = cx
                         .timed(
@@ -637,29 +1218,46 @@ fn checks() -> Vec<Check> {
             },
         },
         Check {
+            name: "expansion_of_a_missing_volume_is_not_found",
+            skip: |c, f| provisioning_and(c.expansion, "no expansion")(c, f),
+            run: |cx| {
+                Box::pin(async move {
+                    let v = cx
+                        .create(&cx.provider, &cx.name("nogrow"), cx.fixture.volume_bytes)
+                        .await?;
+                    cx.delete(&v).await?;
+                    let r = cx
+                        .timed(
+                            "expand_volume",
+                            cx.provider.expand_volume(&ExpandRequest {
+                                handle: v.handle.clone(),
+                                attributes: v.attributes.clone(),
+                                capacity_bytes: cx.fixture.volume_bytes * 2,
+                            }),
+                        )
+                        .await?;
+                    expect_kind(r, ErrorKind::NotFound, "expansion of a deleted volume")
+                })
+            },
+        },
+        Check {
             name: "snapshots_are_idempotent_and_deletable",
-            skip: |c, f| provisioning(c, f).or((!c.snapshots).then_some("no snapshots")),
+            skip: |c, f| provisioning_and(c.snapshots, "no snapshots")(c, f),
             run: |cx| {
                 Box::pin(async move {
                     let v = cx
                         .create(&cx.provider, &cx.name("snap"), cx.fixture.volume_bytes)
                         .await?;
                     let name = cx.name("snapshot");
-                    let a = cx
-                        .timed(
-                            "create_snapshot",
-                            cx.provider.create_snapshot(&name, &v.handle),
-                        )
-                        .await?
-                        .map_err(|e| e.to_string())?;
-                    let b = cx
-                        .timed(
-                            "create_snapshot",
-                            cx.provider.create_snapshot(&name, &v.handle),
-                        )
-                        .await?
-                        .map_err(|e| e.to_string())?;
+                    let a = cx.snapshot(&name, &v).await?;
+                    let b = cx.snapshot(&name, &v).await?;
                     ensure!(a.id == b.id, "snapshot create is not idempotent");
+                    ensure!(
+                        a.source_handle == v.handle,
+                        "the snapshot's source is {}, not {}",
+                        a.source_handle,
+                        v.handle
+                    );
                     cx.timed("delete_snapshot", cx.provider.delete_snapshot(&a.id))
                         .await?
                         .map_err(|e| e.to_string())?;
@@ -672,7 +1270,7 @@ fn checks() -> Vec<Check> {
         },
         Check {
             name: "volumes_restore_from_ready_snapshots_only",
-            skip: |c, f| provisioning(c, f).or((!c.snapshots).then_some("no snapshots")),
+            skip: |c, f| provisioning_and(c.snapshots, "no snapshots")(c, f),
             run: |cx| {
                 Box::pin(async move {
                     let v = cx
@@ -682,13 +1280,7 @@ fn checks() -> Vec<Check> {
                     // Poll until the snapshot is cut (EBS: pending → completed).
                     let deadline = tokio::time::Instant::now() + cx.fixture.call_timeout;
                     let snapshot = loop {
-                        let s = cx
-                            .timed(
-                                "create_snapshot",
-                                cx.provider.create_snapshot(&name, &v.handle),
-                            )
-                            .await?
-                            .map_err(|e| e.to_string())?;
+                        let s = cx.snapshot(&name, &v).await?;
                         if s.ready {
                             break s;
                         }
@@ -711,8 +1303,8 @@ fn checks() -> Vec<Check> {
                         snapshot_id: snapshot.id.clone(),
                     });
                     let restored = cx
-                        .timed("create_volume", cx.provider.create_volume(&req))
-                        .await?
+                        .create_with(&cx.provider, req)
+                        .await
                         .map_err(|e| format!("restore from {}: {e}", snapshot.id))?;
                     ensure!(
                         restored.capacity_bytes >= snapshot.size_bytes,
@@ -720,16 +1312,30 @@ fn checks() -> Vec<Check> {
                         restored.capacity_bytes,
                         snapshot.size_bytes
                     );
-                    let mut missing = cx.request(&cx.name("from-missing"), snapshot.size_bytes);
+                    ensure!(
+                        restored.handle != v.handle,
+                        "the restore returned the origin volume"
+                    );
+                    ensure!(
+                        cx.listed(&cx.name("restored")).await? == 1,
+                        "the restored volume is not listed"
+                    );
+                    if let Some(seen) = cx.probe(&restored).await {
+                        ensure!(seen.is_some(), "the backend has no restored volume");
+                    }
+                    let missing_name = cx.name("from-missing");
+                    let mut missing = cx.request(&missing_name, snapshot.size_bytes);
                     missing.content_source = Some(ContentSource::Snapshot {
                         snapshot_id: format!("{}-missing", snapshot.id),
                     });
-                    let refused = cx
-                        .timed("create_volume", cx.provider.create_volume(&missing))
-                        .await?;
+                    let refused = cx.try_create(&missing).await?;
                     ensure!(
                         refused.is_err(),
                         "a volume was made from a snapshot that does not exist"
+                    );
+                    ensure!(
+                        cx.listed(&missing_name).await? == 0,
+                        "a refused restore left a volume behind"
                     );
                     cx.delete(&restored).await?;
                     cx.timed("delete_snapshot", cx.provider.delete_snapshot(&snapshot.id))
@@ -742,7 +1348,13 @@ fn checks() -> Vec<Check> {
     ]
 }
 
-/// Runs every applicable check against providers built by `make`.
+/// The names of every check, for [`Fixture::skips`].
+pub fn check_names() -> Vec<&'static str> {
+    checks().iter().map(|c| c.name).collect()
+}
+
+/// Runs every applicable check against providers built by `make`. Each check runs in its own
+/// task (a panic fails that check only), and what it made is deleted after it either way.
 pub async fn run<F>(make: F, fixture: Fixture) -> Report
 where
     F: Fn() -> Arc<dyn Provider> + Send + Sync + 'static,
@@ -750,19 +1362,46 @@ where
     let make: Factory = Arc::new(make);
     let provider = make();
     let caps = provider.capabilities();
+    let mut report = Report::default();
+    let checks = checks();
+    for (name, _) in &fixture.skips {
+        if !checks.iter().any(|c| c.name == *name) {
+            report.failed.push((
+                *name,
+                "declared as skipped, but there is no such check".into(),
+            ));
+        }
+    }
     let cx = Arc::new(Ctx {
         make,
         provider,
         caps,
         fixture,
+        made: parking_lot::Mutex::new((Vec::new(), Vec::new())),
     });
-    let mut report = Report::default();
-    for check in checks() {
-        if let Some(reason) = (check.skip)(&cx.caps, &cx.fixture) {
-            report.skipped.push((check.name, reason));
-            continue;
+    for check in checks {
+        match (check.skip)(&cx.caps, &cx.fixture) {
+            Some(Skip::Capability(why)) => {
+                report.skipped.push((check.name, why.to_string(), true));
+                continue;
+            }
+            Some(Skip::Fixture(why)) => {
+                let declared = cx.fixture.skips.iter().find(|(n, _)| *n == check.name);
+                let why = match declared {
+                    Some((_, because)) => format!("{why}: {because}"),
+                    None => why.to_string(),
+                };
+                report.skipped.push((check.name, why, declared.is_some()));
+                continue;
+            }
+            None => {}
         }
-        match (check.run)(cx.clone()).await {
+        let outcome = match tokio::spawn((check.run)(cx.clone())).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the check panicked: {e}")),
+        };
+        cx.clean_up().await;
+        match outcome {
             Ok(()) => report.passed.push(check.name),
             Err(e) => report.failed.push((check.name, e)),
         }

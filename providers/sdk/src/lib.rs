@@ -21,10 +21,15 @@ use std::fmt;
 
 pub mod conformance;
 pub mod duration;
+pub mod factory;
+pub mod faults;
 pub mod keyed_lock;
 pub mod memory;
+pub mod params;
 pub mod quantity;
 pub mod redact;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Access modes, as in Kubernetes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

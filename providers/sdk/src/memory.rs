@@ -48,6 +48,47 @@ pub struct MemoryProvider {
     attach_delay: Duration,
 }
 
+/// The provisioner name of the server's in-memory provider.
+pub const NAME: &str = "memory.stowage.dev";
+
+/// `providers.memory` in the server's config file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Simulated attach/detach latency, e.g. `50ms`.
+    pub attach_delay: Option<String>,
+    /// Total capacity, as a quantity (default: unlimited).
+    pub capacity: Option<String>,
+}
+
+/// An in-memory provider in a server: volumes that behave like network disks, for trying
+/// Stowage out and for testing; never for data.
+impl crate::factory::Build for MemoryProvider {
+    const SECTION: &'static str = "memory";
+    type Config = Config;
+
+    async fn build(
+        config: Config,
+        _env: &crate::factory::Env,
+    ) -> std::result::Result<Self, crate::factory::BuildError> {
+        use crate::factory::BuildError;
+        let mut p = MemoryProvider::new(NAME);
+        if let Some(d) = &config.attach_delay {
+            p = p.with_attach_delay(
+                crate::duration::parse_duration(d)
+                    .ok_or_else(|| BuildError(format!("attachDelay {d:?} is not a duration")))?,
+            );
+        }
+        if let Some(c) = &config.capacity {
+            p = p.with_capacity(
+                crate::quantity::parse_bytes(c)
+                    .ok_or_else(|| BuildError(format!("capacity {c:?} is not a size")))?,
+            );
+        }
+        Ok(p)
+    }
+}
+
 impl MemoryProvider {
     pub fn new(name: impl Into<String>) -> Self {
         MemoryProvider {
@@ -314,15 +355,16 @@ impl Provider for MemoryProvider {
 mod tests {
     use super::*;
     use crate::NodeInfo;
-    use crate::conformance::{Fixture, run};
+    use crate::conformance::{Fixture, Probed, probe_with, run};
 
     #[tokio::test]
     async fn the_memory_provider_passes_the_conformance_kit() {
         let state = SharedState::default();
+        let shared = state.clone();
         let make = move || -> Arc<dyn Provider> {
             Arc::new(
-                MemoryProvider::new("memory.stowage.dev")
-                    .with_state(state.clone())
+                MemoryProvider::new(NAME)
+                    .with_state(shared.clone())
                     .with_capacity(64 << 30),
             )
         };
@@ -331,6 +373,53 @@ mod tests {
             ..Default::default()
         });
         fixture.too_large_bytes = Some(65 << 30);
+        fixture.other_parameters = Some(BTreeMap::from([("tier".into(), "fast".into())]));
+        fixture.probe = Some(probe_with(move |v| {
+            let state = state.clone();
+            async move {
+                let state = state.lock();
+                state
+                    .volumes
+                    .values()
+                    .find(|e| handle_of(&e.name) == v.handle)
+                    .map(|e| Probed {
+                        size_bytes: Some(e.capacity_bytes),
+                    })
+            }
+        }));
+        fixture.skips = vec![
+            (
+                "bad_parameters_are_invalid_and_create_nothing",
+                "the memory provider takes any parameters",
+            ),
+            (
+                "attach_to_an_unknown_node_is_not_found",
+                "the memory provider has no list of nodes",
+            ),
+        ];
         run(make, fixture).await.assert_passed();
+    }
+
+    #[tokio::test]
+    async fn the_kit_fails_a_provider_that_breaks_the_contract() {
+        // A provider that loses every answer after doing the work: the kit must notice.
+        let state = SharedState::default();
+        let make = move || -> Arc<dyn Provider> {
+            Arc::new(
+                crate::faults::Faulty::new(Arc::new(
+                    MemoryProvider::new(NAME).with_state(state.clone()),
+                ))
+                .on_call(
+                    "create_volume",
+                    1,
+                    crate::faults::Fault::Fail(crate::ErrorKind::Temporary),
+                ),
+            )
+        };
+        let fixture = Fixture::new(NodeInfo::default());
+        let report = run(make, fixture).await;
+        assert!(!report.failed.is_empty(), "{}", report.summary());
+        let undeclared = report.skipped.iter().filter(|(_, _, d)| !d).count();
+        assert!(undeclared > 0, "fixture gaps must show as undeclared skips");
     }
 }

@@ -21,6 +21,8 @@ use super::*;
 use crate::controllers::Context;
 use crate::error::ApiError;
 use crate::registry::Write;
+use crate::resources::Subresource;
+use crate::resources::names::{annotations, finalizers};
 use crate::resources::{
     AnyObject, Kind, Node, PersistentVolume, Typed, VolumeAttachment, node as node_rules,
 };
@@ -30,7 +32,6 @@ use crate::store::{Stored, WatchEvent};
 pub use crate::controllers::Error;
 
 pub const COMPONENT: &str = "attacher";
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -52,7 +53,7 @@ fn has_finalizer(va: &VolumeAttachment) -> bool {
         .finalizers
         .iter()
         .flatten()
-        .any(|f| f == ATTACHER_FINALIZER)
+        .any(|f| f == finalizers::ATTACHER)
 }
 
 fn error_now(message: String) -> VolumeError {
@@ -72,11 +73,16 @@ impl Attacher {
         }
     }
 
-    async fn write(&self, obj: AnyObject, rv: u64) -> Result<Arc<Stored>, ApiError> {
+    async fn write(
+        &self,
+        obj: AnyObject,
+        rv: u64,
+        sub: Subresource,
+    ) -> Result<Arc<Stored>, ApiError> {
         let mut s = self
             .ctx
             .registry
-            .write_together(vec![Write::Update(obj, rv)])
+            .write(vec![Write::update_any(obj, rv, sub)])
             .await?;
         Ok(s.remove(0))
     }
@@ -90,17 +96,6 @@ impl Attacher {
             provider_id: node.and_then(|n| n.spec.as_ref()?.provider_id.clone()),
             max_attachments: super::node_limit(node, driver),
         }
-    }
-
-    async fn call<T>(
-        &self,
-        provider: &str,
-        operation: &'static str,
-        f: impl std::future::Future<Output = stowage_provider::Result<T>>,
-    ) -> stowage_provider::Result<T> {
-        self.ctx
-            .call_provider(provider, operation, CALL_TIMEOUT, f)
-            .await
     }
 
     async fn sync_attachment(&self, name: &str) -> Result<Action, Error> {
@@ -131,7 +126,7 @@ impl Attacher {
             va.metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(HANDLE_ANNOTATION).cloned())
+                .and_then(|a| a.get(annotations::VOLUME_HANDLE).cloned())
                 .unwrap_or_default()
         } else {
             csi.volume_handle.clone()
@@ -144,7 +139,7 @@ impl Attacher {
                 return Ok(Action::await_change());
             }
             let force = va.metadata.annotations.as_ref().is_some_and(|a| {
-                a.get(FORCE_DETACH_ANNOTATION).map(String::as_str) == Some("true")
+                a.get(annotations::FORCE_DETACH).map(String::as_str) == Some("true")
             });
             let req = DetachRequest {
                 handle,
@@ -152,11 +147,16 @@ impl Attacher {
                 node,
                 force,
             };
-            if let Err(e) = self.call(&driver, "detach", provider.detach(&req)).await {
+            if let Err(e) = self
+                .ctx
+                .call_provider(&driver, "detach", provider.detach(&req))
+                .await
+            {
                 let mut v = va.clone();
                 v.status.get_or_insert_with(Default::default).detach_error =
                     Some(error_now(e.to_string()));
-                self.write(v.into_any(), stored.rv).await?;
+                self.write(v.into_any(), stored.rv, Subresource::Status)
+                    .await?;
                 self.ctx.recorder.warning(
                     COMPONENT,
                     &stored.object,
@@ -170,9 +170,10 @@ impl Attacher {
             }
             let mut v = va.clone();
             if let Some(f) = v.metadata.finalizers.as_mut() {
-                f.retain(|f| f != ATTACHER_FINALIZER);
+                f.retain(|f| f != finalizers::ATTACHER);
             }
-            self.write(v.into_any(), stored.rv).await?;
+            self.write(v.into_any(), stored.rv, Subresource::Main)
+                .await?;
             self.verified.lock().remove(stored.uid());
             return Ok(Action::await_change());
         }
@@ -185,8 +186,9 @@ impl Attacher {
             v.metadata
                 .finalizers
                 .get_or_insert_with(Vec::new)
-                .push(ATTACHER_FINALIZER.to_string());
-            self.write(v.into_any(), stored.rv).await?
+                .push(finalizers::ATTACHER.to_string());
+            self.write(v.into_any(), stored.rv, Subresource::Main)
+                .await?
         };
         let va: &VolumeAttachment = stored.typed();
         let attached = va.status.as_ref().is_some_and(|s| s.attached);
@@ -207,7 +209,11 @@ impl Attacher {
             mount_options: spec.mount_options.clone().unwrap_or_default(),
             fs_type: csi.fs_type.clone(),
         };
-        match self.call(&driver, "attach", provider.attach(&req)).await {
+        match self
+            .ctx
+            .call_provider(&driver, "attach", provider.attach(&req))
+            .await
+        {
             Ok(mut info) => {
                 if let Some(fs) = &csi.fs_type {
                     info.entry("fsType".to_string())
@@ -222,7 +228,8 @@ impl Attacher {
                 if va.status.as_ref() != Some(&status) {
                     let mut v = va.clone();
                     v.status = Some(status);
-                    self.write(v.into_any(), stored.rv).await?;
+                    self.write(v.into_any(), stored.rv, Subresource::Status)
+                        .await?;
                 }
                 self.verified.lock().insert(stored.uid().to_string());
                 Ok(Action::await_change())
@@ -232,7 +239,8 @@ impl Attacher {
                 let status = v.status.get_or_insert_with(Default::default);
                 status.attached = false;
                 status.attach_error = Some(error_now(e.to_string()));
-                self.write(v.into_any(), stored.rv).await?;
+                self.write(v.into_any(), stored.rv, Subresource::Status)
+                    .await?;
                 self.ctx.recorder.warning(
                     COMPONENT,
                     &stored.object,
@@ -268,7 +276,7 @@ impl Attacher {
                     .metadata
                     .annotations
                     .as_ref()?
-                    .get(HANDLE_ANNOTATION)?
+                    .get(annotations::VOLUME_HANDLE)?
                     .clone();
                 Some(AttachedVolume {
                     name: unique_volume_name(&va.spec.attacher, &handle),
@@ -292,7 +300,8 @@ impl Attacher {
             n.status
                 .get_or_insert_with(Default::default)
                 .volumes_attached = (!attached.is_empty()).then_some(attached);
-            self.write(n.into_any(), stored.rv).await?;
+            self.write(n.into_any(), stored.rv, Subresource::Status)
+                .await?;
         }
         Ok(Action::await_change())
     }
@@ -301,7 +310,6 @@ impl Attacher {
 #[async_trait::async_trait]
 impl Reconciler for Attacher {
     type Key = Key;
-    type Error = Error;
 
     fn name(&self) -> &'static str {
         "attacher"

@@ -23,10 +23,13 @@ use super::*;
 use crate::controllers::Context;
 use crate::error::ApiError;
 use crate::registry::{DeletePreconditions, WriteOptions};
+use crate::resources::Subresource;
+use crate::resources::names::annotations;
 use crate::resources::{
-    AnyObject, Kind, Node, PersistentVolume, PersistentVolumeClaim, Pod, Typed, VolumeAttachment,
+    AnyObject, Kind, Node, PersistentVolume, PersistentVolumeClaim, Pod, VolumeAttachment,
     node as node_rules, pod, pvc,
 };
+use crate::runtime::Error;
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
@@ -181,7 +184,7 @@ impl AttachDetach {
             return Vec::new();
         };
         let c: &PersistentVolumeClaim = claim.typed();
-        let bound_here = pvc::phase(c) == "Bound"
+        let bound_here = pvc::is_bound(c)
             && c.metadata.uid == r.uid
             && c.spec.as_ref().and_then(|s| s.volume_name.as_deref())
                 == volume.metadata.name.as_deref();
@@ -275,7 +278,7 @@ impl AttachDetach {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
                 annotations: Some(BTreeMap::from([(
-                    HANDLE_ANNOTATION.to_string(),
+                    annotations::VOLUME_HANDLE.to_string(),
                     handle.to_string(),
                 )])),
                 ..Default::default()
@@ -308,10 +311,14 @@ impl AttachDetach {
             v.metadata
                 .annotations
                 .get_or_insert_with(BTreeMap::new)
-                .insert(FORCE_DETACH_ANNOTATION.to_string(), "true".to_string());
+                .insert(annotations::FORCE_DETACH.to_string(), "true".to_string());
             self.ctx
                 .registry
-                .write_together(vec![crate::registry::Write::Update(v.into_any(), va.rv)])
+                .write(vec![crate::registry::Write::update(
+                    v,
+                    va.rv,
+                    Subresource::Main,
+                )])
                 .await?;
         }
         match self
@@ -331,7 +338,7 @@ impl AttachDetach {
         }
     }
 
-    async fn sync(&self, pair: &Pair) -> Result<Action, ApiError> {
+    async fn sync(&self, pair: &Pair) -> Result<Action, Error> {
         let volume = self
             .ctx
             .store
@@ -444,7 +451,7 @@ impl AttachDetach {
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(HANDLE_ANNOTATION).cloned())
+                .and_then(|a| a.get(annotations::VOLUME_HANDLE).cloned())
                 .or_else(|| csi.as_ref().map(|(_, h)| h.clone()))
                 .unwrap_or_default();
             // Only attachments this controller would have made (named from driver, handle and
@@ -463,8 +470,8 @@ impl AttachDetach {
                 self.remove_attachment(&va, true).await?;
             } else if !in_use(node, &unique) {
                 self.remove_attachment(&va, false).await?;
-            } else if let Some(since) = unhealthy_since(node) {
-                let left = remaining(since, self.max_wait_for_unmount);
+            } else if let Some(since) = unhealthy_since(node, self.ctx.clock.now()) {
+                let left = self.ctx.clock.remaining(since, self.max_wait_for_unmount);
                 if left.is_zero() {
                     tracing::warn!(
                         volume = pair.volume,
@@ -494,7 +501,6 @@ impl AttachDetach {
 #[async_trait::async_trait]
 impl Reconciler for AttachDetach {
     type Key = Pair;
-    type Error = ApiError;
 
     fn name(&self) -> &'static str {
         "attachdetach"
@@ -678,7 +684,7 @@ impl Reconciler for AttachDetach {
         }
     }
 
-    async fn reconcile(&self, pair: &Pair) -> Result<Action, ApiError> {
+    async fn reconcile(&self, pair: &Pair) -> Result<Action, Error> {
         self.sync(pair).await
     }
 }

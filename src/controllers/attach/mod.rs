@@ -14,8 +14,6 @@
 //! so an orchestrator always has one flow: create the pod, wait for its attachments, read how
 //! to mount from `status.attachmentMetadata`.
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use sha2::{Digest, Sha256};
@@ -23,13 +21,7 @@ use sha2::{Digest, Sha256};
 pub mod attacher;
 pub mod desired;
 
-pub use crate::resources::names::node::{MAX_ATTACHMENTS_ANNOTATION, OUT_OF_SERVICE_TAINT};
-/// The attacher's finalizer on a VolumeAttachment, held until the volume is detached.
-pub const ATTACHER_FINALIZER: &str = "external-attacher/stowage";
-/// On a VolumeAttachment being deleted: detach even though the node may still use the volume.
-pub const FORCE_DETACH_ANNOTATION: &str = "stowage.dev/force-detach";
-/// On a VolumeAttachment: the volume handle, so detach works even if the volume object is gone.
-pub const HANDLE_ANNOTATION: &str = "stowage.dev/volume-handle";
+use crate::resources::names::node::{MAX_ATTACHMENTS_ANNOTATION, OUT_OF_SERVICE_TAINT};
 
 /// The VolumeAttachment name for a volume on a node, as Kubernetes' CSI attacher derives it.
 pub fn attachment_name(driver: &str, handle: &str, node: &str) -> String {
@@ -47,8 +39,9 @@ pub fn out_of_service(node: &Node) -> bool {
     crate::resources::node::has_taint(node, OUT_OF_SERVICE_TAINT)
 }
 
-/// Since when the node has been unhealthy (its Ready condition not True), if it is.
-pub fn unhealthy_since(node: &Node) -> Option<Timestamp> {
+/// Since when the node has been unhealthy (its Ready condition not True), if it is; `now`
+/// when its condition says no time.
+pub fn unhealthy_since(node: &Node, now: Timestamp) -> Option<Timestamp> {
     let ready = node
         .status
         .as_ref()
@@ -59,7 +52,7 @@ pub fn unhealthy_since(node: &Node) -> Option<Timestamp> {
             .last_transition_time
             .as_ref()
             .map(|t| t.0)
-            .unwrap_or_else(Timestamp::now)
+            .unwrap_or(now)
     })
 }
 
@@ -83,13 +76,6 @@ pub fn node_limit(node: Option<&Node>, driver: &str) -> Option<u32> {
                 .or_else(|| m.get(MAX_ATTACHMENTS_ANNOTATION))
         })
         .and_then(|v| v.parse().ok())
-}
-
-/// How long after `since` the deadline `wait` passes, from now (zero if already passed).
-pub fn remaining(since: Timestamp, wait: Duration) -> Duration {
-    let elapsed = Timestamp::now().duration_since(since);
-    let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
-    wait.saturating_sub(elapsed)
 }
 
 #[cfg(test)]

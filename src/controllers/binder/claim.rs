@@ -7,20 +7,21 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::index::Needs;
 use super::{Binder, COMPONENT, live_pods, update};
-use crate::controllers::annotations::*;
 use crate::error::ApiError;
+use crate::resources::names::annotations::*;
 use crate::resources::storageclass::is_wait_for_first_consumer;
 use crate::resources::{
     PersistentVolume, PersistentVolumeClaim, Pod, StorageClass, node, pod, pvc,
 };
 use crate::runtime::Action;
+use crate::runtime::Error;
 use crate::store::{ObjectKey, Stored};
 
 /// Retry soon after losing a race for a volume.
 const AFTER_CONFLICT: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Binder {
-    pub(super) async fn sync_claim(&self, key: &ObjectKey) -> Result<Action, ApiError> {
+    pub(super) async fn sync_claim(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(claim) = self
             .ctx
             .store
@@ -44,7 +45,7 @@ impl Binder {
     }
 
     /// An unbound claim: pre-bound volumes first, then the smallest fit, else provisioning.
-    async fn find_volume(&self, claim: &Arc<Stored>) -> Result<Action, ApiError> {
+    async fn find_volume(&self, claim: &Arc<Stored>) -> Result<Action, Error> {
         let c: &PersistentVolumeClaim = claim.typed();
         let class_name = c
             .spec
@@ -169,7 +170,7 @@ impl Binder {
         volume: &Arc<Stored>,
         claim_named_volume: bool,
         reserved: Option<&str>,
-    ) -> Result<Action, ApiError> {
+    ) -> Result<Action, Error> {
         let result = self.bind(claim, volume, claim_named_volume).await;
         if let Some(name) = reserved {
             // Bound: the feed removes the volume from the index. Lost a race: offer it again.
@@ -183,7 +184,7 @@ impl Binder {
                 Ok(Action::await_change())
             }
             Err(e) if e.is_conflict() || e.is_not_found() => Ok(Action::requeue(AFTER_CONFLICT)),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -209,9 +210,9 @@ impl Binder {
         &self,
         claim: &Arc<Stored>,
         volume_name: &str,
-    ) -> Result<Action, ApiError> {
+    ) -> Result<Action, Error> {
         let c: &PersistentVolumeClaim = claim.typed();
-        let bound = pvc::phase(c) == "Bound";
+        let bound = pvc::is_bound(c);
         let Some(volume) = self
             .ctx
             .store
@@ -261,7 +262,7 @@ impl Binder {
             (Some(_), true) => {
                 let complete = bound
                     && claim_ref.and_then(|r| r.uid.as_deref()) == uid
-                    && crate::resources::pv::phase(v) == "Bound";
+                    && crate::resources::pv::phase(v) == Some(crate::resources::pv::Phase::Bound);
                 if complete {
                     Ok(Action::await_change())
                 } else {
@@ -287,7 +288,8 @@ impl Binder {
 
     async fn mark_lost(&self, claim: &Arc<Stored>, message: String) -> Result<(), ApiError> {
         let changed = update::<PersistentVolumeClaim>(&self.ctx, claim, |c| {
-            c.status.get_or_insert_with(Default::default).phase = Some("Lost".into());
+            c.status.get_or_insert_with(Default::default).phase =
+                Some(pvc::Phase::Lost.as_str().into());
         })
         .await?;
         if changed {

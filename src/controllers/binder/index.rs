@@ -134,7 +134,10 @@ pub struct Index {
 fn available(v: &PersistentVolume) -> bool {
     v.metadata.deletion_timestamp.is_none()
         && v.spec.as_ref().is_some_and(|s| s.claim_ref.is_none())
-        && matches!(pv::phase(v), "" | "Pending" | "Available")
+        && matches!(
+            pv::phase(v),
+            None | Some(pv::Phase::Pending | pv::Phase::Available)
+        )
 }
 
 impl Index {

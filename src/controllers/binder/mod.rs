@@ -10,19 +10,17 @@
 //! Phases: volumes Pending → Available → Bound → Released (→ Failed); claims Pending → Bound
 //! (→ Lost). Claims of a WaitForFirstConsumer class wait for a pod with a node.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use parking_lot::Mutex;
 
-use super::Context;
-use super::annotations::*;
+use super::{Context, binding};
 use crate::error::ApiError;
 use crate::registry::Write;
 use crate::resources::{
-    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass, Typed, pod,
+    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass, pod,
 };
 use crate::runtime::{Action, Reconciler};
 use crate::store::{EventType, ObjectKey, Stored, WatchEvent};
@@ -33,6 +31,9 @@ pub mod index;
 mod properties;
 mod volume;
 
+use crate::resources::KindStrategy;
+use crate::resources::Subresource;
+use crate::runtime::Error;
 use index::Index;
 
 pub const COMPONENT: &str = "persistentvolume-controller";
@@ -74,50 +75,21 @@ impl Binder {
     ) -> Result<(), ApiError> {
         let mut c: PersistentVolumeClaim = claim.typed::<PersistentVolumeClaim>().clone();
         let mut v: PersistentVolume = volume.typed::<PersistentVolume>().clone();
-        let now = Time(jiff::Timestamp::now());
-
-        let vspec = v.spec.get_or_insert_with(Default::default);
-        let volume_had_ref = vspec.claim_ref.as_ref().is_some_and(|r| r.uid.is_some());
-        vspec.claim_ref = Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            namespace: c.metadata.namespace.clone(),
-            name: c.metadata.name.clone(),
-            uid: c.metadata.uid.clone(),
-            resource_version: c.metadata.resource_version.clone(),
-            field_path: None,
-        });
-        let capacity = vspec.capacity.clone();
-        let modes = vspec.access_modes.clone();
-        if !volume_had_ref {
-            v.metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(BOUND_BY_CONTROLLER.into(), "yes".into());
-        }
-        let vstatus = v.status.get_or_insert_with(Default::default);
-        vstatus.phase = Some("Bound".into());
-        vstatus.last_phase_transition_time = Some(now);
-        vstatus.message = None;
-        vstatus.reason = None;
-
-        let cspec = c.spec.get_or_insert_with(Default::default);
-        cspec.volume_name = v.metadata.name.clone();
-        let annotations = c.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        annotations.insert(BIND_COMPLETED.into(), "yes".into());
-        if !claim_named_volume {
-            annotations.insert(BOUND_BY_CONTROLLER.into(), "yes".into());
-        }
-        let cstatus = c.status.get_or_insert_with(Default::default);
-        cstatus.phase = Some("Bound".into());
-        cstatus.capacity = capacity;
-        cstatus.access_modes = modes;
-
+        let volume_named_claim = v
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_some_and(|r| r.uid.is_some());
+        let chosen = binding::ChosenBy {
+            volume: !volume_named_claim,
+            claim: !claim_named_volume,
+        };
+        binding::bind(&mut c, &mut v, chosen, Time(self.ctx.clock.now()));
         self.ctx
             .registry
-            .write_together(vec![
-                Write::Update(v.into_any(), volume.rv),
-                Write::Update(c.into_any(), claim.rv),
+            .write(vec![
+                Write::update(v, volume.rv, Subresource::All),
+                Write::update(c, claim.rv, Subresource::All),
             ])
             .await
             .map(|_| ())
@@ -134,7 +106,6 @@ fn claim_key_of_ref(r: &ObjectReference) -> ObjectKey {
 #[async_trait::async_trait]
 impl Reconciler for Binder {
     type Key = Key;
-    type Error = ApiError;
 
     fn name(&self) -> &'static str {
         "binder"
@@ -231,7 +202,7 @@ impl Reconciler for Binder {
         }
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<Action, ApiError> {
+    async fn reconcile(&self, key: &Key) -> Result<Action, Error> {
         match key {
             Key::Claim(k) => self.sync_claim(k).await,
             Key::Volume(name) => self.sync_volume(name).await,
@@ -251,27 +222,15 @@ fn live_pods(ctx: &Context, namespace: &str, names: &[String]) -> Vec<Arc<Stored
         .collect()
 }
 
-/// A full-object write of one object through the registry (status and spec together), at the
-/// version it was read at.
-async fn write(ctx: &Context, obj: AnyObject, rv: u64) -> Result<(), ApiError> {
-    ctx.registry
-        .write_together(vec![Write::Update(obj, rv)])
-        .await
-        .map(|_| ())
-}
-
-/// Sets a typed object's phase-like status through a closure and writes it if it changed.
-async fn update<T: Typed + Clone + PartialEq>(
+/// Changes one object (spec, status and metadata alike, as the binder owns them) through the
+/// registry at the version it was read at; whether anything changed.
+async fn update<T: KindStrategy>(
     ctx: &Context,
     stored: &Arc<Stored>,
     change: impl FnOnce(&mut T),
 ) -> Result<bool, ApiError> {
-    let old: &T = stored.typed();
-    let mut new = old.clone();
-    change(&mut new);
-    if &new == old {
-        return Ok(false);
-    }
-    write(ctx, new.into_any(), stored.rv).await?;
-    Ok(true)
+    Ok(ctx
+        .change::<T>(stored, Subresource::All, change)
+        .await?
+        .is_some())
 }

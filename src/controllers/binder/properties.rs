@@ -2,7 +2,10 @@
 //! against the real store and the real controllers, never break the binding invariants:
 //! - no volume is bound to two claims;
 //! - a bound claim's request never exceeds its volume's capacity;
-//! - once a claim is bound, its `volumeName` and the volume's `claimRef` agree.
+//! - once a claim is bound, its `volumeName` and the volume's `claimRef` agree;
+//!
+//! and, once the operations stop, liveness: every claim ends Bound if it can (a provisioned
+//! class, or an Available volume that fits it). A binder that never binds fails this.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +61,7 @@ fn check_invariants(store: &Store) -> Result<(), String> {
         }
     }
     let mut bound_to: HashMap<String, String> = HashMap::new();
-    for c in claims.iter().filter(|c| pvc::phase(c) == "Bound") {
+    for c in claims.iter().filter(|c| pvc::is_bound(c)) {
         let name = c.metadata.name.clone().unwrap_or_default();
         let v = c
             .spec
@@ -80,7 +83,7 @@ fn check_invariants(store: &Store) -> Result<(), String> {
         }
     }
     for (name, v) in &volumes {
-        if pv::phase(v) != "Bound" {
+        if pv::phase(v) != Some(pv::Phase::Bound) {
             continue;
         }
         let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
@@ -91,6 +94,64 @@ fn check_invariants(store: &Store) -> Result<(), String> {
         {
             return Err(format!(
                 "volume {name} is Bound to a claim that names another volume"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Liveness, once operations stop: no claim is left Pending that could be bound.
+fn check_liveness(store: &Store) -> Result<(), String> {
+    let (objects, _, _) =
+        store.snapshot_and_watch(&[Kind::PersistentVolume, Kind::PersistentVolumeClaim]);
+    let class_of = |c: Option<&String>| c.cloned().unwrap_or_default();
+    let mut available = Vec::new();
+    let mut pending = Vec::new();
+    for o in &objects {
+        match o.kind {
+            Kind::PersistentVolume => {
+                let v = o.typed::<PersistentVolume>();
+                let spec = v.spec.clone().unwrap_or_default();
+                if v.metadata.deletion_timestamp.is_none()
+                    && spec.claim_ref.is_none()
+                    && pv::phase(v) == Some(pv::Phase::Available)
+                {
+                    available.push((
+                        o.key.name.clone(),
+                        class_of(spec.storage_class_name.as_ref()),
+                        pv::capacity_bytes(v).unwrap_or(0),
+                    ));
+                }
+            }
+            Kind::PersistentVolumeClaim => {
+                let c = o.typed::<PersistentVolumeClaim>();
+                // A claim that named a volume (and lost it) waits for that volume only.
+                let named = c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.as_deref())
+                    .is_some_and(|n| !n.is_empty());
+                if c.metadata.deletion_timestamp.is_none() && !pvc::is_bound(c) && !named {
+                    pending.push((
+                        o.key.name.clone(),
+                        class_of(c.spec.as_ref().and_then(|s| s.storage_class_name.as_ref())),
+                        pvc::request_bytes(c).unwrap_or(i64::MAX),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (claim, class, wants) in &pending {
+        if class == "dyn" {
+            return Err(format!("claim {claim} of a provisioned class is not bound"));
+        }
+        if let Some((volume, _, _)) = available
+            .iter()
+            .find(|(_, c, holds)| c == class && holds >= wants)
+        {
+            return Err(format!(
+                "claim {claim} is not bound, though volume {volume} is Available and fits it"
             ));
         }
     }
@@ -177,6 +238,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), String> {
                 .unwrap();
         }
         let ctx = Arc::new(Context {
+            clock: crate::runtime::Clock::system(),
             registry: registry.clone(),
             store: store.clone(),
             providers,
@@ -201,13 +263,24 @@ fn run_case(ops: Vec<Op>) -> Result<(), String> {
             }
         }
         if result.is_ok() {
-            // Let the controllers settle, checking all along.
-            for _ in 0..20 {
+            // Let the controllers settle, checking safety all along, until every claim that
+            // can be bound is (a resync is 1 s; 5 s is the limit).
+            let mut live = Err(String::new());
+            for _ in 0..500 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 if let Err(e) = check_invariants(&store) {
                     result = Err(format!("while settling: {e}"));
                     break;
                 }
+                live = check_liveness(&store);
+                if live.is_ok() {
+                    break;
+                }
+            }
+            if result.is_ok()
+                && let Err(e) = live
+            {
+                result = Err(format!("after settling for 5 s: {e}"));
             }
         }
         shutdown.cancel();

@@ -3,50 +3,42 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::{Binder, COMPONENT, update};
-use crate::controllers::annotations::{BOUND_BY_CONTROLLER, PROVISIONED_BY};
-use crate::error::ApiError;
+use crate::resources::names::annotations::{BOUND_BY_CONTROLLER, PROVISIONED_BY};
+use crate::resources::pv::{Phase, ReclaimPolicy, set_phase};
 use crate::resources::{PersistentVolume, PersistentVolumeClaim, pv};
 use crate::runtime::Action;
+use crate::runtime::Error;
 use crate::store::Stored;
 
-fn set_phase(v: &mut PersistentVolume, phase: &str, message: Option<String>) {
-    let status = v.status.get_or_insert_with(Default::default);
-    if status.phase.as_deref() != Some(phase) {
-        status.phase = Some(phase.to_string());
-        status.last_phase_transition_time = Some(Time(jiff::Timestamp::now()));
-    }
-    status.message = message;
-}
-
 impl Binder {
-    pub(super) async fn sync_volume(&self, name: &str) -> Result<Action, ApiError> {
+    pub(super) async fn sync_volume(&self, name: &str) -> Result<Action, Error> {
         let Some(volume) = self.ctx.store.get_typed::<PersistentVolume>("", name) else {
             return Ok(Action::await_change());
         };
         // A volume being deleted still moves through its phases: a bound one must become
         // Released when its claim goes, so that its protection can be lifted.
         let v: &PersistentVolume = volume.typed();
-        let phase = pv::phase(v).to_string();
+        let phase = pv::phase(v);
         let Some(claim_ref) = v.spec.as_ref().and_then(|s| s.claim_ref.clone()) else {
             // Unclaimed: Available. A Released or Failed volume whose claimRef an admin removed
             // is made Available again; this is the documented way to reuse a retained volume.
-            if phase != "Available" {
-                update::<PersistentVolume>(&self.ctx, &volume, |v| set_phase(v, "Available", None))
-                    .await?;
-                if phase == "Released" || phase == "Failed" {
+            if phase != Some(Phase::Available) {
+                update::<PersistentVolume>(&self.ctx, &volume, |v| {
+                    set_phase(v, Phase::Available, None)
+                })
+                .await?;
+                if let Some(from @ (Phase::Released | Phase::Failed)) = phase {
                     tracing::info!(
                         volume = name,
-                        from = phase,
+                        from = from.as_str(),
                         "claimRef removed: volume is Available again"
                     );
                     self.ctx.recorder.normal(
                         COMPONENT,
                         &volume.object,
                         "VolumeMadeAvailable",
-                        format!("claimRef was removed from this {phase} volume; it is Available for new claims"),
+                        format!("claimRef was removed from this {from} volume; it is Available for new claims"),
                     );
                 }
             }
@@ -60,9 +52,11 @@ impl Binder {
         );
         if ref_uid.is_empty() {
             // Pre-bound by name to a claim that may not exist yet: Available until it binds.
-            if phase != "Available" {
-                update::<PersistentVolume>(&self.ctx, &volume, |v| set_phase(v, "Available", None))
-                    .await?;
+            if phase != Some(Phase::Available) {
+                update::<PersistentVolume>(&self.ctx, &volume, |v| {
+                    set_phase(v, Phase::Available, None)
+                })
+                .await?;
             }
             return Ok(Action::await_change());
         }
@@ -77,9 +71,11 @@ impl Binder {
             .and_then(|s| s.volume_name.as_deref())
             .unwrap_or_default();
         if claim_volume == name {
-            if phase != "Bound" {
-                update::<PersistentVolume>(&self.ctx, &volume, |v| set_phase(v, "Bound", None))
-                    .await?;
+            if phase != Some(Phase::Bound) {
+                update::<PersistentVolume>(&self.ctx, &volume, |v| {
+                    set_phase(v, Phase::Bound, None)
+                })
+                .await?;
             }
         } else if !claim_volume.is_empty() {
             // The claim is bound elsewhere; this volume's reference is stale.
@@ -96,7 +92,7 @@ impl Binder {
                     if let Some(a) = v.metadata.annotations.as_mut() {
                         a.remove(BOUND_BY_CONTROLLER);
                     }
-                    set_phase(v, "Available", None);
+                    set_phase(v, Phase::Available, None);
                 })
                 .await?;
             } else {
@@ -113,24 +109,19 @@ impl Binder {
     }
 
     /// The claim is gone: the volume is Released, then its reclaim policy applies.
-    async fn release(&self, volume: &Arc<Stored>) -> Result<Action, ApiError> {
+    async fn release(&self, volume: &Arc<Stored>) -> Result<Action, Error> {
         let v: &PersistentVolume = volume.typed();
         let phase = pv::phase(v);
-        let policy = v
-            .spec
-            .as_ref()
-            .and_then(|s| s.persistent_volume_reclaim_policy.clone())
-            .unwrap_or_else(|| "Retain".into());
-        if phase == "Failed" {
+        if phase == Some(Phase::Failed) {
             return Ok(Action::await_change());
         }
-        if phase != "Released" {
-            update::<PersistentVolume>(&self.ctx, volume, |v| set_phase(v, "Released", None))
+        if phase != Some(Phase::Released) {
+            update::<PersistentVolume>(&self.ctx, volume, |v| set_phase(v, Phase::Released, None))
                 .await?;
             return Ok(Action::await_change());
         }
-        match policy.as_str() {
-            "Delete" => {
+        match pv::reclaim_policy(v) {
+            ReclaimPolicy::Delete => {
                 let driver = v
                     .metadata
                     .annotations
@@ -157,13 +148,13 @@ impl Binder {
                         message.clone(),
                     );
                     update::<PersistentVolume>(&self.ctx, volume, |v| {
-                        set_phase(v, "Failed", Some(message))
+                        set_phase(v, Phase::Failed, Some(message))
                     })
                     .await?;
                 }
                 // Otherwise the provisioner deletes the backing volume, then the object.
             }
-            "Recycle" => {
+            ReclaimPolicy::Recycle => {
                 let message = "the Recycle reclaim policy is not supported: use Delete, or Retain and remove the claimRef to reuse the volume".to_string();
                 self.ctx.recorder.warning(
                     COMPONENT,
@@ -172,11 +163,11 @@ impl Binder {
                     message.clone(),
                 );
                 update::<PersistentVolume>(&self.ctx, volume, |v| {
-                    set_phase(v, "Failed", Some(message))
+                    set_phase(v, Phase::Failed, Some(message))
                 })
                 .await?;
             }
-            _ => {}
+            ReclaimPolicy::Retain => {}
         }
         Ok(Action::await_change())
     }

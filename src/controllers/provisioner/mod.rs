@@ -1,0 +1,207 @@
+//! The provisioner: creates volumes for claims through providers, and deletes them when their
+//! reclaim policy says so.
+//!
+//! - A claim the binder handed over (annotation `volume.kubernetes.io/storage-provisioner`)
+//!   gets a volume named `pvc-<claim uid>`, the provider's idempotency key. The volume object
+//!   is created **already bound**: the new PersistentVolume and the claim's binding are written
+//!   in one transaction.
+//! - Provisioned volumes with reclaim policy Delete carry a finalizer until the provider has
+//!   deleted the backing storage, so deleting the object first cannot leak it.
+//! - A periodic sweep deletes backing volumes that no object knows about (a claim deleted while
+//!   its volume was being made; a crash at the wrong moment). Kubernetes leaks these.
+//! - Provider calls are bounded in time, and in concurrency per StorageClass, so one slow
+//!   backend cannot hold up the others.
+
+//!
+//! One file per job: [`provision`] (a claim → a new volume, bound), [`reclaim`] (a released
+//! volume's backing storage, and the orphan sweep), [`restore`] (a claim's data source →
+//! what the provider restores from), [`topology`] (classes and nodes ↔ provider topology).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use super::Context;
+use crate::resources::names::annotations::{PROVISIONED_BY, STORAGE_PROVISIONER};
+use crate::resources::volumesnapshot;
+use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim};
+use crate::runtime::{Action, Reconciler};
+use crate::store::{ObjectKey, Stored, WatchEvent};
+
+mod provision;
+mod reclaim;
+mod restore;
+mod topology;
+
+pub use crate::controllers::Error;
+use reclaim::needs_backing_delete;
+pub use reclaim::sweep_orphans_periodically;
+use restore::snapshot_source;
+
+pub const COMPONENT: &str = "provisioner";
+/// Provider calls in flight per StorageClass.
+const PER_CLASS: usize = 128;
+/// How long a reconcile waits for a slot of its class before yielding its worker.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Claim(ObjectKey),
+    Volume(String),
+}
+
+pub struct Provisioner {
+    ctx: Arc<Context>,
+    per_class: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Volume names being created right now (the orphan sweep leaves them alone).
+    in_flight: Mutex<HashSet<String>>,
+    /// Claims waiting for a volume, by class: a volume of the class going away may make room.
+    waiting: Mutex<HashMap<String, BTreeSet<ObjectKey>>>,
+}
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The provider that made a volume object, if it is one of ours.
+fn provisioned_by(v: &PersistentVolume) -> Option<String> {
+    annotation(&v.metadata, PROVISIONED_BY)
+        .map(str::to_string)
+        .or_else(|| v.spec.as_ref()?.csi.as_ref().map(|c| c.driver.clone()))
+}
+
+impl Provisioner {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Provisioner {
+            ctx,
+            per_class: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for a provider call on `class`, waiting a little if the class is busy. `None`
+    /// means the class is saturated (a slow backend): the caller requeues instead of holding a
+    /// worker that other classes need.
+    async fn class_slot(&self, class: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self
+            .per_class
+            .lock()
+            .entry(class.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_CLASS)))
+            .clone();
+        tokio::time::timeout(SLOT_WAIT, sem.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Provisioner {
+    type Key = Key;
+
+    fn name(&self) -> &'static str {
+        "provisioner"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[
+            Kind::PersistentVolumeClaim,
+            Kind::PersistentVolume,
+            Kind::VolumeSnapshot,
+        ]
+    }
+
+    fn reset(&self) {
+        self.waiting.lock().clear();
+    }
+
+    fn observe(&self, object: &Arc<Stored>, deleted: bool) {
+        let AnyObject::PersistentVolumeClaim(c) = &object.object else {
+            return;
+        };
+        let class = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default();
+        let mut waiting = self.waiting.lock();
+        let set = waiting.entry(class).or_default();
+        let pending = annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
+            && c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .unwrap_or_default()
+                .is_empty();
+        if pending && !deleted {
+            set.insert(object.key.clone());
+        } else {
+            set.remove(&object.key);
+        }
+    }
+
+    fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
+        let mut keys = self.keys_for_object(&event.object);
+        // A volume going away frees capacity: claims of its class waiting for room retry now.
+        if let (crate::store::EventType::Deleted, AnyObject::PersistentVolume(v)) =
+            (event.type_, &event.object.object)
+        {
+            let class = v
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone())
+                .unwrap_or_default();
+            if let Some(set) = self.waiting.lock().get(&class) {
+                keys.extend(set.iter().take(64).cloned().map(Key::Claim));
+            }
+        }
+        keys
+    }
+
+    fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
+        match &object.object {
+            AnyObject::PersistentVolumeClaim(c)
+                if annotation(&c.metadata, STORAGE_PROVISIONER).is_some() =>
+            {
+                vec![Key::Claim(object.key.clone())]
+            }
+            AnyObject::PersistentVolume(v) if needs_backing_delete(v) => {
+                vec![Key::Volume(object.key.name.clone())]
+            }
+            // A snapshot becoming ready lets the claims waiting to be restored from it go ahead.
+            AnyObject::VolumeSnapshot(s) if volumesnapshot::is_ready(s) => {
+                let (claims, _) = self
+                    .ctx
+                    .store
+                    .list(Kind::PersistentVolumeClaim, Some(&object.key.namespace));
+                claims
+                    .iter()
+                    .filter(|c| {
+                        let c: &PersistentVolumeClaim = c.typed();
+                        annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
+                            && c.spec
+                                .as_ref()
+                                .and_then(|s| s.volume_name.as_deref())
+                                .unwrap_or_default()
+                                .is_empty()
+                            && snapshot_source(c).as_deref() == Some(object.key.name.as_str())
+                    })
+                    .map(|c| Key::Claim(c.key.clone()))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &Key) -> Result<Action, Error> {
+        match key {
+            Key::Claim(k) => self.provision(k).await,
+            Key::Volume(n) => self.reclaim(n).await,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Provisioning: a claim handed to one of our providers gets a volume named `pvc-<claim uid>`
+//! (the provider's idempotency key), recorded as a PersistentVolume already bound to it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    CSIPersistentVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use stowage_provider::quantity::Quantity;
+use stowage_provider::{AccessMode, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest};
+
+use super::restore::Restore;
+use super::topology::{node_affinity, to_topology_requirement};
+use super::{COMPONENT, Error, Provisioner, annotation};
+use crate::controllers::binding;
+use crate::registry::Write;
+use crate::resources::Subresource;
+use crate::resources::names::annotations::{PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER};
+use crate::resources::names::finalizers::PROVISIONED_VOLUME;
+use crate::resources::{
+    Node, PersistentVolume, PersistentVolumeClaim, StorageClass, node, pv, storageclass,
+};
+use crate::runtime::Action;
+use crate::store::{ObjectKey, Stored};
+
+/// Class parameters with this prefix are for Stowage, not the provider (as in CSI).
+const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
+const FSTYPE_PARAMETER: &str = "csi.storage.k8s.io/fstype";
+
+impl Provisioner {
+    pub(super) async fn provision(&self, key: &ObjectKey) -> Result<Action, Error> {
+        let Some(claim) = self
+            .ctx
+            .store
+            .get_typed::<PersistentVolumeClaim>(&key.namespace, &key.name)
+        else {
+            return Ok(Action::await_change());
+        };
+        let c: &PersistentVolumeClaim = claim.typed();
+        let unbound = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_deref())
+            .unwrap_or_default()
+            .is_empty();
+        if c.metadata.deletion_timestamp.is_some() || !unbound {
+            return Ok(Action::await_change());
+        }
+        let Some(provisioner) = annotation(&c.metadata, STORAGE_PROVISIONER).map(str::to_string)
+        else {
+            return Ok(Action::await_change());
+        };
+        let Some(provider) = self.ctx.providers.get(&provisioner).cloned() else {
+            return Ok(Action::await_change());
+        };
+        let class_name = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default();
+        let Some(class) = self.ctx.store.get_typed::<StorageClass>("", &class_name) else {
+            self.ctx.recorder.warning(
+                COMPONENT,
+                &claim.object,
+                "ProvisioningFailed",
+                format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
+            );
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        };
+        let sc: &StorageClass = class.typed();
+        if sc.provisioner != provisioner {
+            return Ok(Action::await_change());
+        }
+        let selected = annotation(&c.metadata, SELECTED_NODE).map(str::to_string);
+        if storageclass::is_wait_for_first_consumer(sc) && selected.is_none() {
+            return Ok(Action::await_change());
+        }
+        let content_source = match self.restore_source(c, &key.namespace, &provisioner) {
+            Restore::Empty => None,
+            Restore::From(source) => Some(source),
+            Restore::Wait(why) => {
+                self.ctx
+                    .recorder
+                    .normal(COMPONENT, &claim.object, "WaitingForDataSource", why);
+                // The snapshot becoming ready triggers the claim; this is a fallback.
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            Restore::Refuse(why) => {
+                self.ctx
+                    .recorder
+                    .warning(COMPONENT, &claim.object, "ProvisioningFailed", why);
+                return Ok(Action::await_change());
+            }
+        };
+        let Some(_slot) = self.class_slot(&class_name).await else {
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        };
+        let name = format!("pvc-{}", claim.uid());
+        let node_labels = selected.as_ref().map(|n| {
+            let obj = self.ctx.store.get_typed::<Node>("", n);
+            node::labels_for(n, obj.as_ref().map(|s| s.typed::<Node>()))
+        });
+        let spec = c.spec.clone().unwrap_or_default();
+        let parameters: BTreeMap<String, String> = sc
+            .parameters
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let request = CreateVolumeRequest {
+            name: name.clone(),
+            capacity_bytes: crate::resources::pvc::request_bytes(c).unwrap_or(0),
+            access_modes: spec
+                .access_modes
+                .iter()
+                .flatten()
+                .filter_map(|m| AccessMode::parse(m))
+                .collect(),
+            block: spec.volume_mode.as_deref() == Some("Block"),
+            parameters,
+            mount_options: sc.mount_options.clone().unwrap_or_default(),
+            topology: to_topology_requirement(sc, selected.as_deref().zip(node_labels.as_ref())),
+            claim: ClaimRef {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                uid: claim.uid().to_string(),
+                annotations: c.metadata.annotations.clone().unwrap_or_default(),
+            },
+            content_source,
+        };
+        self.in_flight.lock().insert(name.clone());
+        let created = self
+            .ctx
+            .call_provider(
+                provider.name(),
+                "create_volume",
+                provider.create_volume(&request),
+            )
+            .await;
+        let outcome = match created {
+            Ok(volume) => {
+                self.record_volume(&claim, sc, &provisioner, &name, volume)
+                    .await
+            }
+            Err(e) => {
+                self.ctx.recorder.warning(
+                    COMPONENT,
+                    &claim.object,
+                    "ProvisioningFailed",
+                    format!("failed to provision volume with StorageClass \"{class_name}\": {e}"),
+                );
+                Err(Error::Provider(e))
+            }
+        };
+        self.in_flight.lock().remove(&name);
+        outcome
+    }
+
+    /// Writes the new volume object and the claim's binding together.
+    async fn record_volume(
+        &self,
+        claim: &Arc<Stored>,
+        sc: &StorageClass,
+        provisioner: &str,
+        name: &str,
+        volume: stowage_provider::Volume,
+    ) -> Result<Action, Error> {
+        let mut bound: PersistentVolumeClaim = claim.typed::<PersistentVolumeClaim>().clone();
+        let mut volume_object = new_volume(&bound, sc, provisioner, name, &volume);
+        let chosen = binding::ChosenBy {
+            volume: false,
+            claim: true,
+        };
+        binding::bind(
+            &mut bound,
+            &mut volume_object,
+            chosen,
+            Time(self.ctx.clock.now()),
+        );
+
+        match self
+            .ctx
+            .registry
+            .write(vec![
+                Write::create(volume_object),
+                Write::update(bound, claim.rv, Subresource::All),
+            ])
+            .await
+        {
+            Ok(_) => {
+                self.ctx.recorder.normal(
+                    COMPONENT,
+                    &claim.object,
+                    "ProvisioningSucceeded",
+                    format!("Successfully provisioned volume {name} with {provisioner}"),
+                );
+                Ok(Action::await_change())
+            }
+            // The claim changed meanwhile: try again; the provider call is idempotent.
+            Err(e) if e.is_conflict() => Ok(Action::requeue(Duration::from_millis(5))),
+            Err(e) if e.is_not_found() => {
+                // The claim went away while its volume was being made: do not leak it.
+                let provider = self.ctx.providers.get(provisioner).cloned();
+                if let Some(p) = provider {
+                    let req = DeleteVolumeRequest {
+                        handle: volume.handle,
+                        attributes: volume.attributes,
+                    };
+                    let _ = self
+                        .ctx
+                        .call_provider(p.name(), "delete_volume", p.delete_volume(&req))
+                        .await;
+                }
+                Ok(Action::await_change())
+            }
+            // A volume object of that name exists already: the binder sorts the claim out.
+            Err(e) if e.is_already_exists() => Ok(Action::await_change()),
+            Err(e) => Err(Error::Api(e)),
+        }
+    }
+}
+
+/// The PersistentVolume for a volume a provider made for `claim`: the claim's modes and
+/// class, the provider's handle, attributes, size and topology, the class's reclaim policy
+/// and mount options. Our finalizer guards the backing storage when the policy is Delete.
+fn new_volume(
+    claim: &PersistentVolumeClaim,
+    sc: &StorageClass,
+    provisioner: &str,
+    name: &str,
+    volume: &stowage_provider::Volume,
+) -> PersistentVolume {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let reclaim = storageclass::reclaim_policy(sc);
+    let capacity = BTreeMap::from([(
+        "storage".to_string(),
+        K8sQuantity(Quantity::from_units(volume.capacity_bytes).canonical()),
+    )]);
+    let fs_type = sc
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get(FSTYPE_PARAMETER).cloned());
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            annotations: Some(BTreeMap::from([(
+                PROVISIONED_BY.to_string(),
+                provisioner.to_string(),
+            )])),
+            finalizers: (reclaim == pv::ReclaimPolicy::Delete)
+                .then(|| vec![PROVISIONED_VOLUME.to_string()]),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            access_modes: spec.access_modes.clone(),
+            capacity: Some(capacity),
+            csi: Some(CSIPersistentVolumeSource {
+                driver: provisioner.to_string(),
+                volume_handle: volume.handle.clone(),
+                volume_attributes: Some(volume.attributes.clone()),
+                fs_type,
+                ..Default::default()
+            }),
+            mount_options: sc.mount_options.clone(),
+            node_affinity: node_affinity(&volume.accessible_topology),
+            persistent_volume_reclaim_policy: Some(reclaim.as_str().to_string()),
+            storage_class_name: spec.storage_class_name.clone(),
+            volume_mode: spec.volume_mode.clone(),
+            ..Default::default()
+        }),
+        status: Some(PersistentVolumeStatus::default()),
+    }
+}

@@ -1,0 +1,288 @@
+//! The controllers together, in virtual time (see [`super::testing`]): what a claim, a node's
+//! lease or a provider failure leads to, and when. Each test runs minutes or hours of
+//! controller life in milliseconds, the same way every run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::api::core::v1::{
+    NodeStatus, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec,
+    Volume as PodVolume, VolumeResourceRequirements,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use stowage_provider::faults::{Fault, Faulty};
+use stowage_provider::memory::{self, MemoryProvider};
+use stowage_provider::{ErrorKind, Provider};
+
+use super::testing::{Harness, settings};
+use crate::controllers::attach::unique_volume_name;
+use crate::resources::names::LEASE_NAMESPACE;
+use crate::resources::{
+    Lease, Node, PersistentVolume, PersistentVolumeClaim, Pod, Subresource, VolumeAttachment, pvc,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn memory_class() -> StorageClass {
+    StorageClass {
+        metadata: meta(None, "mem"),
+        provisioner: memory::NAME.into(),
+        volume_binding_mode: Some("Immediate".into()),
+        ..Default::default()
+    }
+}
+
+fn claim(name: &str) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta(Some("default"), name),
+        spec: Some(PersistentVolumeClaimSpec {
+            storage_class_name: Some("mem".into()),
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), Quantity("1Gi".into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn bound(h: &Harness, name: &str) -> Option<PersistentVolumeClaim> {
+    h.get::<PersistentVolumeClaim>("default", name)
+        .filter(pvc::is_bound)
+}
+
+/// A harness whose provider is the in-memory one behind `faults`, a plan for its creates.
+async fn with_faults(plan: &[(usize, Fault)]) -> (Harness, Arc<Faulty>) {
+    let memory = MemoryProvider::new(memory::NAME).with_capacity(64 << 30);
+    let mut faulty = Faulty::new(Arc::new(memory.clone()));
+    for (n, f) in plan {
+        faulty = faulty.on_call("create_volume", *n, *f);
+    }
+    let faulty = Arc::new(faulty);
+    let h = Harness::with_providers(memory, vec![faulty.clone() as Arc<dyn Provider>]).await;
+    (h, faulty)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_of_an_immediate_class_is_provisioned_and_bound() {
+    let h = Harness::new().await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(claim("data")).await;
+    let c = h
+        .eventually("the claim is bound", SECOND, |h| bound(h, "data"))
+        .await;
+    let volume = c.spec.unwrap().volume_name.unwrap();
+    let pv = h
+        .get::<PersistentVolume>("", &volume)
+        .expect("the volume object");
+    assert_eq!(
+        pv.spec.unwrap().claim_ref.unwrap().name.as_deref(),
+        Some("data")
+    );
+    assert!(
+        h.event_reasons("data")
+            .contains(&"ProvisioningSucceeded".to_string())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn temporary_failures_back_off_and_final_ones_wait_five_seconds() {
+    // Temporary: retried after 5 ms, 10 ms, 20 ms: bound well within a second.
+    let plan: Vec<_> = (1..=3)
+        .map(|n| (n, Fault::Fail(ErrorKind::Temporary)))
+        .collect();
+    let (h, calls) = with_faults(&plan).await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(claim("soon")).await;
+    h.eventually("bound after temporary failures", SECOND, |h| {
+        bound(h, "soon")
+    })
+    .await;
+    assert_eq!(
+        calls.calls("create_volume"),
+        4,
+        "three failures, then the create that worked"
+    );
+
+    // Final (bad parameters): not retried for five seconds, then retried.
+    let (h, calls) = with_faults(&[(1, Fault::Fail(ErrorKind::InvalidArgument))]).await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(claim("later")).await;
+    h.eventually("the first create failed", SECOND, |_| {
+        (calls.calls("create_volume") == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(4 * SECOND).await;
+    assert_eq!(
+        calls.calls("create_volume"),
+        1,
+        "an InvalidArgument was retried like a temporary failure"
+    );
+    assert!(bound(&h, "later").is_none());
+    h.eventually("bound once the retry came", 3 * SECOND, |h| {
+        bound(h, "later")
+    })
+    .await;
+    assert!(
+        h.event_reasons("later")
+            .contains(&"ProvisioningFailed".to_string())
+    );
+}
+
+fn node(name: &str) -> Node {
+    Node {
+        metadata: meta(None, name),
+        ..Default::default()
+    }
+}
+
+fn lease(node: &str, renewed: jiff::Timestamp) -> Lease {
+    Lease {
+        metadata: meta(Some(LEASE_NAMESPACE), node),
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node.into()),
+            lease_duration_seconds: Some(40),
+            renew_time: Some(MicroTime(renewed)),
+            ..Default::default()
+        }),
+    }
+}
+
+fn ready(h: &Harness, name: &str) -> Option<String> {
+    h.get::<Node>("", name)?
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_makes_the_node_not_ready_and_a_renewal_ready_again() {
+    let h = Harness::new().await;
+    h.start(settings());
+    h.create(node("n1")).await;
+    let l = h.create(lease("n1", h.ctx.clock.now())).await;
+    h.eventually("ready while the lease is fresh", SECOND, |h| {
+        (ready(h, "n1").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(30 * SECOND).await;
+    assert_eq!(ready(&h, "n1").as_deref(), Some("True"), "expired early");
+    h.eventually("not ready once the lease expired", 11 * SECOND, |h| {
+        (ready(h, "n1").as_deref() == Some("Unknown")).then_some(())
+    })
+    .await;
+    let now = h.ctx.clock.now();
+    h.ctx
+        .change::<Lease>(&l, Subresource::Main, |l| {
+            l.spec.as_mut().unwrap().renew_time = Some(MicroTime(now));
+        })
+        .await
+        .unwrap();
+    h.eventually("ready again after a renewal", SECOND, |h| {
+        (ready(h, "n1").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    assert!(h.event_reasons("n1").contains(&"NodeNotReady".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_volume_in_use_on_an_unhealthy_node_is_force_detached_after_max_wait() {
+    let h = Harness::new().await;
+    h.start(settings()); // max-wait-for-unmount: 6 minutes
+    h.create(memory_class()).await;
+    h.create(claim("data")).await;
+    let c = h.eventually("bound", SECOND, |h| bound(h, "data")).await;
+    let volume = c.spec.unwrap().volume_name.unwrap();
+    let handle = h
+        .get::<PersistentVolume>("", &volume)
+        .and_then(|v| v.spec?.csi)
+        .map(|csi| csi.volume_handle)
+        .unwrap();
+    h.create(node("n1")).await;
+    let l = h.create(lease("n1", h.ctx.clock.now())).await;
+    h.create(Pod {
+        metadata: meta(Some("default"), "app"),
+        spec: Some(PodSpec {
+            node_name: Some("n1".into()),
+            volumes: Some(vec![PodVolume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: "data".into(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+    .await;
+    let attached = |h: &Harness| {
+        let (vas, _) = h
+            .ctx
+            .store
+            .list(crate::resources::Kind::VolumeAttachment, None);
+        vas.iter()
+            .map(|s| s.typed::<VolumeAttachment>().clone())
+            .find(|va| va.status.as_ref().is_some_and(|s| s.attached))
+    };
+    h.eventually("attached to n1", SECOND, |h| attached(h).map(|_| ()))
+        .await;
+    assert_eq!(h.memory.attached_nodes(&handle), vec!["n1".to_string()]);
+
+    // The node reports the volume in use, then its pod finishes and its lease stops.
+    // (The node-health controller writes the Node's status too: `update` retries conflicts.)
+    let in_use = unique_volume_name(memory::NAME, &handle);
+    h.update::<Node>("", "n1", Subresource::Status, |n| {
+        n.status
+            .get_or_insert_with(NodeStatus::default)
+            .volumes_in_use = Some(vec![in_use.clone()]);
+    })
+    .await;
+    h.update::<Pod>("default", "app", Subresource::Status, |p| {
+        p.status.get_or_insert_with(Default::default).phase = Some("Succeeded".into());
+    })
+    .await;
+    drop(l);
+    tokio::time::sleep(60 * SECOND).await;
+    assert!(
+        attached(&h).is_some(),
+        "detached from a node that still uses it"
+    );
+    assert_eq!(ready(&h, "n1").as_deref(), Some("Unknown"));
+    // Unhealthy since the lease expired (~40 s in): not detached before that + 6 minutes.
+    let node = h.get::<Node>("", "n1").unwrap();
+    let since = crate::controllers::attach::unhealthy_since(&node, h.ctx.clock.now()).unwrap();
+    let unhealthy_for = h.ctx.clock.now().duration_since(since).unsigned_abs();
+    tokio::time::sleep(360 * SECOND - unhealthy_for - 2 * SECOND).await;
+    assert!(
+        attached(&h).is_some(),
+        "force-detached before max-wait-for-unmount"
+    );
+    h.eventually(
+        "force-detached after max-wait-for-unmount",
+        30 * SECOND,
+        |h| h.memory.attached_nodes(&handle).is_empty().then_some(()),
+    )
+    .await;
+    assert!(h.event_reasons_of_kind("ForceDetach"));
+}
