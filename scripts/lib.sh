@@ -73,3 +73,32 @@ in_private_network() {
     exit "$status"
   ' in_private_network "$@"
 }
+
+# start_postgres: installs Debian's PostgreSQL if needed and starts a private cluster (initdb
+# in a temporary directory, run by the unprivileged `postgres` user, on a free loopback port,
+# trust authentication on loopback only). Sets STOWAGE_TEST_POSTGRES to a URL of its
+# maintenance database (tests create a database of their own in it) and POSTGRES_DIR; call
+# stop_postgres when done (test.sh does, on exit).
+start_postgres() {
+  ensure_apt postgresql || return 1
+  local bin port
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$bin" ] || { echo "no PostgreSQL binaries under /usr/lib/postgresql" >&2; return 1; }
+  POSTGRES_BIN=$bin
+  POSTGRES_DIR=$(mktemp -d /tmp/stowage-pg.XXXXXX)
+  chown postgres "$POSTGRES_DIR"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  su postgres -s /bin/sh -c "$bin/initdb -D $POSTGRES_DIR/data -A trust -U postgres" >/dev/null || return 1
+  # Enough connections for many servers with a pool each; fsync stays on (the default).
+  su postgres -s /bin/sh -c "$bin/pg_ctl -D $POSTGRES_DIR/data -l $POSTGRES_DIR/log \
+    -o '-p $port -k $POSTGRES_DIR -c listen_addresses=127.0.0.1 -c max_connections=500' -w start" >/dev/null ||
+    { cat "$POSTGRES_DIR/log" >&2; return 1; }
+  export STOWAGE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL $($bin/postgres --version | awk '{print $3}') on 127.0.0.1:$port ($POSTGRES_DIR)"
+}
+
+stop_postgres() {
+  [ -n "${POSTGRES_DIR:-}" ] || return 0
+  su postgres -s /bin/sh -c "$POSTGRES_BIN/pg_ctl -D $POSTGRES_DIR/data -m fast stop" >/dev/null 2>&1 || true
+  rm -rf "$POSTGRES_DIR"
+}

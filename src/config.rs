@@ -17,6 +17,78 @@ pub struct Config {
     pub providers: ProvidersConfig,
     #[serde(default)]
     pub controllers: ControllersConfig,
+    /// `store:`: where objects live. Absent: SQLite in the data directory.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+}
+
+/// `store:` in the config file (`--store` on the command line overrides its URL).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite`, or `postgres://user@host:port/database` for replicas. A password may come
+    /// from `PGPASSWORD` rather than the URL.
+    pub url: String,
+    /// Connections to PostgreSQL per replica.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// How long to wait for a connection or a statement.
+    #[serde(default = "default_store_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_pool_size() -> u32 {
+    8
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `controllers.leaderElection`: how replicas share the controllers (see
+/// `controllers::leader`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    #[serde(default = "default_lease_duration", with = "duration")]
+    pub lease_duration: Duration,
+    #[serde(default = "default_renew_deadline", with = "duration")]
+    pub renew_deadline: Duration,
+    #[serde(default = "default_retry_period", with = "duration")]
+    pub retry_period: Duration,
+}
+
+fn default_lease_duration() -> Duration {
+    crate::controllers::leader::Timing::default().lease_duration
+}
+fn default_renew_deadline() -> Duration {
+    crate::controllers::leader::Timing::default().renew_deadline
+}
+fn default_retry_period() -> Duration {
+    crate::controllers::leader::Timing::default().retry_period
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            lease_duration: default_lease_duration(),
+            renew_deadline: default_renew_deadline(),
+            retry_period: default_retry_period(),
+        }
+    }
+}
+
+impl LeaderElectionConfig {
+    pub fn timing(&self) -> anyhow::Result<crate::controllers::leader::Timing> {
+        let t = crate::controllers::leader::Timing {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        };
+        t.validate()
+            .map_err(|e| anyhow::anyhow!("controllers.leaderElection: {e}"))?;
+        Ok(t)
+    }
 }
 
 /// `providers:`: one section per provider, by its name in the server's table of providers
@@ -34,6 +106,9 @@ pub struct ControllersConfig {
     /// (Kubernetes: a fixed 6 minutes). `--max-wait-for-unmount` overrides it.
     #[serde(default = "default_max_wait", with = "duration")]
     pub max_wait_for_unmount: Duration,
+    /// Used only when replicas share a PostgreSQL store.
+    #[serde(default)]
+    pub leader_election: LeaderElectionConfig,
 }
 
 fn default_max_wait() -> Duration {
@@ -49,6 +124,7 @@ impl Default for ControllersConfig {
         ControllersConfig {
             resync: default_resync(),
             max_wait_for_unmount: default_max_wait(),
+            leader_election: LeaderElectionConfig::default(),
         }
     }
 }
@@ -77,5 +153,25 @@ mod tests {
         assert_eq!(c.providers["local"]["capacity"], "10Gi");
         assert!(serde_yaml_ng::from_str::<Config>("controlers: {}").is_err());
         assert!(serde_yaml_ng::from_str::<Config>("controllers: {resync: soon}").is_err());
+        let c: Config = serde_yaml_ng::from_str(
+            "store: {url: 'postgres://s@db/stowage', poolSize: 4}\n\
+             controllers: {leaderElection: {leaseDuration: 10s, renewDeadline: 8s}}",
+        )
+        .unwrap();
+        assert_eq!(c.store.as_ref().unwrap().pool_size, 4);
+        assert_eq!(
+            c.controllers
+                .leader_election
+                .timing()
+                .unwrap()
+                .lease_duration,
+            Duration::from_secs(10)
+        );
+        let c: Config =
+            serde_yaml_ng::from_str("controllers: {leaderElection: {renewDeadline: 9s}}").unwrap();
+        assert!(
+            c.controllers.leader_election.timing().is_err(),
+            "deadline past the lease"
+        );
     }
 }

@@ -47,6 +47,14 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaderLabels {
+    /// The lease.
+    pub name: String,
+    /// This replica's identity.
+    pub replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
     pub operation: String,
@@ -70,6 +78,9 @@ pub struct Metrics {
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub provider_duration: Family<ProviderLabels, Histogram>,
     pub backend_requests: Family<BackendLabels, Counter>,
+    /// 1 on the replica that runs the controllers, 0 on the others (Kubernetes'
+    /// `leader_election_master_status`).
+    pub leader: Family<LeaderLabels, Gauge>,
     /// Providers whose backend request counts are copied into `backend_requests` at each
     /// scrape (they count for themselves; see `Provider::backend_requests`).
     backend_sources: Mutex<Vec<Arc<dyn stowage_provider::Provider>>>,
@@ -140,8 +151,15 @@ impl Metrics {
             "Requests providers made to their storage backends (NFS procedures, EC2 actions), by outcome",
             backend_requests.clone(),
         );
+        let leader = Family::<LeaderLabels, Gauge>::default();
+        registry.register(
+            "leader_election_master_status",
+            "Whether this replica holds the controllers' lease (1) or not (0)",
+            leader.clone(),
+        );
         Arc::new(Metrics {
             registry: Mutex::new(registry),
+            leader,
             backend_requests,
             backend_sources: Mutex::new(Vec::new()),
             requests,

@@ -1,7 +1,6 @@
 //! The providers this server has, by provisioner name, built from the configuration.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use stowage_provider::Provider;
@@ -28,10 +27,14 @@ pub fn builtin() -> Vec<Box<dyn Factory>> {
 
 impl Providers {
     /// Builds the providers the configuration turns on (see [`stowage_provider::factory`]).
+    /// Builds the providers the config turns on. `env` says whether this server is one of
+    /// several replicas: then a node-local provider that is on only by default stays off,
+    /// and one the config turns on is an error.
     pub async fn build(
         factories: &[Box<dyn Factory>],
         config: &ProvidersConfig,
-        data_dir: &Path,
+        env: &Env,
+        replicas: bool,
     ) -> anyhow::Result<Providers> {
         let known: Vec<&str> = factories.iter().map(|f| f.section()).collect();
         if let Some(unknown) = config.keys().find(|k| !known.contains(&k.as_str())) {
@@ -40,13 +43,28 @@ impl Providers {
                 known.join(", ")
             );
         }
-        let env = Env::new(data_dir);
         let mut providers = Providers::default();
         for f in factories {
             let (on, section) = section_switch(config.get(f.section()), f.on_by_default())
                 .map_err(|e| anyhow::anyhow!("providers.{}: {e}", f.section()))?;
+            if on && replicas && f.node_local() {
+                if config.contains_key(f.section()) {
+                    anyhow::bail!(
+                        "providers.{}: its volumes are directories on this machine's disk, and \
+                         with a shared PostgreSQL store the controllers may run on any replica. \
+                         Node-local provisioning belongs in the node agent; until then, use it \
+                         with the SQLite store only (remove the section or set enabled: false)",
+                        f.section()
+                    );
+                }
+                tracing::info!(
+                    provider = f.section(),
+                    "not enabled: node-local storage cannot be served by replicas"
+                );
+                continue;
+            }
             if on {
-                providers.insert(f.build(section, &env).await?);
+                providers.insert(f.build(section, env).await?);
             }
         }
         Ok(providers)

@@ -16,14 +16,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiOptions, ApiState};
 use crate::auth::kubeconfig::Kubeconfig;
+use crate::auth::tls::SharedCa;
 use crate::auth::{self, Auth, Limits, Role, Tokens};
 use crate::config::Config;
+use crate::controllers::leader::{self, Leadership};
 use crate::controllers::{self, Context, Recorder, Settings};
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::registry::{Registry, WriteOptions};
 use crate::resources::StorageClass;
-use crate::store::{Store, StoreOptions};
+use crate::store::postgres::shared_value;
+use crate::store::{PostgresBackend, PostgresOptions, Store, StoreOptions};
+use stowage_provider::factory::Env;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,9 +37,15 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8470", env = "STOWAGE_LISTEN")]
     pub listen: SocketAddr,
-    /// Directory for the SQLite database (created if missing).
+    /// Directory for the SQLite database (created if missing), and this replica's own files
+    /// (its kubeconfig, the CA's certificate) with a PostgreSQL store.
     #[arg(long, default_value = "./stowage-data", env = "STOWAGE_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Where objects live: `sqlite` (the default: a file in the data directory, one server),
+    /// or `postgres://user@host:port/database` for several replicas on one database (the
+    /// password may come from PGPASSWORD). Overrides `store.url` in the config file.
+    #[arg(long, env = "STOWAGE_STORE")]
+    pub store: Option<String>,
     /// Changes kept for watch resume; a watch from an older resourceVersion gets 410 Gone.
     #[arg(long, default_value_t = 100_000)]
     pub watch_history: usize,
@@ -164,11 +174,35 @@ pub async fn serve(
         log_max_bytes: args.watch_history_mib.max(1).saturating_mul(1024 * 1024),
         ..StoreOptions::default()
     };
-    let store = Store::open(&args.data_dir, store_options)
-        .await
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let config = Config::load(args.config.as_deref())?;
-    let providers = Providers::build(factories, &config.providers, &args.data_dir).await?;
+    let (store, shared) = match store_choice(&args, &config, &store_options)? {
+        StoreChoice::Sqlite => {
+            let store = Store::open(&args.data_dir, store_options)
+                .await
+                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+            (store, None)
+        }
+        StoreChoice::Postgres(options) => {
+            let pool = crate::store::postgres::connect(&options).await?;
+            let backend = PostgresBackend::open(pool.clone(), options.window).await?;
+            let store = Store::with_backend(Box::new(backend), store_options).await?;
+            tracing::info!(database = %crate::store::postgres::redacted(&options.url), "the store is shared PostgreSQL: this is one of its replicas");
+            (store, Some(pool))
+        }
+    };
+    let env = match &shared {
+        None => Env::new(&args.data_dir),
+        // Every replica marks what its providers make with one identity, so that the next
+        // leader recognises what the last one made.
+        Some(pool) => {
+            let id = shared_value(pool, "installation-id", || {
+                Ok(Env::new_installation_id().into_bytes())
+            })
+            .await?;
+            Env::replica(&args.data_dir, String::from_utf8_lossy(&id).into_owned())
+        }
+    };
+    let providers = Providers::build(factories, &config.providers, &env, shared.is_some()).await?;
     let provider_info: Vec<serde_json::Value> = providers
         .iter()
         .map(|p| crate::providers::describe(p.as_ref()))
@@ -192,20 +226,32 @@ pub async fn serve(
         recorder: Recorder::start(registry.clone(), shutdown.clone()),
         metrics: metrics.clone(),
     });
-    controllers::start(
-        ctx,
-        &Settings {
-            resync: config.controllers.resync,
-            max_wait_for_unmount: args
-                .max_wait_for_unmount
-                .unwrap_or(config.controllers.max_wait_for_unmount),
-        },
-        &shutdown,
-    );
+    let settings = Settings {
+        resync: config.controllers.resync,
+        max_wait_for_unmount: args
+            .max_wait_for_unmount
+            .unwrap_or(config.controllers.max_wait_for_unmount),
+    };
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     let address = client_address(args.listen, local);
+    let identity = format!("{}_{address}", host_name());
+    let leadership = if shared.is_some() {
+        // Replicas: every one serves the API; the lease's holder runs the controllers.
+        let leadership = Arc::new(Leadership::new(identity));
+        tokio::spawn(leader::run(
+            ctx,
+            config.controllers.leader_election.timing()?,
+            settings,
+            leadership.clone(),
+            shutdown.clone(),
+        ));
+        leadership
+    } else {
+        controllers::start(ctx, &settings, &shutdown);
+        Arc::new(Leadership::alone(identity))
+    };
     let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         Some(auth::tls::load(cert, key)?)
     } else if !args.plaintext {
@@ -217,7 +263,18 @@ pub async fn serve(
         if !local.ip().is_unspecified() {
             hosts.push(local.ip().to_string());
         }
-        Some(auth::tls::self_signed(&args.data_dir, &hosts)?)
+        match &shared {
+            None => Some(auth::tls::self_signed(&args.data_dir, &hosts)?),
+            // One CA for every replica, so that a client trusts all of them.
+            Some(pool) => {
+                let ca = shared_value(pool, "tls-ca", || {
+                    Ok(serde_json::to_vec(&SharedCa::generate()?)?)
+                })
+                .await?;
+                let ca: SharedCa = serde_json::from_slice(&ca).context("reading the shared CA")?;
+                Some(ca.serve(&args.data_dir, &hosts)?)
+            }
+        }
     } else {
         None
     };
@@ -226,10 +283,19 @@ pub async fn serve(
         if tls.is_some() { "https" } else { "http" }
     );
 
-    let tokens = Tokens::open(&args.data_dir.join("stowage.db")).await?;
+    let tokens = match &shared {
+        None => Tokens::open(&args.data_dir.join("stowage.db")).await?,
+        Some(pool) => Tokens::open_shared(pool.clone()).await?,
+    };
     let kubeconfig_path = args.data_dir.join("kubeconfig");
     let ca = tls.as_ref().and_then(|t| t.ca_pem.as_deref());
-    if tokens.is_empty() {
+    if let Some(pool) = &shared {
+        // Each replica writes a kubeconfig naming its own address, with the one admin token
+        // the first replica made (kept in the database beside the CA's key).
+        let token = shared_admin_token(pool, &tokens).await?;
+        std::fs::create_dir_all(&args.data_dir)?;
+        Kubeconfig::single(&url, &token, ca).write(&kubeconfig_path)?;
+    } else if tokens.is_empty() {
         let (_, token) = tokens.create("admin", Role::Admin, None).await?;
         Kubeconfig::single(&url, &token, ca).write(&kubeconfig_path)?;
         tracing::info!(kubeconfig = %kubeconfig_path.display(), "created an admin token; its kubeconfig is ready");
@@ -262,6 +328,7 @@ pub async fn serve(
                 .saturating_mul(1024 * 1024),
             ..ApiOptions::default()
         },
+        leadership,
     );
     let app = api::router(state.clone());
     tracing::info!(address = %local, data_dir = %args.data_dir.display(), tls = tls.is_some(), "stowage is serving");
@@ -288,6 +355,71 @@ pub async fn serve(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin token of the first kubeconfig, shared by replicas: made once, by whichever
+/// replica comes first.
+async fn shared_admin_token(pool: &sqlx::PgPool, tokens: &Tokens) -> anyhow::Result<String> {
+    const NAME: &str = "admin-token";
+    let existing: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+        .bind(NAME)
+        .fetch_optional(pool)
+        .await?;
+    if let Some(token) = existing {
+        return Ok(String::from_utf8(token)?);
+    }
+    let (info, token) = tokens.create("admin", Role::Admin, None).await?;
+    let kept = shared_value(pool, NAME, || Ok(token.clone().into_bytes())).await?;
+    let kept = String::from_utf8(kept)?;
+    if kept != token {
+        // Another replica was first: ours is not needed.
+        tokens.revoke(&info.id).await?;
+    } else {
+        tracing::info!("created the admin token; every replica's kubeconfig carries it");
+    }
+    Ok(kept)
+}
+
+/// Where the store lives.
+enum StoreChoice {
+    Sqlite,
+    Postgres(PostgresOptions),
+}
+
+fn store_choice(
+    args: &ServeArgs,
+    config: &Config,
+    options: &StoreOptions,
+) -> anyhow::Result<StoreChoice> {
+    let from_file = config.store.as_ref();
+    let url = args
+        .store
+        .clone()
+        .or_else(|| from_file.map(|s| s.url.clone()));
+    match url.as_deref() {
+        None | Some("sqlite") => Ok(StoreChoice::Sqlite),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(StoreChoice::Postgres(PostgresOptions {
+                url: u.to_string(),
+                pool_size: from_file.map_or(8, |s| s.pool_size),
+                timeout: from_file.map_or(Duration::from_secs(10), |s| s.timeout),
+                window: options.log_window,
+            }))
+        }
+        Some(_) => {
+            anyhow::bail!("--store: expected `sqlite` or a URL postgres://user@host:port/database")
+        }
+    }
+}
+
+/// This machine's name, for the replica's identity.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "stowage".into())
 }
 
 /// The class a fresh server offers: local directories, the default for claims naming none.

@@ -233,11 +233,11 @@ pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 }
 
 /// A response with no body other than the bytes given (used by discovery and health).
-pub fn text(status: StatusCode, body: &'static str) -> Response {
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
+        body.into(),
     )
         .into_response()
 }

@@ -73,6 +73,8 @@ pub struct ApiState {
     pub options: ApiOptions,
     /// Set once start-up (migrations, cache load, controllers) is complete.
     pub ready: AtomicBool,
+    /// Which replica runs the controllers.
+    pub leadership: Arc<crate::controllers::leader::Leadership>,
     watch_slots: Arc<Semaphore>,
     /// The budgets of unread watch output, per token and in all.
     pub watch_budgets: Arc<outbox::Budgets>,
@@ -86,8 +88,10 @@ impl ApiState {
         providers: Vec<serde_json::Value>,
         shutdown: CancellationToken,
         options: ApiOptions,
+        leadership: Arc<crate::controllers::leader::Leadership>,
     ) -> Arc<Self> {
         Arc::new(ApiState {
+            leadership,
             registry,
             metrics,
             auth,
@@ -176,7 +180,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     if state.ready.load(Ordering::Relaxed) && !state.shutdown.is_cancelled() {
-        encode::text(StatusCode::OK, "ok")
+        // Every replica serves the API, so every ready replica is ready; the lines after
+        // "ok" say which one runs the controllers.
+        let l = &state.leadership;
+        let role = if l.is_leader() { "leader" } else { "follower" };
+        let holder = l.holder().unwrap_or_else(|| "(none)".into());
+        encode::text(
+            StatusCode::OK,
+            format!("ok\nreplica: {} ({role})\nleader: {holder}\n", l.identity),
+        )
     } else {
         ApiError::unavailable("not ready").into_response()
     }
@@ -189,6 +201,14 @@ async fn metrics(
     if let Err(e) = state.auth.authorize_metrics(identity.as_deref()) {
         return e.into_response();
     }
+    state
+        .metrics
+        .leader
+        .get_or_create(&crate::metrics::LeaderLabels {
+            name: crate::resources::names::CONTROLLERS_LEASE.into(),
+            replica: state.leadership.identity.clone(),
+        })
+        .set(i64::from(state.leadership.is_leader()));
     (
         StatusCode::OK,
         [(
@@ -220,7 +240,7 @@ async fn authenticate(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let identity = match state.auth.tokens.authenticate(header) {
+    let identity = match state.auth.tokens.authenticate_current(header).await {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };

@@ -131,6 +131,12 @@ async fn dispatch<T: KindStrategy>(
             denied,
         )?;
     }
+    if req.method != Method::GET {
+        // A write is checked against the object as it is now (immutable fields, shrinking
+        // claims, finalizer rules), so it starts from a cache that has every acknowledged
+        // write of every replica. (Its preconditions are checked by the database anyway.)
+        consistent_read(state).await?;
+    }
     let sub = target.subresource.unwrap_or(Subresource::Main);
     let opts = WriteOptions {
         dry_run: query.dry_run,
@@ -140,6 +146,9 @@ async fn dispatch<T: KindStrategy>(
     match (&req.method, target.name.as_deref()) {
         (&Method::GET, Some(name)) => {
             let output = negotiate::output(&req.headers)?;
+            if query.resource_version.is_none() {
+                consistent_read(state).await?;
+            }
             let stored = match &vis {
                 Visibility::All => state.registry.get::<T>(&ns, name)?,
                 Visibility::Only(_) => {
@@ -169,6 +178,11 @@ async fn dispatch<T: KindStrategy>(
                     1,
                 ));
             };
+            // A watch from "now" (no resourceVersion) starts from the current state of every
+            // replica's writes, as a list would.
+            if query.resource_version.is_none() {
+                consistent_read(state).await?;
+            }
             let spec = watch::WatchSpec {
                 kind: target.kind,
                 namespace: target.namespace.clone(),
@@ -540,6 +554,18 @@ pub fn check_selectors(kind: Kind, query: &Query) -> ApiResult<()> {
         .map_err(ApiError::bad_request)
 }
 
+/// A read that must see every write acknowledged so far, by any replica (Kubernetes' reads
+/// with no resourceVersion): waits for this replica's cache to catch up with the database.
+/// Immediate with one server on SQLite.
+async fn consistent_read(state: &ApiState) -> ApiResult<()> {
+    state
+        .registry
+        .store()
+        .sync()
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
 async fn list<T: KindStrategy>(
     state: &ApiState,
     target: &Target,
@@ -550,10 +576,17 @@ async fn list<T: KindStrategy>(
     let kind = <T as crate::resources::Typed>::KIND;
     check_selectors(kind, query)?;
     let store = state.registry.store();
+    if query.resource_version.is_none() && query.continue_token.is_none() {
+        consistent_read(state).await?;
+    }
     if let Some(requested) = query.resource_version.as_deref().filter(|rv| *rv != "0") {
         let requested: Rv = requested
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {requested:?}")))?;
+        if requested > store.current_rv() {
+            // Another replica may have served it: catch up before deciding it is too new.
+            consistent_read(state).await?;
+        }
         let current = store.current_rv();
         if query.resource_version_match.as_deref() == Some("Exact") && requested != current {
             return Err(ApiError::gone(format!(

@@ -1,6 +1,7 @@
 //! TLS for the API: a certificate and key given by the admin (`--tls-cert`, `--tls-key`), or a
-//! self-signed CA and server certificate generated into the data directory
-//! (`--tls-self-signed`), whose CA goes into the written kubeconfig.
+//! self-signed CA and server certificate generated into the data directory, whose CA goes
+//! into the written kubeconfig. Replicas on one database share one CA, kept in the database
+//! ([`SharedCa`]); each replica issues its own server certificate from it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,21 +56,10 @@ pub fn self_signed(data_dir: &Path, hosts: &[String]) -> anyhow::Result<Tls> {
     );
     if !(ca_crt.exists() && srv_crt.exists() && srv_key.exists()) {
         let ca_key = rcgen::KeyPair::generate()?;
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Stowage CA");
-        let ca = ca_params.self_signed(&ca_key)?;
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "stowage");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let cert = params.signed_by(&key, &issuer)?;
-        write_private(&srv_key, key.serialize_pem().as_bytes())?;
-        std::fs::write(&srv_crt, cert.pem())?;
+        let ca = ca_params()?.self_signed(&ca_key)?;
+        let (cert, key) = server_certificate(hosts, ca_key)?;
+        write_private(&srv_key, key.as_bytes())?;
+        std::fs::write(&srv_crt, cert)?;
         std::fs::write(&ca_crt, ca.pem())?;
         tracing::info!(dir = %dir.display(), "generated a self-signed CA and server certificate");
     }
@@ -80,6 +70,69 @@ pub fn self_signed(data_dir: &Path, hosts: &[String]) -> anyhow::Result<Tls> {
         config: server_config(&chain, &std::fs::read(&srv_key)?)?,
         ca_pem: Some(ca_pem),
     })
+}
+
+/// The CA's parameters. Always the same, so that the issuer of a certificate made from a
+/// stored CA key names the stored CA certificate's subject.
+fn ca_params() -> anyhow::Result<rcgen::CertificateParams> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Stowage CA");
+    Ok(p)
+}
+
+/// A server certificate for `hosts` signed by the CA's key: (certificate PEM, key PEM).
+fn server_certificate(
+    hosts: &[String],
+    ca_key: rcgen::KeyPair,
+) -> anyhow::Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "stowage");
+    let issuer = rcgen::Issuer::new(ca_params()?, ca_key);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The CA replicas share, as kept in the database.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SharedCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl SharedCa {
+    /// A new CA, for the first replica that needs one.
+    pub fn generate() -> anyhow::Result<SharedCa> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = ca_params()?.self_signed(&key)?;
+        Ok(SharedCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A server certificate for this replica's `hosts`, from the shared CA. The CA's
+    /// certificate (public) is also written to `<data-dir>/tls/ca.crt` for clients.
+    pub fn serve(&self, data_dir: &Path, hosts: &[String]) -> anyhow::Result<Tls> {
+        let ca_key =
+            rcgen::KeyPair::from_pem(&self.key_pem).context("reading the shared CA's key")?;
+        let (cert, key) = server_certificate(hosts, ca_key)?;
+        let dir = data_dir.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("ca.crt"), &self.cert_pem)?;
+        std::fs::write(dir.join("server.crt"), &cert)?;
+        write_private(&dir.join("server.key"), key.as_bytes())?;
+        let mut chain = cert.into_bytes();
+        chain.extend_from_slice(self.cert_pem.as_bytes());
+        Ok(Tls {
+            config: server_config(&chain, key.as_bytes())?,
+            ca_pem: Some(self.cert_pem.clone().into_bytes()),
+        })
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

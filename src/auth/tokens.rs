@@ -1,5 +1,10 @@
-//! Bearer tokens: created, listed and revoked through the API, stored hashed in SQLite, and
-//! checked against an in-memory table on every request (a revocation takes effect at once).
+//! Bearer tokens: created, listed and revoked through the API, stored hashed in the store's
+//! database (SQLite, or PostgreSQL shared by replicas), and checked against an in-memory table
+//! on every request (a revocation takes effect at once).
+//!
+//! With replicas, each replica's table follows the database: a token made or revoked on one
+//! replica is announced (`NOTIFY stowage_tokens`) and every replica re-reads the table, and
+//! re-reads it every few seconds anyway, in case a notification was lost with its connection.
 //!
 //! A token reads `stw_<id>_<secret>`: the id finds the entry, the secret's SHA-256 is compared in
 //! constant time. The secret itself is never stored, logged or returned again after creation.
@@ -7,14 +12,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use parking_lot::RwLock;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+use sqlx::postgres::{PgListener, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row as _, SqlitePool};
 use subtle::ConstantTimeEq;
 
 use super::Role;
@@ -54,11 +61,77 @@ pub struct Identity {
     pub expires_at: Option<i64>,
 }
 
+/// The channel token changes are announced on, with replicas.
+const CHANNEL: &str = "stowage_tokens";
+/// How often a replica re-reads the token table when no announcement came.
+const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 pub struct Tokens {
-    db: SqlitePool,
-    entries: RwLock<HashMap<String, Entry>>,
+    db: Db,
+    entries: Arc<RwLock<HashMap<String, Entry>>>,
     /// Bumped on every revocation: long requests (watches) re-check their token then.
-    revocations: tokio::sync::watch::Sender<u64>,
+    revocations: Arc<tokio::sync::watch::Sender<u64>>,
+    follower: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Tokens {
+    fn drop(&mut self) {
+        if let Some(f) = &self.follower {
+            f.abort();
+        }
+    }
+}
+
+const SELECT_ALL: &str =
+    "SELECT id, name, role, secret_hash, created_at, expires_at, revoked_at FROM tokens";
+
+/// A row of the token table: id, name, role, secret hash, created, expires, revoked.
+type RawRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+async fn read_all(db: &Db) -> anyhow::Result<HashMap<String, Entry>> {
+    let rows: Vec<RawRow> = match db {
+        Db::Sqlite(pool) => sqlx::query_as(SELECT_ALL).fetch_all(pool).await?,
+        Db::Postgres(pool) => sqlx::query_as(SELECT_ALL).fetch_all(pool).await?,
+    };
+    Ok(entries_from(rows))
+}
+
+fn entries_from(rows: Vec<RawRow>) -> HashMap<String, Entry> {
+    let mut entries = HashMap::new();
+    for (id, name, role, stored, created_at, expires_at, revoked_at) in rows {
+        let Ok(role) = role.parse::<Role>() else {
+            tracing::warn!(id, "skipping a token with an unknown role");
+            continue;
+        };
+        let Ok(secret_hash) = <[u8; 32]>::try_from(stored.as_slice()) else {
+            continue;
+        };
+        entries.insert(
+            id,
+            Entry {
+                name,
+                role,
+                secret_hash,
+                created_at,
+                expires_at,
+                revoked: revoked_at.is_some(),
+            },
+        );
+    }
+    entries
 }
 
 fn hash(secret: &str) -> [u8; 32] {
@@ -101,48 +174,79 @@ impl Tokens {
             .connect_with(options)
             .await
             .context("opening the token table")?;
-        let rows = sqlx::query(
-            "SELECT id, name, role, secret_hash, created_at, expires_at, revoked_at FROM tokens",
-        )
-        .fetch_all(&db)
-        .await?;
-        let mut entries = HashMap::new();
-        for r in rows {
-            let role: String = r.get(2);
-            let Ok(role) = role.parse::<Role>() else {
-                tracing::warn!(
-                    id = r.get::<String, _>(0),
-                    "skipping a token with an unknown role"
-                );
-                continue;
-            };
-            let stored: Vec<u8> = r.get(3);
-            let mut secret_hash = [0u8; 32];
-            if stored.len() != 32 {
-                continue;
-            }
-            secret_hash.copy_from_slice(&stored);
-            entries.insert(
-                r.get::<String, _>(0),
-                Entry {
-                    name: r.get(1),
-                    role,
-                    secret_hash,
-                    created_at: r.get(4),
-                    expires_at: r.get(5),
-                    revoked: r.get::<Option<i64>, _>(6).is_some(),
-                },
-            );
-        }
+        let db = Db::Sqlite(db);
+        let entries = read_all(&db).await?;
         Ok(Tokens {
             db,
-            entries: RwLock::new(entries),
-            revocations: tokio::sync::watch::channel(0).0,
+            entries: Arc::new(RwLock::new(entries)),
+            revocations: Arc::new(tokio::sync::watch::channel(0).0),
+            follower: None,
+        })
+    }
+
+    /// Opens the token table shared by replicas (migrations already applied), and follows
+    /// the changes other replicas make to it.
+    pub async fn open_shared(pool: PgPool) -> anyhow::Result<Tokens> {
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .context("listening for token changes")?;
+        listener.listen(CHANNEL).await?;
+        let db = Db::Postgres(pool);
+        let entries = Arc::new(RwLock::new(read_all(&db).await?));
+        let revocations = Arc::new(tokio::sync::watch::channel(0).0);
+        let Db::Postgres(pool) = &db else {
+            unreachable!("just made")
+        };
+        let follower = tokio::spawn(follow(
+            Db::Postgres(pool.clone()),
+            listener,
+            entries.clone(),
+            revocations.clone(),
+        ))
+        .abort_handle();
+        Ok(Tokens {
+            db,
+            entries,
+            revocations,
+            follower: Some(follower),
         })
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.read().is_empty()
+    }
+
+    /// Like [`Tokens::authenticate`], but a token this replica does not know yet (made a
+    /// moment ago on another replica, its announcement still on the way) is looked up in the
+    /// shared table before it is refused.
+    pub async fn authenticate_current(&self, header: Option<&str>) -> Result<Identity, ApiError> {
+        let first = self.authenticate(header);
+        let Db::Postgres(pool) = &self.db else {
+            return first;
+        };
+        let id = header
+            .and_then(|h| h.split_whitespace().nth(1))
+            .and_then(|t| t.strip_prefix("stw_"))
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id.to_string());
+        let Some(id) = id.filter(|id| first.is_err() && !self.entries.read().contains_key(id))
+        else {
+            return first;
+        };
+        let row: Option<RawRow> = sqlx::query_as(
+            "SELECT id, name, role, secret_hash, created_at, expires_at, revoked_at FROM tokens WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
+        let Some(row) = row else {
+            return first;
+        };
+        let found = entries_from(vec![row]);
+        self.entries.write().extend(found);
+        self.authenticate(header)
     }
 
     /// Checks an `Authorization` header value. Every failure reads the same to the caller.
@@ -188,15 +292,33 @@ impl Tokens {
             })?),
         };
         let secret_hash = hash(&secret);
-        sqlx::query("INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(name)
-            .bind(role.to_string())
-            .bind(secret_hash.as_slice())
-            .bind(created_at)
-            .bind(expires_at)
-            .execute(&self.db)
-            .await?;
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query("INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+                    .bind(&id)
+                    .bind(name)
+                    .bind(role.to_string())
+                    .bind(secret_hash.as_slice())
+                    .bind(created_at)
+                    .bind(expires_at)
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&id)
+                    .bind(name)
+                    .bind(role.to_string())
+                    .bind(secret_hash.as_slice())
+                    .bind(created_at)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                announce(&mut tx).await?;
+                tx.commit().await?;
+            }
+        }
         let entry = Entry {
             name: name.to_string(),
             role,
@@ -248,12 +370,68 @@ impl Tokens {
             e.revoked = true;
         }
         self.revocations.send_modify(|n| *n += 1);
-        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(id)
-            .execute(&self.db)
-            .await?;
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
+                    .bind(now())
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                announce(&mut tx).await?;
+                tx.commit().await?;
+            }
+        }
         Ok(true)
+    }
+}
+
+/// Tells the other replicas that the token table changed (delivered at COMMIT).
+async fn announce(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Keeps a replica's table equal to the database's: re-read on each announcement, and every
+/// few seconds. A token that stopped working wakes the watches that rely on it.
+async fn follow(
+    db: Db,
+    mut listener: PgListener,
+    entries: Arc<RwLock<HashMap<String, Entry>>>,
+    revocations: Arc<tokio::sync::watch::Sender<u64>>,
+) {
+    loop {
+        // An announcement, or the periodic look: re-read either way.
+        if let Ok(Err(e)) = tokio::time::timeout(REREAD_EVERY, listener.recv()).await {
+            tracing::warn!(error = %e, "listening for token changes");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let fresh = match read_all(&db).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the token table");
+                continue;
+            }
+        };
+        let revoked = {
+            let old = entries.read();
+            old.iter()
+                .any(|(id, e)| !e.revoked && fresh.get(id).is_none_or(|f| f.revoked))
+        };
+        *entries.write() = fresh;
+        if revoked {
+            revocations.send_modify(|n| *n += 1);
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub mod attach;
 pub mod binder;
 pub mod binding;
 pub mod events;
+pub mod leader;
 pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;

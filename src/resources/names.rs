@@ -38,6 +38,13 @@ pub mod finalizers {
         "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
 }
 
+/// Stowage's own objects, such as the controllers' leader-election Lease (as Kubernetes'
+/// `kube-system`).
+pub const SYSTEM_NAMESPACE: &str = "stowage-system";
+
+/// The Lease whose holder runs the controllers when several replicas serve one database.
+pub const CONTROLLERS_LEASE: &str = "stowage-controllers";
+
 /// Where nodes keep their heartbeat Leases (as Kubernetes' `kube-node-lease`).
 pub const LEASE_NAMESPACE: &str = "stowage-node-lease";
 

@@ -1,7 +1,10 @@
-//! The store: every object, durable in SQLite, served from memory.
+//! The store: every object, durable in SQLite (one process) or PostgreSQL (several replicas),
+//! served from memory.
 //!
 //! - **Reads** (get, list, watch) come from an in-memory cache of every object; they never touch
-//!   SQLite.
+//!   the database. With replicas, each replica's cache follows every replica's commits (see
+//!   [`backend`]), and a read that must be current first waits until the cache has reached the
+//!   database's newest version ([`Store::sync`]).
 //! - **Writes** go to a single writer task (on a thread of its own) that group-commits: every
 //!   write waiting when a commit starts goes into the same transaction, so many writes share
 //!   one fsync. A write is
@@ -29,12 +32,14 @@ use tokio::sync::{mpsc, oneshot, watch as notify};
 
 use crate::resources::{AnyObject, Kind, Typed};
 
-mod backend;
+pub mod backend;
 mod memory;
+pub mod postgres;
 mod sqlite;
 mod watch;
 
-pub use backend::{Backend, Loaded, Row};
+pub use backend::{Backend, CatchUp, Head, Loaded, Row};
+pub use postgres::{PostgresBackend, PostgresOptions};
 pub use sqlite::SqliteBackend;
 pub use watch::{WatchError, Watcher};
 
@@ -284,6 +289,10 @@ struct Inner {
     published: notify::Sender<Rv>,
     writer: mpsc::Sender<WriterMessage>,
     options: StoreOptions,
+    /// The database's newest version, when other replicas write to it too.
+    head: Option<Arc<dyn Head>>,
+    /// Wakes the writer to follow other replicas' commits.
+    follow: Arc<tokio::sync::Notify>,
 }
 
 struct State {
@@ -309,56 +318,38 @@ enum WriterMessage {
     },
 }
 
+fn kind_by_name(name: &str) -> Option<Kind> {
+    Kind::ALL.iter().copied().find(|k| k.info().kind == name)
+}
+
+/// An object version read back from a database; `None` (and a warning) for a kind this
+/// version does not know.
+fn decode(kind: &str, rv: i64, data: &[u8]) -> anyhow::Result<Option<Stored>> {
+    use anyhow::Context as _;
+    let Some(kind) = kind_by_name(kind) else {
+        tracing::warn!(
+            kind,
+            "skipping stored object of a kind this version does not know"
+        );
+        return Ok(None);
+    };
+    let object = AnyObject::from_json(kind, data)
+        .with_context(|| format!("decoding a stored {kind:?} at rv {rv}"))?;
+    Ok(Some(Stored::new(object, rv as Rv)))
+}
+
 fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-impl Store {
-    /// Opens the SQLite store in `data_dir` (creating it), applying migrations.
-    pub async fn open(data_dir: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
-        let backend = SqliteBackend::open(&data_dir.join("stowage.db")).await?;
-        Store::with_backend(Box::new(backend), options).await
-    }
+/// How long a read waits for this replica to catch up before it is refused (503).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a replica looks for other replicas' commits when no notification came.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
-    pub async fn with_backend(
-        mut backend: Box<dyn Backend>,
-        options: StoreOptions,
-    ) -> anyhow::Result<Store> {
-        let loaded = backend.load().await?;
-        let (inner, rx) = Self::inner(loaded, options);
-        // The writer gets a thread and a runtime of its own: it is the one serial step every
-        // write passes through, and each commit is several hand-offs to SQLite's thread. On
-        // the shared runtime each hand-off would wait behind every request being served.
-        let writer = writer_loop(inner.clone(), backend, rx);
-        std::thread::Builder::new()
-            .name("stowage-store-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(writer),
-                    Err(e) => tracing::error!(error = %e, "cannot start the store writer"),
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("starting the store writer thread: {e}"))?;
-        Ok(Store { inner })
-    }
-
-    /// A store that keeps nothing on disk, whose writer is a task of the current runtime: for
-    /// tests of controllers, where everything must follow one (paused) clock.
-    pub async fn in_memory(options: StoreOptions) -> Store {
-        let (inner, rx) = Self::inner(Loaded::default(), options);
-        tokio::spawn(writer_loop(
-            inner.clone(),
-            Box::new(memory::MemoryBackend),
-            rx,
-        ));
-        Store { inner }
-    }
-
-    /// The shared state for what a backend loaded, and the writer's mailbox.
-    fn inner(loaded: Loaded, options: StoreOptions) -> (Arc<Inner>, mpsc::Receiver<WriterMessage>) {
+impl State {
+    /// The cache and change log for what a backend loaded.
+    fn from_loaded(loaded: Loaded, options: &StoreOptions) -> State {
         let mut objects: Vec<BTreeMap<ObjectKey, Arc<Stored>>> =
             Kind::ALL.iter().map(|_| BTreeMap::new()).collect();
         for row in loaded.objects {
@@ -383,8 +374,6 @@ impl Store {
         let rv = loaded.last_rv;
         let compacted_rv = log.front().map_or(rv, |e| e.rv - 1);
         let log_bytes = log.iter().map(|e| e.cost()).sum();
-        let (published, _) = notify::channel(rv);
-        let (writer, rx) = mpsc::channel(options.max_batch * 4);
         let mut state = State {
             objects,
             rv,
@@ -392,15 +381,112 @@ impl Store {
             log_bytes,
             compacted_rv,
         };
-        let newest = state.rv;
-        trim_log(&mut state, &options, newest);
+        trim_log(&mut state, options, rv);
+        state
+    }
+}
+
+impl Store {
+    /// Opens the SQLite store in `data_dir` (creating it), applying migrations.
+    pub async fn open(data_dir: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
+        let backend = SqliteBackend::open(&data_dir.join("stowage.db")).await?;
+        Store::with_backend(Box::new(backend), options).await
+    }
+
+    pub async fn with_backend(
+        mut backend: Box<dyn Backend>,
+        options: StoreOptions,
+    ) -> anyhow::Result<Store> {
+        let loaded = backend.load().await?;
+        let (inner, rx) = Self::inner(
+            loaded,
+            options,
+            backend.head(),
+            backend
+                .remote_commits()
+                .unwrap_or_else(|| Arc::new(tokio::sync::Notify::new())),
+        );
+        // The writer gets a thread and a runtime of its own: it is the one serial step every
+        // write passes through, and each commit is several hand-offs to SQLite's thread. On
+        // the shared runtime each hand-off would wait behind every request being served.
+        let writer = writer_loop(inner.clone(), backend, rx);
+        std::thread::Builder::new()
+            .name("stowage-store-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer),
+                    Err(e) => tracing::error!(error = %e, "cannot start the store writer"),
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting the store writer thread: {e}"))?;
+        Ok(Store { inner })
+    }
+
+    /// A store that keeps nothing on disk, whose writer is a task of the current runtime: for
+    /// tests of controllers, where everything must follow one (paused) clock.
+    pub async fn in_memory(options: StoreOptions) -> Store {
+        let (inner, rx) = Self::inner(
+            Loaded::default(),
+            options,
+            None,
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        tokio::spawn(writer_loop(
+            inner.clone(),
+            Box::new(memory::MemoryBackend),
+            rx,
+        ));
+        Store { inner }
+    }
+
+    /// The shared state for what a backend loaded, and the writer's mailbox.
+    fn inner(
+        loaded: Loaded,
+        options: StoreOptions,
+        head: Option<Arc<dyn Head>>,
+        follow: Arc<tokio::sync::Notify>,
+    ) -> (Arc<Inner>, mpsc::Receiver<WriterMessage>) {
+        let state = State::from_loaded(loaded, &options);
+        let (published, _) = notify::channel(state.rv);
+        let (writer, rx) = mpsc::channel(options.max_batch * 4);
         let inner = Arc::new(Inner {
             state: RwLock::new(state),
             published,
             writer,
             options,
+            head,
+            follow,
         });
         (inner, rx)
+    }
+
+    /// Waits until this replica's cache holds every write the database had committed when
+    /// the call began, so that a read after it sees writes acknowledged by any replica (as
+    /// Kubernetes' consistent reads from its watch cache do). Immediate with one process.
+    pub async fn sync(&self) -> Result<(), WriteError> {
+        let Some(head) = &self.inner.head else {
+            return Ok(());
+        };
+        let target = head
+            .current_rv()
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("reading the database: {e}")))?;
+        let mut published = self.inner.published.subscribe();
+        if *published.borrow_and_update() >= target {
+            return Ok(());
+        }
+        self.inner.follow.notify_one();
+        let caught_up = published.wait_for(|rv| *rv >= target);
+        match tokio::time::timeout(SYNC_TIMEOUT, caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Unavailable("the store is closed".into())),
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "this replica has not caught up with the database within {SYNC_TIMEOUT:?}"
+            ))),
+        }
     }
 
     /// Applies `ops` atomically: all of them, or none (the error names the failing op).
@@ -577,8 +663,21 @@ async fn writer_loop(
     let mut batch: Vec<(Vec<WriteOp>, Reply)> = Vec::new();
     let mut last_compaction = std::time::Instant::now();
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let shared = inner.head.is_some();
+    let mut follow_tick = tokio::time::interval(FOLLOW_EVERY);
+    follow_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while closing.is_none() {
-        let Some(first) = rx.recv().await else { break };
+        let first = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => break },
+            _ = inner.follow.notified(), if shared => {
+                follow(&inner, backend.as_mut()).await;
+                continue;
+            }
+            _ = follow_tick.tick(), if shared => {
+                follow(&inner, backend.as_mut()).await;
+                continue;
+            }
+        };
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -618,7 +717,75 @@ type Reply = oneshot::Sender<Result<Vec<Arc<Stored>>, WriteError>>;
 /// A write of a batch that passed its checks: who to answer, its events, what it wrote.
 type Accepted = (Reply, Vec<Arc<WatchEvent>>, Vec<Arc<Stored>>);
 
+/// Applies other replicas' commits read between writes.
+async fn follow(inner: &Inner, backend: &mut dyn Backend) {
+    let known = inner.state.read().rv;
+    match backend.follow(known).await {
+        Ok(caught_up) => apply_remote(inner, caught_up),
+        Err(e) => tracing::warn!(error = %e, "reading other replicas' commits failed; will retry"),
+    }
+}
+
+/// Puts other replicas' commits into the cache and the log, and wakes watchers.
+fn apply_remote(inner: &Inner, caught_up: CatchUp) {
+    let rv = {
+        let mut state = inner.state.write();
+        match caught_up {
+            CatchUp::Changes(changes) => {
+                if changes.is_empty() {
+                    return;
+                }
+                let batch_start = state.rv;
+                for (type_, stored, committed_at) in changes {
+                    let stored = Arc::new(stored);
+                    let map = &mut state.objects[stored.kind as usize];
+                    let prev = if type_ == EventType::Deleted {
+                        map.remove(&stored.key)
+                    } else {
+                        map.insert(stored.key.clone(), stored.clone())
+                    };
+                    let event = Arc::new(WatchEvent {
+                        rv: stored.rv,
+                        type_,
+                        object: stored,
+                        prev,
+                        committed_at,
+                    });
+                    state.rv = event.rv;
+                    state.log_bytes += event.cost();
+                    state.log.push_back(event);
+                }
+                trim_log(&mut state, &inner.options, batch_start);
+            }
+            CatchUp::Reload(loaded) => {
+                // The changes this replica missed are gone: start over from the database's
+                // state. Watchers behind the new log's start are cut off and relist, as after
+                // a compaction.
+                tracing::warn!("fell behind the shared change log; reloading every object");
+                *state = State::from_loaded(loaded, &inner.options);
+            }
+        }
+        state.rv
+    };
+    inner.published.send_replace(rv);
+}
+
 async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    // Under the database's write lock, the cache first takes in what other replicas committed,
+    // so the preconditions below are checked against the current state.
+    let known = inner.state.read().rv;
+    match backend.begin(known).await {
+        Ok(caught_up) => apply_remote(inner, caught_up),
+        Err(e) => {
+            tracing::error!(error = %e, "store commit could not start");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(WriteError::Unavailable(
+                    "the database is unavailable".into(),
+                )));
+            }
+            return;
+        }
+    }
     // The writer is the only mutator of the cache, so state read here stays current until we
     // publish below; earlier writes of this batch are seen through `overlay`.
     let mut rv = inner.state.read().rv;
@@ -720,13 +887,8 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         accepted.push((reply, events, results));
     }
 
-    if accepted.is_empty() {
-        return;
-    }
-    // Checks alone write nothing, and need no transaction.
-    if !rows.is_empty()
-        && let Err(e) = backend.commit(&rows).await
-    {
+    // Even with nothing to write, this ends what `begin` started (and releases its lock).
+    if let Err(e) = backend.commit(&rows).await {
         tracing::error!(error = %e, "store commit failed");
         for (reply, _, _) in accepted {
             let _ = reply.send(Err(WriteError::Unavailable(
@@ -799,188 +961,4 @@ async fn compact(inner: &Inner, backend: &mut dyn Backend) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resources::{PersistentVolumeClaim, StorageClass};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn class(name: &str) -> AnyObject {
-        let mut sc = StorageClass::default();
-        sc.metadata.name = Some(name.into());
-        sc.provisioner = "example.com/x".into();
-        sc.into_any()
-    }
-
-    fn claim(ns: &str, name: &str) -> AnyObject {
-        let mut c = PersistentVolumeClaim::default();
-        c.metadata.name = Some(name.into());
-        c.metadata.namespace = Some(ns.into());
-        c.into_any()
-    }
-
-    /// Counts commits, to see group commit at work.
-    struct Counting {
-        inner: SqliteBackend,
-        commits: Arc<AtomicUsize>,
-    }
-
-    #[async_trait::async_trait]
-    impl Backend for Counting {
-        async fn load(&mut self) -> anyhow::Result<Loaded> {
-            self.inner.load().await
-        }
-        async fn commit(&mut self, rows: &[Row]) -> anyhow::Result<()> {
-            self.commits.fetch_add(1, Ordering::SeqCst);
-            self.inner.commit(rows).await
-        }
-        async fn compact(&mut self, up_to: Rv) -> anyhow::Result<()> {
-            self.inner.compact(up_to).await
-        }
-    }
-
-    async fn open(dir: &std::path::Path) -> Store {
-        Store::open(dir, StoreOptions::default()).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_group_write_applies_all_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        let a = store
-            .write(vec![WriteOp::create(class("a"))])
-            .await
-            .unwrap()
-            .remove(0);
-        let err = store
-            .write(vec![
-                WriteOp::create(class("b")),
-                WriteOp::update(class("a"), a.rv + 100),
-            ])
-            .await
-            .unwrap_err();
-        assert!(matches!(err, WriteError::Conflict { op: 1, .. }), "{err:?}");
-        assert!(
-            store
-                .get(Kind::StorageClass, &ObjectKey::cluster("b"))
-                .is_none()
-        );
-        let rv_before = store.current_rv();
-        let both = store
-            .write(vec![
-                WriteOp::create(class("b")),
-                WriteOp::update(class("a"), a.rv),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(both.len(), 2);
-        assert!(both[0].rv > rv_before && both[1].rv == both[0].rv + 1);
-    }
-
-    #[tokio::test]
-    async fn preconditions_name_the_failing_operation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        store
-            .write(vec![WriteOp::create(class("x"))])
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .write(vec![WriteOp::create(class("x"))])
-                .await
-                .unwrap_err(),
-            WriteError::AlreadyExists { op: 0 }
-        );
-        assert_eq!(
-            store
-                .write(vec![WriteOp::delete(
-                    Kind::StorageClass,
-                    ObjectKey::cluster("nope"),
-                    1
-                )])
-                .await
-                .unwrap_err(),
-            WriteError::NotFound { op: 0 }
-        );
-        assert!(
-            store
-                .write(vec![
-                    WriteOp::create(class("y")),
-                    WriteOp::create(class("y"))
-                ])
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn concurrent_writes_share_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let commits = Arc::new(AtomicUsize::new(0));
-        let backend = Counting {
-            inner: SqliteBackend::open(&dir.path().join("s.db")).await.unwrap(),
-            commits: commits.clone(),
-        };
-        let store = Store::with_backend(Box::new(backend), StoreOptions::default())
-            .await
-            .unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..500 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .write(vec![WriteOp::create(claim("ns", &format!("c{i}")))])
-                    .await
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert_eq!(store.count(Kind::PersistentVolumeClaim), 500);
-        let n = commits.load(Ordering::SeqCst);
-        assert!(n < 250, "500 concurrent writes took {n} commits");
-    }
-
-    #[tokio::test]
-    async fn watchers_see_each_change_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        let (_, rv, mut watcher) = store.snapshot_and_watch(&[]);
-        for i in 0..10 {
-            store
-                .write(vec![WriteOp::create(class(&format!("c{i}")))])
-                .await
-                .unwrap();
-        }
-        let mut last = rv;
-        for _ in 0..10 {
-            let e = watcher.next().await.unwrap();
-            assert_eq!(e.rv, last + 1);
-            last = e.rv;
-        }
-        assert!(watcher.try_next().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_closed_store_refuses_writes_after_finishing_queued_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        let queued = {
-            let store = store.clone();
-            tokio::spawn(async move { store.write(vec![WriteOp::create(class("q"))]).await })
-        };
-        tokio::task::yield_now().await;
-        store.close().await;
-        let after = store.write(vec![WriteOp::create(class("late"))]).await;
-        assert!(matches!(after, Err(WriteError::Unavailable(_))));
-        // The queued write either committed or was refused; never lost after acknowledgement.
-        if queued.await.unwrap().is_ok() {
-            let reopened = open(dir.path()).await;
-            assert!(
-                reopened
-                    .get(Kind::StorageClass, &ObjectKey::cluster("q"))
-                    .is_some()
-            );
-        }
-    }
-}
+mod tests;

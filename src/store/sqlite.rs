@@ -23,8 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row as _, SqliteConnection};
 
 use super::backend::{Backend, Loaded, Row};
-use super::{EventType, Rv, Stored};
-use crate::resources::{AnyObject, Kind};
+use super::{EventType, Rv, Stored, decode};
 
 /// Rows per multi-row INSERT. Fixed sizes keep the prepared-statement cache small.
 const CHUNK: usize = 128;
@@ -69,7 +68,7 @@ impl SqliteBackend {
         let mut conn = SqliteConnection::connect_with(&options)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("./migrations/sqlite")
             .run(&mut conn)
             .await
             .context("applying migrations")?;
@@ -143,23 +142,6 @@ async fn checkpoint(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
     Ok(row.try_get::<i64, _>(1).unwrap_or(0))
 }
 
-fn kind_by_name(name: &str) -> Option<Kind> {
-    Kind::ALL.iter().copied().find(|k| k.info().kind == name)
-}
-
-fn decode(kind: &str, rv: i64, data: &[u8]) -> anyhow::Result<Option<Stored>> {
-    let Some(kind) = kind_by_name(kind) else {
-        tracing::warn!(
-            kind,
-            "skipping stored object of a kind this version does not know"
-        );
-        return Ok(None);
-    };
-    let object = AnyObject::from_json(kind, data)
-        .with_context(|| format!("decoding a stored {kind:?} at rv {rv}"))?;
-    Ok(Some(Stored::new(object, rv as Rv)))
-}
-
 fn placeholders(rows: usize, columns: usize) -> String {
     let one = format!("({})", vec!["?"; columns].join(","));
     vec![one; rows].join(",")
@@ -202,6 +184,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn commit(&mut self, rows: &[Row]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.conn.begin().await?;
         for chunk in rows.chunks(CHUNK) {
             let sql = format!(

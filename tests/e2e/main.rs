@@ -13,6 +13,7 @@ mod ebs;
 mod hostile;
 mod nfs;
 mod provisioning;
+mod replicas;
 mod security;
 mod snapshots;
 mod support;

@@ -331,10 +331,8 @@ async fn token_management_revocation_and_expiry() {
         assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}");
     }
     // Only hashes are at rest.
-    let db = std::fs::read(s.data_dir.join("stowage.db")).unwrap();
-    let wal = std::fs::read(s.data_dir.join("stowage.db-wal")).unwrap_or_default();
     let secret = t.split('_').nth(2).unwrap().as_bytes();
-    for bytes in [&db, &wal] {
+    for bytes in s.stored_bytes().await {
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret),
             "a token secret is stored in clear"

@@ -1,5 +1,10 @@
 //! Test support: a real `stowage serve` process on a free port, with its own data directory,
 //! and a small HTTP client for it.
+//!
+//! With `STOWAGE_E2E_STORE=postgres`, every server is instead `STOWAGE_E2E_REPLICAS` replicas
+//! (default 3) on a fresh database of the PostgreSQL cluster `STOWAGE_TEST_POSTGRES` names,
+//! and requests go to the replicas in turn: the same tests then check that replicas behave as
+//! one server. Tests of what only one SQLite server has (its files) ask [`on_sqlite`].
 
 // Not every test module uses every helper.
 #![allow(dead_code)]
@@ -14,7 +19,14 @@ use serde_json::{Value, json};
 
 pub struct Server {
     child: Option<Child>,
+    /// The first replica's address (the only one, on SQLite).
     pub base: String,
+    /// With PostgreSQL: the other replicas (process, address, data directory).
+    others: Vec<(Option<Child>, String, PathBuf)>,
+    /// With PostgreSQL: the database's URL.
+    store: Option<String>,
+    /// Which replica the next request goes to.
+    turn: std::sync::atomic::AtomicUsize,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     /// An HTTP client that sends the admin token (from the kubeconfig the server wrote).
@@ -55,6 +67,38 @@ pub fn client_for(token: &str, ca: Option<&[u8]>) -> reqwest::Client {
     b.build().expect("client")
 }
 
+/// Whether servers run on SQLite (one process), as opposed to replicas on PostgreSQL.
+pub fn on_sqlite() -> bool {
+    std::env::var("STOWAGE_E2E_STORE").as_deref() != Ok("postgres")
+}
+
+fn replica_count() -> usize {
+    std::env::var("STOWAGE_E2E_REPLICAS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// A fresh database for one server, in the test cluster.
+async fn fresh_database() -> String {
+    use sqlx::Connection as _;
+    let base = std::env::var("STOWAGE_TEST_POSTGRES").expect(
+        "STOWAGE_E2E_STORE=postgres needs STOWAGE_TEST_POSTGRES (scripts/test.sh sets both)",
+    );
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connecting to STOWAGE_TEST_POSTGRES");
+    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("creating a database for the server");
+    let mut url = url::Url::parse(&base).expect("a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
 /// The server under test: this build's, or the one `STOWAGE_BIN` names (to run these tests
 /// against another build, such as an earlier release, and see which of them it fails).
 fn binary() -> String {
@@ -75,9 +119,64 @@ impl Server {
     pub async fn start_logged(args: &[&str], log_level: &str) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut s = Self::spawn(&dir, args, log_level);
+        let store = if on_sqlite() {
+            None
+        } else {
+            Some(fresh_database().await)
+        };
+        let mut s = Self::spawn_all(&dir, args, log_level, store);
         s._tmp = Some(tmp);
         s
+    }
+
+    /// `n` replicas on a fresh PostgreSQL database, whatever `STOWAGE_E2E_STORE` says; `None`
+    /// when the run opted out of PostgreSQL (`STOWAGE_SKIP=postgres`).
+    pub async fn start_replicas(n: usize, args: &[&str]) -> Option<Server> {
+        if std::env::var("STOWAGE_TEST_POSTGRES").is_err() {
+            stowage_provider::testing::missing(
+                "postgres",
+                "set STOWAGE_TEST_POSTGRES to a PostgreSQL URL (scripts/test.sh starts a private cluster)",
+            );
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let store = fresh_database().await;
+        let mut s = Self::spawn_n(&dir, args, "info", Some(store), n);
+        s._tmp = Some(tmp);
+        Some(s)
+    }
+
+    /// The server: one process, or the replicas on `store`.
+    fn spawn_all(dir: &Path, args: &[&str], log_level: &str, store: Option<String>) -> Server {
+        let n = replica_count();
+        Self::spawn_n(dir, args, log_level, store, n)
+    }
+
+    fn spawn_n(
+        dir: &Path,
+        args: &[&str],
+        log_level: &str,
+        store: Option<String>,
+        replicas: usize,
+    ) -> Server {
+        let Some(url) = store else {
+            return Self::spawn(dir, args, log_level);
+        };
+        let mut with_store: Vec<&str> = vec!["--store", &url];
+        with_store.extend_from_slice(args);
+        let mut first = Self::spawn(dir, &with_store, log_level);
+        for i in 1..replicas {
+            let other_dir = dir.join(format!("replica-{i}"));
+            std::fs::create_dir_all(&other_dir).expect("replica directory");
+            let mut r = Self::spawn(&other_dir, &with_store, log_level);
+            first
+                .others
+                .push((r.child.take(), r.base.clone(), other_dir));
+        }
+        first.store = Some(url.clone());
+        first.extra_args = args.iter().map(|s| s.to_string()).collect();
+        first
     }
 
     fn spawn(dir: &Path, args: &[&str], log_level: &str) -> Server {
@@ -120,6 +219,9 @@ impl Server {
         Server {
             child: Some(child),
             base,
+            others: Vec::new(),
+            store: None,
+            turn: std::sync::atomic::AtomicUsize::new(0),
             data_dir: dir.to_path_buf(),
             _tmp: None,
             client: client_for(&token, ca_of(dir).as_deref()),
@@ -128,49 +230,131 @@ impl Server {
         }
     }
 
-    /// Stops the process the hard way (SIGKILL): a crash.
+    /// Stops the process (every replica) the hard way (SIGKILL): a crash.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        let others = self.others.iter_mut().map(|(c, _, _)| c);
+        for child in std::iter::once(&mut self.child).chain(others) {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Kills one replica (0 is the first) with SIGKILL and takes it out of the rotation; the
+    /// others go on serving.
+    pub fn kill_replica(&mut self, i: usize) {
+        let mut victim = if i == 0 {
+            let (child, base, _) = self.others.remove(0);
+            self.base = base;
+            std::mem::replace(&mut self.child, child)
+        } else {
+            self.others.remove(i - 1).0
+        };
+        if let Some(c) = victim.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// Asks the process to stop (SIGTERM) and waits for it; returns its exit status success.
-    pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// The replicas' addresses (one, on SQLite).
+    pub fn bases(&self) -> Vec<String> {
+        std::iter::once(self.base.clone())
+            .chain(self.others.iter().map(|(_, b, _)| b.clone()))
+            .collect()
     }
 
-    /// Starts a new process on the same data directory (after `kill` or `terminate`).
+    /// Asks the process to stop (SIGTERM) and waits for it; returns its exit status success.
+    pub fn terminate(&mut self) -> bool {
+        for (other, _, _) in &mut self.others {
+            if let Some(c) = other.take() {
+                terminate_child(c);
+            }
+        }
+        let Some(c) = self.child.take() else {
+            return true;
+        };
+        terminate_child(c)
+    }
+
+    /// Starts new processes on the same data directory and store (after `kill` or
+    /// `terminate`).
     pub async fn restart(&mut self) {
         self.kill();
         let args: Vec<String> = self.extra_args.clone();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut fresh = Self::spawn(&self.data_dir, &refs, "info");
+        let n = self.others.len() + 1;
+        let mut fresh = Self::spawn_n(&self.data_dir, &refs, "info", self.store.clone(), n);
         self.child = fresh.child.take();
+        self.others = std::mem::take(&mut fresh.others);
         self.base = std::mem::take(&mut fresh.base);
         self.client = fresh.client.clone();
     }
 
+    /// The address a request goes to: the replicas in turn.
+    fn next_base(&self) -> &str {
+        if self.others.is_empty() {
+            return &self.base;
+        }
+        let n =
+            self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (self.others.len() + 1);
+        match n {
+            0 => &self.base,
+            i => &self.others[i - 1].1,
+        }
+    }
+}
+
+/// Asks a process to stop (SIGTERM) and waits for it; returns its exit status success.
+fn terminate_child(mut c: Child) -> bool {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(Some(status)) = c.try_wait() {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Server {
+    /// What the server keeps at rest: its SQLite files, or (replicas) every row of the token
+    /// and secret tables.
+    pub async fn stored_bytes(&self) -> Vec<Vec<u8>> {
+        let Some(url) = &self.store else {
+            return [
+                self.data_dir.join("stowage.db"),
+                self.data_dir.join("stowage.db-wal"),
+            ]
+            .iter()
+            .map(|p| std::fs::read(p).unwrap_or_default())
+            .collect();
+        };
+        use sqlx::Connection as _;
+        let mut db = sqlx::PgConnection::connect(url).await.expect("the store");
+        let mut rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT convert_to(id || name || role, 'UTF8') || secret_hash FROM tokens",
+        )
+        .fetch_all(&mut db)
+        .await
+        .expect("the token table");
+        let secrets: Vec<Vec<u8>> = sqlx::query_scalar("SELECT value FROM secrets")
+            .fetch_all(&mut db)
+            .await
+            .expect("the secret table");
+        rows.extend(secrets);
+        rows
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.next_base(), path)
     }
 
     pub fn log(&self) -> String {

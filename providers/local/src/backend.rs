@@ -23,6 +23,7 @@ pub struct LocalProvider {
 impl stowage_provider::factory::Build for LocalProvider {
     const SECTION: &'static str = "local";
     const ON_BY_DEFAULT: bool = true;
+    const NODE_LOCAL: bool = true;
     type Config = Config;
 
     async fn build(

@@ -22,21 +22,41 @@ use crate::Provider;
 pub struct Env {
     /// The server's data directory (default places for a provider's own files).
     pub data_dir: PathBuf,
+    /// The installation's identity when replicas share it (kept in their database).
+    shared_installation_id: Option<String>,
 }
 
 impl Env {
     pub fn new(data_dir: impl Into<PathBuf>) -> Env {
         Env {
             data_dir: data_dir.into(),
+            shared_installation_id: None,
+        }
+    }
+
+    /// The environment of one of several replicas of one installation: they all get `id`.
+    pub fn replica(data_dir: impl Into<PathBuf>, id: String) -> Env {
+        Env {
+            data_dir: data_dir.into(),
+            shared_installation_id: Some(id),
         }
     }
 
     /// This installation's identity, made on first start and kept in
-    /// `<data-dir>/installation-id`. Providers mark what they create with it, so that two
-    /// installations sharing a backend (an NFS export) never take each other's volumes for
-    /// orphans.
+    /// `<data-dir>/installation-id` (with replicas: in their database, the same for all).
+    /// Providers mark what they create with it, so that two installations sharing a backend
+    /// (an NFS export) never take each other's volumes for orphans, while every replica of
+    /// one installation recognises what another made.
     pub fn installation_id(&self) -> Result<String, BuildError> {
-        installation_id(&self.data_dir).map_err(BuildError)
+        match &self.shared_installation_id {
+            Some(id) => Ok(id.clone()),
+            None => installation_id(&self.data_dir).map_err(BuildError),
+        }
+    }
+
+    /// A new random installation identity.
+    pub fn new_installation_id() -> String {
+        new_id()
     }
 }
 
@@ -82,6 +102,10 @@ pub trait Build: Provider + Sized {
     const SECTION: &'static str;
     /// Whether the provider is on when its section is absent.
     const ON_BY_DEFAULT: bool = false;
+    /// Whether its volumes live on the machine the provider runs on (local directories). Such
+    /// a provider cannot serve replicas, whose leader may run on any machine: a server with
+    /// replicas refuses to enable it.
+    const NODE_LOCAL: bool = false;
     /// What the section holds (`enabled` is handled by the server and never reaches it).
     type Config: DeserializeOwned + Default + Send;
 
@@ -99,6 +123,7 @@ pub type Building<'a> =
 pub trait Factory: Send + Sync {
     fn section(&self) -> &'static str;
     fn on_by_default(&self) -> bool;
+    fn node_local(&self) -> bool;
     /// Builds the provider from its section (as JSON; `null` when absent).
     fn build<'a>(&'a self, section: serde_json::Value, env: &'a Env) -> Building<'a>;
 }
@@ -112,6 +137,10 @@ impl<P: Build> Factory for TypedFactory<P> {
 
     fn on_by_default(&self) -> bool {
         P::ON_BY_DEFAULT
+    }
+
+    fn node_local(&self) -> bool {
+        P::NODE_LOCAL
     }
 
     fn build<'a>(&'a self, section: serde_json::Value, env: &'a Env) -> Building<'a> {

@@ -1,0 +1,448 @@
+//! One store test suite, run against both engines (as Garage tests its database engines):
+//! every test is written once against an [`Engine`] and instantiated for SQLite and for
+//! PostgreSQL. Tests of what only replicas can do (two stores on one database) follow.
+//!
+//! PostgreSQL comes from `STOWAGE_TEST_POSTGRES` (a URL of a database in which each test
+//! creates its own); `scripts/test.sh` starts a private cluster. Without it the PostgreSQL
+//! tests fail, unless the run opts out with `STOWAGE_SKIP=postgres`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::resources::{PersistentVolumeClaim, StorageClass};
+
+fn class(name: &str) -> AnyObject {
+    let mut sc = StorageClass::default();
+    sc.metadata.name = Some(name.into());
+    sc.provisioner = "example.com/x".into();
+    sc.into_any()
+}
+
+fn claim(ns: &str, name: &str) -> AnyObject {
+    let mut c = PersistentVolumeClaim::default();
+    c.metadata.name = Some(name.into());
+    c.metadata.namespace = Some(ns.into());
+    c.into_any()
+}
+
+/// Where a test's store lives; opening it again finds the same data.
+enum Engine {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Engine {
+    async fn sqlite() -> Engine {
+        Engine::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// A fresh database in the test cluster; `None` when the run opted out of PostgreSQL.
+    async fn postgres() -> Option<Engine> {
+        let Ok(base) = std::env::var("STOWAGE_TEST_POSTGRES") else {
+            stowage_provider::testing::missing(
+                "postgres",
+                "set STOWAGE_TEST_POSTGRES to a PostgreSQL URL (scripts/test.sh starts a private cluster)",
+            );
+            return None;
+        };
+        use sqlx::Connection as _;
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connecting to STOWAGE_TEST_POSTGRES");
+        let name = format!("store_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("creating a test database");
+        let mut url = url::Url::parse(&base).expect("a URL");
+        url.set_path(&name);
+        Some(Engine::Postgres(url.to_string()))
+    }
+
+    async fn backend(&self) -> Box<dyn Backend> {
+        match self {
+            Engine::Sqlite(dir) => Box::new(
+                SqliteBackend::open(&dir.path().join("stowage.db"))
+                    .await
+                    .unwrap(),
+            ),
+            Engine::Postgres(url) => {
+                let pool = postgres::connect(&PostgresOptions {
+                    url: url.clone(),
+                    pool_size: 4,
+                    timeout: Duration::from_secs(10),
+                    window: Duration::from_secs(600),
+                })
+                .await
+                .unwrap();
+                Box::new(
+                    PostgresBackend::open(pool, Duration::from_secs(600))
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+
+    /// A store on this engine (another replica, with PostgreSQL, when opened again).
+    async fn open(&self) -> Store {
+        Store::with_backend(self.backend().await, StoreOptions::default())
+            .await
+            .unwrap()
+    }
+}
+
+/// Counts commits, to see group commit at work; passes everything else through.
+struct Counting {
+    inner: Box<dyn Backend>,
+    commits: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Counting {
+    async fn load(&mut self) -> anyhow::Result<Loaded> {
+        self.inner.load().await
+    }
+    async fn begin(&mut self, known: Rv) -> anyhow::Result<CatchUp> {
+        self.inner.begin(known).await
+    }
+    async fn commit(&mut self, rows: &[Row]) -> anyhow::Result<()> {
+        if !rows.is_empty() {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.commit(rows).await
+    }
+    async fn follow(&mut self, known: Rv) -> anyhow::Result<CatchUp> {
+        self.inner.follow(known).await
+    }
+    fn remote_commits(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.remote_commits()
+    }
+    fn head(&self) -> Option<Arc<dyn Head>> {
+        self.inner.head()
+    }
+    async fn compact(&mut self, up_to: Rv) -> anyhow::Result<()> {
+        self.inner.compact(up_to).await
+    }
+}
+
+/// Instantiates each listed test (an `async fn(Engine)`) for both engines.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Engine::sqlite().await).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(engine) = super::Engine::postgres().await {
+                        super::$name(engine).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    a_group_write_applies_all_or_nothing,
+    preconditions_name_the_failing_operation,
+    concurrent_writes_share_commits,
+    watchers_see_each_change_once_in_order,
+    a_closed_store_refuses_writes_after_finishing_queued_ones,
+    everything_survives_a_reopen,
+);
+
+async fn a_group_write_applies_all_or_nothing(engine: Engine) {
+    let store = engine.open().await;
+    let a = store
+        .write(vec![WriteOp::create(class("a"))])
+        .await
+        .unwrap()
+        .remove(0);
+    let err = store
+        .write(vec![
+            WriteOp::create(class("b")),
+            WriteOp::update(class("a"), a.rv + 100),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Conflict { op: 1, .. }), "{err:?}");
+    assert!(
+        store
+            .get(Kind::StorageClass, &ObjectKey::cluster("b"))
+            .is_none()
+    );
+    let rv_before = store.current_rv();
+    let both = store
+        .write(vec![
+            WriteOp::create(class("b")),
+            WriteOp::update(class("a"), a.rv),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 2);
+    assert!(both[0].rv > rv_before && both[1].rv == both[0].rv + 1);
+}
+
+async fn preconditions_name_the_failing_operation(engine: Engine) {
+    let store = engine.open().await;
+    store
+        .write(vec![WriteOp::create(class("x"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .write(vec![WriteOp::create(class("x"))])
+            .await
+            .unwrap_err(),
+        WriteError::AlreadyExists { op: 0 }
+    );
+    assert_eq!(
+        store
+            .write(vec![WriteOp::delete(
+                Kind::StorageClass,
+                ObjectKey::cluster("nope"),
+                1
+            )])
+            .await
+            .unwrap_err(),
+        WriteError::NotFound { op: 0 }
+    );
+    assert!(
+        store
+            .write(vec![
+                WriteOp::create(class("y")),
+                WriteOp::create(class("y"))
+            ])
+            .await
+            .is_err()
+    );
+}
+
+async fn concurrent_writes_share_commits(engine: Engine) {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let backend = Counting {
+        inner: engine.backend().await,
+        commits: commits.clone(),
+    };
+    let store = Store::with_backend(Box::new(backend), StoreOptions::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(vec![WriteOp::create(claim("ns", &format!("c{i}")))])
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), 500);
+    let n = commits.load(Ordering::SeqCst);
+    assert!(n < 250, "500 concurrent writes took {n} commits");
+}
+
+async fn watchers_see_each_change_once_in_order(engine: Engine) {
+    let store = engine.open().await;
+    let (_, rv, mut watcher) = store.snapshot_and_watch(&[]);
+    for i in 0..10 {
+        store
+            .write(vec![WriteOp::create(class(&format!("c{i}")))])
+            .await
+            .unwrap();
+    }
+    let mut last = rv;
+    for _ in 0..10 {
+        let e = watcher.next().await.unwrap();
+        assert_eq!(e.rv, last + 1);
+        last = e.rv;
+    }
+    assert!(watcher.try_next().is_none());
+}
+
+async fn a_closed_store_refuses_writes_after_finishing_queued_ones(engine: Engine) {
+    let store = engine.open().await;
+    let queued = {
+        let store = store.clone();
+        tokio::spawn(async move { store.write(vec![WriteOp::create(class("q"))]).await })
+    };
+    tokio::task::yield_now().await;
+    store.close().await;
+    let after = store.write(vec![WriteOp::create(class("late"))]).await;
+    assert!(matches!(after, Err(WriteError::Unavailable(_))));
+    // The queued write either committed or was refused; never lost after acknowledgement.
+    if queued.await.unwrap().is_ok() {
+        let reopened = engine.open().await;
+        assert!(
+            reopened
+                .get(Kind::StorageClass, &ObjectKey::cluster("q"))
+                .is_some()
+        );
+    }
+}
+
+async fn everything_survives_a_reopen(engine: Engine) {
+    let store = engine.open().await;
+    let a = store
+        .write(vec![WriteOp::create(class("kept"))])
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .write(vec![WriteOp::create(class("gone"))])
+        .await
+        .unwrap();
+    let gone = store
+        .get(Kind::StorageClass, &ObjectKey::cluster("gone"))
+        .unwrap();
+    store
+        .write(vec![WriteOp::delete(
+            Kind::StorageClass,
+            ObjectKey::cluster("gone"),
+            gone.rv,
+        )])
+        .await
+        .unwrap();
+    let newest = store.current_rv();
+    store.close().await;
+    let again = engine.open().await;
+    assert_eq!(again.current_rv(), newest, "resourceVersions never go back");
+    let kept = again
+        .get(Kind::StorageClass, &ObjectKey::cluster("kept"))
+        .unwrap();
+    assert_eq!(kept.rv, a.rv);
+    assert!(
+        again
+            .get(Kind::StorageClass, &ObjectKey::cluster("gone"))
+            .is_none()
+    );
+    // Watches resume across the restart from the retained log.
+    let mut w = again.watch_from(a.rv).unwrap();
+    let e = w.next().await.unwrap();
+    assert_eq!(e.rv, a.rv + 1);
+}
+
+/// Two replicas on one PostgreSQL database, for the tests below.
+async fn replicas() -> Option<(Engine, Store, Store)> {
+    let engine = Engine::postgres().await?;
+    let a = engine.open().await;
+    let b = engine.open().await;
+    Some((engine, a, b))
+}
+
+async fn next_within(w: &mut Watcher, limit: Duration) -> Arc<WatchEvent> {
+    tokio::time::timeout(limit, w.next())
+        .await
+        .expect("a change within the limit")
+        .expect("a change")
+}
+
+#[tokio::test]
+async fn replicas_never_both_win_a_precondition() {
+    let Some((_engine, a, b)) = replicas().await else {
+        return;
+    };
+    // Both replicas create the same names at once: each name is made exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        for store in [a.clone(), b.clone()] {
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(vec![WriteOp::create(class(&format!("race{i}")))])
+                    .await
+            }));
+        }
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(WriteError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(won, 50, "each name created exactly once");
+
+    // Both update one object from the same version: one wins, the other conflicts, even
+    // though the loser's cache had not seen the winner's write when it checked.
+    b.sync().await.unwrap();
+    let seen = b
+        .get(Kind::StorageClass, &ObjectKey::cluster("race0"))
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        a.write(vec![WriteOp::update(class("race0"), seen.rv)]),
+        b.write(vec![WriteOp::update(class("race0"), seen.rv)]),
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
+    let loser = if ra.is_err() { ra } else { rb };
+    assert!(
+        matches!(loser, Err(WriteError::Conflict { .. })),
+        "{loser:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_replica_follows_every_commit_in_one_gapless_order() {
+    let Some((_engine, a, b)) = replicas().await else {
+        return;
+    };
+    let (_, start, mut on_b) = b.snapshot_and_watch(&[]);
+    let mut writes = Vec::new();
+    for i in 0..100 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        writes.push(tokio::spawn(async move {
+            store
+                .write(vec![WriteOp::create(claim("ns", &format!("c{i}")))])
+                .await
+                .unwrap()
+        }));
+    }
+    for w in writes {
+        w.await.unwrap();
+    }
+    // B's watch sees all 100, from both replicas, each resourceVersion once, in order.
+    let mut last = start;
+    for _ in 0..100 {
+        let e = next_within(&mut on_b, Duration::from_secs(5)).await;
+        assert_eq!(e.rv, last + 1, "no gap, no reordering");
+        last = e.rv;
+    }
+    // A consistent read on A sees B's writes at once.
+    a.sync().await.unwrap();
+    assert_eq!(a.count(Kind::PersistentVolumeClaim), 100);
+    assert_eq!(a.current_rv(), b.current_rv());
+}
+
+#[tokio::test]
+async fn a_watch_resumes_on_another_replica_from_a_version_the_first_served() {
+    let Some((_engine, a, b)) = replicas().await else {
+        return;
+    };
+    let first = a
+        .write(vec![WriteOp::create(class("one"))])
+        .await
+        .unwrap()
+        .remove(0);
+    a.write(vec![WriteOp::create(class("two"))]).await.unwrap();
+    // The client saw `first` on A; it reconnects to B and resumes from there.
+    let mut w = b.watch_from(first.rv).unwrap();
+    let e = next_within(&mut w, Duration::from_secs(5)).await;
+    assert_eq!(e.object.key.name, "two");
+    // And follows on (how fast: `cargo bench --bench replicas`).
+    a.write(vec![WriteOp::create(class("three"))])
+        .await
+        .unwrap();
+    let e = next_within(&mut w, Duration::from_secs(5)).await;
+    assert_eq!(e.object.key.name, "three");
+}
