@@ -19,11 +19,12 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
 }
 
-/// The admin token the server wrote into its kubeconfig; every benchmark request carries it.
-static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The admin token the newest server wrote into its kubeconfig; every benchmark request
+/// carries it (replicas of one database share theirs).
+static TOKEN: parking_lot::RwLock<String> = parking_lot::RwLock::new(String::new());
 
-fn token() -> &'static str {
-    TOKEN.get().map(String::as_str).unwrap_or_default()
+fn token() -> String {
+    TOKEN.read().clone()
 }
 
 impl Server {
@@ -65,7 +66,7 @@ impl Server {
             .expect("an admin token in the kubeconfig")
             .trim()
             .to_string();
-        let _ = TOKEN.set(admin);
+        *TOKEN.write() = admin;
         Server {
             child,
             addr,

@@ -289,8 +289,8 @@ struct Inner {
     published: notify::Sender<Rv>,
     writer: mpsc::Sender<WriterMessage>,
     options: StoreOptions,
-    /// The database's newest version, when other replicas write to it too.
-    head: Option<Arc<dyn Head>>,
+    /// Asks the database's newest version, when other replicas write to it too.
+    head: Option<HeadQueries>,
     /// Wakes the writer to follow other replicas' commits.
     follow: Arc<tokio::sync::Notify>,
 }
@@ -340,6 +340,57 @@ fn decode(kind: &str, rv: i64, data: &[u8]) -> anyhow::Result<Option<Stored>> {
 
 fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
+}
+
+/// The database's newest version for many concurrent callers, with one query in flight at a
+/// time: each caller takes a ticket and gets the answer of a query that started after it
+/// asked (so the answer is as new as its own question), while the callers that arrived during
+/// a query share the next one. Under load, one query serves a whole batch of requests.
+struct HeadQueries {
+    asked: Arc<std::sync::atomic::AtomicU64>,
+    wake: Arc<tokio::sync::Notify>,
+    answers: notify::Receiver<(u64, Result<Rv, String>)>,
+}
+
+impl HeadQueries {
+    fn start(head: Arc<dyn Head>) -> HeadQueries {
+        let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (tx, answers) = notify::channel((0, Ok(0)));
+        let (asked_, wake_) = (asked.clone(), wake.clone());
+        tokio::spawn(async move {
+            let mut answered = 0;
+            loop {
+                let ticket = asked_.load(std::sync::atomic::Ordering::SeqCst);
+                if ticket == answered {
+                    // A caller that asks after this load finds the permit `notify_one` left.
+                    wake_.notified().await;
+                    continue;
+                }
+                let rv = head.current_rv().await.map_err(|e| e.to_string());
+                answered = ticket;
+                if tx.send((ticket, rv)).is_err() {
+                    return; // the store is gone
+                }
+            }
+        });
+        HeadQueries {
+            asked,
+            wake,
+            answers,
+        }
+    }
+
+    async fn current_rv(&self) -> Result<Rv, String> {
+        let ticket = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let mut answers = self.answers.clone();
+        self.wake.notify_one();
+        let answer = answers
+            .wait_for(|(answered, _)| *answered >= ticket)
+            .await
+            .map_err(|_| "the store is closed".to_string())?;
+        answer.1.clone()
+    }
 }
 
 /// How long a read waits for this replica to catch up before it is refused (503).
@@ -457,7 +508,7 @@ impl Store {
             published,
             writer,
             options,
-            head,
+            head: head.map(HeadQueries::start),
             follow,
         });
         (inner, rx)

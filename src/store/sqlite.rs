@@ -64,7 +64,12 @@ impl SqliteBackend {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(5))
             .statement_cache_capacity(256)
-            .disable_statement_logging();
+            .disable_statement_logging()
+            // SQLite writes whole pages, and the unused parts of a fresh page buffer hold
+            // whatever the process had in that memory before (request headers with bearer
+            // tokens, say). FAST zeroes new pages and deleted content without extra I/O, so
+            // nothing but the database's own data reaches the disk.
+            .pragma("secure_delete", "FAST");
         let mut conn = SqliteConnection::connect_with(&options)
             .await
             .with_context(|| format!("opening {}", path.display()))?;

@@ -446,3 +446,38 @@ async fn a_watch_resumes_on_another_replica_from_a_version_the_first_served() {
     let e = next_within(&mut w, Duration::from_secs(5)).await;
     assert_eq!(e.object.key.name, "three");
 }
+
+/// A database head whose answer is the number of queries started so far (including itself):
+/// an answer shows when its query started.
+struct CountingHead(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl Head for CountingHead {
+    async fn current_rv(&self) -> anyhow::Result<Rv> {
+        let started = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok(started)
+    }
+}
+
+#[tokio::test]
+async fn concurrent_consistent_reads_share_head_queries_but_never_an_older_answer() {
+    let head = Arc::new(CountingHead(std::sync::atomic::AtomicU64::new(0)));
+    let queries = Arc::new(HeadQueries::start(head.clone()));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let queries = queries.clone();
+        let head = head.clone();
+        tasks.push(tokio::spawn(async move {
+            // Queries numbered up to `before` started before this caller asked: too old.
+            let before = head.0.load(Ordering::SeqCst);
+            let answer = queries.current_rv().await.unwrap();
+            assert!(answer > before, "an answer from before the question");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let made = head.0.load(Ordering::SeqCst);
+    assert!(made < 50, "200 concurrent callers made {made} queries");
+}
