@@ -234,3 +234,37 @@ async fn the_local_provider_is_refused_with_replicas() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn losing_a_follower_under_load_loses_no_acknowledged_write() {
+    let Some(mut s) = Server::start_replicas(3, &[]).await else {
+        return;
+    };
+    let (leading, leader_id) = s
+        .eventually(Duration::from_secs(10), "a leader", || async {
+            leader(&s).await
+        })
+        .await;
+    let follower = (0..3).find(|i| *i != leading).unwrap();
+    // Writes go to every replica in turn; a follower dies in the middle. Every write the
+    // survivors acknowledged is kept, and leadership does not move.
+    let mut acknowledged = Vec::new();
+    for i in 0..90 {
+        if i == 30 {
+            s.kill_replica(follower);
+        }
+        let (code, v) = s.post(&pvcs("f"), &pvc(&format!("c{i}"), "1Gi")).await;
+        assert_eq!(code, StatusCode::CREATED, "claim {i}: {v}");
+        acknowledged.push(format!("c{i}"));
+    }
+    let (_, list) = s.get(&pvcs("f")).await;
+    let stored: BTreeSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, acknowledged.into_iter().collect::<BTreeSet<_>>());
+    let (_, still) = leader(&s).await.expect("a leader");
+    assert_eq!(still, leader_id, "losing a follower moved the leadership");
+}
