@@ -286,12 +286,22 @@ impl Tokens {
     ) -> anyhow::Result<(TokenInfo, String)> {
         let id = token_id();
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32));
-        let created_at = now();
+        // Expiry is kept in whole seconds, rounded up: a token lives at least its TTL (a
+        // token made at 12:00:00.9 with a TTL of 1 s would otherwise die 0.1 s later).
+        let made = jiff::Timestamp::now();
+        let created_at = made.as_second();
+        let fraction_started = made.subsec_nanosecond() > 0;
         let expires_at = match ttl_seconds {
             None => None,
-            Some(t) => Some(created_at.checked_add(t).filter(|_| t > 0).ok_or_else(|| {
-                anyhow::anyhow!("a token's lifetime must be positive and finite")
-            })?),
+            Some(t) => Some(
+                created_at
+                    .checked_add(t)
+                    .and_then(|e| e.checked_add(i64::from(fraction_started)))
+                    .filter(|_| t > 0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("a token's lifetime must be positive and finite")
+                    })?,
+            ),
         };
         let secret_hash = hash(&secret);
         match &self.db {

@@ -1005,6 +1005,21 @@ fn applied_object<T: KindStrategy>(
             .collect();
         patch::remove_fields(&mut doc, &unowned);
     }
+    // As Kubernetes' IgnoreManagedFieldsTimestampsTransformer: an apply that changes neither
+    // the object nor what the manager owns keeps the entry's time, so that it stays a no-op
+    // (same resourceVersion) even across a second boundary.
+    let fields_v1 = applied_set.to_fields_v1();
+    let kept_time = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply"))
+        .filter(|e| e.fields_v1.as_ref().map(|f| &f.0) == Some(&fields_v1))
+        .and_then(|e| e.time.clone())
+        .filter(|_| {
+            current.is_some_and(|c| {
+                serde_json::from_slice::<Value>(&c.json)
+                    .is_ok_and(|old| without_managed_fields(&old) == without_managed_fields(&doc))
+            })
+        });
     entries.retain(|e| {
         !(e.manager.as_deref() == Some(&manager) && e.operation.as_deref() == Some("Apply"))
     });
@@ -1012,10 +1027,10 @@ fn applied_object<T: KindStrategy>(
         manager: Some(manager),
         operation: Some("Apply".into()),
         api_version: Some(i.api_version.into()),
-        time: Some(now()),
+        time: kept_time.or_else(|| Some(now())),
         fields_type: Some("FieldsV1".into()),
         fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-            applied_set.to_fields_v1(),
+            fields_v1,
         )),
         subresource: None,
     });
@@ -1065,6 +1080,19 @@ fn normalize_meta(meta: &mut ObjectMeta) {
     if meta.owner_references.as_ref().is_some_and(Vec::is_empty) {
         meta.owner_references = None;
     }
+}
+
+/// A document without `metadata.managedFields`, `apiVersion` and `kind`, to compare contents.
+fn without_managed_fields(doc: &Value) -> Value {
+    let mut d = doc.clone();
+    if let Some(m) = d.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+    }
+    d
 }
 
 /// Server-owned metadata survives every update from a client.
