@@ -144,11 +144,14 @@ fn random(bytes: usize) -> Vec<u8> {
     buf
 }
 
+/// A token id: `ID_LEN` characters of `ID_ALPHABET`.
+const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+const ID_LEN: usize = 10;
+
 fn token_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    random(10)
+    random(ID_LEN)
         .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .map(|b| ID_ALPHABET[*b as usize % ID_ALPHABET.len()] as char)
         .collect()
 }
 
@@ -231,8 +234,13 @@ impl Tokens {
             .and_then(|t| t.strip_prefix("stw_"))
             .and_then(|rest| rest.split_once('_'))
             .map(|(id, _)| id.to_string());
-        let Some(id) = id.filter(|id| first.is_err() && !self.entries.read().contains_key(id))
-        else {
+        // Only a well-formed id this replica does not know costs a query: garbage sent by
+        // anyone without a token is refused from memory, as before.
+        let well_formed =
+            |id: &String| id.len() == ID_LEN && id.bytes().all(|b| ID_ALPHABET.contains(&b));
+        let Some(id) = id.filter(|id| {
+            first.is_err() && well_formed(id) && !self.entries.read().contains_key(id)
+        }) else {
             return first;
         };
         let row: Option<RawRow> = sqlx::query_as(
