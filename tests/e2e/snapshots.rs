@@ -83,12 +83,9 @@ async fn a_snapshot_becomes_ready_and_a_new_claim_starts_from_it() {
         .to_string();
     assert!(handle.starts_with("snap-snapshot-"), "{handle}");
     assert!(ready["status"]["creationTime"].is_string(), "{ready}");
-    let reasons = s.event_reasons("snap", "nightly").await;
-    assert!(
-        reasons.iter().any(|(r, _)| r == "SnapshotCreated")
-            && reasons.iter().any(|(r, _)| r == "SnapshotReady"),
-        "{reasons:?}"
-    );
+    // Events are recorded after the status is written (the recorder batches them): wait.
+    s.wait_for_event("snap", "nightly", "SnapshotCreated").await;
+    s.wait_for_event("snap", "nightly", "SnapshotReady").await;
 
     // Restored into a claim at least as large: provisioned (never statically bound).
     s.post(PV, &host_path_pv("empty-static", "5Gi")).await;
