@@ -79,6 +79,7 @@ else
     snapshots::deleting_a_snapshot_deletes_the_providers_copy_first
     security::rate_and_watch_limits_apply_per_token
     security::token_management_revocation_and_expiry
+    node_agent::a_ node_agent::the_node_authorizer
   )
   skip_args=()
   for t in "${not_on_replicas[@]}"; do skip_args+=(--skip "$t"); done

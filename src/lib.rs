@@ -18,6 +18,7 @@ pub mod controllers;
 pub mod error;
 pub mod machinery;
 pub mod metrics;
+pub mod node;
 pub mod providers;
 pub mod registry;
 pub mod resources;

@@ -92,6 +92,7 @@ pub fn describe(p: &dyn Provider) -> serde_json::Value {
             "dynamicProvisioning": c.dynamic_provisioning,
             "attachRequired": c.attach_required,
             "expansion": c.expansion,
+            "nodeExpansion": c.node_expansion,
             "snapshots": c.snapshots,
             "topology": c.topology,
             "accessModes": c.access_modes.iter().map(|m| m.as_str()).collect::<Vec<_>>(),

@@ -73,7 +73,7 @@ pub async fn handle(
             plural,
         );
     };
-    let vis = match auth::authorize(&req.identity, verb, &target) {
+    let vis = match auth::authorize(&req.identity, verb, &target, state.registry.store()) {
         Ok(v) => v,
         Err(e) => return with_info(e.into_response(), verb.as_str(), plural),
     };
@@ -141,7 +141,7 @@ async fn dispatch<T: KindStrategy>(
     let opts = WriteOptions {
         dry_run: query.dry_run,
         field_manager: query.field_manager.clone(),
-        guard: auth::guard(&identity, target),
+        guard: auth::guard(&identity, target, state.registry.store()),
     };
     match (&req.method, target.name.as_deref()) {
         (&Method::GET, Some(name)) => {

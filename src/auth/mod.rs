@@ -6,8 +6,11 @@
 //! - `namespace:<ns>`: PersistentVolumeClaims, VolumeSnapshots, Pods and Events in `<ns>`
 //!   (but not the status of claims and snapshots, which controllers own); read StorageClasses;
 //!   nothing else cluster-scoped;
-//! - `node:<name>`: its own Node and its Lease in `stowage-node-lease`; read the
-//!   VolumeAttachments to it and update their status; read the pods on it.
+//! - `node:<name>`, Kubernetes' Node authorizer: its own Node and its Lease in
+//!   `stowage-node-lease`; read the VolumeAttachments to it and update their status; read the
+//!   pods on it; and, by a check of the object graph, get exactly the claims those pods use
+//!   (and update their status, to finish a filesystem expansion) and the volumes bound to
+//!   them or attached to it; file events about itself and its pods.
 //!
 //! Lists and watches are filtered to what the caller may see (an all-namespace list by a
 //! namespace token returns its namespace only). A refusal is 403 whether or not the object
@@ -27,7 +30,7 @@ use crate::registry::Guard;
 use crate::resources::names::LEASE_NAMESPACE;
 use crate::resources::target::Target;
 use crate::resources::{AnyObject, Kind, Node, Pod, Subresource, names, pod};
-use crate::store::Stored;
+use crate::store::{Store, Stored};
 
 pub mod kubeconfig;
 pub mod tls;
@@ -149,8 +152,14 @@ pub fn forbidden(identity: &Identity, verb: Verb, target: &Target) -> ApiError {
     ))
 }
 
-/// Decides a request on a resource.
-pub fn authorize(identity: &Identity, verb: Verb, target: &Target) -> Result<Visibility, ApiError> {
+/// Decides a request on a resource. `graph` is the cache the node authorizer's graph checks
+/// read (which pods run on a node, which claims they use).
+pub fn authorize(
+    identity: &Identity,
+    verb: Verb,
+    target: &Target,
+    graph: &Store,
+) -> Result<Visibility, ApiError> {
     let status = target.subresource == Some(Subresource::Status);
     let deny = || Err(forbidden(identity, verb, target));
     match &identity.role {
@@ -219,10 +228,66 @@ pub fn authorize(identity: &Identity, verb: Verb, target: &Target) -> Result<Vis
                 Kind::Pod if verb.is_read() => Ok(Visibility::Only(Arc::new(move |s| {
                     pod::node_name(s.typed::<Pod>()) == Some(node.as_str())
                 }))),
+                // One object at a time, as Kubernetes' Node authorizer: what a node may see
+                // changes as pods come and go, which a list or a watch cannot follow.
+                Kind::PersistentVolumeClaim
+                    if verb == Verb::Get
+                        || (matches!(verb, Verb::Update | Verb::Patch) && status) =>
+                {
+                    let graph = graph.clone();
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        claim_used_on(&graph, &node, &s.key.namespace, &s.key.name)
+                    })))
+                }
+                Kind::PersistentVolume if verb == Verb::Get => {
+                    let graph = graph.clone();
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        volume_used_on(&graph, &node, s)
+                    })))
+                }
+                Kind::Event if verb == Verb::Create => Ok(Visibility::All),
                 _ => deny(),
             }
         }
     }
+}
+
+/// Whether a pod scheduled to `node` uses the claim `namespace/claim`.
+fn claim_used_on(graph: &Store, node: &str, namespace: &str, claim: &str) -> bool {
+    graph.list(Kind::Pod, Some(namespace)).0.iter().any(|p| {
+        let p = p.typed::<Pod>();
+        pod::node_name(p) == Some(node) && pod::claim_names(p).any(|c| c == claim)
+    })
+}
+
+/// Whether the volume is bound to a claim a pod on `node` uses, or attached to `node`.
+fn volume_used_on(graph: &Store, node: &str, volume: &Stored) -> bool {
+    let AnyObject::PersistentVolume(pv) = &volume.object else {
+        return false;
+    };
+    let claim = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+    if let Some(c) = claim
+        && claim_used_on(
+            graph,
+            node,
+            c.namespace.as_deref().unwrap_or_default(),
+            c.name.as_deref().unwrap_or_default(),
+        )
+    {
+        return true;
+    }
+    graph
+        .list(Kind::VolumeAttachment, None)
+        .0
+        .iter()
+        .any(|s| match &s.object {
+            AnyObject::VolumeAttachment(va) => {
+                va.spec.node_name == node
+                    && va.spec.source.persistent_volume_name.as_deref()
+                        == Some(volume.key.name.as_str())
+            }
+            _ => false,
+        })
 }
 
 /// Events in `ns` about objects in `ns` (not about cluster-scoped objects filed there).
@@ -240,12 +305,18 @@ fn own_events(ns: &str) -> Visibility {
 /// The writer's own restrictions on what a write may store, beyond which objects it may touch:
 /// checked by the registry on the object as it would be stored, after every patch. `None`
 /// when the role has none.
-pub fn guard(identity: &Identity, target: &Target) -> Option<Guard> {
+pub fn guard(identity: &Identity, target: &Target, graph: &Store) -> Option<Guard> {
     match (&identity.role, target.kind) {
         (Role::Node(node), Kind::Node) => {
             let node = node.clone();
             Some(Guard(Arc::new(move |old, new| {
                 node_restriction(&node, old, new)
+            })))
+        }
+        (Role::Node(node), Kind::Event) => {
+            let (node, graph) = (node.clone(), graph.clone());
+            Some(Guard(Arc::new(move |_, new| {
+                node_event(&graph, &node, new)
             })))
         }
         (Role::Namespace(ns), Kind::Event) => {
@@ -338,6 +409,32 @@ fn tenant_event(ns: &str, new: &AnyObject) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// A node files events about itself and about the pods scheduled to it, nothing else.
+fn node_event(graph: &Store, node: &str, new: &AnyObject) -> Result<(), ApiError> {
+    let AnyObject::Event(e) = new else {
+        return Ok(());
+    };
+    let r = &e.involved_object;
+    let allowed = match r.kind.as_deref() {
+        Some("Node") => r.name.as_deref() == Some(node),
+        Some("Pod") => {
+            let ns = r.namespace.as_deref().unwrap_or_default();
+            e.metadata.namespace.as_deref() == Some(ns)
+                && graph
+                    .get_typed::<Pod>(ns, r.name.as_deref().unwrap_or_default())
+                    .is_some_and(|p| pod::node_name(p.typed::<Pod>()) == Some(node))
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "node \"{node}\" may only file events about itself and the pods scheduled to it"
+        )))
+    }
 }
 
 /// Which namespaces a caller may see (namespaces are not stored objects; see `api`).
@@ -523,8 +620,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn viewers_read_everything_and_write_nothing() {
+    async fn graph() -> Store {
+        Store::in_memory(Default::default()).await
+    }
+
+    #[tokio::test]
+    async fn viewers_read_everything_and_write_nothing() {
+        let g = graph().await;
+        let authorize = |i: &Identity, v: Verb, t: &Target| super::authorize(i, v, t, &g);
         let v = who("viewer");
         assert!(authorize(&v, Verb::List, &target(Kind::PersistentVolume, None, None)).is_ok());
         assert_eq!(
@@ -540,8 +643,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn namespace_tokens_stay_in_their_namespace() {
+    #[tokio::test]
+    async fn namespace_tokens_stay_in_their_namespace() {
+        let g = graph().await;
+        let authorize = |i: &Identity, v: Verb, t: &Target| super::authorize(i, v, t, &g);
         let t = who("namespace:a");
         assert!(
             authorize(

@@ -77,6 +77,7 @@ pub struct ConnectionArgs {
     pub insecure_skip_tls_verify: bool,
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     pub server: String,

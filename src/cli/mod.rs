@@ -49,6 +49,11 @@ pub enum Command {
         after_help = "Examples:\n  stowage serve\n  stowage serve --listen 0.0.0.0:8470 --config stowage.yaml"
     )]
     Serve(ServeArgs),
+    /// Run the node agent: mount the volumes of this node's pods (as root, on each node).
+    #[command(
+        after_help = "Examples:\n  stowage node --node-name node-1 --kubeconfig node-1.kubeconfig\n  stowage node --node-name node-1 --server https://10.0.0.1:8470 --token <node:node-1 token> --root /var/lib/stowage-node"
+    )]
+    Node(crate::node::NodeArgs),
     /// List or show objects as tables, YAML, JSON or names.
     #[command(
         after_help = "Examples:\n  stowage get sc\n  stowage get pvc -A\n  stowage get pvc data -n team-a -o yaml\n  stowage get pv -l tier=gold -o wide\n  stowage get pvc -w"
@@ -130,7 +135,9 @@ fn init_tracing() {
 async fn run(cli: Cli) -> CliResult<()> {
     let conn = cli.connection;
     match cli.command {
-        Command::Serve(_) | Command::Completion { .. } => unreachable!("handled before connecting"),
+        Command::Serve(_) | Command::Node(_) | Command::Completion { .. } => {
+            unreachable!("handled before connecting")
+        }
         Command::Get(args) => get::run(&conn, args).await,
         Command::Describe(args) => describe::run(&conn, args).await,
         Command::Apply(args) => apply::apply(&conn, args).await,
@@ -178,6 +185,23 @@ pub fn main_with(providers: Vec<Box<dyn stowage_provider::factory::Factory>>) ->
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Node(args) => {
+            init_tracing();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::node::run(&cli.connection, args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", e.message);
+                    e.exit_code()
                 }
             }
         }

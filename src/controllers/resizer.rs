@@ -2,6 +2,10 @@
 //! through the provider; the volume's capacity and the claim's `status.capacity` follow, in one
 //! write. Claims never shrink (the API refuses it), and only classes with
 //! `allowVolumeExpansion` may grow (admission refuses the rest).
+//!
+//! A provider with `node_expansion` (a block device) grows the device only: the claim then
+//! carries `FileSystemResizePending` and keeps its old capacity until the node agent that
+//! mounts it has grown the filesystem, as Kubernetes' kubelet finishes a resize.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +102,18 @@ impl Reconciler for Resizer {
             return Ok(Action::await_change());
         };
         let v: &PersistentVolume = volume.typed();
+        let volume_bytes = v
+            .spec
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            .and_then(crate::machinery::quantity::bytes_of);
+        if pvc::has_condition(c, pvc::FILE_SYSTEM_RESIZE_PENDING)
+            && volume_bytes.is_some_and(|b| b >= wanted)
+        {
+            // The device is big enough already: the node agent's turn.
+            return Ok(Action::await_change());
+        }
         let Some(csi) = v.spec.as_ref().and_then(|s| s.csi.clone()) else {
             self.ctx.recorder.warning(COMPONENT, &claim.object, "ExternalExpanding", "the claim's volume has no provider here to expand it; an administrator must grow it");
             return Ok(Action::await_change());
@@ -143,11 +159,29 @@ impl Reconciler for Resizer {
         let mut new_claim = c.clone();
         let status = new_claim.status.get_or_insert_with(Default::default);
         let done = expanded.in_progress.is_none() && expanded.capacity_bytes >= wanted;
+        let block_mode = v.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) == Some("Block");
+        let on_node = done && provider.capabilities().node_expansion && !block_mode;
         status
             .conditions
             .get_or_insert_with(Vec::new)
-            .retain(|c| c.type_ != "Resizing");
-        if done {
+            .retain(|c| c.type_ != "Resizing" && c.type_ != pvc::FILE_SYSTEM_RESIZE_PENDING);
+        if on_node {
+            // The device has grown; the filesystem grows where it is mounted.
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(PersistentVolumeClaimCondition {
+                    type_: pvc::FILE_SYSTEM_RESIZE_PENDING.into(),
+                    status: "True".into(),
+                    reason: None,
+                    message: Some(
+                        "Waiting for user to (re-)start a pod to finish file system resize of volume on node."
+                            .into(),
+                    ),
+                    last_transition_time: Some(Time(jiff::Timestamp::now())),
+                    last_probe_time: None,
+                });
+        } else if done {
             status
                 .capacity
                 .get_or_insert_with(Default::default)
@@ -175,7 +209,18 @@ impl Reconciler for Resizer {
                 Write::update(new_claim, claim.rv, Subresource::Status),
             ])
             .await?;
-        if done {
+        if on_node {
+            self.ctx.recorder.normal(
+                COMPONENT,
+                &claim.object,
+                "FileSystemResizeRequired",
+                format!(
+                    "volume {volume_name} expanded to {}; its filesystem grows on the node that mounts it",
+                    size.0
+                ),
+            );
+            Ok(Action::await_change())
+        } else if done {
             self.ctx.recorder.normal(
                 COMPONENT,
                 &claim.object,

@@ -34,6 +34,17 @@ pub fn phase(pvc: &PersistentVolumeClaim) -> Option<Phase> {
 }
 
 /// Whether the claim is bound to a volume.
+/// The claim's condition while its filesystem waits to be grown on a node.
+pub const FILE_SYSTEM_RESIZE_PENDING: &str = "FileSystemResizePending";
+
+/// Whether the claim has the condition `type_` set to True.
+pub fn has_condition(pvc: &PersistentVolumeClaim, type_: &str) -> bool {
+    pvc.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
 pub fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
     phase(pvc) == Some(Phase::Bound)
 }

@@ -12,6 +12,7 @@ mod durability;
 mod ebs;
 mod hostile;
 mod nfs;
+mod node_agent;
 mod provisioning;
 mod replicas;
 mod security;

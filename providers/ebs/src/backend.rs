@@ -167,6 +167,7 @@ impl Provider for EbsProvider {
             dynamic_provisioning: true,
             attach_required: true,
             expansion: true,
+            node_expansion: true,
             snapshots: true,
             access_modes: vec![AccessMode::ReadWriteOnce, AccessMode::ReadWriteOncePod],
             topology: true,

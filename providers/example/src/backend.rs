@@ -57,6 +57,7 @@ impl Provider for ExampleProvider {
             dynamic_provisioning: true,
             attach_required: false,
             expansion: true,
+            node_expansion: false,
             snapshots: false,
             access_modes: vec![AccessMode::ReadWriteOnce],
             topology: false,

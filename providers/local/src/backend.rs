@@ -125,6 +125,7 @@ impl Provider for LocalProvider {
             dynamic_provisioning: true,
             attach_required: false,
             expansion: true,
+            node_expansion: false,
             snapshots: false,
             access_modes: vec![
                 AccessMode::ReadWriteOnce,

@@ -154,6 +154,7 @@ impl Provider for NfsProvider {
             dynamic_provisioning: true,
             attach_required: false,
             expansion: true,
+            node_expansion: false,
             snapshots: false,
             access_modes: AccessMode::ALL.to_vec(),
             topology: false,

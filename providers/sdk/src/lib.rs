@@ -85,6 +85,10 @@ pub struct Capabilities {
     pub attach_required: bool,
     /// `expand_volume` works.
     pub expansion: bool,
+    /// After `expand_volume` the filesystem on the volume must still be grown on the node that
+    /// mounts it (a block device: EBS). The claim then shows `FileSystemResizePending` until a
+    /// node agent has grown it, as in Kubernetes.
+    pub node_expansion: bool,
     /// The snapshot operations work.
     pub snapshots: bool,
     /// The access modes volumes of this provider support.
@@ -101,6 +105,7 @@ impl Default for Capabilities {
             dynamic_provisioning: true,
             attach_required: false,
             expansion: false,
+            node_expansion: false,
             snapshots: false,
             access_modes: vec![AccessMode::ReadWriteOnce],
             topology: false,

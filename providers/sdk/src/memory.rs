@@ -148,6 +148,7 @@ impl Provider for MemoryProvider {
             dynamic_provisioning: true,
             attach_required: true,
             expansion: true,
+            node_expansion: false,
             snapshots: true,
             access_modes: AccessMode::ALL.to_vec(),
             topology: false,
