@@ -10,7 +10,9 @@
 //!   `stowage-node-lease`; read the VolumeAttachments to it and update their status; read the
 //!   pods on it; and, by a check of the object graph, get exactly the claims those pods use
 //!   (and update their status, to finish a filesystem expansion) and the volumes bound to
-//!   them or attached to it; file events about itself and its pods.
+//!   them or attached to it; file events about itself and its pods. For node-local
+//!   provisioning it also follows the claims placed on it (`selected-node`), reads classes,
+//!   and makes, follows and deletes the volumes pinned to it by node affinity.
 //!
 //! Lists and watches are filtered to what the caller may see (an all-namespace list by a
 //! namespace token returns its namespace only). A refusal is 403 whether or not the object
@@ -231,25 +233,113 @@ pub fn authorize(
                 // One object at a time, as Kubernetes' Node authorizer: what a node may see
                 // changes as pods come and go, which a list or a watch cannot follow.
                 Kind::PersistentVolumeClaim
-                    if verb == Verb::Get
-                        || (matches!(verb, Verb::Update | Verb::Patch) && status) =>
+                    if matches!(verb, Verb::Update | Verb::Patch) && status =>
                 {
                     let graph = graph.clone();
                     Ok(Visibility::Only(Arc::new(move |s| {
                         claim_used_on(&graph, &node, &s.key.namespace, &s.key.name)
                     })))
                 }
+                Kind::PersistentVolumeClaim if verb == Verb::Get => {
+                    let graph = graph.clone();
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        selected_to(s, &node)
+                            || claim_used_on(&graph, &node, &s.key.namespace, &s.key.name)
+                    })))
+                }
+                // Node-local provisioning: the claims the scheduler placed on this node are
+                // this node's to provision, so it may follow them.
+                Kind::PersistentVolumeClaim if verb.is_collection_read() => {
+                    Ok(Visibility::Only(Arc::new(move |s| selected_to(s, &node))))
+                }
                 Kind::PersistentVolume if verb == Verb::Get => {
                     let graph = graph.clone();
                     Ok(Visibility::Only(Arc::new(move |s| {
-                        volume_used_on(&graph, &node, s)
+                        pinned_to(s, &node) || volume_used_on(&graph, &node, s)
                     })))
                 }
+                // ...and the volumes on its own disk are its to make, follow and delete.
+                Kind::PersistentVolume if verb != Verb::DeleteCollection => {
+                    Ok(Visibility::Only(Arc::new(move |s| pinned_to(s, &node))))
+                }
+                Kind::StorageClass if verb.is_read() => Ok(Visibility::All),
                 Kind::Event if verb == Verb::Create => Ok(Visibility::All),
                 _ => deny(),
             }
         }
     }
+}
+
+/// Whether the scheduler placed the claim on `node` (`volume.kubernetes.io/selected-node`).
+fn selected_to(s: &Stored, node: &str) -> bool {
+    s.object
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::annotations::SELECTED_NODE))
+        .is_some_and(|n| n == node)
+}
+
+/// Whether the object is a volume that only `node` can reach: its node affinity requires
+/// `kubernetes.io/hostname` to be `node` in every term.
+fn pinned_to(s: &Stored, node: &str) -> bool {
+    match &s.object {
+        AnyObject::PersistentVolume(pv) => volume_pinned_to(pv, node),
+        _ => false,
+    }
+}
+
+fn volume_pinned_to(pv: &crate::resources::PersistentVolume, node: &str) -> bool {
+    let terms = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default();
+    !terms.is_empty()
+        && terms.iter().all(|t| {
+            t.match_expressions.iter().flatten().any(|e| {
+                e.key == names::node::HOSTNAME_LABEL
+                    && e.operator == "In"
+                    && e.values.as_deref() == Some(&[node.to_string()][..])
+            })
+        })
+}
+
+/// A node writes only volumes pinned to itself, bound (if at all) to a claim placed on it.
+fn node_volume(
+    graph: &Store,
+    node: &str,
+    old: Option<&AnyObject>,
+    new: &AnyObject,
+) -> Result<(), ApiError> {
+    let AnyObject::PersistentVolume(pv) = new else {
+        return Ok(());
+    };
+    let claim_ref =
+        |v: &crate::resources::PersistentVolume| v.spec.as_ref().and_then(|s| s.claim_ref.clone());
+    let same_claim =
+        matches!(old, Some(AnyObject::PersistentVolume(o)) if claim_ref(o) == claim_ref(pv));
+    if !volume_pinned_to(pv, node) {
+        return Err(ApiError::forbidden(format!(
+            "node \"{node}\" may only write volumes whose node affinity pins them to it"
+        )));
+    }
+    if let Some(c) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
+        && !same_claim
+    {
+        let claim = graph.get_typed::<crate::resources::PersistentVolumeClaim>(
+            c.namespace.as_deref().unwrap_or_default(),
+            c.name.as_deref().unwrap_or_default(),
+        );
+        if !claim.is_some_and(|c| selected_to(&c, node)) {
+            return Err(ApiError::forbidden(format!(
+                "node \"{node}\" may only bind its volumes to claims placed on it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a pod scheduled to `node` uses the claim `namespace/claim`.
@@ -311,6 +401,12 @@ pub fn guard(identity: &Identity, target: &Target, graph: &Store) -> Option<Guar
             let node = node.clone();
             Some(Guard(Arc::new(move |old, new| {
                 node_restriction(&node, old, new)
+            })))
+        }
+        (Role::Node(node), Kind::PersistentVolume) => {
+            let (node, graph) = (node.clone(), graph.clone());
+            Some(Guard(Arc::new(move |old, new| {
+                node_volume(&graph, &node, old, new)
             })))
         }
         (Role::Node(node), Kind::Event) => {

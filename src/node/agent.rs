@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 
 use super::NodeArgs;
 use super::mounts::{self, MountError};
+use super::provision::LocalProvisioner;
 use super::stats::{Stats, VolumeStats};
 use crate::cli::client::{CliError, Client, exit};
 use crate::controllers::attach::unique_volume_name;
@@ -144,10 +145,17 @@ pub struct Agent {
     reported: HashMap<String, Instant>,
     /// Volumes whose online filesystem growth failed: they grow at their next staging.
     online_growth_failed: HashSet<String>,
+    /// The node-local provider, when this agent runs one.
+    local: Option<LocalProvisioner>,
 }
 
 impl Agent {
-    pub fn new(client: Client, args: &NodeArgs, stats: Stats) -> Self {
+    pub fn new(
+        client: Client,
+        args: &NodeArgs,
+        stats: Stats,
+        local: Option<LocalProvisioner>,
+    ) -> Self {
         Agent {
             client,
             node: args.node_name.clone(),
@@ -159,6 +167,7 @@ impl Agent {
             stats,
             reported: HashMap::new(),
             online_growth_failed: HashSet::new(),
+            local,
         }
     }
 
@@ -205,6 +214,16 @@ impl Agent {
     /// One pass; whether it left nothing undone.
     async fn pass(&mut self) -> anyhow::Result<bool> {
         let mut problems = Vec::new();
+        if let Some(local) = &self.local {
+            for message in local.pass().await {
+                problems.push(Problem {
+                    about: self.node_ref(),
+                    namespace: CLUSTER_EVENTS_NAMESPACE.into(),
+                    reason: "LocalProvisioningFailed",
+                    message,
+                });
+            }
+        }
         let wants = self.desired(&mut problems).await?;
         let mounted = mounts::mount_points().context("reading /proc/self/mountinfo")?;
         let published = self.read_published();
@@ -597,7 +616,19 @@ impl Agent {
                 if w.read_only && !options.iter().any(|o| o == "ro") {
                     options.push("ro".into());
                 }
-                mounts::mount(source, &target, "nfs", &options).await?;
+                mounts::mount(source, &target, "nfs", &options)
+                    .await
+                    .map_err(|e| match e.to_string() {
+                        // The helper is there, the kernel's client is not (and cannot be loaded).
+                        m if m.contains("No such device")
+                            || m.contains("unknown filesystem type") =>
+                        {
+                            anyhow::anyhow!(
+                                "this node has no NFS client: its kernel cannot mount nfs ({m})"
+                            )
+                        }
+                        m => anyhow::anyhow!(m),
+                    })?;
             }
             "block" => {
                 let device = self.find_device(&w.info)?;

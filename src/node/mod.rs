@@ -23,6 +23,7 @@ use crate::cli::client::{CliError, CliResult, Client, ConnectionArgs, exit};
 
 pub mod agent;
 pub mod mounts;
+pub mod provision;
 pub mod register;
 pub mod stats;
 
@@ -59,6 +60,14 @@ pub struct NodeArgs {
     /// `/dev` on a real node.
     #[arg(long, default_value = "/dev")]
     pub dev_dir: PathBuf,
+    /// Run the local provider on this node, with its volumes under this directory: claims of
+    /// `local.stowage.dev` classes placed on this node are provisioned here (the server then
+    /// runs with `providers.local.enabled: false`).
+    #[arg(long)]
+    pub local_root: Option<PathBuf>,
+    /// The most the local provider's volumes may claim in all (default: the filesystem's size).
+    #[arg(long, requires = "local_root")]
+    pub local_capacity: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -105,7 +114,19 @@ pub async fn run(conn: &ConnectionArgs, args: NodeArgs) -> CliResult<()> {
         args.lease_duration,
     ));
     let metrics = tokio::spawn(stats::serve(listener, stats.clone()));
-    let agent = agent::Agent::new(client, &args, stats);
+    let local = match &args.local_root {
+        Some(root) => Some(
+            provision::LocalProvisioner::open(
+                client.clone(),
+                &args.node_name,
+                root.clone(),
+                args.local_capacity.clone(),
+            )
+            .map_err(|e| CliError::new(exit::FAILURE, e))?,
+        ),
+        None => None,
+    };
+    let agent = agent::Agent::new(client, &args, stats, local);
     let result = tokio::select! {
         r = agent.run() => r,
         _ = shutdown_signal() => Ok(()),

@@ -78,13 +78,17 @@ impl Binder {
         });
         let needs = Needs::of(c);
 
-        // Volumes an admin pre-bound to this claim by name take precedence.
+        // Volumes pre-bound to this claim take precedence: by name (an admin's), or by uid (made
+        // for it by an outside provisioner).
         let prebound = self.index.lock().prebound_for(&claim.key);
         for name in prebound {
             if let Some(v) = self.ctx.store.get_typed::<PersistentVolume>("", &name) {
                 let pv: &PersistentVolume = v.typed();
                 let r = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
-                let free = r.is_some_and(|r| r.uid.as_deref().unwrap_or_default().is_empty());
+                let free = r.is_some_and(|r| {
+                    let uid = r.uid.as_deref().unwrap_or_default();
+                    uid.is_empty() || uid == claim.uid()
+                });
                 if free && needs.satisfied_by(pv) {
                     return self.bind_or_retry(claim, &v, false, None).await;
                 }

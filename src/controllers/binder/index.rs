@@ -147,9 +147,11 @@ impl Index {
 
     pub fn upsert_volume(&mut self, name: &str, v: &PersistentVolume) {
         self.remove_volume(name);
+        // Pre-bound by name (an admin), or to the claim's uid (a volume an outside provisioner,
+        // such as a node agent, made for the claim): the claim's sync binds it.
         if let Some(claim) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
-            && claim.uid.as_deref().unwrap_or_default().is_empty()
             && v.metadata.deletion_timestamp.is_none()
+            && v.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
         {
             let key = ObjectKey::new(
                 claim.namespace.clone().unwrap_or_default(),

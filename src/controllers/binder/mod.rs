@@ -197,7 +197,21 @@ impl Reconciler for Binder {
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
         match object.kind {
             Kind::PersistentVolumeClaim => vec![Key::Claim(object.key.clone())],
-            Kind::PersistentVolume => vec![Key::Volume(object.key.name.clone())],
+            Kind::PersistentVolume => {
+                let mut keys = vec![Key::Volume(object.key.name.clone())];
+                // A volume pre-bound to a claim (made for it outside this server, or by an
+                // admin) wakes that claim, whose sync binds it.
+                if let crate::resources::AnyObject::PersistentVolume(v) = &object.object
+                    && let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
+                    && v.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
+                {
+                    keys.push(Key::Claim(ObjectKey::new(
+                        r.namespace.clone().unwrap_or_default(),
+                        r.name.clone().unwrap_or_default(),
+                    )));
+                }
+                keys
+            }
             _ => Vec::new(),
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Binder, COMPONENT, update};
 use crate::resources::names::annotations::{BOUND_BY_CONTROLLER, PROVISIONED_BY};
+use crate::resources::names::finalizers::PROVISIONED_VOLUME;
 use crate::resources::pv::{Phase, ReclaimPolicy, set_phase};
 use crate::resources::{PersistentVolume, PersistentVolumeClaim, pv};
 use crate::runtime::Action;
@@ -136,7 +137,26 @@ impl Binder {
                 let deletable = driver
                     .as_deref()
                     .is_some_and(|d| self.ctx.providers.get(d).is_some());
-                if !deletable {
+                // A volume made by a provisioner outside this server (a node agent's) carries
+                // its finalizer: that provisioner deletes it, as Kubernetes leaves such
+                // volumes to their external provisioner.
+                let external = v
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == PROVISIONED_VOLUME);
+                if !deletable && external {
+                    self.ctx.recorder.normal(
+                        COMPONENT,
+                        &volume.object,
+                        "ExternalDeleting",
+                        format!(
+                            "waiting for the volume to be deleted by its provisioner {}",
+                            driver.as_deref().unwrap_or_default()
+                        ),
+                    );
+                } else if !deletable {
                     let message = format!(
                         "no provider can delete this volume{}: it stays until an administrator deletes it",
                         driver.map(|d| format!(" (driver {d})")).unwrap_or_default()

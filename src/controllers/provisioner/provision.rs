@@ -104,35 +104,19 @@ impl Provisioner {
             let obj = self.ctx.store.get_typed::<Node>("", n);
             node::labels_for(n, obj.as_ref().map(|s| s.typed::<Node>()))
         });
-        let spec = c.spec.clone().unwrap_or_default();
-        let parameters: BTreeMap<String, String> = sc
-            .parameters
-            .iter()
-            .flatten()
-            .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let request = CreateVolumeRequest {
-            name: name.clone(),
-            capacity_bytes: crate::resources::pvc::request_bytes(c).unwrap_or(0),
-            access_modes: spec
-                .access_modes
-                .iter()
-                .flatten()
-                .filter_map(|m| AccessMode::parse(m))
-                .collect(),
-            block: spec.volume_mode.as_deref() == Some("Block"),
-            parameters,
-            mount_options: sc.mount_options.clone().unwrap_or_default(),
-            topology: to_topology_requirement(sc, selected.as_deref().zip(node_labels.as_ref())),
-            claim: ClaimRef {
+        let request = create_request(
+            c,
+            &ClaimRef {
                 namespace: key.namespace.clone(),
                 name: key.name.clone(),
                 uid: claim.uid().to_string(),
                 annotations: c.metadata.annotations.clone().unwrap_or_default(),
             },
+            &name,
+            sc,
+            selected.as_deref().zip(node_labels.as_ref()),
             content_source,
-        };
+        );
         self.in_flight.lock().insert(name.clone());
         let created = self
             .ctx
@@ -225,10 +209,47 @@ impl Provisioner {
     }
 }
 
+/// What a provider is asked for a claim: its size, modes and mode, the class's parameters
+/// (without the reserved ones) and mount options, and the topology the class and the selected
+/// node allow. The server's provisioner and a node agent's (node-local providers) ask alike.
+pub fn create_request(
+    c: &PersistentVolumeClaim,
+    claim: &ClaimRef,
+    name: &str,
+    sc: &StorageClass,
+    selected: Option<(&str, &BTreeMap<String, String>)>,
+    content_source: Option<stowage_provider::ContentSource>,
+) -> CreateVolumeRequest {
+    let spec = c.spec.clone().unwrap_or_default();
+    let parameters: BTreeMap<String, String> = sc
+        .parameters
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    CreateVolumeRequest {
+        name: name.to_string(),
+        capacity_bytes: crate::resources::pvc::request_bytes(c).unwrap_or(0),
+        access_modes: spec
+            .access_modes
+            .iter()
+            .flatten()
+            .filter_map(|m| AccessMode::parse(m))
+            .collect(),
+        block: spec.volume_mode.as_deref() == Some("Block"),
+        parameters,
+        mount_options: sc.mount_options.clone().unwrap_or_default(),
+        topology: to_topology_requirement(sc, selected),
+        claim: claim.clone(),
+        content_source,
+    }
+}
+
 /// The PersistentVolume for a volume a provider made for `claim`: the claim's modes and
 /// class, the provider's handle, attributes, size and topology, the class's reclaim policy
 /// and mount options. Our finalizer guards the backing storage when the policy is Delete.
-fn new_volume(
+pub fn new_volume(
     claim: &PersistentVolumeClaim,
     sc: &StorageClass,
     provisioner: &str,

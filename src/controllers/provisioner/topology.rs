@@ -10,7 +10,7 @@ use stowage_provider::{Topology, TopologyRequirement};
 
 use crate::resources::StorageClass;
 
-pub(super) fn to_topology_requirement(
+pub(crate) fn to_topology_requirement(
     class: &StorageClass,
     node: Option<(&str, &BTreeMap<String, String>)>,
 ) -> TopologyRequirement {
