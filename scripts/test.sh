@@ -10,12 +10,15 @@
 # PostgreSQL (a private cluster started here), each server being three replicas of one
 # database, except the tests that are about one SQLite server (listed below, with why).
 #
+# The node agent's tests mount for real (bind mounts, loop devices with ext4 made and grown by
+# e2fsprogs), so they need root; a run without root fails them unless it opts out (mounts).
+#
 # Then a fuzzing pass (scripts/fuzz.sh): requests generated from the server's own OpenAPI
 # documents, and hand-written hostile bodies and patches; any 5xx, crash or unbounded memory
 # fails the run.
 #
 # A component that cannot be installed or started fails the run, CI or not. To run without one
-# on purpose, opt out: STOWAGE_SKIP=nfs,nfsv3,ebs,postgres,clients,fuzz (any of them); the summary then
+# on purpose, opt out: STOWAGE_SKIP=nfs,nfsv3,ebs,postgres,mounts,clients,fuzz (any of them); the summary then
 # says what did not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +36,14 @@ if skipping nfs; then
 else
   ensure_apt nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux ||
     missing nfs "nfs-ganesha and rpcbind could not be installed"
+fi
+
+section "Mount tools for the node agent (util-linux, e2fsprogs)"
+if skipping mounts; then
+  SKIPPED+=(mounts)
+else
+  ensure_apt util-linux mount e2fsprogs ||
+    missing mounts "util-linux and e2fsprogs could not be installed"
 fi
 
 section "EC2 API emulator (moto server mode)"

@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// Requests per second each admin token may make; 0 (the default): no limit.
     #[arg(long, default_value_t = 0.0)]
     pub rate_limit_admin: f64,
+    /// Requests per second each node token may make (bursts up to twice that); 0: no limit.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate_limit_node: f64,
     /// Watches each non-admin token may have open at once.
     #[arg(long, default_value_t = 100)]
     pub max_watches_per_token: usize,
@@ -312,6 +315,10 @@ pub async fn serve(
         tokens,
         limits: Arc::new(Limits::new(args.rate_limit, args.max_watches_per_token)),
         admin_limits: Arc::new(Limits::new(args.rate_limit_admin, usize::MAX)),
+        node_limits: Arc::new(Limits::new(
+            args.rate_limit_node,
+            args.max_watches_per_token,
+        )),
         metrics_public: args.metrics_public,
     });
     let state = ApiState::new(

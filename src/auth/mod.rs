@@ -657,6 +657,9 @@ pub struct Auth {
     pub limits: Arc<Limits>,
     /// Limits for admin tokens (by default: none).
     pub admin_limits: Arc<Limits>,
+    /// Limits for node tokens: higher than tenants', as Kubernetes' API Priority and Fairness
+    /// gives nodes the `system` level. A node agent reads every claim and volume its pods use.
+    pub node_limits: Arc<Limits>,
     /// Serve `/metrics` without a token.
     pub metrics_public: bool,
 }
@@ -676,10 +679,10 @@ impl Auth {
     }
 
     pub fn limits_for(&self, identity: &Identity) -> &Arc<Limits> {
-        if identity.role == Role::Admin {
-            &self.admin_limits
-        } else {
-            &self.limits
+        match identity.role {
+            Role::Admin => &self.admin_limits,
+            Role::Node(_) => &self.node_limits,
+            Role::Viewer | Role::Namespace(_) => &self.limits,
         }
     }
 }

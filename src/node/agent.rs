@@ -45,6 +45,8 @@ const EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// Retry delays after a pass that left work undone.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(16);
+/// The least time between the starts of two passes woken by changes.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a mount may take to answer `statvfs` before it is reported stale.
 const STATS_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -147,6 +149,14 @@ pub struct Agent {
     online_growth_failed: HashSet<String>,
     /// The node-local provider, when this agent runs one.
     local: Option<LocalProvisioner>,
+    /// Claims and volumes read recently, by path: a mounted volume costs no request per pass,
+    /// only one per `sync_period` (the agent lives within its token's rate limit).
+    cache: HashMap<String, (Value, Instant)>,
+    /// What `volumesInUse` was last set to, and when: unchanged, it is not written again
+    /// before a `sync_period` has passed.
+    reported_in_use: Option<(BTreeSet<String>, Instant)>,
+    /// This pass mounted or unmounted something.
+    progress: bool,
 }
 
 impl Agent {
@@ -168,6 +178,9 @@ impl Agent {
             reported: HashMap::new(),
             online_growth_failed: HashSet::new(),
             local,
+            cache: HashMap::new(),
+            reported_in_use: None,
+            progress: false,
         }
     }
 
@@ -183,6 +196,8 @@ impl Agent {
             .map(|path| tokio::spawn(wake_on_changes(self.client.clone(), path, wake.clone())));
         let mut backoff = BACKOFF_FIRST;
         loop {
+            let started = Instant::now();
+            self.progress = false;
             let clean = match self.pass().await {
                 Ok(clean) => clean,
                 Err(e) => {
@@ -193,6 +208,10 @@ impl Agent {
             let delay = if clean {
                 backoff = BACKOFF_FIRST;
                 self.sync_period
+            } else if self.progress {
+                // Work left, but work done: go on soon.
+                backoff = BACKOFF_FIRST;
+                BACKOFF_FIRST
             } else {
                 let d = backoff;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -200,8 +219,10 @@ impl Agent {
             };
             tokio::select! {
                 _ = wake.notified() => {
-                    // Let a burst of changes (200 pods created at once) settle into one pass.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Let a burst of changes (200 pods created at once) settle into one pass,
+                    // and keep passes at most ten a second.
+                    let pace = MIN_PASS_INTERVAL.saturating_sub(started.elapsed());
+                    tokio::time::sleep(pace.max(Duration::from_millis(20))).await;
                 }
                 _ = tokio::time::sleep(delay) => {}
             }
@@ -224,7 +245,7 @@ impl Agent {
                 });
             }
         }
-        let wants = self.desired(&mut problems).await?;
+        let (wants, complete) = self.desired(&mut problems).await?;
         let mounted = mounts::mount_points().context("reading /proc/self/mountinfo")?;
         let published = self.read_published();
         let staged = self.read_staged();
@@ -235,7 +256,7 @@ impl Agent {
         in_use.extend(staged.iter().map(|s| s.unique.clone()));
         self.report_in_use(&in_use).await?;
 
-        let mut clean = problems.is_empty();
+        let mut clean = problems.is_empty() && complete;
         for w in &wants {
             if let Err(e) = self.publish(w, &mounted).await {
                 clean = false;
@@ -262,7 +283,10 @@ impl Agent {
                 continue;
             }
             match self.unpublish(&uid, &volume, &mounted).await {
-                Ok(()) => tracing::info!(pod = %p.pod, volume = %volume, "unmounted"),
+                Ok(()) => {
+                    self.progress = true;
+                    tracing::info!(pod = %p.pod, volume = %volume, "unmounted")
+                }
                 Err(e) => {
                     clean = false;
                     problems.push(Problem {
@@ -332,7 +356,8 @@ impl Agent {
     }
 
     /// The volumes that should be published now, with problems for those that cannot be.
-    async fn desired(&self, problems: &mut Vec<Problem>) -> anyhow::Result<Vec<Want>> {
+    async fn desired(&mut self, problems: &mut Vec<Problem>) -> anyhow::Result<(Vec<Want>, bool)> {
+        let mut complete = true;
         let pods = self
             .client
             .get(&format!(
@@ -397,12 +422,18 @@ impl Agent {
                 };
                 let key = (ns.to_string(), claim_name.to_string());
                 if !claims.contains_key(&key) {
-                    let c = self
-                        .get_optional(&format!(
-                            "/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim_name}"
-                        ))
-                        .await?;
-                    claims.insert(key.clone(), c);
+                    let path =
+                        format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim_name}");
+                    // Only a bound claim is kept: one still waiting is read again next pass.
+                    let bound = |c: &Value| c["status"]["phase"] == "Bound";
+                    match self.get_cached(&path, bound).await {
+                        Ok(c) => claims.insert(key.clone(), c),
+                        Err(e) => {
+                            tracing::debug!("reading claim {ns}/{claim_name}: {e}");
+                            complete = false;
+                            continue;
+                        }
+                    };
                 }
                 let Some(claim) = claims[&key].as_ref() else {
                     problems.push(problem(
@@ -419,10 +450,15 @@ impl Agent {
                     continue;
                 };
                 if !volumes.contains_key(pv_name) {
-                    let v = self
-                        .get_optional(&format!("/api/v1/persistentvolumes/{pv_name}"))
-                        .await?;
-                    volumes.insert(pv_name.to_string(), v);
+                    let path = format!("/api/v1/persistentvolumes/{pv_name}");
+                    match self.get_cached(&path, |_| true).await {
+                        Ok(v) => volumes.insert(pv_name.to_string(), v),
+                        Err(e) => {
+                            tracing::debug!("reading volume {pv_name}: {e}");
+                            complete = false;
+                            continue;
+                        }
+                    };
                 }
                 let Some(pv) = volumes[pv_name].as_ref() else {
                     continue;
@@ -518,32 +554,46 @@ impl Agent {
                 });
             }
         }
-        Ok(wants)
+        // Forget what has not been read for a while.
+        let ttl = self.sync_period;
+        self.cache.retain(|_, (_, at)| at.elapsed() < ttl);
+        Ok((wants, complete))
     }
 
-    /// GET, with "not found" (or not ours to see) as `None`.
-    async fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
+    /// GET through the cache (fresh for a `sync_period`), with "not found" (or not ours to
+    /// see) as `None`; only objects passing `keep` are cached.
+    async fn get_cached(
+        &mut self,
+        path: &str,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Option<Value>, String> {
+        if let Some((v, at)) = self.cache.get(path)
+            && at.elapsed() < self.sync_period
+        {
+            return Ok(Some(v.clone()));
+        }
         match self.client.get(path).await {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.code == exit::NOT_FOUND || e.code == exit::FORBIDDEN => Ok(None),
-            Err(e) => Err(cli_error(e)),
+            Ok(v) => {
+                if keep(&v) {
+                    self.cache
+                        .insert(path.to_string(), (v.clone(), Instant::now()));
+                }
+                Ok(Some(v))
+            }
+            Err(e) if e.code == exit::NOT_FOUND || e.code == exit::FORBIDDEN => {
+                self.cache.remove(path);
+                Ok(None)
+            }
+            Err(e) => Err(e.message),
         }
     }
 
-    /// Sets `Node.status.volumesInUse` to `in_use` if it says otherwise.
-    async fn report_in_use(&self, in_use: &BTreeSet<String>) -> anyhow::Result<()> {
-        let node = self
-            .client
-            .get(&format!("/api/v1/nodes/{}", self.node))
-            .await
-            .map_err(cli_error)?;
-        let current: BTreeSet<String> = node["status"]["volumesInUse"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        if &current == in_use {
+    /// Sets `Node.status.volumesInUse` to `in_use`, unless this agent set it so recently.
+    async fn report_in_use(&mut self, in_use: &BTreeSet<String>) -> anyhow::Result<()> {
+        if let Some((last, at)) = &self.reported_in_use
+            && last == in_use
+            && at.elapsed() < self.sync_period
+        {
             return Ok(());
         }
         let value = if in_use.is_empty() {
@@ -559,6 +609,7 @@ impl Agent {
             )
             .await
             .map_err(cli_error)?;
+        self.reported_in_use = Some((in_use.clone(), Instant::now()));
         Ok(())
     }
 
@@ -652,6 +703,7 @@ impl Agent {
                 "the attachment's volume type {other:?} cannot be mounted by this agent"
             ),
         }
+        self.progress = true;
         tracing::info!(pod = %w.pod, namespace = %w.namespace, volume = %w.volume, pv = %w.pv, target = %target.display(), "mounted");
         Ok(())
     }
@@ -756,6 +808,11 @@ impl Agent {
 
     /// The claim shows its new capacity, and no longer `FileSystemResizePending`.
     async fn finish_resize(&mut self, w: &Want, r: &Resize) -> anyhow::Result<()> {
+        // The claim changes: what the cache holds of it is out of date.
+        self.cache.remove(&format!(
+            "/api/v1/namespaces/{}/persistentvolumeclaims/{}",
+            w.namespace, w.claim
+        ));
         let conditions = if r.conditions.is_empty() {
             Value::Null
         } else {

@@ -951,3 +951,22 @@ async fn wait_for_first_consumer_local_claims_are_provisioned_by_the_agent_of_th
         "the directory went with the volume"
     );
 }
+
+#[tokio::test]
+async fn a_read_write_once_pod_volume_is_published_to_one_pod_only() {
+    need_mounts!();
+    let (s, _cfg) = local_server("node-a").await;
+    let agent = NodeAgent::start(&s, "node-a", &[]).await;
+    let mut claim = claim_in_class("solo", "1Gi", "local");
+    claim["spec"]["accessModes"] = json!(["ReadWriteOncePod"]);
+    bound_claim(&s, "team-a", claim).await;
+    let first = pod_on(&s, "team-a", "first", "solo", "node-a").await;
+    wait_mounted(&s, &agent, &agent.target(&first, "data")).await;
+    let second = pod_on(&s, "team-a", "second", "solo", "node-a").await;
+    let message = wait_event(&s, "team-a", "FailedMount", "second").await;
+    assert!(message.contains("ReadWriteOncePod"), "{message}");
+    assert_eq!(mount_count(&agent.target(&second, "data")), 0);
+    // The first pod goes: the second gets the volume.
+    s.delete(&format!("{}/first", pods("team-a"))).await;
+    wait_mounted(&s, &agent, &agent.target(&second, "data")).await;
+}

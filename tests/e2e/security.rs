@@ -268,7 +268,12 @@ async fn the_role_matrix_is_enforced() {
         node.create(&pvcs("a"), &pvc("n", "1Gi")).await,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(node.get(PV).await, StatusCode::FORBIDDEN);
+    // Volumes: only those pinned to the node (node-local provisioning); none here.
+    assert!(node.list_names(PV).await.is_empty());
+    assert_eq!(
+        node.delete(&format!("{PV}/anything")).await,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
