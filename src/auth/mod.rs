@@ -783,6 +783,46 @@ mod tests {
     }
 
     #[test]
+    fn a_volume_is_pinned_to_a_node_only_if_every_term_requires_that_node_alone() {
+        let pv = |terms: serde_json::Value| -> crate::resources::PersistentVolume {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "v"},
+                "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": terms}}}
+            }))
+            .unwrap()
+        };
+        let host = |op: &str, values: &[&str]| {
+            serde_json::json!({"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": op, "values": values}]})
+        };
+        assert!(volume_pinned_to(
+            &pv(serde_json::json!([host("In", &["n1"])])),
+            "n1"
+        ));
+        assert!(!volume_pinned_to(
+            &pv(serde_json::json!([host("In", &["n1"])])),
+            "n2"
+        ));
+        assert!(!volume_pinned_to(
+            &pv(serde_json::json!([host("In", &["n1", "n2"])])),
+            "n1"
+        ));
+        assert!(!volume_pinned_to(
+            &pv(serde_json::json!([host("NotIn", &["n2"])])),
+            "n1"
+        ));
+        // A second term reaching another node makes it reachable elsewhere.
+        assert!(!volume_pinned_to(
+            &pv(
+                serde_json::json!([host("In", &["n1"]), {"matchExpressions": [
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["z"]}]}])
+            ),
+            "n1"
+        ));
+        assert!(!volume_pinned_to(&pv(serde_json::json!([])), "n1"));
+    }
+
+    #[test]
     fn rate_limits_refuse_with_a_retry_hint() {
         let l = Limits::new(1.0, 1);
         assert!(l.take("a").is_ok());

@@ -927,18 +927,33 @@ impl Agent {
         let mut seen = HashSet::new();
         for w in wants {
             let target = self.layout.target(&w.pod_uid, &w.volume);
-            if w.block_mode || !mounted.contains(&target) {
+            if !mounted.contains(&target) {
                 continue;
             }
-            let usage = match super::stats::usage_of(&target, STATS_DEADLINE).await {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    problems.push(pod_problem(
-                        w,
-                        "VolumeConditionAbnormal",
-                        format!("the mount of volume {} does not answer: {e}", w.pv),
-                    ));
-                    None
+            let block = w.info.get("type").is_some_and(|t| t == "block");
+            let usage = if block && self.find_device(&w.info).is_err() {
+                // The device left the node (its link is gone): whatever is mounted from it
+                // fails at the next read.
+                problems.push(pod_problem(
+                    w,
+                    "VolumeConditionAbnormal",
+                    format!("the device of volume {} is gone from this node", w.pv),
+                ));
+                None
+            } else if w.block_mode {
+                // A raw device has no filesystem figures; it is healthy while it is there.
+                continue;
+            } else {
+                match super::stats::usage_of(&target, STATS_DEADLINE).await {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        problems.push(pod_problem(
+                            w,
+                            "VolumeConditionAbnormal",
+                            format!("the mount of volume {} does not answer: {e}", w.pv),
+                        ));
+                        None
+                    }
                 }
             };
             if seen.insert((w.namespace.clone(), w.claim.clone())) {

@@ -970,3 +970,106 @@ async fn a_read_write_once_pod_volume_is_published_to_one_pod_only() {
     s.delete(&format!("{}/first", pods("team-a"))).await;
     wait_mounted(&s, &agent, &agent.target(&second, "data")).await;
 }
+
+#[tokio::test]
+async fn a_block_mode_claim_gets_the_device_itself_and_a_vanished_device_is_reported() {
+    need_mounts!();
+    let Some(moto) = stowage_provider_ebs::testing::Moto::start_for_test() else {
+        return;
+    };
+    let (_cfg, config) = config_file(&format!(
+        "providers:\n  ebs:\n    region: us-east-1\n    endpoint: {}\n    defaultZone: us-east-1a\n    accessKeyId: AKIASTOWAGETEST7KEY1\n    secretAccessKey: stowage-test-secret\n",
+        moto.endpoint()
+    ));
+    let s = Server::start_with(&["--config", config.as_str()]).await;
+    let mut class = storage_class("ebs", "ebs.stowage.dev");
+    class["parameters"] = json!({"type": "gp3"});
+    assert_eq!(s.post(SC, &class).await.0, StatusCode::CREATED);
+    let instance = moto.run_instance("us-east-1a").await;
+    let dev = tempfile::tempdir().unwrap();
+    let provider_id = format!("aws:///us-east-1a/{instance}");
+    let agent = NodeAgent::start(
+        &s,
+        "node-d",
+        &[
+            "--zone",
+            "us-east-1a",
+            "--provider-id",
+            &provider_id,
+            "--dev-dir",
+            dev.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    s.wait_for(&format!("{NODES}/node-d"), "node-d registered", |n| {
+        n["spec"]["providerID"] == provider_id.as_str()
+    })
+    .await;
+    let mut claim = claim_in_class("raw", "1Gi", "ebs");
+    claim["spec"]["volumeMode"] = json!("Block");
+    let pv = bound_claim(&s, "team-a", claim).await;
+    let volume_id = pv["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let disk = LoopDisk::new(dev.path().join("raw.img"), GIB);
+    let by_id = dev.path().join("disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    let link = by_id.join(format!(
+        "nvme-Amazon_Elastic_Block_Store_{}",
+        volume_id.replace('-', "")
+    ));
+    std::os::unix::fs::symlink(&disk.device, &link).unwrap();
+
+    let uid = pod_on(&s, "team-a", "app", "raw", "node-d").await;
+    let target = agent.target(&uid, "data");
+    wait_mounted(&s, &agent, &target).await;
+    // The pod's path is the device itself: bytes written there are on the disk, unformatted.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(b"raw block bytes").unwrap();
+        f.sync_all().unwrap();
+    }
+    let mut image = vec![0u8; 15];
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&disk.device).unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.read_exact(&mut image).unwrap();
+    }
+    assert_eq!(&image, b"raw block bytes");
+    assert_eq!(
+        filesystem_type(&disk.device),
+        "",
+        "a Block volume is never formatted"
+    );
+    assert!(
+        !agent
+            .root
+            .join("staging")
+            .join(pv["metadata"]["name"].as_str().unwrap())
+            .exists(),
+        "nor staged"
+    );
+
+    // The device vanishes from the node (udev removes its link): the pod is told, and the
+    // volume is abnormal in the stats.
+    std::fs::remove_file(&link).unwrap();
+    let message = wait_event(&s, "team-a", "VolumeConditionAbnormal", "app").await;
+    assert!(message.contains("device"), "{message}");
+    s.eventually(Duration::from_secs(10), "the abnormal figure", || async {
+        let text = reqwest::get(&agent.metrics).await.ok()?.text().await.ok()?;
+        text.contains(
+            "kubelet_volume_stats_health_status_abnormal{namespace=\"team-a\",persistentvolumeclaim=\"raw\"} 1",
+        )
+        .then_some(())
+    })
+    .await;
+    s.delete(&format!("{}/app", pods("team-a"))).await;
+    wait_unmounted(&s, &target).await;
+}
