@@ -22,7 +22,7 @@ mod storageclass;
 mod volume;
 mod wait;
 
-use client::{CliResult, ConnectionArgs};
+use client::{CliError, CliResult, ConnectionArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -171,40 +171,13 @@ pub fn main() -> ExitCode {
 pub fn main_with(providers: Vec<Box<dyn stowage_provider::factory::Factory>>) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            init_tracing();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(server::serve(args, &providers)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Node(args) => {
-            init_tracing();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(crate::node::run(&cli.connection, args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {}", e.message);
-                    e.exit_code()
-                }
-            }
-        }
+        // The long-running processes: logs, and a runtime with a thread per core.
+        Command::Serve(args) => run_daemon(|| async {
+            server::serve(args, &providers)
+                .await
+                .map_err(|e| CliError::new(client::exit::FAILURE, format!("{e:#}")))
+        }),
+        Command::Node(args) => run_daemon(|| crate::node::run(&cli.connection, args)),
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -232,6 +205,30 @@ pub fn main_with(providers: Vec<Box<dyn stowage_provider::factory::Factory>>) ->
                     e.exit_code()
                 }
             }
+        }
+    }
+}
+
+/// Runs `serve` or `node`: tracing to stderr, a multi-threaded runtime, and `error: ...` with
+/// the command's exit code on failure.
+fn run_daemon<F, Fut>(start: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = CliResult<()>>,
+{
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.exit_code()
         }
     }
 }

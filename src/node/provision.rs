@@ -127,9 +127,10 @@ impl LocalProvisioner {
                 ))
                 .await?,
             )?;
-            if labels.is_none() {
-                labels = Some(self.node_labels().await?);
-            }
+            let labels = match &labels {
+                Some(l) => l,
+                None => labels.insert(self.node_labels().await?),
+            };
             let name = format!("pvc-{uid}");
             let claim_ref = ClaimRef {
                 namespace: ns.clone(),
@@ -142,7 +143,7 @@ impl LocalProvisioner {
                 &claim_ref,
                 &name,
                 &class,
-                Some((self.node.as_str(), labels.as_ref().expect("read above"))),
+                Some((self.node.as_str(), labels)),
                 None,
             );
             let volume = match self.provider.create_volume(&request).await {

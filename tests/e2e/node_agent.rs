@@ -642,41 +642,87 @@ fn has_condition(claim: &Value, type_: &str) -> bool {
 
 const GIB: u64 = 1 << 30;
 
+/// A server with the EBS provider on moto, and an agent on an EC2 instance of moto's whose
+/// devices appear under a directory of the test's (`--dev-dir`).
+struct EbsNode {
+    server: Server,
+    agent: NodeAgent,
+    dev: tempfile::TempDir,
+    _config: tempfile::TempDir,
+    _moto: stowage_provider_ebs::testing::Moto,
+}
+
+impl EbsNode {
+    async fn start(node: &str, expansion: bool) -> Option<EbsNode> {
+        let moto = stowage_provider_ebs::testing::Moto::start_for_test()?;
+        let (config_dir, config) = config_file(&format!(
+            "providers:\n  ebs:\n    region: us-east-1\n    endpoint: {}\n    defaultZone: us-east-1a\n    accessKeyId: AKIASTOWAGETEST7KEY1\n    secretAccessKey: stowage-test-secret\n",
+            moto.endpoint()
+        ));
+        let server = Server::start_with(&["--config", config.as_str()]).await;
+        let mut class = storage_class("ebs", "ebs.stowage.dev");
+        class["parameters"] = json!({"type": "gp3"});
+        class["allowVolumeExpansion"] = json!(expansion);
+        assert_eq!(server.post(SC, &class).await.0, StatusCode::CREATED);
+        let instance = moto.run_instance("us-east-1a").await;
+        let dev = tempfile::tempdir().unwrap();
+        let provider_id = format!("aws:///us-east-1a/{instance}");
+        let agent = NodeAgent::start(
+            &server,
+            node,
+            &[
+                "--zone",
+                "us-east-1a",
+                "--provider-id",
+                &provider_id,
+                "--dev-dir",
+                dev.path().to_str().unwrap(),
+            ],
+        )
+        .await;
+        server
+            .wait_for(&format!("{NODES}/{node}"), "the node registered", |n| {
+                n["spec"]["providerID"] == provider_id.as_str()
+            })
+            .await;
+        Some(EbsNode {
+            server,
+            agent,
+            dev,
+            _config: config_dir,
+            _moto: moto,
+        })
+    }
+}
+
+/// Plays the cloud and udev for an attached volume: its disk is a loop device, and the NVMe
+/// by-id link that EBS gets on Nitro instances points at it, under `dev` (the agent's
+/// `--dev-dir`). Returns the disk and the link.
+fn disk_for(dev: &tempfile::TempDir, volume_id: &str, name: &str) -> (LoopDisk, PathBuf) {
+    let disk = LoopDisk::new(dev.path().join(format!("{name}.img")), GIB);
+    let by_id = dev.path().join("disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    let link = by_id.join(format!(
+        "nvme-Amazon_Elastic_Block_Store_{}",
+        volume_id.replace('-', "")
+    ));
+    std::os::unix::fs::symlink(&disk.device, &link).unwrap();
+    (disk, link)
+}
+
 #[tokio::test]
 async fn an_ebs_volume_is_formatted_once_staged_shared_and_grown_offline_after_an_online_refusal() {
     need_mounts!();
-    let Some(moto) = stowage_provider_ebs::testing::Moto::start_for_test() else {
+    let Some(ebs) = EbsNode::start("node-b", true).await else {
         return;
     };
-    let (_cfg, config) = config_file(&format!(
-        "providers:\n  ebs:\n    region: us-east-1\n    endpoint: {}\n    defaultZone: us-east-1a\n    accessKeyId: AKIASTOWAGETEST7KEY1\n    secretAccessKey: stowage-test-secret\n",
-        moto.endpoint()
-    ));
-    let s = Server::start_with(&["--config", config.as_str()]).await;
-    let mut class = storage_class("ebs", "ebs.stowage.dev");
-    class["parameters"] = json!({"type": "gp3"});
-    class["allowVolumeExpansion"] = json!(true);
-    assert_eq!(s.post(SC, &class).await.0, StatusCode::CREATED);
-    let instance = moto.run_instance("us-east-1a").await;
-    let dev = tempfile::tempdir().unwrap();
-    let provider_id = format!("aws:///us-east-1a/{instance}");
-    let agent = NodeAgent::start(
-        &s,
-        "node-b",
-        &[
-            "--zone",
-            "us-east-1a",
-            "--provider-id",
-            &provider_id,
-            "--dev-dir",
-            dev.path().to_str().unwrap(),
-        ],
-    )
-    .await;
-    s.wait_for(&format!("{NODES}/node-b"), "node-b registered", |n| {
-        n["spec"]["providerID"] == provider_id.as_str()
-    })
-    .await;
+    let EbsNode {
+        server: s,
+        agent,
+        dev,
+        _config,
+        _moto,
+    } = ebs;
 
     let pv = bound_claim(&s, "team-a", claim_in_class("disk", "1Gi", "ebs")).await;
     let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
@@ -686,17 +732,7 @@ async fn an_ebs_volume_is_formatted_once_staged_shared_and_grown_offline_after_a
         .to_string();
     // Play the cloud and udev: the volume's disk is a loop device, and the NVMe by-id link
     // that EBS gets on Nitro instances points at it.
-    let disk = LoopDisk::new(dev.path().join("disk.img"), GIB);
-    let by_id = dev.path().join("disk/by-id");
-    std::fs::create_dir_all(&by_id).unwrap();
-    std::os::unix::fs::symlink(
-        &disk.device,
-        by_id.join(format!(
-            "nvme-Amazon_Elastic_Block_Store_{}",
-            volume_id.replace('-', "")
-        )),
-    )
-    .unwrap();
+    let (disk, _link) = disk_for(&dev, &volume_id, "disk");
 
     let first = pod_on(&s, "team-a", "first", "disk", "node-b").await;
     let target = agent.target(&first, "data");
@@ -974,37 +1010,16 @@ async fn a_read_write_once_pod_volume_is_published_to_one_pod_only() {
 #[tokio::test]
 async fn a_block_mode_claim_gets_the_device_itself_and_a_vanished_device_is_reported() {
     need_mounts!();
-    let Some(moto) = stowage_provider_ebs::testing::Moto::start_for_test() else {
+    let Some(ebs) = EbsNode::start("node-d", false).await else {
         return;
     };
-    let (_cfg, config) = config_file(&format!(
-        "providers:\n  ebs:\n    region: us-east-1\n    endpoint: {}\n    defaultZone: us-east-1a\n    accessKeyId: AKIASTOWAGETEST7KEY1\n    secretAccessKey: stowage-test-secret\n",
-        moto.endpoint()
-    ));
-    let s = Server::start_with(&["--config", config.as_str()]).await;
-    let mut class = storage_class("ebs", "ebs.stowage.dev");
-    class["parameters"] = json!({"type": "gp3"});
-    assert_eq!(s.post(SC, &class).await.0, StatusCode::CREATED);
-    let instance = moto.run_instance("us-east-1a").await;
-    let dev = tempfile::tempdir().unwrap();
-    let provider_id = format!("aws:///us-east-1a/{instance}");
-    let agent = NodeAgent::start(
-        &s,
-        "node-d",
-        &[
-            "--zone",
-            "us-east-1a",
-            "--provider-id",
-            &provider_id,
-            "--dev-dir",
-            dev.path().to_str().unwrap(),
-        ],
-    )
-    .await;
-    s.wait_for(&format!("{NODES}/node-d"), "node-d registered", |n| {
-        n["spec"]["providerID"] == provider_id.as_str()
-    })
-    .await;
+    let EbsNode {
+        server: s,
+        agent,
+        dev,
+        _config,
+        _moto,
+    } = ebs;
     let mut claim = claim_in_class("raw", "1Gi", "ebs");
     claim["spec"]["volumeMode"] = json!("Block");
     let pv = bound_claim(&s, "team-a", claim).await;
@@ -1012,14 +1027,7 @@ async fn a_block_mode_claim_gets_the_device_itself_and_a_vanished_device_is_repo
         .as_str()
         .unwrap()
         .to_string();
-    let disk = LoopDisk::new(dev.path().join("raw.img"), GIB);
-    let by_id = dev.path().join("disk/by-id");
-    std::fs::create_dir_all(&by_id).unwrap();
-    let link = by_id.join(format!(
-        "nvme-Amazon_Elastic_Block_Store_{}",
-        volume_id.replace('-', "")
-    ));
-    std::os::unix::fs::symlink(&disk.device, &link).unwrap();
+    let (disk, link) = disk_for(&dev, &volume_id, "raw");
 
     let uid = pod_on(&s, "team-a", "app", "raw", "node-d").await;
     let target = agent.target(&uid, "data");
