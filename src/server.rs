@@ -108,8 +108,9 @@ pub struct ServeArgs {
     /// How long a connection may stay open with no request in flight.
     #[arg(long, default_value = "120s", value_parser = parse_timeout_arg)]
     pub idle_timeout: Duration,
-    /// Memory the watch history (the change log watches resume from) may take, in MiB.
-    #[arg(long, default_value_t = 256)]
+    /// Memory the watch history (the change log watches resume from) may take, in MiB:
+    /// every version's JSON, counted whether or not the current object shares it.
+    #[arg(long, default_value_t = 64)]
     pub watch_history_mib: usize,
     /// Encoded watch output waiting for slow clients, across all watches, in MiB; a watch that
     /// would go over is ended (its client resumes).

@@ -31,7 +31,11 @@ impl Server {
     /// Starts the server this benchmark was built with, or the one `STOWAGE_BIN` names (to
     /// compare two builds with one driver, in one run).
     pub fn start(extra: &[&str]) -> Server {
-        let data_dir = tempfile::tempdir().expect("tempdir");
+        Server::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// Starts a server on an existing data directory (a restart).
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let binary = std::env::var("STOWAGE_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stowage").to_string());
         let mut child = Command::new(binary)
@@ -73,6 +77,38 @@ impl Server {
             data_dir,
         }
     }
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server the way an operator does (SIGTERM, then waits), keeping its data.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+}
+
+/// Resident memory of a process, in bytes (VmRSS).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 impl Drop for Server {

@@ -77,7 +77,7 @@ pub fn object(
             let v: Value = serde_json::from_slice(&stored.json).unwrap_or(Value::Null);
             bytes_response(status, YAML, to_yaml(&v))
         }
-        Output::Metadata => json_value(status, &partial_metadata(&stored.object, false)),
+        Output::Metadata => json_value(status, &partial_metadata(&stored.object(), false)),
         Output::Table { beta } => json_value(
             status,
             &table(stored.kind, &[stored], None, None, beta, include, true),
@@ -139,7 +139,7 @@ pub fn list(
                     "kind": "PartialObjectMetadataList",
                     "apiVersion": "meta.k8s.io/v1",
                     "metadata": meta,
-                    "items": items.iter().map(|i| partial_metadata(&i.object, false)).collect::<Vec<_>>(),
+                    "items": items.iter().map(|i| partial_metadata(&i.object(), false)).collect::<Vec<_>>(),
                 }),
             )
         }
@@ -178,11 +178,11 @@ fn table_of<T: KindStrategy>(
     let rows: Vec<Value> = items
         .iter()
         .map(|s| {
-            let obj: &T = s.typed();
+            let obj: &T = &s.typed();
             let mut row = json!({"cells": obj.table_row(now)});
             match include {
                 IncludeObject::None => {}
-                IncludeObject::Metadata => row["object"] = partial_metadata(&s.object, beta),
+                IncludeObject::Metadata => row["object"] = partial_metadata(&s.object(), beta),
                 IncludeObject::Object => {
                     row["object"] = serde_json::from_slice(&s.json).unwrap_or(Value::Null)
                 }

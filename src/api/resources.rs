@@ -538,12 +538,14 @@ fn decode_continue(token: &str) -> ApiResult<(Rv, ObjectKey)> {
 
 /// Whether a stored object passes a query's label and field selectors.
 pub fn selected(stored: &Stored, query: &Query) -> bool {
-    query
-        .label_selector
-        .matches(labels_of(stored.object.meta()))
-        && query
-            .field_selector
-            .matches(|f| stored.object.field_value(f))
+    // Objects are held as JSON: decode only what a selector that is present needs.
+    let labels_match = query.label_selector.is_everything()
+        || query.label_selector.matches(labels_of(&stored.meta()));
+    labels_match
+        && (query.field_selector.is_empty() || {
+            let object = stored.object();
+            query.field_selector.matches(|f| object.field_value(f))
+        })
 }
 
 /// Checks the selectors name fields this kind supports.

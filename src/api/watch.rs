@@ -116,7 +116,7 @@ impl WatchSpec {
                 let v = json!({
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
-                    "metadata": serde_json::to_value(s.object.meta()).unwrap_or(Value::Null),
+                    "metadata": serde_json::to_value(s.object().meta()).unwrap_or(Value::Null),
                 });
                 line.extend_from_slice(&serde_json::to_vec(&v).unwrap_or_default());
             }

@@ -222,13 +222,13 @@ pub fn authorize(
                 Kind::VolumeAttachment
                     if verb.is_read() || (matches!(verb, Verb::Update | Verb::Patch) && status) =>
                 {
-                    Ok(Visibility::Only(Arc::new(move |s| match &s.object {
+                    Ok(Visibility::Only(Arc::new(move |s| match &s.object() {
                         AnyObject::VolumeAttachment(va) => va.spec.node_name == node,
                         _ => false,
                     })))
                 }
                 Kind::Pod if verb.is_read() => Ok(Visibility::Only(Arc::new(move |s| {
-                    pod::node_name(s.typed::<Pod>()) == Some(node.as_str())
+                    pod::node_name(&s.typed::<Pod>()) == Some(node.as_str())
                 }))),
                 // One object at a time, as Kubernetes' Node authorizer: what a node may see
                 // changes as pods come and go, which a list or a watch cannot follow.
@@ -272,7 +272,7 @@ pub fn authorize(
 
 /// Whether the scheduler placed the claim on `node` (`volume.kubernetes.io/selected-node`).
 fn selected_to(s: &Stored, node: &str) -> bool {
-    s.object
+    s.object()
         .meta()
         .annotations
         .as_ref()
@@ -283,7 +283,7 @@ fn selected_to(s: &Stored, node: &str) -> bool {
 /// Whether the object is a volume that only `node` can reach: its node affinity requires
 /// `kubernetes.io/hostname` to be `node` in every term.
 fn pinned_to(s: &Stored, node: &str) -> bool {
-    match &s.object {
+    match &s.object() {
         AnyObject::PersistentVolume(pv) => volume_pinned_to(pv, node),
         _ => false,
     }
@@ -346,13 +346,13 @@ fn node_volume(
 fn claim_used_on(graph: &Store, node: &str, namespace: &str, claim: &str) -> bool {
     graph.list(Kind::Pod, Some(namespace)).0.iter().any(|p| {
         let p = p.typed::<Pod>();
-        pod::node_name(p) == Some(node) && pod::claim_names(p).any(|c| c == claim)
+        pod::node_name(&p) == Some(node) && pod::claim_names(&p).any(|c| c == claim)
     })
 }
 
 /// Whether the volume is bound to a claim a pod on `node` uses, or attached to `node`.
 fn volume_used_on(graph: &Store, node: &str, volume: &Stored) -> bool {
-    let AnyObject::PersistentVolume(pv) = &volume.object else {
+    let AnyObject::PersistentVolume(pv) = &volume.object() else {
         return false;
     };
     let claim = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
@@ -370,7 +370,7 @@ fn volume_used_on(graph: &Store, node: &str, volume: &Stored) -> bool {
         .list(Kind::VolumeAttachment, None)
         .0
         .iter()
-        .any(|s| match &s.object {
+        .any(|s| match &s.object() {
             AnyObject::VolumeAttachment(va) => {
                 va.spec.node_name == node
                     && va.spec.source.persistent_volume_name.as_deref()
@@ -385,7 +385,7 @@ fn own_events(ns: &str) -> Visibility {
     let ns = ns.to_string();
     Visibility::Only(Arc::new(move |s| {
         s.key.namespace == ns
-            && match &s.object {
+            && match &s.object() {
                 AnyObject::Event(e) => e.involved_object.namespace.as_deref() == Some(ns.as_str()),
                 _ => false,
             }
@@ -520,7 +520,7 @@ fn node_event(graph: &Store, node: &str, new: &AnyObject) -> Result<(), ApiError
             e.metadata.namespace.as_deref() == Some(ns)
                 && graph
                     .get_typed::<Pod>(ns, r.name.as_deref().unwrap_or_default())
-                    .is_some_and(|p| pod::node_name(p.typed::<Pod>()) == Some(node))
+                    .is_some_and(|p| pod::node_name(&p.typed::<Pod>()) == Some(node))
         }
         _ => false,
     };

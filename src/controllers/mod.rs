@@ -72,7 +72,7 @@ impl Context {
         sub: Subresource,
         f: impl FnOnce(&mut T),
     ) -> Result<Option<Arc<Stored>>, ApiError> {
-        let current: &T = stored.typed();
+        let current: &T = &stored.typed();
         let mut changed = current.clone();
         f(&mut changed);
         if &changed == current {

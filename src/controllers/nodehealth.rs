@@ -69,7 +69,14 @@ impl Reconciler for NodeHealth {
             .renew_time
             .map(|t| t.0)
             .or(spec.acquire_time.map(|t| t.0))
-            .or_else(|| lease.object.meta().creation_timestamp.as_ref().map(|t| t.0))
+            .or_else(|| {
+                lease
+                    .object()
+                    .meta()
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+            })
             .unwrap_or_else(|| self.ctx.clock.now());
         let duration = i64::from(
             spec.lease_duration_seconds
@@ -82,7 +89,7 @@ impl Reconciler for NodeHealth {
         let now = self.ctx.clock.now();
         let fresh = now < expires;
 
-        let node: &Node = stored.typed();
+        let node: &Node = &stored.typed();
         let current = node
             .status
             .as_ref()
@@ -121,7 +128,7 @@ impl Reconciler for NodeHealth {
                 .registry
                 .write(vec![Write::update(n, stored.rv, Subresource::Status)])
                 .await?;
-            let obj: &AnyObject = &stored.object;
+            let obj: &AnyObject = &stored.object();
             if fresh {
                 self.ctx.recorder.normal(
                     COMPONENT,

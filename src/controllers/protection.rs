@@ -51,7 +51,7 @@ impl Protection {
             self.ctx
                 .store
                 .get_typed::<Pod>(&claim.namespace, n)
-                .is_some_and(|s| !pod::is_terminated(s.typed::<Pod>()))
+                .is_some_and(|s| !pod::is_terminated(&s.typed::<Pod>()))
         })
     }
 }
@@ -81,7 +81,7 @@ impl Reconciler for Protection {
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
-        let AnyObject::Pod(p) = &object.object else {
+        let AnyObject::Pod(p) = &object.object() else {
             return;
         };
         let mut idx = self.pods.lock();
@@ -106,7 +106,7 @@ impl Reconciler for Protection {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
-        match &event.object.object {
+        match &event.object.object() {
             // A pod that finished or went away may free its claims.
             AnyObject::Pod(p) => pod::claim_names(p)
                 .map(|c| Key::Claim(ObjectKey::new(event.object.key.namespace.clone(), c)))
@@ -116,7 +116,7 @@ impl Reconciler for Protection {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
-        match &object.object {
+        match &object.object() {
             AnyObject::PersistentVolumeClaim(c) if has(&c.metadata, PVC_PROTECTION) => {
                 vec![Key::Claim(object.key.clone())]
             }
@@ -137,7 +137,7 @@ impl Reconciler for Protection {
                 else {
                     return Ok(Action::await_change());
                 };
-                let c: &PersistentVolumeClaim = stored.typed();
+                let c: &PersistentVolumeClaim = &stored.typed();
                 if has(&c.metadata, PVC_PROTECTION) && !self.in_use(k) {
                     self.ctx
                         .drop_finalizer::<PersistentVolumeClaim>(&stored, PVC_PROTECTION)
@@ -148,7 +148,7 @@ impl Reconciler for Protection {
                 let Some(stored) = self.ctx.store.get_typed::<PersistentVolume>("", name) else {
                     return Ok(Action::await_change());
                 };
-                let v: &PersistentVolume = stored.typed();
+                let v: &PersistentVolume = &stored.typed();
                 if has(&v.metadata, PV_PROTECTION) && pv::phase(v) != Some(pv::Phase::Bound) {
                     self.ctx
                         .drop_finalizer::<PersistentVolume>(&stored, PV_PROTECTION)

@@ -40,9 +40,9 @@ impl Reconciler for QuotaStatus {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<ObjectKey> {
-        let limits_changed = match (&event.object.object, event.prev.as_deref()) {
+        let limits_changed = match (&event.object.object(), event.prev.as_deref()) {
             (_, None) => true,
-            (AnyObject::ResourceQuota(new), Some(prev)) => match &prev.object {
+            (AnyObject::ResourceQuota(new), Some(prev)) => match &prev.object() {
                 AnyObject::ResourceQuota(old) => new.spec != old.spec,
                 _ => true,
             },
@@ -67,7 +67,7 @@ impl Reconciler for QuotaStatus {
         else {
             return Ok(Action::await_change());
         };
-        let q: &ResourceQuota = stored.typed();
+        let q: &ResourceQuota = &stored.typed();
         let used = quota::usage_in(&self.ctx.store, &key.namespace);
         let status = resourcequota::status_for(q, &used);
         if q.status.as_ref() == Some(&status) {

@@ -70,7 +70,7 @@ impl Reconciler for Resizer {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<ObjectKey> {
-        match &object.object {
+        match &object.object() {
             AnyObject::PersistentVolumeClaim(c) if wants_more(c) => vec![object.key.clone()],
             _ => Vec::new(),
         }
@@ -84,7 +84,7 @@ impl Reconciler for Resizer {
         else {
             return Ok(Action::await_change());
         };
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         if !wants_more(c) {
             return Ok(Action::await_change());
         }
@@ -101,7 +101,7 @@ impl Reconciler for Resizer {
         else {
             return Ok(Action::await_change());
         };
-        let v: &PersistentVolume = volume.typed();
+        let v: &PersistentVolume = &volume.typed();
         let volume_bytes = v
             .spec
             .as_ref()
@@ -115,7 +115,7 @@ impl Reconciler for Resizer {
             return Ok(Action::await_change());
         }
         let Some(csi) = v.spec.as_ref().and_then(|s| s.csi.clone()) else {
-            self.ctx.recorder.warning(COMPONENT, &claim.object, "ExternalExpanding", "the claim's volume has no provider here to expand it; an administrator must grow it");
+            self.ctx.recorder.warning(COMPONENT, &claim.object(), "ExternalExpanding", "the claim's volume has no provider here to expand it; an administrator must grow it");
             return Ok(Action::await_change());
         };
         let Some(provider) = self.ctx.providers.get(&csi.driver).cloned() else {
@@ -124,7 +124,7 @@ impl Reconciler for Resizer {
         if !provider.capabilities().expansion {
             self.ctx.recorder.warning(
                 COMPONENT,
-                &claim.object,
+                &claim.object(),
                 "VolumeResizeFailed",
                 format!("provider {} cannot expand volumes", csi.driver),
             );
@@ -144,7 +144,7 @@ impl Reconciler for Resizer {
             Err(e) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &claim.object,
+                    &claim.object(),
                     "VolumeResizeFailed",
                     format!("expanding volume {volume_name}: {e}"),
                 );
@@ -212,7 +212,7 @@ impl Reconciler for Resizer {
         if on_node {
             self.ctx.recorder.normal(
                 COMPONENT,
-                &claim.object,
+                &claim.object(),
                 "FileSystemResizeRequired",
                 format!(
                     "volume {volume_name} expanded to {}; its filesystem grows on the node that mounts it",
@@ -223,7 +223,7 @@ impl Reconciler for Resizer {
         } else if done {
             self.ctx.recorder.normal(
                 COMPONENT,
-                &claim.object,
+                &claim.object(),
                 "VolumeResizeSuccessful",
                 format!("volume {volume_name} expanded to {}", size.0),
             );

@@ -72,7 +72,7 @@ impl Snapshotter {
                 "persistentvolumeclaim \"{claim_name}\" not found"
             )));
         };
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         let volume_name = c.spec.as_ref().and_then(|s| s.volume_name.clone());
         let (Some(volume_name), true) = (volume_name, pvc::is_bound(c)) else {
             return Err(NoSource::Waiting(format!(
@@ -123,7 +123,7 @@ impl Snapshotter {
         stored: &Arc<Stored>,
         status: VolumeSnapshotStatus,
     ) -> Result<Arc<Stored>, Error> {
-        let s: &VolumeSnapshot = stored.typed();
+        let s: &VolumeSnapshot = &stored.typed();
         if s.status.as_ref() == Some(&status) {
             return Ok(stored.clone());
         }
@@ -135,15 +135,18 @@ impl Snapshotter {
     }
 
     async fn create(&self, stored: &Arc<Stored>) -> Result<Action, Error> {
-        let s: &VolumeSnapshot = stored.typed();
+        let s: &VolumeSnapshot = &stored.typed();
         let mut status = s.status.clone().unwrap_or_default();
         let claim_name = source_claim(s).unwrap_or_default().to_string();
         let source = match self.source(&stored.key.namespace, &claim_name) {
             Ok(source) => source,
             Err(NoSource::Waiting(why)) => {
-                self.ctx
-                    .recorder
-                    .normal(COMPONENT, &stored.object, "SnapshotPending", why.clone());
+                self.ctx.recorder.normal(
+                    COMPONENT,
+                    &stored.object(),
+                    "SnapshotPending",
+                    why.clone(),
+                );
                 set_error(&mut status, why);
                 self.write_status(stored, status).await?;
                 // The claim binding triggers a look again; the resync covers the rest.
@@ -152,7 +155,7 @@ impl Snapshotter {
             Err(NoSource::Unsupported(why)) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &stored.object,
+                    &stored.object(),
                     "SnapshotCreationFailed",
                     why.clone(),
                 );
@@ -171,7 +174,7 @@ impl Snapshotter {
             );
             self.ctx
                 .recorder
-                .warning(COMPONENT, &stored.object, "SnapshotCreationFailed", why);
+                .warning(COMPONENT, &stored.object(), "SnapshotCreationFailed", why);
             return Ok(Action::await_change());
         }
         // Record the provider first: from now on deletion knows where to look.
@@ -195,7 +198,7 @@ impl Snapshotter {
             Err(e) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &stored.object,
+                    &stored.object(),
                     "SnapshotCreationFailed",
                     format!("snapshotting claim \"{claim_name}\": {e}"),
                 );
@@ -219,7 +222,7 @@ impl Snapshotter {
         if first {
             self.ctx.recorder.normal(
                 COMPONENT,
-                &stored.object,
+                &stored.object(),
                 "SnapshotCreated",
                 format!(
                     "snapshot {} of claim \"{claim_name}\" created by {}",
@@ -230,7 +233,7 @@ impl Snapshotter {
         if now_ready {
             self.ctx.recorder.normal(
                 COMPONENT,
-                &stored.object,
+                &stored.object(),
                 "SnapshotReady",
                 format!("snapshot {} is ready to use", taken.id),
             );
@@ -241,13 +244,13 @@ impl Snapshotter {
     }
 
     async fn delete(&self, stored: &Arc<Stored>) -> Result<Action, Error> {
-        let s: &VolumeSnapshot = stored.typed();
+        let s: &VolumeSnapshot = &stored.typed();
         let status = s.status.clone().unwrap_or_default();
         if let Some(driver) = &status.driver {
             let Some(provider) = self.ctx.providers.get(driver).cloned() else {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &stored.object,
+                    &stored.object(),
                     "SnapshotDeleteFailed",
                     format!("provider {driver} is not enabled on this server; the snapshot stays until it is"),
                 );
@@ -281,7 +284,7 @@ impl Snapshotter {
             {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &stored.object,
+                    &stored.object(),
                     "SnapshotDeleteFailed",
                     format!("deleting snapshot {id} failed (will retry): {e}"),
                 );
@@ -333,7 +336,7 @@ impl Reconciler for Snapshotter {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<ObjectKey> {
-        match &object.object {
+        match &object.object() {
             AnyObject::VolumeSnapshot(s) => {
                 let deleting = s.metadata.deletion_timestamp.is_some() && has_finalizer(s);
                 let unfinished = s.metadata.deletion_timestamp.is_none()
@@ -353,7 +356,7 @@ impl Reconciler for Snapshotter {
                 snapshots
                     .iter()
                     .filter(|s| {
-                        let s: &VolumeSnapshot = s.typed();
+                        let s: &VolumeSnapshot = &s.typed();
                         source_claim(s) == Some(object.key.name.as_str())
                             && !crate::resources::volumesnapshot::is_ready(s)
                     })
@@ -372,7 +375,7 @@ impl Reconciler for Snapshotter {
         else {
             return Ok(Action::await_change());
         };
-        let s: &VolumeSnapshot = stored.typed();
+        let s: &VolumeSnapshot = &stored.typed();
         if s.metadata.deletion_timestamp.is_some() {
             if has_finalizer(s) {
                 return self.delete(&stored).await;

@@ -131,7 +131,7 @@ impl Harness {
         let (events, _) = self.ctx.store.list(crate::resources::Kind::Event, None);
         events
             .iter()
-            .filter_map(|e| match &e.object {
+            .filter_map(|e| match &e.object() {
                 crate::resources::AnyObject::Event(ev)
                     if ev.involved_object.name.as_deref() == Some(name) =>
                 {
@@ -147,7 +147,7 @@ impl Harness {
     /// Whether any event has this reason.
     pub fn event_reasons_of_kind(&self, reason: &str) -> bool {
         let (events, _) = self.ctx.store.list(crate::resources::Kind::Event, None);
-        events.iter().any(|e| match &e.object {
+        events.iter().any(|e| match &e.object() {
             crate::resources::AnyObject::Event(ev) => ev.reason.as_deref() == Some(reason),
             _ => false,
         })

@@ -87,7 +87,7 @@ fn default_storage_class(store: &Store, pvc: &mut PersistentVolumeClaim) {
     let mut defaults = classes
         .iter()
         .map(|s| s.typed::<StorageClass>())
-        .filter(|sc| is_default(sc));
+        .filter(is_default);
     if let (Some(only), None) = (defaults.next(), defaults.next()) {
         spec.storage_class_name = only.metadata.name.clone();
     }

@@ -186,7 +186,6 @@ fn transient(object: AnyObject, rv: Option<Rv>) -> Arc<Stored> {
         kind: object.kind(),
         key: ObjectKey::of(&object),
         rv: rv.unwrap_or(0),
-        object,
         json,
     })
 }
@@ -333,11 +332,13 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<T> {
         let mut any = new.into_any();
-        admission::admit(&self.store, &mut any, old.map(|o| &o.object))?;
+        // The current version, decoded once for every rule below.
+        let old_object = old.map(|o| o.object());
+        admission::admit(&self.store, &mut any, old_object.as_ref())?;
         let mut new = T::from_any_owned(any).expect("admission keeps the kind");
         new.default();
         normalize_meta(new.metadata_mut());
-        let old_typed: Option<&T> = old.map(|o| o.typed());
+        let old_typed = old_object.as_ref().and_then(T::from_any);
         Self::validate(&new, old_typed)?;
         if let Some(old) = old_typed
             && new.spec_changed(old)
@@ -346,7 +347,7 @@ impl Registry {
         }
         let any = new.into_any();
         if let Some(guard) = &opts.guard {
-            (guard.0)(old.map(|o| &o.object), &any)?;
+            (guard.0)(old_object.as_ref(), &any)?;
         }
         check_stored_limits(&any)?;
         Ok(T::from_any_owned(any).expect("the kind is unchanged"))
@@ -591,7 +592,7 @@ impl Registry {
         at: Rv,
     ) -> ApiResult<Option<Staged>> {
         let i = info::<T>();
-        let old: &T = current.typed();
+        let old: &T = &current.typed();
         let name = old.metadata().name.clone().unwrap_or_default();
         if let Some(uid) = new.metadata().uid.as_deref()
             && !uid.is_empty()
@@ -729,7 +730,7 @@ impl Registry {
         let names = [(<T as Typed>::KIND, name.to_string())];
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.get::<T>(namespace, name)?;
-            let obj: &T = current.typed();
+            let obj: &T = &current.typed();
             if let Some(uid) = pre.uid.as_deref()
                 && Some(uid) != obj.metadata().uid.as_deref()
             {
@@ -979,7 +980,7 @@ fn applied_object<T: KindStrategy>(
         None => Value::Object(Default::default()),
     };
     let mut entries: Vec<ManagedFieldsEntry> = current
-        .and_then(|c| c.object.meta().managed_fields.clone())
+        .and_then(|c| c.object().meta().managed_fields.clone())
         .unwrap_or_default();
     let previous = entries
         .iter()

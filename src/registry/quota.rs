@@ -31,7 +31,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
         let before = s
             .old
             .as_ref()
-            .map(|o| resourcequota::usage(&o.object))
+            .map(|o| resourcequota::usage(&o.object()))
             .unwrap_or_default();
         let after = match &s.op.change {
             Change::Put(obj) => resourcequota::usage(obj),
@@ -68,7 +68,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
             .into_iter()
             .filter(|q| !staged_quotas.contains(&&q.key))
         {
-            let q: &ResourceQuota = stored.typed();
+            let q: &ResourceQuota = &stored.typed();
             let hard = resourcequota::hard(q);
             let mut used = resourcequota::used(q);
             let mut changed = false;
@@ -132,7 +132,7 @@ pub fn usage_in(store: &Store, namespace: &str) -> Usage {
     for kind in Kind::ALL.iter().filter(|k| k.info().namespaced) {
         let (items, _) = store.list(*kind, Some(namespace));
         for s in items {
-            for (k, v) in resourcequota::usage(&s.object) {
+            for (k, v) in resourcequota::usage(&s.object()) {
                 *total.entry(k).or_default() += v;
             }
         }
@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn used(r: &Registry, ns: &str) -> Usage {
-        resourcequota::used(r.get::<ResourceQuota>(ns, "q").unwrap().typed())
+        resourcequota::used(&r.get::<ResourceQuota>(ns, "q").unwrap().typed())
     }
 
     #[tokio::test]

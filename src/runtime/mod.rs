@@ -106,16 +106,27 @@ impl Default for ControllerOptions {
     }
 }
 
+/// Objects a controller looks at between two yields to the runtime when it walks all of them
+/// (start-up, resync): each look decodes the object, and a walk over a million objects must
+/// not hold a runtime thread that serves requests.
+const WALK_CHUNK: usize = 256;
+
 /// Replays the store's current objects into the reconciler's indexes and the queue.
-fn sync_snapshot<R: Reconciler>(r: &R, queue: &Queue<R::Key>, objects: &[Arc<Stored>]) {
+async fn sync_snapshot<R: Reconciler>(r: &R, queue: &Queue<R::Key>, objects: &[Arc<Stored>]) {
     r.reset();
-    for o in objects {
-        r.observe(o, false);
-    }
-    for o in objects {
-        for k in r.keys_for_object(o) {
-            queue.add(k);
+    for chunk in objects.chunks(WALK_CHUNK) {
+        for o in chunk {
+            r.observe(o, false);
         }
+        tokio::task::yield_now().await;
+    }
+    for chunk in objects.chunks(WALK_CHUNK) {
+        for o in chunk {
+            for k in r.keys_for_object(o) {
+                queue.add(k);
+            }
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -130,7 +141,7 @@ pub async fn run<R: Reconciler>(
     let name = reconciler.name();
     let queue = Arc::new(Queue::<R::Key>::new());
     let (snapshot, _, watcher) = store.snapshot_and_watch(reconciler.kinds());
-    sync_snapshot(reconciler.as_ref(), &queue, &snapshot);
+    sync_snapshot(reconciler.as_ref(), &queue, &snapshot).await;
     drop(snapshot);
     tracing::debug!(controller = name, "caches synced; starting");
 
@@ -255,7 +266,7 @@ async fn follow_changes<R: Reconciler>(
                 );
                 let (snapshot, _, w) = store.snapshot_and_watch(kinds);
                 watcher = w;
-                sync_snapshot(reconciler.as_ref(), &queue, &snapshot);
+                sync_snapshot(reconciler.as_ref(), &queue, &snapshot).await;
             }
             Err(_) => return,
         }
@@ -278,10 +289,13 @@ async fn resync<R: Reconciler>(
         }
         for kind in reconciler.kinds() {
             let (objects, _) = store.list(*kind, None);
-            for o in &objects {
-                for k in reconciler.keys_for_object(o) {
-                    queue.add(k);
+            for chunk in objects.chunks(WALK_CHUNK) {
+                for o in chunk {
+                    for k in reconciler.keys_for_object(o) {
+                        queue.add(k);
+                    }
                 }
+                tokio::task::yield_now().await;
             }
         }
     }

@@ -29,7 +29,9 @@ pub struct Row {
 #[derive(Default)]
 pub struct Loaded {
     pub objects: Vec<Stored>,
-    /// The retained change log, oldest first: (type, object version, commit time).
+    /// The retained change log, oldest first: (type, object version, commit time). A version
+    /// that is also in `objects` (the object's current one) may come with empty JSON: the
+    /// store shares the one in `objects`.
     pub log: Vec<(EventType, Stored, i64)>,
     /// The highest resourceVersion ever committed.
     pub last_rv: Rv,

@@ -30,6 +30,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch as notify};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::resources::{AnyObject, Kind, Typed};
 
 pub mod backend;
@@ -82,15 +84,18 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// One version of one object, as committed.
+/// One version of one object, as committed: its JSON and the keys it is filed under.
+///
+/// The store holds objects only in their serialized form (as etcd does). A typed copy beside
+/// it would take two to five times the JSON's memory for every object and every version in the
+/// change log; instead [`Stored::object`] and [`Stored::typed`] decode on demand, and readers
+/// that need a field decode the object they look at, when they look.
 #[derive(Debug)]
 pub struct Stored {
     pub kind: Kind,
     pub key: ObjectKey,
     pub rv: Rv,
-    /// The typed object; its `metadata.resourceVersion` is `rv`.
-    pub object: AnyObject,
-    /// The object's JSON, as served.
+    /// The object's JSON, as served; its `metadata.resourceVersion` is `rv`.
     pub json: Bytes,
 }
 
@@ -102,18 +107,36 @@ impl Stored {
             kind: object.kind(),
             key: ObjectKey::of(&object),
             rv,
-            object,
             json,
         }
     }
 
-    /// The object as its concrete type. Panics only if the store mixed kinds up, which it never does.
-    pub fn typed<T: Typed>(&self) -> &T {
-        T::from_any(&self.object).expect("stored object has the kind it is filed under")
+    /// The object, decoded. The JSON was written by the store from a typed object, so it
+    /// always decodes.
+    pub fn object(&self) -> AnyObject {
+        AnyObject::from_json(self.kind, &self.json)
+            .expect("the store holds JSON it serialized itself")
     }
 
-    pub fn uid(&self) -> &str {
-        self.object.meta().uid.as_deref().unwrap_or_default()
+    /// The object as its concrete type. Panics only if the store mixed kinds up, which it never does.
+    pub fn typed<T: Typed>(&self) -> T {
+        T::from_any_owned(self.object()).expect("stored object has the kind it is filed under")
+    }
+
+    /// Only the object's metadata, decoded (cheaper than the whole object).
+    pub fn meta(&self) -> ObjectMeta {
+        #[derive(serde::Deserialize)]
+        struct OnlyMeta {
+            #[serde(default)]
+            metadata: ObjectMeta,
+        }
+        serde_json::from_slice::<OnlyMeta>(&self.json)
+            .expect("the store holds JSON it serialized itself")
+            .metadata
+    }
+
+    pub fn uid(&self) -> String {
+        self.meta().uid.unwrap_or_default()
     }
 }
 
@@ -160,13 +183,15 @@ impl WatchEvent {
         self.object.kind
     }
 
-    /// The memory this entry of the change log holds: the object version as its JSON and a
-    /// typed copy (about twice the JSON). The version it replaced is the previous entry's (or
+    /// The memory this entry of the change log holds: the object version's JSON and the
+    /// bookkeeping around it (the entry, the version's key and allocation headers). An entry
+    /// whose object is still current shares that version with the cache, so this counts it
+    /// even when it costs nothing extra. The version it replaced is the previous entry's (or
     /// the cache's), so it is not counted again; an entry whose previous one was trimmed keeps
     /// that version alive too, so the log takes at most twice what it counts.
     pub fn cost(&self) -> usize {
-        const OVERHEAD: usize = 256;
-        3 * self.object.json.len() + OVERHEAD
+        const OVERHEAD: usize = 160;
+        self.object.json.len() + self.object.key.name.len() + OVERHEAD
     }
 }
 
@@ -271,7 +296,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_batch: 1024,
             log_max_events: 100_000,
-            log_max_bytes: 256 * 1024 * 1024,
+            log_max_bytes: 64 * 1024 * 1024,
             log_window: Duration::from_secs(600),
         }
     }
@@ -322,20 +347,23 @@ fn kind_by_name(name: &str) -> Option<Kind> {
     Kind::ALL.iter().copied().find(|k| k.info().kind == name)
 }
 
-/// An object version read back from a database; `None` (and a warning) for a kind this
-/// version does not know.
-fn decode(kind: &str, rv: i64, data: &[u8]) -> anyhow::Result<Option<Stored>> {
-    use anyhow::Context as _;
+/// An object version read back from a database, as it was written (its JSON already carries
+/// `rv`); `None` (and a warning) for a kind this version does not know. Nothing is decoded
+/// here: start-up reads rows, and readers decode what they look at.
+fn decode(kind: &str, namespace: String, name: String, rv: i64, data: Vec<u8>) -> Option<Stored> {
     let Some(kind) = kind_by_name(kind) else {
         tracing::warn!(
             kind,
             "skipping stored object of a kind this version does not know"
         );
-        return Ok(None);
+        return None;
     };
-    let object = AnyObject::from_json(kind, data)
-        .with_context(|| format!("decoding a stored {kind:?} at rv {rv}"))?;
-    Ok(Some(Stored::new(object, rv as Rv)))
+    Some(Stored {
+        kind,
+        key: ObjectKey { namespace, name },
+        rv: rv as Rv,
+        json: Bytes::from(data),
+    })
 }
 
 fn now_unix() -> i64 {
@@ -411,7 +439,11 @@ impl State {
         let mut last: HashMap<(Kind, ObjectKey), Arc<Stored>> = HashMap::new();
         let mut log = VecDeque::with_capacity(loaded.log.len());
         for (type_, stored, committed_at) in loaded.log {
-            let stored = Arc::new(stored);
+            // A version that is still current is the cache's: share it rather than hold it twice.
+            let stored = match objects[stored.kind as usize].get(&stored.key) {
+                Some(current) if current.rv == stored.rv => current.clone(),
+                _ => Arc::new(stored),
+            };
             let id = (stored.kind, stored.key.clone());
             let prev = last.insert(id, stored.clone());
             log.push_back(Arc::new(WatchEvent {
@@ -448,7 +480,14 @@ impl Store {
         mut backend: Box<dyn Backend>,
         options: StoreOptions,
     ) -> anyhow::Result<Store> {
+        let started = std::time::Instant::now();
         let loaded = backend.load().await?;
+        tracing::info!(
+            objects = loaded.objects.len(),
+            changes = loaded.log.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store read from the database"
+        );
         let (inner, rx) = Self::inner(
             loaded,
             options,
@@ -910,10 +949,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                 }
                 Change::Delete => {
                     let last = prev.as_ref().expect("precondition guarantees existence");
-                    (
-                        EventType::Deleted,
-                        Arc::new(Stored::new(last.object.clone(), rv)),
-                    )
+                    (EventType::Deleted, Arc::new(Stored::new(last.object(), rv)))
                 }
                 Change::Check => unreachable!("checks are answered above"),
             };

@@ -139,7 +139,7 @@ where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
     let rows = sqlx::query(
-        "SELECT kind, rv, type, data, created_at FROM changes WHERE rv > $1 ORDER BY rv LIMIT $2",
+        "SELECT kind, namespace, name, rv, type, data, created_at FROM changes WHERE rv > $1 ORDER BY rv LIMIT $2",
     )
     .bind(known as i64)
     .bind(limit)
@@ -147,10 +147,10 @@ where
     .await?;
     let mut changes = Vec::with_capacity(rows.len());
     for r in rows {
-        let (kind, rv, type_, data, at): (String, i64, String, Vec<u8>, i64) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let (kind, rv, type_, at): (String, i64, String, i64) =
+            (r.get(0), r.get(3), r.get(4), r.get(6));
         let type_ = EventType::parse(&type_).context("unknown change type")?;
-        match decode(&kind, rv, &data)? {
+        match decode(&kind, r.get(1), r.get(2), rv, r.get(5)) {
             Some(stored) => changes.push((type_, stored, at)),
             // A kind this version does not know (a newer replica wrote it): skipping it would
             // leave a gap that looks like a compaction.
@@ -356,13 +356,19 @@ impl Backend for PostgresBackend {
 async fn load_all(tx: &mut Transaction<'static, Postgres>) -> anyhow::Result<Loaded> {
     let mut objects = Vec::new();
     let mut last_rv = 0;
-    for r in sqlx::query("SELECT kind, rv, data FROM objects")
+    for r in sqlx::query("SELECT kind, namespace, name, rv, data FROM objects")
         .fetch_all(&mut **tx)
         .await?
     {
-        let (kind, rv, data): (String, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+        let rv: i64 = r.get(3);
         last_rv = last_rv.max(rv as Rv);
-        objects.extend(decode(&kind, rv, &data)?);
+        objects.extend(decode(
+            &r.get::<String, _>(0),
+            r.get(1),
+            r.get(2),
+            rv,
+            r.get(4),
+        ));
     }
     let log = changes_after(&mut **tx, 0, None).await?;
     if let Some((_, s, _)) = log.last() {

@@ -158,6 +158,7 @@ on_both_engines!(
     watchers_see_each_change_once_in_order,
     a_closed_store_refuses_writes_after_finishing_queued_ones,
     everything_survives_a_reopen,
+    history_read_back_shares_current_versions,
 );
 
 async fn a_group_write_applies_all_or_nothing(engine: Engine) {
@@ -331,6 +332,84 @@ async fn everything_survives_a_reopen(engine: Engine) {
     let mut w = again.watch_from(a.rv).unwrap();
     let e = w.next().await.unwrap();
     assert_eq!(e.rv, a.rv + 1);
+}
+
+async fn history_read_back_shares_current_versions(engine: Engine) {
+    let store = engine.open().await;
+    let first = store
+        .write(vec![WriteOp::create(class("c"))])
+        .await
+        .unwrap()
+        .remove(0);
+    let mut changed = first.object();
+    changed.meta_mut().labels = Some([("v".to_string(), "2".to_string())].into());
+    let second = store
+        .write(vec![WriteOp::update(changed, first.rv)])
+        .await
+        .unwrap()
+        .remove(0);
+    store.close().await;
+
+    let again = engine.open().await;
+    let current = again
+        .get(Kind::StorageClass, &ObjectKey::cluster("c"))
+        .unwrap();
+    let mut w = again.watch_from(first.rv - 1).unwrap();
+    let (old, new) = (w.next().await.unwrap(), w.next().await.unwrap());
+    // The superseded version is the history's own copy, as it was.
+    assert_eq!(old.rv, first.rv);
+    assert_eq!(old.object.json, first.json);
+    assert_eq!(
+        old.object.meta().resource_version,
+        Some(first.rv.to_string())
+    );
+    // The current version is held once, by the cache and the history together.
+    assert_eq!(new.rv, second.rv);
+    assert!(Arc::ptr_eq(&new.object, &current), "not shared");
+    assert_eq!(current.json, second.json);
+    assert_eq!(
+        current
+            .typed::<k8s_openapi::api::storage::v1::StorageClass>()
+            .metadata
+            .labels,
+        Some([("v".to_string(), "2".to_string())].into())
+    );
+}
+
+#[tokio::test]
+async fn an_idle_sqlite_store_truncates_its_wal() {
+    let engine = Engine::sqlite().await;
+    let Engine::Sqlite(dir) = &engine else {
+        unreachable!()
+    };
+    let wal = dir.path().join("stowage.db-wal");
+    let store = engine.open().await;
+    for i in 0..50 {
+        store
+            .write(vec![WriteOp::create(class(&format!("c{i}")))])
+            .await
+            .unwrap();
+    }
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "writes go to the WAL"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&wal).map_or(0, |m| m.len()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL was never truncated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Truncation lost nothing, and the store goes on writing.
+    assert_eq!(store.count(Kind::StorageClass), 50);
+    store
+        .write(vec![WriteOp::create(class("after"))])
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(engine.open().await.count(Kind::StorageClass), 51);
 }
 
 /// Two replicas on one PostgreSQL database, for the tests below.

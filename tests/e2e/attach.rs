@@ -345,8 +345,10 @@ async fn an_expired_lease_marks_the_node_not_ready_and_volumes_are_force_detache
         "detached before max-wait-for-unmount"
     );
     wait_detached(&s, &volume, "flaky").await;
+    // `not_ready_seen` is when this test noticed NotReady, which under load on two cores can
+    // be most of a second after the server decided it; an early detach comes within ~300 ms.
     assert!(
-        not_ready_seen.elapsed() >= Duration::from_millis(1200),
+        not_ready_seen.elapsed() >= Duration::from_millis(1000),
         "force-detached {:?} after NotReady, before the 2 s timeout",
         not_ready_seen.elapsed()
     );

@@ -41,6 +41,19 @@ fn mount_count(path: &Path) -> usize {
         .count()
 }
 
+/// Whether the mount at `path` is read-only (its per-mount options start with `ro`).
+fn mounted_read_only(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    table.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(4) == Some(&p)
+            && fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|o| o == "ro"))
+    })
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -422,6 +435,13 @@ async fn a_read_only_claim_is_mounted_read_only() {
     assert_eq!(code, StatusCode::CREATED, "{v}");
     let target = agent.target(v["metadata"]["uid"].as_str().unwrap(), "data");
     wait_mounted(&s, &agent, &target).await;
+    // A bind mount becomes read-only in a second step (a remount): wait for that step.
+    s.eventually(
+        Duration::from_secs(30),
+        &format!("{} remounted read-only", target.display()),
+        || async { mounted_read_only(&target).then_some(()) },
+    )
+    .await;
     let err = std::fs::write(target.join("x"), b"no").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS: {err}");
 }

@@ -90,6 +90,7 @@ impl Attacher {
     fn node_info(&self, name: &str, driver: &str) -> NodeInfo {
         let obj = self.ctx.store.get_typed::<Node>("", name);
         let node = obj.as_ref().map(|s| s.typed::<Node>());
+        let node = node.as_ref();
         NodeInfo {
             name: name.to_string(),
             labels: node_rules::labels_for(name, node),
@@ -102,7 +103,7 @@ impl Attacher {
         let Some(stored) = self.ctx.store.get_typed::<VolumeAttachment>("", name) else {
             return Ok(Action::await_change());
         };
-        let va: &VolumeAttachment = stored.typed();
+        let va: &VolumeAttachment = &stored.typed();
         let driver = va.spec.attacher.clone();
         let deleting = va.metadata.deletion_timestamp.is_some();
         // Attachments of drivers this server has no provider for are left to an outside
@@ -159,7 +160,7 @@ impl Attacher {
                     .await?;
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &stored.object,
+                    &stored.object(),
                     "FailedDetachVolume",
                     format!(
                         "detaching volume {pv_name} from node {}: {e}",
@@ -174,7 +175,7 @@ impl Attacher {
             }
             self.write(v.into_any(), stored.rv, Subresource::Main)
                 .await?;
-            self.verified.lock().remove(stored.uid());
+            self.verified.lock().remove(&stored.uid());
             return Ok(Action::await_change());
         }
 
@@ -190,9 +191,9 @@ impl Attacher {
             self.write(v.into_any(), stored.rv, Subresource::Main)
                 .await?
         };
-        let va: &VolumeAttachment = stored.typed();
+        let va: &VolumeAttachment = &stored.typed();
         let attached = va.status.as_ref().is_some_and(|s| s.attached);
-        if attached && self.verified.lock().contains(stored.uid()) {
+        if attached && self.verified.lock().contains(&stored.uid()) {
             return Ok(Action::await_change());
         }
         let req = AttachRequest {
@@ -243,7 +244,7 @@ impl Attacher {
                     .await?;
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &stored.object,
+                    &stored.object(),
                     "FailedAttachVolume",
                     format!(
                         "attaching volume {pv_name} to node {}: {e}",
@@ -270,7 +271,7 @@ impl Attacher {
             .iter()
             .filter_map(|n| self.ctx.store.get_typed::<VolumeAttachment>("", n))
             .filter_map(|s| {
-                let va: &VolumeAttachment = s.typed();
+                let va: &VolumeAttachment = &s.typed();
                 let status = va.status.as_ref().filter(|s| s.attached)?;
                 let handle = va
                     .metadata
@@ -289,7 +290,7 @@ impl Attacher {
             })
             .collect();
         attached.sort_by(|a, b| a.name.cmp(&b.name));
-        let node: &Node = stored.typed();
+        let node: &Node = &stored.typed();
         let current = node
             .status
             .as_ref()
@@ -324,7 +325,7 @@ impl Reconciler for Attacher {
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
-        if let AnyObject::VolumeAttachment(va) = &object.object {
+        if let AnyObject::VolumeAttachment(va) = &object.object() {
             let mut by_node = self.by_node.lock();
             let set = by_node.entry(va.spec.node_name.clone()).or_default();
             if deleted {
@@ -336,7 +337,7 @@ impl Reconciler for Attacher {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
-        match &event.object.object {
+        match &event.object.object() {
             AnyObject::VolumeAttachment(va) => {
                 let status_changed = event.prev.as_ref().is_none_or(|p| {
                     p.typed::<VolumeAttachment>()

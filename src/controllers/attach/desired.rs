@@ -183,7 +183,7 @@ impl AttachDetach {
         else {
             return Vec::new();
         };
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         let bound_here = pvc::is_bound(c)
             && c.metadata.uid == r.uid
             && c.spec.as_ref().and_then(|s| s.volume_name.as_deref())
@@ -202,7 +202,7 @@ impl AttachDetach {
             .iter()
             .filter_map(|n| self.ctx.store.get_typed::<Pod>(&key.namespace, n))
             .filter(|s| {
-                let p: &Pod = s.typed();
+                let p: &Pod = &s.typed();
                 pod::node_name(p) == Some(node)
                     && !pod::is_terminated(p)
                     && p.metadata.deletion_timestamp.is_none()
@@ -214,7 +214,7 @@ impl AttachDetach {
         for p in pods {
             self.ctx
                 .recorder
-                .warning(COMPONENT, &p.object, reason, message.to_string());
+                .warning(COMPONENT, &p.object(), reason, message.to_string());
         }
     }
 
@@ -343,7 +343,8 @@ impl AttachDetach {
             .ctx
             .store
             .get_typed::<PersistentVolume>("", &pair.volume);
-        let v: Option<&PersistentVolume> = volume.as_ref().map(|s| s.typed());
+        let v: Option<PersistentVolume> = volume.as_ref().map(|s| s.typed());
+        let v = v.as_ref();
         let csi = v.and_then(csi_of);
         let existing: Vec<Arc<Stored>> = {
             let index = self.index.lock();
@@ -381,6 +382,7 @@ impl AttachDetach {
             }
             let node_obj = self.ctx.store.get_typed::<Node>("", &pair.node);
             let node = node_obj.as_ref().map(|s| s.typed::<Node>());
+            let node = node.as_ref();
             if let Some(affinity) = v
                 .spec
                 .as_ref()
@@ -418,7 +420,7 @@ impl AttachDetach {
                                 self.ctx
                                     .store
                                     .get_typed::<PersistentVolume>("", v)
-                                    .and_then(|s| csi_of(s.typed()))
+                                    .and_then(|s| csi_of(&s.typed()))
                                     .is_some_and(|(d, _)| &d == driver)
                             })
                             .count()
@@ -443,7 +445,7 @@ impl AttachDetach {
         // Not wanted here (any more): detach when it is safe.
         let mut next = Action::await_change();
         for va in existing {
-            let att: &VolumeAttachment = va.typed();
+            let att: &VolumeAttachment = &va.typed();
             if att.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -466,11 +468,11 @@ impl AttachDetach {
                 self.remove_attachment(&va, false).await?;
                 continue;
             };
-            if out_of_service(node) {
+            if out_of_service(&node) {
                 self.remove_attachment(&va, true).await?;
-            } else if !in_use(node, &unique) {
+            } else if !in_use(&node, &unique) {
                 self.remove_attachment(&va, false).await?;
-            } else if let Some(since) = unhealthy_since(node, self.ctx.clock.now()) {
+            } else if let Some(since) = unhealthy_since(&node, self.ctx.clock.now()) {
                 let left = self.ctx.clock.remaining(since, self.max_wait_for_unmount);
                 if left.is_zero() {
                     tracing::warn!(
@@ -480,7 +482,7 @@ impl AttachDetach {
                     );
                     self.ctx.recorder.warning(
                         COMPONENT,
-                        &va.object,
+                        &va.object(),
                         "ForceDetach",
                         format!(
                             "node \"{}\" has been unhealthy for more than {:?} with the volume in use: detaching by force",
@@ -523,7 +525,7 @@ impl Reconciler for AttachDetach {
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
         let mut index = self.index.lock();
         let key = &object.key;
-        match &object.object {
+        match &object.object() {
             AnyObject::Pod(p) => {
                 index.remove_pod(key);
                 if !deleted {
@@ -589,7 +591,7 @@ impl Reconciler for AttachDetach {
         let index = self.index.lock();
         let mut keys = Vec::new();
         let pod_pairs = |obj: &Stored, index: &Index, keys: &mut Vec<Pair>| {
-            if let AnyObject::Pod(p) = &obj.object
+            if let AnyObject::Pod(p) = &obj.object()
                 && let Some(node) = pod::node_name(p)
             {
                 for c in pod::claim_names(p) {
@@ -605,7 +607,7 @@ impl Reconciler for AttachDetach {
                 }
             }
         };
-        match &event.object.object {
+        match &event.object.object() {
             AnyObject::Pod(_) => {
                 pod_pairs(&event.object, &index, &mut keys);
                 if let Some(prev) = &event.prev {
@@ -666,7 +668,7 @@ impl Reconciler for AttachDetach {
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Pair> {
         let index = self.index.lock();
-        match &object.object {
+        match &object.object() {
             AnyObject::VolumeAttachment(va) => va
                 .spec
                 .source
@@ -685,6 +687,7 @@ impl Reconciler for AttachDetach {
     }
 
     async fn reconcile(&self, pair: &Pair) -> Result<Action, Error> {
-        self.sync(pair).await
+        // Boxed: the decoded objects it holds across awaits make the future large.
+        Box::pin(self.sync(pair)).await
     }
 }

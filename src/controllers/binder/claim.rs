@@ -29,7 +29,7 @@ impl Binder {
         else {
             return Ok(Action::await_change());
         };
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         if c.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
@@ -46,7 +46,7 @@ impl Binder {
 
     /// An unbound claim: pre-bound volumes first, then the smallest fit, else provisioning.
     async fn find_volume(&self, claim: &Arc<Stored>) -> Result<Action, Error> {
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         let class_name = c
             .spec
             .as_ref()
@@ -54,6 +54,7 @@ impl Binder {
             .unwrap_or_default();
         let class = self.get_class(&class_name);
         let sc = class.as_ref().map(|s| s.typed::<StorageClass>());
+        let sc = sc.as_ref();
 
         // WaitForFirstConsumer: nothing happens until a pod using the claim has a node.
         let node = if sc.is_some_and(is_wait_for_first_consumer) {
@@ -62,7 +63,7 @@ impl Binder {
                 None => {
                     self.ctx.recorder.normal(
                         COMPONENT,
-                        &claim.object,
+                        &claim.object(),
                         "WaitForFirstConsumer",
                         "waiting for first consumer to be created before binding",
                     );
@@ -74,7 +75,7 @@ impl Binder {
         };
         let node_labels = node.as_ref().map(|n| {
             let obj = self.ctx.store.get_typed::<Node>("", n);
-            node::labels_for(n, obj.as_ref().map(|s| s.typed::<Node>()))
+            node::labels_for(n, obj.map(|s| s.typed::<Node>()).as_ref())
         });
         let needs = Needs::of(c);
 
@@ -83,7 +84,7 @@ impl Binder {
         let prebound = self.index.lock().prebound_for(&claim.key);
         for name in prebound {
             if let Some(v) = self.ctx.store.get_typed::<PersistentVolume>("", &name) {
-                let pv: &PersistentVolume = v.typed();
+                let pv: &PersistentVolume = &v.typed();
                 let r = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
                 let free = r.is_some_and(|r| {
                     let uid = r.uid.as_deref().unwrap_or_default();
@@ -112,7 +113,7 @@ impl Binder {
                 self.index.lock().release(&name);
                 return Ok(Action::requeue(AFTER_CONFLICT));
             };
-            let pv: &PersistentVolume = v.typed();
+            let pv: &PersistentVolume = &v.typed();
             if pv.spec.as_ref().is_some_and(|s| s.claim_ref.is_some()) || !needs.satisfied_by(pv) {
                 // The index was behind the store; it will catch up from the feed.
                 self.index.lock().release(&name);
@@ -138,7 +139,7 @@ impl Binder {
                 if !known {
                     self.ctx.recorder.normal(
                         COMPONENT,
-                        &claim.object,
+                        &claim.object(),
                         "ExternalProvisioning",
                         format!(
                             "Waiting for a volume to be created either by the external provisioner \"{provisioner}\" \
@@ -151,7 +152,7 @@ impl Binder {
             None if !class_name.is_empty() => {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &claim.object,
+                    &claim.object(),
                     "ProvisioningFailed",
                     format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
                 );
@@ -159,7 +160,7 @@ impl Binder {
             None => {
                 self.ctx.recorder.normal(
                     COMPONENT,
-                    &claim.object,
+                    &claim.object(),
                     "FailedBinding",
                     "no persistent volumes available for this claim and no storage class is set",
                 );
@@ -194,7 +195,7 @@ impl Binder {
 
     /// The node of the first running pod that uses the claim, or the node already selected.
     fn consumer_node(&self, claim: &Arc<Stored>) -> Option<String> {
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         if let Some(n) = c
             .metadata
             .annotations
@@ -206,7 +207,7 @@ impl Binder {
         let pods = self.index.lock().pods_using(&claim.key);
         live_pods(&self.ctx, &claim.key.namespace, &pods)
             .iter()
-            .find_map(|s| pod::node_name(s.typed::<Pod>()).map(str::to_string))
+            .find_map(|s| pod::node_name(&s.typed::<Pod>()).map(str::to_string))
     }
 
     /// A claim that names its volume: complete the bind, or report why it cannot happen.
@@ -215,7 +216,7 @@ impl Binder {
         claim: &Arc<Stored>,
         volume_name: &str,
     ) -> Result<Action, Error> {
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         let bound = pvc::is_bound(c);
         let Some(volume) = self
             .ctx
@@ -227,14 +228,14 @@ impl Binder {
             } else {
                 self.ctx.recorder.normal(
                     COMPONENT,
-                    &claim.object,
+                    &claim.object(),
                     "FailedBinding",
                     format!("volume \"{volume_name}\" not found"),
                 );
             }
             return Ok(Action::await_change());
         };
-        let v: &PersistentVolume = volume.typed();
+        let v: &PersistentVolume = &volume.typed();
         let claim_ref = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         let uid = c.metadata.uid.as_deref();
         let points_here = claim_ref.is_some_and(|r| {
@@ -254,7 +255,7 @@ impl Binder {
                 if !Needs::of(c).satisfied_by(v) {
                     self.ctx.recorder.warning(
                         COMPONENT,
-                        &claim.object,
+                        &claim.object(),
                         "VolumeMismatch",
                         format!("Cannot bind to requested volume \"{volume_name}\": the volume does not satisfy the claim (class, access modes, volume mode or size)"),
                     );
@@ -280,7 +281,7 @@ impl Binder {
                 } else {
                     self.ctx.recorder.warning(
                         COMPONENT,
-                        &claim.object,
+                        &claim.object(),
                         "FailedBinding",
                         format!("volume \"{volume_name}\" already bound to a different claim."),
                     );
@@ -299,7 +300,7 @@ impl Binder {
         if changed {
             self.ctx
                 .recorder
-                .warning(COMPONENT, &claim.object, "ClaimLost", message);
+                .warning(COMPONENT, &claim.object(), "ClaimLost", message);
         }
         Ok(())
     }

@@ -114,12 +114,12 @@ fn check_liveness(store: &Store) -> Result<(), String> {
                 let spec = v.spec.clone().unwrap_or_default();
                 if v.metadata.deletion_timestamp.is_none()
                     && spec.claim_ref.is_none()
-                    && pv::phase(v) == Some(pv::Phase::Available)
+                    && pv::phase(&v) == Some(pv::Phase::Available)
                 {
                     available.push((
                         o.key.name.clone(),
                         class_of(spec.storage_class_name.as_ref()),
-                        pv::capacity_bytes(v).unwrap_or(0),
+                        pv::capacity_bytes(&v).unwrap_or(0),
                     ));
                 }
             }
@@ -131,11 +131,11 @@ fn check_liveness(store: &Store) -> Result<(), String> {
                     .as_ref()
                     .and_then(|s| s.volume_name.as_deref())
                     .is_some_and(|n| !n.is_empty());
-                if c.metadata.deletion_timestamp.is_none() && !pvc::is_bound(c) && !named {
+                if c.metadata.deletion_timestamp.is_none() && !pvc::is_bound(&c) && !named {
                     pending.push((
                         o.key.name.clone(),
                         class_of(c.spec.as_ref().and_then(|s| s.storage_class_name.as_ref())),
-                        pvc::request_bytes(c).unwrap_or(i64::MAX),
+                        pvc::request_bytes(&c).unwrap_or(i64::MAX),
                     ));
                 }
             }

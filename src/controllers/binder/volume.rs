@@ -19,7 +19,7 @@ impl Binder {
         };
         // A volume being deleted still moves through its phases: a bound one must become
         // Released when its claim goes, so that its protection can be lifted.
-        let v: &PersistentVolume = volume.typed();
+        let v: &PersistentVolume = &volume.typed();
         let phase = pv::phase(v);
         let Some(claim_ref) = v.spec.as_ref().and_then(|s| s.claim_ref.clone()) else {
             // Unclaimed: Available. A Released or Failed volume whose claimRef an admin removed
@@ -37,7 +37,7 @@ impl Binder {
                     );
                     self.ctx.recorder.normal(
                         COMPONENT,
-                        &volume.object,
+                        &volume.object(),
                         "VolumeMadeAvailable",
                         format!("claimRef was removed from this {from} volume; it is Available for new claims"),
                     );
@@ -65,7 +65,7 @@ impl Binder {
         let Some(claim) = claim else {
             return self.release(&volume).await;
         };
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         let claim_volume = c
             .spec
             .as_ref()
@@ -99,7 +99,7 @@ impl Binder {
             } else {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &volume.object,
+                    &volume.object(),
                     "VolumeMismatch",
                     format!("the volume is pre-bound to claim {} which is bound to volume {claim_volume}", claim.key),
                 );
@@ -111,7 +111,7 @@ impl Binder {
 
     /// The claim is gone: the volume is Released, then its reclaim policy applies.
     async fn release(&self, volume: &Arc<Stored>) -> Result<Action, Error> {
-        let v: &PersistentVolume = volume.typed();
+        let v: &PersistentVolume = &volume.typed();
         let phase = pv::phase(v);
         if phase == Some(Phase::Failed) {
             return Ok(Action::await_change());
@@ -149,7 +149,7 @@ impl Binder {
                 if !deletable && external {
                     self.ctx.recorder.normal(
                         COMPONENT,
-                        &volume.object,
+                        &volume.object(),
                         "ExternalDeleting",
                         format!(
                             "waiting for the volume to be deleted by its provisioner {}",
@@ -163,7 +163,7 @@ impl Binder {
                     );
                     self.ctx.recorder.warning(
                         COMPONENT,
-                        &volume.object,
+                        &volume.object(),
                         "VolumeFailedDelete",
                         message.clone(),
                     );
@@ -178,7 +178,7 @@ impl Binder {
                 let message = "the Recycle reclaim policy is not supported: use Delete, or Retain and remove the claimRef to reuse the volume".to_string();
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &volume.object,
+                    &volume.object(),
                     "VolumeFailedRecycle",
                     message.clone(),
                 );

@@ -123,7 +123,7 @@ impl Reconciler for Provisioner {
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
-        let AnyObject::PersistentVolumeClaim(c) = &object.object else {
+        let AnyObject::PersistentVolumeClaim(c) = &object.object() else {
             return;
         };
         let class = c
@@ -150,7 +150,7 @@ impl Reconciler for Provisioner {
         let mut keys = self.keys_for_object(&event.object);
         // A volume going away frees capacity: claims of its class waiting for room retry now.
         if let (crate::store::EventType::Deleted, AnyObject::PersistentVolume(v)) =
-            (event.type_, &event.object.object)
+            (event.type_, &event.object.object())
         {
             let class = v
                 .spec
@@ -165,7 +165,7 @@ impl Reconciler for Provisioner {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
-        match &object.object {
+        match &object.object() {
             AnyObject::PersistentVolumeClaim(c)
                 if annotation(&c.metadata, STORAGE_PROVISIONER).is_some() =>
             {
@@ -183,7 +183,7 @@ impl Reconciler for Provisioner {
                 claims
                     .iter()
                     .filter(|c| {
-                        let c: &PersistentVolumeClaim = c.typed();
+                        let c: &PersistentVolumeClaim = &c.typed();
                         annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
                             && c.spec
                                 .as_ref()

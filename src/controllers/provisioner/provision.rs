@@ -40,7 +40,7 @@ impl Provisioner {
         else {
             return Ok(Action::await_change());
         };
-        let c: &PersistentVolumeClaim = claim.typed();
+        let c: &PersistentVolumeClaim = &claim.typed();
         let unbound = c
             .spec
             .as_ref()
@@ -65,13 +65,13 @@ impl Provisioner {
         let Some(class) = self.ctx.store.get_typed::<StorageClass>("", &class_name) else {
             self.ctx.recorder.warning(
                 COMPONENT,
-                &claim.object,
+                &claim.object(),
                 "ProvisioningFailed",
                 format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
             );
             return Ok(Action::requeue(Duration::from_secs(30)));
         };
-        let sc: &StorageClass = class.typed();
+        let sc: &StorageClass = &class.typed();
         if sc.provisioner != provisioner {
             return Ok(Action::await_change());
         }
@@ -85,14 +85,14 @@ impl Provisioner {
             Restore::Wait(why) => {
                 self.ctx
                     .recorder
-                    .normal(COMPONENT, &claim.object, "WaitingForDataSource", why);
+                    .normal(COMPONENT, &claim.object(), "WaitingForDataSource", why);
                 // The snapshot becoming ready triggers the claim; this is a fallback.
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
             Restore::Refuse(why) => {
                 self.ctx
                     .recorder
-                    .warning(COMPONENT, &claim.object, "ProvisioningFailed", why);
+                    .warning(COMPONENT, &claim.object(), "ProvisioningFailed", why);
                 return Ok(Action::await_change());
             }
         };
@@ -102,7 +102,7 @@ impl Provisioner {
         let name = format!("pvc-{}", claim.uid());
         let node_labels = selected.as_ref().map(|n| {
             let obj = self.ctx.store.get_typed::<Node>("", n);
-            node::labels_for(n, obj.as_ref().map(|s| s.typed::<Node>()))
+            node::labels_for(n, obj.map(|s| s.typed::<Node>()).as_ref())
         });
         let request = create_request(
             c,
@@ -134,7 +134,7 @@ impl Provisioner {
             Err(e) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &claim.object,
+                    &claim.object(),
                     "ProvisioningFailed",
                     format!("failed to provision volume with StorageClass \"{class_name}\": {e}"),
                 );
@@ -179,7 +179,7 @@ impl Provisioner {
             Ok(_) => {
                 self.ctx.recorder.normal(
                     COMPONENT,
-                    &claim.object,
+                    &claim.object(),
                     "ProvisioningSucceeded",
                     format!("Successfully provisioned volume {name} with {provisioner}"),
                 );

@@ -41,7 +41,7 @@ impl Provisioner {
         let Some(stored) = self.ctx.store.get_typed::<PersistentVolume>("", name) else {
             return Ok(Action::await_change());
         };
-        let v: &PersistentVolume = stored.typed();
+        let v: &PersistentVolume = &stored.typed();
         if !needs_backing_delete(v) {
             return Ok(Action::await_change());
         }
@@ -75,7 +75,7 @@ impl Provisioner {
         {
             self.ctx.recorder.warning(
                 COMPONENT,
-                &stored.object,
+                &stored.object(),
                 "VolumeFailedDelete",
                 format!("deleting the backing volume failed (will retry): {e}"),
             );
@@ -116,7 +116,7 @@ impl Provisioner {
             })
             .collect();
         let (claims, _) = self.ctx.store.list(Kind::PersistentVolumeClaim, None);
-        let claim_uids: HashSet<&str> = claims.iter().map(|c| c.uid()).collect();
+        let claim_uids: HashSet<String> = claims.iter().map(|c| c.uid()).collect();
         let mut deleted = 0;
         for provider in self.ctx.providers.iter() {
             if !provider.capabilities().dynamic_provisioning {

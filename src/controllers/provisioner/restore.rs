@@ -81,7 +81,7 @@ impl Provisioner {
         let Some(stored) = self.ctx.store.get_typed::<VolumeSnapshot>(namespace, &name) else {
             return Restore::Wait(format!("volumesnapshot \"{name}\" not found"));
         };
-        let snapshot: &VolumeSnapshot = stored.typed();
+        let snapshot: &VolumeSnapshot = &stored.typed();
         let status = snapshot.status.clone().unwrap_or_default();
         let (Some(id), true) = (status.snapshot_handle, volumesnapshot::is_ready(snapshot)) else {
             return Restore::Wait(format!("volumesnapshot \"{name}\" is not ready to use yet"));
