@@ -102,7 +102,11 @@ pub struct Stored {
 impl Stored {
     fn new(mut object: AnyObject, rv: Rv) -> Self {
         object.meta_mut().resource_version = Some(rv.to_string());
-        let json = Bytes::from(object.to_json());
+        let mut json = object.to_json();
+        // The serializer grows its buffer by doubling; the store keeps this for as long as the
+        // version lives, so it keeps only what the JSON needs.
+        json.shrink_to_fit();
+        let json = Bytes::from(json);
         Stored {
             kind: object.kind(),
             key: ObjectKey::of(&object),
