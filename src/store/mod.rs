@@ -21,7 +21,8 @@
 //! The store knows objects only as [`AnyObject`] plus kind, namespace and name; it applies no API
 //! semantics (validation, finalizers, status rules). That is the registry's job.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -326,7 +327,7 @@ struct Inner {
 
 struct State {
     /// Objects by kind (indexed by `Kind as usize`), ordered by namespace then name.
-    objects: Vec<BTreeMap<ObjectKey, Arc<Stored>>>,
+    objects: Vec<Objects>,
     /// The resourceVersion of the newest committed write.
     rv: Rv,
     /// Recent changes, oldest first.
@@ -433,11 +434,10 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 impl State {
     /// The cache and change log for what a backend loaded.
     fn from_loaded(loaded: Loaded, options: &StoreOptions) -> State {
-        let mut objects: Vec<BTreeMap<ObjectKey, Arc<Stored>>> =
-            Kind::ALL.iter().map(|_| BTreeMap::new()).collect();
+        let mut objects: Vec<Objects> = Kind::ALL.iter().map(|_| Objects::default()).collect();
         for row in loaded.objects {
             let stored = Arc::new(row);
-            objects[stored.kind as usize].insert(stored.key.clone(), stored);
+            objects[stored.kind as usize].insert(stored);
         }
         // Rebuild `prev` links inside the retained log where the previous version is in it too.
         let mut last: HashMap<(Kind, ObjectKey), Arc<Stored>> = HashMap::new();
@@ -630,12 +630,7 @@ impl Store {
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> (Vec<Arc<Stored>>, Rv) {
         let state = self.inner.state.read();
         let map = &state.objects[kind as usize];
-        let items = match namespace {
-            None => map.values().cloned().collect(),
-            Some(ns) => namespace_range(map, ns, None)
-                .map(|(_, v)| v.clone())
-                .collect(),
-        };
+        let items = map.range(namespace, None).cloned().collect();
         (items, state.rv)
     }
 
@@ -651,16 +646,9 @@ impl Store {
     ) -> (Vec<Arc<Stored>>, Rv, bool) {
         let state = self.inner.state.read();
         let map = &state.objects[kind as usize];
-        let iter: Box<dyn Iterator<Item = (&ObjectKey, &Arc<Stored>)>> = match namespace {
-            Some(ns) => Box::new(namespace_range(map, ns, after)),
-            None => match after {
-                Some(a) => Box::new(map.range((Bound::Excluded(a), Bound::Unbounded))),
-                None => Box::new(map.iter()),
-            },
-        };
         let mut items = Vec::new();
         let mut more = false;
-        for (_, v) in iter {
+        for v in map.range(namespace, after) {
             if filter(v) {
                 if items.len() == limit {
                     more = true;
@@ -696,7 +684,7 @@ impl Store {
         let kinds = if kinds.is_empty() { Kind::ALL } else { kinds };
         let mut items = Vec::new();
         for k in kinds {
-            items.extend(state.objects[*k as usize].values().cloned());
+            items.extend(state.objects[*k as usize].range(None, None).cloned());
         }
         (items, state.rv, Watcher::new(self.inner.clone(), state.rv))
     }
@@ -709,12 +697,7 @@ impl Store {
     ) -> (Vec<Arc<Stored>>, Rv, Watcher) {
         let state = self.inner.state.read();
         let map = &state.objects[kind as usize];
-        let items = match namespace {
-            None => map.values().cloned().collect(),
-            Some(ns) => namespace_range(map, ns, None)
-                .map(|(_, v)| v.clone())
-                .collect(),
-        };
+        let items = map.range(namespace, None).cloned().collect();
         (items, state.rv, Watcher::new(self.inner.clone(), state.rv))
     }
 
@@ -734,18 +717,85 @@ impl Store {
     }
 }
 
-fn namespace_range<'a>(
-    map: &'a BTreeMap<ObjectKey, Arc<Stored>>,
-    namespace: &str,
-    after: Option<&ObjectKey>,
-) -> impl Iterator<Item = (&'a ObjectKey, &'a Arc<Stored>)> {
-    let start = match after {
-        Some(a) if a.namespace == namespace => Bound::Excluded(a.clone()),
-        _ => Bound::Included(ObjectKey::new(namespace, "")),
-    };
-    let ns = namespace.to_string();
-    map.range((start, Bound::Unbounded))
-        .take_while(move |(k, _)| k.namespace == ns)
+/// One kind's objects, ordered by namespace then name. A set of the stored versions ordered by
+/// their own key, rather than a map from a key to a version: the key lives once, in the
+/// version (a map would hold a second copy of every namespace and name).
+#[derive(Default)]
+struct Objects(BTreeSet<ByKey>);
+
+/// A stored version, ordered and looked up by its key.
+struct ByKey(Arc<Stored>);
+
+impl Borrow<ObjectKey> for ByKey {
+    fn borrow(&self) -> &ObjectKey {
+        &self.0.key
+    }
+}
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+impl Eq for ByKey {}
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+impl Objects {
+    fn get(&self, key: &ObjectKey) -> Option<&Arc<Stored>> {
+        self.0.get(key).map(|v| &v.0)
+    }
+
+    /// Puts a version in place of the one under its key; returns that one.
+    fn insert(&mut self, stored: Arc<Stored>) -> Option<Arc<Stored>> {
+        self.0.replace(ByKey(stored)).map(|v| v.0)
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<Stored>> {
+        self.0.take(key).map(|v| v.0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The objects after `after` (exclusive), in `namespace` if given, in key order.
+    fn range<'a>(
+        &'a self,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Stored>> + 'a> {
+        match namespace {
+            Some(ns) => {
+                let start = match after {
+                    Some(a) if a.namespace == ns => Bound::Excluded(a.clone()),
+                    _ => Bound::Included(ObjectKey::new(ns, "")),
+                };
+                let ns = ns.to_string();
+                Box::new(
+                    self.0
+                        .range::<ObjectKey, _>((start, Bound::Unbounded))
+                        .map(|v| &v.0)
+                        .take_while(move |v| v.key.namespace == ns),
+                )
+            }
+            None => match after {
+                Some(a) => Box::new(
+                    self.0
+                        .range::<ObjectKey, _>((Bound::Excluded(a), Bound::Unbounded))
+                        .map(|v| &v.0),
+                ),
+                None => Box::new(self.0.iter().map(|v| &v.0)),
+            },
+        }
+    }
 }
 
 /// The single writer: batches queued writes into one transaction each.
@@ -836,7 +886,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                     let prev = if type_ == EventType::Deleted {
                         map.remove(&stored.key)
                     } else {
-                        map.insert(stored.key.clone(), stored.clone())
+                        map.insert(stored.clone())
                     };
                     let event = Arc::new(WatchEvent {
                         rv: stored.rv,
@@ -996,7 +1046,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
             let map = &mut state.objects[kind as usize];
             match value {
                 Some(v) => {
-                    map.insert(key, v);
+                    map.insert(v);
                 }
                 None => {
                     map.remove(&key);
