@@ -222,13 +222,17 @@ pub fn authorize(
                 Kind::VolumeAttachment
                     if verb.is_read() || (matches!(verb, Verb::Update | Verb::Patch) && status) =>
                 {
-                    Ok(Visibility::Only(Arc::new(move |s| match &s.object() {
-                        AnyObject::VolumeAttachment(va) => va.spec.node_name == node,
-                        _ => false,
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        s.may_have("nodeName", &node)
+                            && match &s.object() {
+                                AnyObject::VolumeAttachment(va) => va.spec.node_name == node,
+                                _ => false,
+                            }
                     })))
                 }
                 Kind::Pod if verb.is_read() => Ok(Visibility::Only(Arc::new(move |s| {
-                    pod::node_name(&s.typed::<Pod>()) == Some(node.as_str())
+                    s.may_have("nodeName", &node)
+                        && pod::node_name(&s.typed::<Pod>()) == Some(node.as_str())
                 }))),
                 // One object at a time, as Kubernetes' Node authorizer: what a node may see
                 // changes as pods come and go, which a list or a watch cannot follow.
@@ -342,9 +346,13 @@ fn node_volume(
     Ok(())
 }
 
-/// Whether a pod scheduled to `node` uses the claim `namespace/claim`.
+/// Whether a pod scheduled to `node` uses the claim `namespace/claim`. Objects are held as
+/// JSON, so only pods that may be on `node` and may name the claim are decoded.
 fn claim_used_on(graph: &Store, node: &str, namespace: &str, claim: &str) -> bool {
     graph.list(Kind::Pod, Some(namespace)).0.iter().any(|p| {
+        if !(p.may_have("nodeName", node) && p.may_have("claimName", claim)) {
+            return false;
+        }
         let p = p.typed::<Pod>();
         pod::node_name(&p) == Some(node) && pod::claim_names(&p).any(|c| c == claim)
     })
@@ -370,6 +378,7 @@ fn volume_used_on(graph: &Store, node: &str, volume: &Stored) -> bool {
         .list(Kind::VolumeAttachment, None)
         .0
         .iter()
+        .filter(|s| s.may_have("nodeName", node))
         .any(|s| match &s.object() {
             AnyObject::VolumeAttachment(va) => {
                 va.spec.node_name == node

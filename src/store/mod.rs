@@ -143,6 +143,14 @@ impl Stored {
     pub fn uid(&self) -> String {
         self.meta().uid.unwrap_or_default()
     }
+
+    /// Whether the JSON has `"field":value` for this string value, anywhere. A prefilter for
+    /// scans over many objects: `false` means no field of that name has that value, so the
+    /// object need not be decoded; `true` must be confirmed on the decoded object.
+    pub fn may_have(&self, field: &str, value: &str) -> bool {
+        let needle = format!("\"{field}\":{}", serde_json::Value::from(value));
+        memchr::memmem::find(&self.json, needle.as_bytes()).is_some()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

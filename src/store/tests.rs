@@ -560,3 +560,19 @@ async fn concurrent_consistent_reads_share_head_queries_but_never_an_older_answe
     let made = head.0.load(Ordering::SeqCst);
     assert!(made < 50, "200 concurrent callers made {made} queries");
 }
+
+#[test]
+fn may_have_finds_a_field_value_in_the_json_and_never_misses_one() {
+    let stored = Stored::new(claim("ns", "data"), 7);
+    assert!(stored.may_have("name", "data"));
+    assert!(stored.may_have("namespace", "ns"));
+    assert!(!stored.may_have("name", "dat"), "a prefix is not the value");
+    assert!(
+        !stored.may_have("nodeName", "data"),
+        "another field's value"
+    );
+    // Values are matched as serialized, escapes included.
+    let mut odd = claim("ns", "x");
+    odd.meta_mut().labels = Some([("k".to_string(), "a\"b".to_string())].into());
+    assert!(Stored::new(odd, 8).may_have("k", "a\"b"));
+}
