@@ -200,7 +200,12 @@ pub fn authorize(
                 }
                 _ => deny(),
             },
-            Kind::StorageClass if verb.is_read() => Ok(Visibility::All),
+            // What storage there is to ask for: classes, attribute classes, drivers.
+            Kind::StorageClass | Kind::VolumeAttributesClass | Kind::CSIDriver
+                if verb.is_read() =>
+            {
+                Ok(Visibility::All)
+            }
             _ => deny(),
         },
         Role::Node(node) => {
@@ -266,7 +271,11 @@ pub fn authorize(
                 Kind::PersistentVolume if verb != Verb::DeleteCollection => {
                     Ok(Visibility::Only(Arc::new(move |s| pinned_to(s, &node))))
                 }
-                Kind::StorageClass if verb.is_read() => Ok(Visibility::All),
+                Kind::StorageClass | Kind::CSIDriver if verb.is_read() => Ok(Visibility::All),
+                // Its own CSINode, as a kubelet reads it (the server writes it).
+                Kind::CSINode if verb.is_read() => {
+                    Ok(Visibility::Only(Arc::new(move |s| s.key.name == node)))
+                }
                 Kind::Event if verb == Verb::Create => Ok(Visibility::All),
                 _ => deny(),
             }

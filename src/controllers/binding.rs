@@ -44,6 +44,7 @@ pub fn bind(
     vspec.claim_ref = Some(claim_ref(claim));
     let capacity = vspec.capacity.clone();
     let modes = vspec.access_modes.clone();
+    let attributes_class = vspec.volume_attributes_class_name.clone();
     if chosen.volume {
         volume
             .metadata
@@ -67,6 +68,8 @@ pub fn bind(
     cstatus.phase = Some(pvc::Phase::Bound.as_str().into());
     cstatus.capacity = capacity;
     cstatus.access_modes = modes;
+    // The volume's attributes are what its class says (Kubernetes sets this on binding too).
+    cstatus.current_volume_attributes_class_name = attributes_class;
 }
 
 #[cfg(test)]

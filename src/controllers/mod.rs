@@ -6,11 +6,13 @@
 //! - [`provisioner`]: classes create and delete volumes through providers;
 //! - [`protection`]: claims and volumes in use are not removed;
 //! - [`resizer`]: grown claims get their volumes expanded;
+//! - [`modifier`]: claims naming another VolumeAttributesClass get their volumes modified;
 //! - [`snapshotter`]: VolumeSnapshots become provider snapshots (and claims restore from them
 //!   through the provisioner);
 //! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
 //! - [`nodehealth`]: node leases become the nodes' Ready condition;
-//! - [`quota`]: ResourceQuota usage recomputed from the objects (admission keeps it exact).
+//! - [`quota`]: ResourceQuota usage recomputed from the objects (admission keeps it exact);
+//! - [`csi`]: a CSIDriver per provider and a CSINode per Node, as Kubernetes tools read them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +32,10 @@ use crate::store::Stored;
 pub mod attach;
 pub mod binder;
 pub mod binding;
+pub mod csi;
 pub mod events;
 pub mod leader;
+pub mod modifier;
 pub mod nodehealth;
 pub mod protection;
 pub mod provisioner;
@@ -211,6 +215,20 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
     ));
     tokio::spawn(runtime::run(
         Arc::new(quota::QuotaStatus::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(4),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(modifier::Modifier::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(16),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(csi::CsiObjects::new(ctx.clone())),
         ctx.store.clone(),
         opts(4),
         ctx.metrics.clone(),

@@ -1,5 +1,7 @@
 //! Protection: `kubernetes.io/pvc-protection` keeps a claim that a non-terminated pod uses from
-//! being removed; `kubernetes.io/pv-protection` keeps a bound volume from being removed. The
+//! being removed; `kubernetes.io/pv-protection` keeps a bound volume from being removed;
+//! `kubernetes.io/vac-protection` keeps a VolumeAttributesClass that a claim or a volume names
+//! (as its class, its current one, or the target of a modification) from being removed. The
 //! finalizers are added on create (admission); this controller lifts them once it is safe.
 
 use std::collections::{BTreeSet, HashMap};
@@ -9,7 +11,10 @@ use parking_lot::Mutex;
 
 use super::Context;
 use crate::resources::names::finalizers::{PV_PROTECTION, PVC_PROTECTION};
-use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, pod, pv};
+use crate::resources::{
+    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, VolumeAttributesClass, pod, pv,
+    volumeattributesclass,
+};
 use crate::runtime::Error;
 use crate::runtime::{Action, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
@@ -18,6 +23,49 @@ use crate::store::{ObjectKey, Stored, WatchEvent};
 pub enum Key {
     Claim(ObjectKey),
     Volume(String),
+    AttributesClass(String),
+}
+
+/// While a class that is still named waits to go, how often its users are looked at again
+/// (besides the deletions of claims and volumes, which bring it back at once).
+const ATTRIBUTES_CLASS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The fields of claims and volumes that name a VolumeAttributesClass.
+const ATTRIBUTES_CLASS_FIELDS: [&str; 3] = [
+    "volumeAttributesClassName",
+    "currentVolumeAttributesClassName",
+    "targetVolumeAttributesClassName",
+];
+
+/// Every VolumeAttributesClass a claim or a volume names.
+fn attributes_classes_named(object: &AnyObject) -> Vec<String> {
+    let names = match object {
+        AnyObject::PersistentVolumeClaim(c) => {
+            let status = c.status.as_ref();
+            vec![
+                c.spec
+                    .as_ref()
+                    .and_then(|s| s.volume_attributes_class_name.clone()),
+                status.and_then(|s| s.current_volume_attributes_class_name.clone()),
+                status
+                    .and_then(|s| s.modify_volume_status.as_ref())
+                    .and_then(|m| m.target_volume_attributes_class_name.clone()),
+            ]
+        }
+        AnyObject::PersistentVolume(v) => {
+            vec![
+                v.spec
+                    .as_ref()
+                    .and_then(|s| s.volume_attributes_class_name.clone()),
+            ]
+        }
+        _ => Vec::new(),
+    };
+    names
+        .into_iter()
+        .flatten()
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 #[derive(Default)]
@@ -37,6 +85,21 @@ impl Protection {
             ctx,
             pods: Mutex::new(PodIndex::default()),
         }
+    }
+
+    /// Whether a claim or a volume names the class (the JSON prefilter spares decoding those
+    /// that cannot).
+    fn attributes_class_in_use(&self, name: &str) -> bool {
+        [Kind::PersistentVolumeClaim, Kind::PersistentVolume]
+            .into_iter()
+            .any(|kind| {
+                self.ctx.store.list(kind, None).0.iter().any(|s| {
+                    ATTRIBUTES_CLASS_FIELDS.iter().any(|f| s.may_have(f, name))
+                        && attributes_classes_named(&s.object())
+                            .iter()
+                            .any(|n| n == name)
+                })
+            })
     }
 
     fn in_use(&self, claim: &ObjectKey) -> bool {
@@ -73,6 +136,7 @@ impl Reconciler for Protection {
             Kind::PersistentVolumeClaim,
             Kind::PersistentVolume,
             Kind::Pod,
+            Kind::VolumeAttributesClass,
         ]
     }
 
@@ -111,6 +175,18 @@ impl Reconciler for Protection {
             AnyObject::Pod(p) => pod::claim_names(p)
                 .map(|c| Key::Claim(ObjectKey::new(event.object.key.namespace.clone(), c)))
                 .collect(),
+            // A claim or a volume that goes may free the attributes classes it named.
+            o @ (AnyObject::PersistentVolumeClaim(_) | AnyObject::PersistentVolume(_))
+                if event.type_ == crate::store::EventType::Deleted =>
+            {
+                let mut keys = self.keys_for_object(&event.object);
+                keys.extend(
+                    attributes_classes_named(o)
+                        .into_iter()
+                        .map(Key::AttributesClass),
+                );
+                keys
+            }
             _ => self.keys_for_object(&event.object),
         }
     }
@@ -123,12 +199,36 @@ impl Reconciler for Protection {
             AnyObject::PersistentVolume(v) if has(&v.metadata, PV_PROTECTION) => {
                 vec![Key::Volume(object.key.name.clone())]
             }
+            AnyObject::VolumeAttributesClass(c)
+                if has(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER) =>
+            {
+                vec![Key::AttributesClass(object.key.name.clone())]
+            }
             _ => Vec::new(),
         }
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Action, Error> {
         match key {
+            Key::AttributesClass(name) => {
+                let Some(stored) = self.ctx.store.get_typed::<VolumeAttributesClass>("", name)
+                else {
+                    return Ok(Action::await_change());
+                };
+                let c: VolumeAttributesClass = stored.typed();
+                if !has(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER) {
+                    return Ok(Action::await_change());
+                }
+                if self.attributes_class_in_use(name) {
+                    return Ok(Action::requeue(ATTRIBUTES_CLASS_RECHECK));
+                }
+                self.ctx
+                    .drop_finalizer::<VolumeAttributesClass>(
+                        &stored,
+                        volumeattributesclass::PROTECTION_FINALIZER,
+                    )
+                    .await?;
+            }
             Key::Claim(k) => {
                 let Some(stored) = self
                     .ctx

@@ -3,6 +3,7 @@
 //! controller life in milliseconds, the same way every run.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,8 @@ use super::testing::{Harness, settings};
 use crate::controllers::attach::unique_volume_name;
 use crate::resources::names::LEASE_NAMESPACE;
 use crate::resources::{
-    Lease, Node, PersistentVolume, PersistentVolumeClaim, Pod, Subresource, VolumeAttachment, pvc,
+    Lease, Node, PersistentVolume, PersistentVolumeClaim, Pod, Subresource, VolumeAttachment,
+    VolumeAttributesClass, pvc,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -285,4 +287,270 @@ async fn a_volume_in_use_on_an_unhealthy_node_is_force_detached_after_max_wait()
     )
     .await;
     assert!(h.event_reasons_of_kind("ForceDetach"));
+}
+
+fn attributes_class(name: &str, params: &[(&str, &str)]) -> VolumeAttributesClass {
+    VolumeAttributesClass {
+        metadata: meta(None, name),
+        driver_name: memory::NAME.into(),
+        parameters: Some(
+            params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+    }
+}
+
+fn claim_with_class(name: &str, class: &str) -> PersistentVolumeClaim {
+    let mut c = claim(name);
+    c.spec.as_mut().unwrap().volume_attributes_class_name = Some(class.into());
+    c
+}
+
+/// (current class, modifyVolumeStatus as (target, status)) of a claim.
+fn attributes_state(h: &Harness, name: &str) -> (Option<String>, Option<(String, String)>) {
+    let status = h
+        .get::<PersistentVolumeClaim>("default", name)
+        .and_then(|c| c.status)
+        .unwrap_or_default();
+    (
+        status.current_volume_attributes_class_name,
+        status.modify_volume_status.map(|m| {
+            (
+                m.target_volume_attributes_class_name.unwrap_or_default(),
+                m.status,
+            )
+        }),
+    )
+}
+
+fn volume_handle(h: &Harness, claim: &str) -> String {
+    let c = h.get::<PersistentVolumeClaim>("default", claim).unwrap();
+    let pv = h
+        .get::<PersistentVolume>("", &c.spec.unwrap().volume_name.unwrap())
+        .unwrap();
+    pv.spec.unwrap().csi.unwrap().volume_handle
+}
+
+fn target_class(h: &Harness, claim: &str, class: &str) -> impl Future<Output = ()> {
+    h.update::<PersistentVolumeClaim>("default", claim, Subresource::Main, |c| {
+        c.spec.as_mut().unwrap().volume_attributes_class_name = Some(class.to_string());
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claims_attributes_class_is_created_with_then_modified_and_an_impossible_one_leaves_the_volume_alone()
+ {
+    let h = Harness::new().await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(attributes_class("gold", &[("iops", "4000")]))
+        .await;
+    h.create(claim_with_class("data", "gold")).await;
+    h.eventually("bound with gold current", SECOND, |h| {
+        (attributes_state(h, "data").0.as_deref() == Some("gold")).then_some(())
+    })
+    .await;
+    let handle = volume_handle(&h, "data");
+    let attrs = |h: &Harness| h.memory.mutable_attributes(&handle).unwrap();
+    assert_eq!(
+        attrs(&h)["iops"],
+        "4000",
+        "created with the class's parameters"
+    );
+
+    // A new class: the provider modifies the live volume; status follows.
+    h.create(attributes_class(
+        "platinum",
+        &[("iops", "20000"), ("tier", "fast")],
+    ))
+    .await;
+    target_class(&h, "data", "platinum").await;
+    h.eventually("platinum reached", SECOND, |h| {
+        (attributes_state(h, "data") == (Some("platinum".into()), None)).then_some(())
+    })
+    .await;
+    assert_eq!(attrs(&h)["tier"], "fast");
+    let c = h.get::<PersistentVolumeClaim>("default", "data").unwrap();
+    let pv = h
+        .get::<PersistentVolume>("", &c.spec.unwrap().volume_name.unwrap())
+        .unwrap();
+    assert_eq!(
+        pv.spec.unwrap().volume_attributes_class_name.as_deref(),
+        Some("platinum")
+    );
+
+    // Beyond the provider's limits: Infeasible, the volume untouched, a warning says why.
+    h.create(attributes_class("absurd", &[("iops", "9999999")]))
+        .await;
+    target_class(&h, "data", "absurd").await;
+    h.eventually("absurd infeasible", SECOND, |h| {
+        (attributes_state(h, "data")
+            == (
+                Some("platinum".into()),
+                Some(("absurd".into(), "Infeasible".into())),
+            ))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(attrs(&h)["iops"], "20000");
+    assert!(
+        h.event_reasons("data")
+            .contains(&"VolumeModifyFailed".into())
+    );
+
+    // Asked back to where it is: nothing is in progress any more.
+    target_class(&h, "data", "platinum").await;
+    h.eventually("status cleared", SECOND, |h| {
+        (attributes_state(h, "data") == (Some("platinum".into()), None)).then_some(())
+    })
+    .await;
+
+    // A class that does not exist yet: Pending, until it is made.
+    target_class(&h, "data", "later").await;
+    h.eventually("pending", SECOND, |h| {
+        (attributes_state(h, "data").1 == Some(("later".into(), "Pending".into()))).then_some(())
+    })
+    .await;
+    h.create(attributes_class("later", &[("iops", "500")]))
+        .await;
+    h.eventually("later reached", SECOND, |h| {
+        (attributes_state(h, "data") == (Some("later".into()), None)).then_some(())
+    })
+    .await;
+    assert_eq!(attrs(&h)["iops"], "500");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_temporary_modify_failure_is_retried_in_progress() {
+    let memory = MemoryProvider::new(memory::NAME).with_capacity(64 << 30);
+    let faulty = Arc::new(
+        Faulty::new(Arc::new(memory.clone()))
+            .on_call("modify_volume", 1, Fault::Fail(ErrorKind::Temporary))
+            .on_call("modify_volume", 2, Fault::Fail(ErrorKind::Temporary)),
+    );
+    let h = Harness::with_providers(memory, vec![faulty.clone() as Arc<dyn Provider>]).await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(attributes_class("gold", &[("iops", "4000")]))
+        .await;
+    h.create(attributes_class("silver", &[("iops", "1000")]))
+        .await;
+    h.create(claim_with_class("data", "gold")).await;
+    h.eventually("gold", SECOND, |h| {
+        (attributes_state(h, "data").0.as_deref() == Some("gold")).then_some(())
+    })
+    .await;
+    target_class(&h, "data", "silver").await;
+    h.eventually("silver after two temporary failures", SECOND, |h| {
+        (attributes_state(h, "data") == (Some("silver".into()), None)).then_some(())
+    })
+    .await;
+    assert_eq!(faulty.calls("modify_volume"), 3);
+    assert_eq!(
+        h.memory
+            .mutable_attributes(&volume_handle(&h, "data"))
+            .unwrap()["iops"],
+        "1000"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_another_driver_owns_is_infeasible_and_a_missing_one_holds_provisioning() {
+    let h = Harness::new().await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(claim_with_class("data", "gold")).await;
+    h.eventually("waiting for the class", SECOND, |h| {
+        h.event_reasons("data")
+            .contains(&"WaitingForVolumeAttributesClass".into())
+            .then_some(())
+    })
+    .await;
+    assert!(bound(&h, "data").is_none());
+    h.create(attributes_class("gold", &[("iops", "4000")]))
+        .await;
+    h.eventually("bound once the class exists", SECOND, |h| bound(h, "data"))
+        .await;
+
+    let mut other = attributes_class("other", &[("iops", "4000")]);
+    other.driver_name = "ebs.stowage.dev".into();
+    h.create(other).await;
+    target_class(&h, "data", "other").await;
+    h.eventually("infeasible", SECOND, |h| {
+        (attributes_state(h, "data").1 == Some(("other".into(), "Infeasible".into()))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_named_attributes_class_is_kept_until_nothing_names_it() {
+    let h = Harness::new().await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(attributes_class("gold", &[("iops", "4000")]))
+        .await;
+    h.create(claim_with_class("data", "gold")).await;
+    h.eventually("bound", SECOND, |h| bound(h, "data")).await;
+    let class = h
+        .get::<VolumeAttributesClass>("", "gold")
+        .expect("the class");
+    assert_eq!(
+        class.metadata.finalizers.as_deref(),
+        Some(&["kubernetes.io/vac-protection".to_string()][..])
+    );
+    h.ctx
+        .registry
+        .delete::<VolumeAttributesClass>("", "gold", &Default::default(), &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(30 * SECOND).await;
+    assert!(
+        h.get::<VolumeAttributesClass>("", "gold").is_some(),
+        "kept while the claim and its volume name it"
+    );
+    h.ctx
+        .registry
+        .delete::<PersistentVolumeClaim>(
+            "default",
+            "data",
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    h.eventually("the class goes with its last user", 30 * SECOND, |h| {
+        h.get::<VolumeAttributesClass>("", "gold")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_infeasible_target_is_tried_again_only_every_five_minutes() {
+    let memory = MemoryProvider::new(memory::NAME).with_capacity(64 << 30);
+    let counted = Arc::new(Faulty::new(Arc::new(memory.clone())));
+    let h = Harness::with_providers(memory, vec![counted.clone() as Arc<dyn Provider>]).await;
+    h.start(settings());
+    h.create(memory_class()).await;
+    h.create(claim("data")).await;
+    h.eventually("bound", SECOND, |h| bound(h, "data")).await;
+    h.create(attributes_class("absurd", &[("iops", "1")])).await;
+    target_class(&h, "data", "absurd").await;
+    h.eventually("infeasible", SECOND, |h| {
+        (attributes_state(h, "data").1 == Some(("absurd".into(), "Infeasible".into())))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(counted.calls("modify_volume"), 1);
+    tokio::time::sleep(240 * SECOND).await;
+    assert_eq!(counted.calls("modify_volume"), 1, "not before five minutes");
+    tokio::time::sleep(70 * SECOND).await;
+    assert_eq!(counted.calls("modify_volume"), 2, "once after five minutes");
+    assert_eq!(
+        attributes_state(&h, "data").1,
+        Some(("absurd".into(), "Infeasible".into()))
+    );
 }

@@ -145,6 +145,9 @@ impl LocalProvisioner {
                 &class,
                 Some((self.node.as_str(), labels)),
                 None,
+                // Node-local providers keep no mutable attributes: a class the claim names
+                // is reported Infeasible by the server's modifier instead.
+                Default::default(),
             );
             let volume = match self.provider.create_volume(&request).await {
                 Ok(v) => v,
@@ -157,6 +160,7 @@ impl LocalProvisioner {
             };
             let mut pv = new_volume(&claim, &class, self.name(), &name, &volume);
             if let Some(spec) = pv.spec.as_mut() {
+                spec.volume_attributes_class_name = None;
                 // Pre-bound: the binder finishes the binding on both sides.
                 spec.claim_ref = Some(ObjectReference {
                     api_version: Some("v1".into()),

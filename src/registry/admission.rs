@@ -6,7 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::error::{ApiError, ApiResult};
 use crate::resources::names::finalizers;
 use crate::resources::storageclass::is_default;
-use crate::resources::{AnyObject, Kind, PersistentVolumeClaim, StorageClass, pvc};
+use crate::resources::{
+    AnyObject, Kind, PersistentVolumeClaim, StorageClass, pvc, volumeattributesclass,
+};
 use crate::store::Store;
 
 /// Mutates or refuses `new`; `old` is the current object on update, `None` on create.
@@ -21,6 +23,9 @@ pub fn admit(store: &Store, new: &mut AnyObject, old: Option<&AnyObject>) -> Api
         }
         (AnyObject::VolumeSnapshot(s), None) => {
             add_finalizer(&mut s.metadata, finalizers::SNAPSHOT_BOUND);
+        }
+        (AnyObject::VolumeAttributesClass(c), None) => {
+            add_finalizer(&mut c.metadata, volumeattributesclass::PROTECTION_FINALIZER);
         }
         (AnyObject::PersistentVolumeClaim(pvc), Some(AnyObject::PersistentVolumeClaim(old))) => {
             check_resize(store, pvc, old)?;

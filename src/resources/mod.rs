@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::machinery::validation::FieldErrors;
 
+pub mod csidriver;
+pub mod csinode;
 pub mod event;
 pub mod lease;
 pub mod names;
@@ -27,11 +29,14 @@ pub mod table;
 pub mod target;
 pub mod validate;
 pub mod volumeattachment;
+pub mod volumeattributesclass;
 pub mod volumesnapshot;
 
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
-pub use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
+pub use k8s_openapi::api::storage::v1::{
+    CSIDriver, CSINode, StorageClass, VolumeAttachment, VolumeAttributesClass,
+};
 
 pub use resourcequota::ResourceQuota;
 pub use table::Column;
@@ -60,6 +65,9 @@ macro_rules! for_each_kind {
             Lease => $crate::resources::Lease [spec_only],
             VolumeSnapshot => $crate::resources::VolumeSnapshot [spec_status],
             ResourceQuota => $crate::resources::ResourceQuota [spec_status],
+            CSIDriver => $crate::resources::CSIDriver [spec_only],
+            CSINode => $crate::resources::CSINode [spec_status],
+            VolumeAttributesClass => $crate::resources::VolumeAttributesClass [whole],
         }
     };
     (@expand [call $m:ident] $($v:ident => $ty:ty [$shape:ident],)*) => {

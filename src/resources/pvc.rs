@@ -137,6 +137,11 @@ impl KindStrategy for PersistentVolumeClaim {
             errs,
         );
         validate::optional_name(spec.volume_name.as_ref(), &p.child("volumeName"), errs);
+        validate::optional_name(
+            spec.volume_attributes_class_name.as_ref(),
+            &p.child("volumeAttributesClassName"),
+            errs,
+        );
         validate::label_selector(spec.selector.as_ref(), &p.child("selector"), errs);
         if let Some(ds) = &spec.data_source {
             let dp = p.child("dataSource");
@@ -205,6 +210,19 @@ impl KindStrategy for PersistentVolumeClaim {
                 errs.forbidden(&rp, "only bound claims can be expanded");
             }
             _ => {}
+        }
+        // A claim's attributes class may change (the provider modifies the volume), but a
+        // claim that had one cannot go back to none: what would the volume's attributes be?
+        if old_spec.volume_attributes_class_name.is_some() {
+            let vp = p.child("volumeAttributesClassName");
+            match new_spec.volume_attributes_class_name.as_deref() {
+                None => errs.forbidden(&vp, "update from non-nil value to nil is forbidden"),
+                Some("") => errs.forbidden(
+                    &vp,
+                    "update from non-nil value to an empty string is forbidden",
+                ),
+                Some(_) => {}
+            }
         }
         if new_spec.resources.as_ref().and_then(|r| r.limits.as_ref())
             != old_spec.resources.as_ref().and_then(|r| r.limits.as_ref())

@@ -21,8 +21,6 @@ crate::string_enum! {
 
 /// The reclaim policies a class may give (Recycle is deprecated and refused).
 const CLASS_RECLAIM_POLICIES: &[&str] = &["Delete", "Retain"];
-const MAX_PARAMETERS: usize = 512;
-const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
 
 pub fn is_default(sc: &StorageClass) -> bool {
     sc.metadata.annotations.as_ref().is_some_and(|a| {
@@ -86,24 +84,7 @@ impl KindStrategy for StorageClass {
                 qualified_name(&self.provisioner.to_ascii_lowercase()),
             );
         }
-        if let Some(params) = &self.parameters {
-            if params.len() > MAX_PARAMETERS {
-                errs.too_many(&p.child("parameters"), params.len(), MAX_PARAMETERS);
-            }
-            let size: usize = params.iter().map(|(k, v)| k.len() + v.len()).sum();
-            if size > MAX_PARAMETERS_BYTES {
-                errs.too_long(&p.child("parameters"), MAX_PARAMETERS_BYTES);
-            }
-            for k in params.keys() {
-                if k.is_empty() {
-                    errs.invalid(
-                        &p.child("parameters"),
-                        k,
-                        "parameter names must not be empty",
-                    );
-                }
-            }
-        }
+        validate::class_parameters(self.parameters.as_ref(), true, &p.child("parameters"), errs);
         validate::one_of(
             self.reclaim_policy.as_ref(),
             CLASS_RECLAIM_POLICIES,

@@ -246,3 +246,45 @@ pub fn mount_options(opts: Option<&Vec<String>>, path: &Path, errs: &mut FieldEr
         }
     }
 }
+
+/// Kubernetes' limits on a class's parameters (StorageClass, VolumeAttributesClass): at most
+/// 512 of them, 256 KiB in all, no empty names; `allow_empty: false` requires at least one.
+pub fn class_parameters(
+    params: Option<&BTreeMap<String, String>>,
+    allow_empty: bool,
+    path: &Path,
+    errs: &mut FieldErrors,
+) {
+    const MAX_PARAMETERS: usize = 512;
+    const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
+    let params = params.filter(|p| !p.is_empty());
+    let Some(params) = params else {
+        if !allow_empty {
+            errs.required(path, "must contain at least one key/value pair");
+        }
+        return;
+    };
+    if params.len() > MAX_PARAMETERS {
+        errs.too_many(path, params.len(), MAX_PARAMETERS);
+    }
+    let size: usize = params.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_PARAMETERS_BYTES {
+        errs.too_long(path, MAX_PARAMETERS_BYTES);
+    }
+    if params.keys().any(String::is_empty) {
+        errs.invalid(path, "", "parameter names must not be empty");
+    }
+}
+
+/// A CSI driver's name (CSIDriver, CSINode, VolumeAttributesClass): at most 63 characters, a
+/// DNS subdomain once lowercased, as Kubernetes' `ValidateCSIDriverName`.
+pub fn csi_driver_name(name: &str, path: &Path, errs: &mut FieldErrors) {
+    if name.is_empty() {
+        errs.required(path, "");
+        return;
+    }
+    if name.len() > 63 {
+        errs.too_long(path, 63);
+    }
+    errs.syntax(path, name, dns1123_subdomain(&name.to_ascii_lowercase()));
+}

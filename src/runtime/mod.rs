@@ -79,6 +79,12 @@ pub trait Reconciler: Send + Sync + 'static {
     /// The keys an existing object concerns (for the initial snapshot and resyncs).
     fn keys_for_object(&self, object: &Stored) -> Vec<Self::Key>;
 
+    /// Keys reconciled at start and at every resync whether or not any object names them: for
+    /// objects a controller keeps in being (a missing one has no event to bring its key).
+    fn standing_keys(&self) -> Vec<Self::Key> {
+        Vec::new()
+    }
+
     /// Makes one step towards the desired state of `key`.
     async fn reconcile(&self, key: &Self::Key) -> Result<Action, Error>;
 
@@ -119,6 +125,9 @@ async fn sync_snapshot<R: Reconciler>(r: &R, queue: &Queue<R::Key>, objects: &[A
             r.observe(o, false);
         }
         tokio::task::yield_now().await;
+    }
+    for k in r.standing_keys() {
+        queue.add(k);
     }
     for chunk in objects.chunks(WALK_CHUNK) {
         for o in chunk {
@@ -286,6 +295,9 @@ async fn resync<R: Reconciler>(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        for k in reconciler.standing_keys() {
+            queue.add(k);
         }
         for kind in reconciler.kinds() {
             let (objects, _) = store.list(*kind, None);

@@ -151,6 +151,12 @@ impl Stored {
         let needle = format!("\"{field}\":{}", serde_json::Value::from(value));
         memchr::memmem::find(&self.json, needle.as_bytes()).is_some()
     }
+
+    /// Whether the JSON has a field of this name, anywhere: a prefilter as [`Self::may_have`].
+    pub fn may_have_field(&self, field: &str) -> bool {
+        let needle = format!("\"{field}\":");
+        memchr::memmem::find(&self.json, needle.as_bytes()).is_some()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

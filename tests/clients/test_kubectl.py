@@ -182,6 +182,6 @@ def test_explain_and_api_resources(kubectl):
 
 
 def test_every_kind_prints_a_table(kubectl):
-    for kind in ("sc", "pv", "pvc", "va", "nodes", "pods", "events", "leases"):
+    for kind in ("sc", "pv", "pvc", "va", "nodes", "pods", "events", "leases", "csidrivers", "csinodes", "vac"):
         proc = kubectl("get", kind, "-A")
         assert "error" not in proc.stderr.lower(), (kind, proc.stderr)

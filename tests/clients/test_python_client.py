@@ -147,6 +147,46 @@ def kinds(api_client, ns):
             ),
         ),
         (
+            "csidriver",
+            storage.create_csi_driver,
+            storage.read_csi_driver,
+            storage.list_csi_driver,
+            storage.replace_csi_driver,
+            storage.patch_csi_driver,
+            storage.delete_csi_driver,
+            client.V1CSIDriver(
+                metadata=meta("py-" + ns + ".example.com"),
+                spec=client.V1CSIDriverSpec(attach_required=False),
+            ),
+        ),
+        (
+            "csinode",
+            storage.create_csi_node,
+            storage.read_csi_node,
+            storage.list_csi_node,
+            storage.replace_csi_node,
+            storage.patch_csi_node,
+            storage.delete_csi_node,
+            client.V1CSINode(
+                metadata=meta("py-" + ns),
+                spec=client.V1CSINodeSpec(
+                    drivers=[client.V1CSINodeDriver(name="py.example.com", node_id="py-node")]
+                ),
+            ),
+        ),
+        (
+            "vac",
+            storage.create_volume_attributes_class,
+            storage.read_volume_attributes_class,
+            storage.list_volume_attributes_class,
+            storage.replace_volume_attributes_class,
+            storage.patch_volume_attributes_class,
+            storage.delete_volume_attributes_class,
+            client.V1VolumeAttributesClass(
+                metadata=meta("py-" + ns), driver_name="py.example.com", parameters={"iops": "3000"}
+            ),
+        ),
+        (
             "lease",
             namespaced(coordination.create_namespaced_lease),
             namespaced(coordination.read_namespaced_lease),

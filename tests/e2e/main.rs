@@ -17,4 +17,5 @@ mod provisioning;
 mod replicas;
 mod security;
 mod snapshots;
+mod storage_kinds;
 mod support;

@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use stowage_provider::keyed_lock::KeyedLock;
 use stowage_provider::{
     AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
-    DetachRequest, ExpandRequest, Expanded, Provider, ProviderError, PublishInfo, Result, Snapshot,
-    Topology, Volume, VolumeInfo,
+    DetachRequest, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo, Provider,
+    ProviderError, PublishInfo, Result, Snapshot, Topology, Volume, VolumeInfo,
 };
 
 use crate::config::Config;
@@ -156,6 +156,9 @@ impl EbsProvider {
     }
 }
 
+/// The well-known node label that names an instance's type.
+const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+
 #[async_trait::async_trait]
 impl Provider for EbsProvider {
     fn name(&self) -> &str {
@@ -172,7 +175,36 @@ impl Provider for EbsProvider {
             access_modes: vec![AccessMode::ReadWriteOnce, AccessMode::ReadWriteOncePod],
             topology: true,
             max_attachments_per_node: Some(self.config.max_attachments_per_node),
+            volume_modification: true,
         }
+    }
+
+    /// The node as EC2 knows it: its instance id (from `spec.providerID`), its zone, and the
+    /// attachment limit of its instance type (the `node.kubernetes.io/instance-type` label),
+    /// unless the node's labels or annotations set one.
+    fn node_driver_info(&self, node: &NodeInfo) -> NodeDriverInfo {
+        let instance = node
+            .provider_id
+            .as_deref()
+            .and_then(crate::parse_provider_id)
+            .map(|(_, instance)| instance);
+        let limit = node
+            .max_attachments
+            .or_else(|| {
+                node.labels
+                    .get(INSTANCE_TYPE_LABEL)
+                    .and_then(|t| crate::devices::attach_limit_for(t))
+            })
+            .unwrap_or(self.config.max_attachments_per_node);
+        NodeDriverInfo {
+            node_id: instance.unwrap_or_else(|| node.name.clone()),
+            topology_keys: vec![ZONE_KEY.to_string()],
+            max_volumes: Some(limit),
+        }
+    }
+
+    async fn modify_volume(&self, req: &ModifyRequest) -> Result<()> {
+        self.modify(req).await
     }
 
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {

@@ -59,7 +59,11 @@ impl EbsProvider {
                 m.as_str()
             )));
         }
-        let spec = VolumeSpec::parse(&req.parameters, req.capacity_bytes, &req.claim, &req.name)?;
+        // A VolumeAttributesClass's parameters are the volume's from its creation on.
+        crate::modify::check_mutable_keys(&req.mutable_parameters)?;
+        let mut parameters = req.parameters.clone();
+        parameters.extend(req.mutable_parameters.clone());
+        let spec = VolumeSpec::parse(&parameters, req.capacity_bytes, &req.claim, &req.name)?;
         let zone = self.choose_zone(req)?;
         let snapshot = req
             .content_source

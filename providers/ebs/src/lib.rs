@@ -26,6 +26,7 @@ pub mod devices;
 pub mod ec2;
 mod expand;
 mod instances;
+mod modify;
 mod names;
 pub mod params;
 pub mod poller;

@@ -8,7 +8,8 @@ use stowage_provider::conformance::{Fixture, Probed, TopologyFixture, probe_with
 use stowage_provider::params::from_pairs as params;
 use stowage_provider::{
     AccessMode, AttachRequest, ClaimRef, CreateVolumeRequest, DeleteVolumeRequest, DetachRequest,
-    ErrorKind, ExpandRequest, NodeInfo, Provider, Topology, TopologyRequirement, Volume,
+    ErrorKind, ExpandRequest, ModifyRequest, NodeInfo, Provider, Topology, TopologyRequirement,
+    Volume,
 };
 use stowage_provider_ebs::ec2::CallCounts;
 use stowage_provider_ebs::testing::{Moto, REGION};
@@ -59,6 +60,7 @@ fn request(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeReque
             annotations: BTreeMap::new(),
         },
         content_source: None,
+        mutable_parameters: Default::default(),
     }
 }
 
@@ -534,6 +536,97 @@ async fn expansion_grows_through_modify_volume() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+}
+
+fn modify(v: &Volume, params: &[(&str, &str)]) -> ModifyRequest {
+    ModifyRequest {
+        handle: v.handle.clone(),
+        attributes: v.attributes.clone(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// (type, iops, throughput) of a volume, as EC2 says.
+async fn performance(moto: &Moto, id: &str) -> (String, Option<i32>, Option<i32>) {
+    let out = moto
+        .client()
+        .describe_volumes()
+        .volume_ids(id)
+        .send()
+        .await
+        .unwrap();
+    let v = &out.volumes()[0];
+    (
+        v.volume_type().unwrap().as_str().to_string(),
+        v.iops(),
+        v.throughput(),
+    )
+}
+
+#[tokio::test]
+async fn attributes_classes_create_and_modify_through_modify_volume_within_aws_limits() {
+    let moto = moto!();
+    let p = provider(&moto).await;
+    assert!(p.capabilities().volume_modification);
+    let mut req = request("pvc-vac", 100 * GI, &[("type", "gp3")]);
+    req.mutable_parameters = params(&[("iops", "4000"), ("throughput", "250")]);
+    let v = p.create_volume(&req).await.unwrap();
+    assert_eq!(
+        performance(&moto, &v.handle).await,
+        ("gp3".into(), Some(4000), Some(250)),
+        "created with the class's attributes"
+    );
+
+    p.modify_volume(&modify(&v, &[("iops", "6000"), ("throughput", "500")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        performance(&moto, &v.handle).await,
+        ("gp3".into(), Some(6000), Some(500))
+    );
+    p.modify_volume(&modify(&v, &[("type", "io2"), ("iops", "20000")]))
+        .await
+        .unwrap();
+    assert_eq!(performance(&moto, &v.handle).await.0, "io2");
+
+    // Outside AWS' limits for the type and this 100 GiB volume, or not modifiable at all:
+    // refused before any ModifyVolume, the volume as it was.
+    let before = p.calls().of("ModifyVolume");
+    for bad in [
+        vec![("iops", "200000")],               // io2: 1000 IOPS per GiB at most
+        vec![("type", "gp3"), ("iops", "100")], // gp3: 3000 at least
+        vec![("type", "gp3"), ("throughput", "3000")], // gp3: 2000 MiB/s at most
+        vec![("type", "st1"), ("iops", "500")], // st1: no provisioned IOPS
+        vec![("encrypted", "true")],            // not modifiable
+    ] {
+        let err = p.modify_volume(&modify(&v, &bad)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad:?}: {err}");
+    }
+    assert_eq!(
+        p.calls().of("ModifyVolume"),
+        before,
+        "no ModifyVolume was sent"
+    );
+    let (kind, iops, _) = performance(&moto, &v.handle).await;
+    assert_eq!((kind.as_str(), iops), ("io2", Some(20000)));
+}
+
+#[tokio::test]
+async fn a_nodes_csinode_entry_names_its_instance_zone_key_and_type_limit() {
+    let moto = moto!();
+    let p = provider(&moto).await;
+    let mut n = node("n1", "us-east-1a", "i-0abc");
+    n.labels
+        .insert("node.kubernetes.io/instance-type".into(), "m5.large".into());
+    let info = p.node_driver_info(&n);
+    assert_eq!(info.node_id, "i-0abc");
+    assert_eq!(info.topology_keys, [ZONE_KEY]);
+    assert_eq!(info.max_volumes, Some(26));
+    n.max_attachments = Some(4);
+    assert_eq!(p.node_driver_info(&n).max_volumes, Some(4));
 }
 
 #[tokio::test]

@@ -62,6 +62,7 @@ impl Provider for ExampleProvider {
             access_modes: vec![AccessMode::ReadWriteOnce],
             topology: false,
             max_attachments_per_node: None,
+            volume_modification: false,
         }
     }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use stowage_provider::quantity::parse_bytes;
 use stowage_provider::{
     AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
-    DetachRequest, ExpandRequest, Expanded, Provider, PublishInfo, Volume, VolumeInfo,
+    DetachRequest, ExpandRequest, Expanded, NodeDriverInfo, NodeInfo, Provider, PublishInfo,
+    Volume, VolumeInfo,
 };
 
 use crate::config::Config;
@@ -135,6 +136,16 @@ impl Provider for LocalProvider {
             ],
             topology: true,
             max_attachments_per_node: None,
+            volume_modification: false,
+        }
+    }
+
+    /// A node's local volumes are reachable from that node only.
+    fn node_driver_info(&self, node: &NodeInfo) -> NodeDriverInfo {
+        NodeDriverInfo {
+            node_id: node.name.clone(),
+            topology_keys: vec![crate::HOSTNAME_LABEL.to_string()],
+            max_volumes: node.max_attachments,
         }
     }
 

@@ -37,6 +37,7 @@ fn request(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeReque
         topology: TopologyRequirement::default(),
         claim: ClaimRef::default(),
         content_source: None,
+        mutable_parameters: Default::default(),
     }
 }
 

@@ -159,6 +159,7 @@ impl Provider for NfsProvider {
             access_modes: AccessMode::ALL.to_vec(),
             topology: false,
             max_attachments_per_node: None,
+            volume_modification: false,
         }
     }
 

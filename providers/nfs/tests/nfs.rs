@@ -53,6 +53,7 @@ fn request(name: &str, bytes: i64, parameters: BTreeMap<String, String>) -> Crea
             annotations: BTreeMap::new(),
         },
         content_source: None,
+        mutable_parameters: Default::default(),
     }
 }
 

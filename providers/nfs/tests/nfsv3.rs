@@ -99,6 +99,7 @@ async fn nfsv3_passes_the_conformance_kit_and_survives_a_server_restart() {
             annotations: BTreeMap::new(),
         },
         content_source: None,
+        mutable_parameters: Default::default(),
     };
     let a = p.create_volume(&request("pvc-v3-a")).await.unwrap();
     assert!(g.export_dir().join("v3/pvc-v3-a").is_dir());

@@ -278,6 +278,7 @@ impl Ctx {
                 annotations: BTreeMap::new(),
             },
             content_source: None,
+            mutable_parameters: Default::default(),
         }
     }
 

@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 
 use crate::{
     AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest, DetachRequest,
-    ErrorKind, ExpandRequest, Expanded, Provider, ProviderError, PublishInfo, Result, Snapshot,
-    Volume, VolumeInfo,
+    ErrorKind, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo, Provider,
+    ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo,
 };
 
 /// What happens to one call.
@@ -164,6 +164,15 @@ impl Provider for Faulty {
             .await
     }
 
+    async fn modify_volume(&self, req: &ModifyRequest) -> Result<()> {
+        self.call("modify_volume", self.inner.modify_volume(req))
+            .await
+    }
+
+    fn node_driver_info(&self, node: &NodeInfo) -> NodeDriverInfo {
+        self.inner.node_driver_info(node)
+    }
+
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         self.call("list_volumes", self.inner.list_volumes()).await
     }
@@ -202,6 +211,7 @@ mod tests {
             topology: Default::default(),
             claim: Default::default(),
             content_source: None,
+            mutable_parameters: Default::default(),
         }
     }
 

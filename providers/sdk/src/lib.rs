@@ -97,6 +97,9 @@ pub struct Capabilities {
     pub topology: bool,
     /// At most this many volumes of this provider attached to one node (`None`: no limit).
     pub max_attachments_per_node: Option<u32>,
+    /// `modify_volume` works: a live volume's mutable attributes (a VolumeAttributesClass's
+    /// parameters) can change.
+    pub volume_modification: bool,
 }
 
 impl Default for Capabilities {
@@ -110,6 +113,7 @@ impl Default for Capabilities {
             access_modes: vec![AccessMode::ReadWriteOnce],
             topology: false,
             max_attachments_per_node: None,
+            volume_modification: false,
         }
     }
 }
@@ -171,6 +175,9 @@ pub struct CreateVolumeRequest {
     pub topology: TopologyRequirement,
     pub claim: ClaimRef,
     pub content_source: Option<ContentSource>,
+    /// The claim's VolumeAttributesClass parameters (`spec.volumeAttributesClassName`), which
+    /// `modify_volume` may change later; empty without one. Requires `volume_modification`.
+    pub mutable_parameters: BTreeMap<String, String>,
 }
 
 /// A volume as the provider made it.
@@ -215,6 +222,18 @@ pub struct NodeInfo {
     pub max_attachments: Option<u32>,
 }
 
+/// What a provider is on one node, as the node's CSINode publishes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeDriverInfo {
+    /// The provider's own name for the node (an EC2 instance id; the node's name otherwise).
+    pub node_id: String,
+    /// The node labels the provider's volumes are placed by (`kubernetes.io/hostname`,
+    /// `topology.kubernetes.io/zone`); empty when its volumes are reachable everywhere.
+    pub topology_keys: Vec<String>,
+    /// At most this many of its volumes attached to the node (`None`: no limit).
+    pub max_volumes: Option<u32>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachRequest {
     pub handle: String,
@@ -253,6 +272,16 @@ pub struct Expanded {
     pub capacity_bytes: i64,
     /// A state to report while the backend is still modifying the volume (EBS `optimizing`).
     pub in_progress: Option<String>,
+}
+
+/// A change of a live volume's mutable attributes, as a VolumeAttributesClass names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModifyRequest {
+    pub handle: String,
+    /// The attributes the volume was created with.
+    pub attributes: BTreeMap<String, String>,
+    /// The class's parameters, as given: the provider validates them.
+    pub parameters: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -393,6 +422,32 @@ pub trait Provider: Send + Sync + 'static {
         Err(ProviderError::unsupported(
             "this provider cannot expand volumes",
         ))
+    }
+
+    /// Changes a live volume's mutable attributes to `req.parameters` (a VolumeAttributesClass's).
+    /// Requires `volume_modification`. Behaviour:
+    /// - parameters this provider does not know, or values it can never reach for this volume
+    ///   (outside the backend's limits), fail with `InvalidArgument` before anything changes:
+    ///   the claim shows the target as Infeasible;
+    /// - modifying to what the volume already is succeeds and changes nothing;
+    /// - a temporary failure (throttling, a modification still running) is retried.
+    async fn modify_volume(&self, _req: &ModifyRequest) -> Result<()> {
+        Err(ProviderError::unsupported(
+            "this provider cannot modify a volume's attributes",
+        ))
+    }
+
+    /// What this provider is on `node`: the node's CSINode entry. By default, the node's name,
+    /// no topology keys, and the attachment limit the node's labels or annotations set, else
+    /// the provider's own.
+    fn node_driver_info(&self, node: &NodeInfo) -> NodeDriverInfo {
+        NodeDriverInfo {
+            node_id: node.name.clone(),
+            topology_keys: Vec::new(),
+            max_volumes: node
+                .max_attachments
+                .or(self.capabilities().max_attachments_per_node),
+        }
     }
 
     /// Every volume this provider manages (made by `create_volume`), for orphan checks.

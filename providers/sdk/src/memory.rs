@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 
 use crate::{
     AccessMode, AttachRequest, Capabilities, ContentSource, CreateVolumeRequest,
-    DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, Provider, ProviderError,
-    PublishInfo, Result, Snapshot, Volume, VolumeInfo, validate_volume_name,
+    DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, ModifyRequest, Provider,
+    ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo, validate_volume_name,
 };
 
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ struct Entry {
     name: String,
     capacity_bytes: i64,
     parameters: BTreeMap<String, String>,
+    /// Its mutable attributes (a VolumeAttributesClass's parameters), as last set.
+    mutable: BTreeMap<String, String>,
     /// The snapshot the volume was restored from.
     restored_from: Option<String>,
 }
@@ -89,6 +91,28 @@ impl crate::factory::Build for MemoryProvider {
     }
 }
 
+/// The mutable attributes the in-memory provider has: `iops`, a whole number from 100 to
+/// 64,000, and `tier`, `standard` or `fast`. Anything else can never be reached.
+fn check_mutable(parameters: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in parameters {
+        let ok = match k.as_str() {
+            "iops" => v.parse::<u32>().is_ok_and(|n| (100..=64_000).contains(&n)),
+            "tier" => matches!(v.as_str(), "standard" | "fast"),
+            _ => {
+                return Err(ProviderError::invalid(format!(
+                    "unknown mutable parameter {k:?} (known: iops, tier)"
+                )));
+            }
+        };
+        if !ok {
+            return Err(ProviderError::invalid(format!(
+                "{k} {v:?} is out of range (iops: 100 to 64000; tier: standard or fast)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl MemoryProvider {
     pub fn new(name: impl Into<String>) -> Self {
         MemoryProvider {
@@ -117,6 +141,16 @@ impl MemoryProvider {
 
     pub fn state(&self) -> SharedState {
         self.state.clone()
+    }
+
+    /// A volume's mutable attributes, as last created or modified.
+    pub fn mutable_attributes(&self, handle: &str) -> Option<BTreeMap<String, String>> {
+        let state = self.state.lock();
+        let e = state
+            .volumes
+            .values()
+            .find(|e| handle_of(&e.name) == handle)?;
+        Some(e.mutable.clone())
     }
 
     /// The nodes a volume is attached to now.
@@ -153,11 +187,13 @@ impl Provider for MemoryProvider {
             access_modes: AccessMode::ALL.to_vec(),
             topology: false,
             max_attachments_per_node: self.max_attachments_per_node,
+            volume_modification: true,
         }
     }
 
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {
         validate_volume_name(&req.name)?;
+        check_mutable(&req.mutable_parameters)?;
         if req.capacity_bytes <= 0 {
             return Err(ProviderError::invalid("capacity must be positive"));
         }
@@ -208,6 +244,7 @@ impl Provider for MemoryProvider {
                     name: req.name.clone(),
                     capacity_bytes: req.capacity_bytes,
                     parameters: req.parameters.clone(),
+                    mutable: req.mutable_parameters.clone(),
                     restored_from,
                 },
             );
@@ -218,6 +255,18 @@ impl Provider for MemoryProvider {
             attributes: BTreeMap::new(),
             accessible_topology: Vec::new(),
         })
+    }
+
+    async fn modify_volume(&self, req: &ModifyRequest) -> Result<()> {
+        check_mutable(&req.parameters)?;
+        let mut state = self.state.lock();
+        let entry = state
+            .volumes
+            .values_mut()
+            .find(|e| handle_of(&e.name) == req.handle)
+            .ok_or_else(|| ProviderError::not_found(format!("volume {} not found", req.handle)))?;
+        entry.mutable = req.parameters.clone();
+        Ok(())
     }
 
     async fn delete_volume(&self, req: &DeleteVolumeRequest) -> Result<()> {

@@ -23,9 +23,7 @@ use crate::error::ApiError;
 use crate::registry::Write;
 use crate::resources::Subresource;
 use crate::resources::names::{annotations, finalizers};
-use crate::resources::{
-    AnyObject, Kind, Node, PersistentVolume, Typed, VolumeAttachment, node as node_rules,
-};
+use crate::resources::{AnyObject, Kind, Node, PersistentVolume, Typed, VolumeAttachment};
 use crate::runtime::{Action, Reconciler};
 use crate::store::{Stored, WatchEvent};
 
@@ -89,14 +87,11 @@ impl Attacher {
 
     fn node_info(&self, name: &str, driver: &str) -> NodeInfo {
         let obj = self.ctx.store.get_typed::<Node>("", name);
-        let node = obj.as_ref().map(|s| s.typed::<Node>());
-        let node = node.as_ref();
-        NodeInfo {
-            name: name.to_string(),
-            labels: node_rules::labels_for(name, node),
-            provider_id: node.and_then(|n| n.spec.as_ref()?.provider_id.clone()),
-            max_attachments: super::node_limit(node, driver),
-        }
+        node_info(
+            name,
+            obj.as_ref().map(|s| s.typed::<Node>()).as_ref(),
+            driver,
+        )
     }
 
     async fn sync_attachment(&self, name: &str) -> Result<Action, Error> {

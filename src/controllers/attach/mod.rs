@@ -78,6 +78,17 @@ pub fn node_limit(node: Option<&Node>, driver: &str) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A node as providers are told of it for `driver`'s volumes (also when the Node object is
+/// missing: its name is then all there is).
+pub fn node_info(name: &str, node: Option<&Node>, driver: &str) -> stowage_provider::NodeInfo {
+    stowage_provider::NodeInfo {
+        name: name.to_string(),
+        labels: crate::resources::node::labels_for(name, node),
+        provider_id: node.and_then(|n| n.spec.as_ref()?.provider_id.clone()),
+        max_attachments: node_limit(node, driver),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

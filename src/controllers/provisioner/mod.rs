@@ -115,6 +115,7 @@ impl Reconciler for Provisioner {
             Kind::PersistentVolumeClaim,
             Kind::PersistentVolume,
             Kind::VolumeSnapshot,
+            Kind::VolumeAttributesClass,
         ]
     }
 
@@ -160,6 +161,19 @@ impl Reconciler for Provisioner {
             if let Some(set) = self.waiting.lock().get(&class) {
                 keys.extend(set.iter().take(64).cloned().map(Key::Claim));
             }
+        }
+        // A new VolumeAttributesClass lets the claims waiting for it go ahead.
+        if event.kind() == Kind::VolumeAttributesClass
+            && event.type_ == crate::store::EventType::Added
+        {
+            let name = &event.object.key.name;
+            let (claims, _) = self.ctx.store.list(Kind::PersistentVolumeClaim, None);
+            keys.extend(
+                claims
+                    .iter()
+                    .filter(|c| c.may_have("volumeAttributesClassName", name))
+                    .map(|c| Key::Claim(c.key.clone())),
+            );
         }
         keys
     }

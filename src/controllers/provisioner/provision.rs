@@ -22,7 +22,8 @@ use crate::resources::Subresource;
 use crate::resources::names::annotations::{PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER};
 use crate::resources::names::finalizers::PROVISIONED_VOLUME;
 use crate::resources::{
-    Node, PersistentVolume, PersistentVolumeClaim, StorageClass, node, pv, storageclass,
+    Node, PersistentVolume, PersistentVolumeClaim, StorageClass, VolumeAttributesClass, node, pv,
+    storageclass,
 };
 use crate::runtime::Action;
 use crate::store::{ObjectKey, Stored};
@@ -31,7 +32,52 @@ use crate::store::{ObjectKey, Stored};
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 const FSTYPE_PARAMETER: &str = "csi.storage.k8s.io/fstype";
 
+/// Why a claim's VolumeAttributesClass keeps it from being provisioned now.
+enum AttributesClass {
+    /// The class does not exist yet.
+    Wait(String),
+    /// It never can be, as the claim stands.
+    Refuse(String),
+}
+
 impl Provisioner {
+    /// The parameters of the claim's VolumeAttributesClass, for the provider to create the
+    /// volume with (empty without one). The class must exist, be for this provider, and the
+    /// provider must be able to modify volumes: else the attributes could never be kept.
+    fn attributes_class(
+        &self,
+        c: &PersistentVolumeClaim,
+        provisioner: &str,
+        provider: &dyn stowage_provider::Provider,
+    ) -> Result<BTreeMap<String, String>, AttributesClass> {
+        let Some(name) = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_attributes_class_name.as_deref())
+            .filter(|n| !n.is_empty())
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let Some(class) = self.ctx.store.get_typed::<VolumeAttributesClass>("", name) else {
+            return Err(AttributesClass::Wait(format!(
+                "waiting for volumeattributesclass.storage.k8s.io \"{name}\" to be created"
+            )));
+        };
+        let class: VolumeAttributesClass = class.typed();
+        if class.driver_name != provisioner {
+            return Err(AttributesClass::Refuse(format!(
+                "volumeattributesclass \"{name}\" is for driver {}, and this claim's class provisions with {provisioner}",
+                class.driver_name
+            )));
+        }
+        if !provider.capabilities().volume_modification {
+            return Err(AttributesClass::Refuse(format!(
+                "{provisioner} cannot set or modify volume attributes, so it cannot honour volumeattributesclass \"{name}\""
+            )));
+        }
+        Ok(class.parameters.unwrap_or_default())
+    }
+
     pub(super) async fn provision(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(claim) = self
             .ctx
@@ -96,6 +142,25 @@ impl Provisioner {
                 return Ok(Action::await_change());
             }
         };
+        let mutable_parameters = match self.attributes_class(c, &provisioner, provider.as_ref()) {
+            Ok(parameters) => parameters,
+            Err(AttributesClass::Wait(why)) => {
+                self.ctx.recorder.normal(
+                    COMPONENT,
+                    &claim.object(),
+                    "WaitingForVolumeAttributesClass",
+                    why,
+                );
+                // The class's creation brings the claim back; this is a fallback.
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            Err(AttributesClass::Refuse(why)) => {
+                self.ctx
+                    .recorder
+                    .warning(COMPONENT, &claim.object(), "ProvisioningFailed", why);
+                return Ok(Action::await_change());
+            }
+        };
         let Some(_slot) = self.class_slot(&class_name).await else {
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
@@ -116,6 +181,7 @@ impl Provisioner {
             sc,
             selected.as_deref().zip(node_labels.as_ref()),
             content_source,
+            mutable_parameters,
         );
         self.in_flight.lock().insert(name.clone());
         let created = self
@@ -219,6 +285,7 @@ pub fn create_request(
     sc: &StorageClass,
     selected: Option<(&str, &BTreeMap<String, String>)>,
     content_source: Option<stowage_provider::ContentSource>,
+    mutable_parameters: BTreeMap<String, String>,
 ) -> CreateVolumeRequest {
     let spec = c.spec.clone().unwrap_or_default();
     let parameters: BTreeMap<String, String> = sc
@@ -243,6 +310,7 @@ pub fn create_request(
         topology: to_topology_requirement(sc, selected),
         claim: claim.clone(),
         content_source,
+        mutable_parameters,
     }
 }
 
@@ -291,6 +359,10 @@ pub fn new_volume(
             node_affinity: node_affinity(&volume.accessible_topology),
             persistent_volume_reclaim_policy: Some(reclaim.as_str().to_string()),
             storage_class_name: spec.storage_class_name.clone(),
+            volume_attributes_class_name: spec
+                .volume_attributes_class_name
+                .clone()
+                .filter(|n| !n.is_empty()),
             volume_mode: spec.volume_mode.clone(),
             ..Default::default()
         }),
