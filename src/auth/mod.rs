@@ -352,6 +352,46 @@ fn node_volume(
             )));
         }
     }
+    // Attribute classes are the modifier's to record: a node that could name one would hold
+    // it in place (protection) or claim a modification that never happened.
+    let class = |v: &crate::resources::PersistentVolume| {
+        v.spec
+            .as_ref()
+            .and_then(|s| s.volume_attributes_class_name.clone())
+    };
+    let old_class = match old {
+        Some(AnyObject::PersistentVolume(o)) => class(o),
+        _ => None,
+    };
+    if class(pv) != old_class {
+        return Err(ApiError::forbidden(format!(
+            "node \"{node}\" may not set a volume's volumeAttributesClassName"
+        )));
+    }
+    Ok(())
+}
+
+/// Kubernetes' NodeRestriction for claims: a node writes a claim's status only to report what
+/// it did on the node (its capacity after growing a filesystem, its conditions, and where a
+/// node-side resize stands); the rest of the status is the controllers' word.
+fn node_claim_status(node: &str, old: Option<&AnyObject>, new: &AnyObject) -> Result<(), ApiError> {
+    let (AnyObject::PersistentVolumeClaim(c), Some(AnyObject::PersistentVolumeClaim(o))) =
+        (new, old)
+    else {
+        return Ok(());
+    };
+    let rest = |c: &crate::resources::PersistentVolumeClaim| {
+        let mut s = c.status.clone().unwrap_or_default();
+        s.capacity = None;
+        s.conditions = None;
+        s.allocated_resource_statuses = None;
+        s
+    };
+    if rest(c) != rest(o) || c.spec != o.spec {
+        return Err(ApiError::forbidden(format!(
+            "node \"{node}\" may only change a claim's status.capacity, status.conditions and status.allocatedResourceStatuses"
+        )));
+    }
     Ok(())
 }
 
@@ -425,6 +465,12 @@ pub fn guard(identity: &Identity, target: &Target, graph: &Store) -> Option<Guar
             let (node, graph) = (node.clone(), graph.clone());
             Some(Guard(Arc::new(move |old, new| {
                 node_volume(&graph, &node, old, new)
+            })))
+        }
+        (Role::Node(node), Kind::PersistentVolumeClaim) => {
+            let node = node.clone();
+            Some(Guard(Arc::new(move |old, new| {
+                node_claim_status(&node, old, new)
             })))
         }
         (Role::Node(node), Kind::Event) => {
@@ -838,6 +884,39 @@ mod tests {
             "n1"
         ));
         assert!(!volume_pinned_to(&pv(serde_json::json!([])), "n1"));
+    }
+
+    #[test]
+    fn a_node_reports_capacity_and_conditions_of_a_claim_but_not_its_attribute_classes() {
+        let claim = |status: serde_json::Value| {
+            let c: crate::resources::PersistentVolumeClaim = serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "c", "namespace": "a"}, "spec": {}, "status": status}),
+            )
+            .unwrap();
+            AnyObject::PersistentVolumeClaim(Box::new(c))
+        };
+        let old = claim(
+            serde_json::json!({"phase": "Bound", "capacity": {"storage": "1Gi"},
+            "currentVolumeAttributesClassName": "gold"}),
+        );
+        let grown = claim(
+            serde_json::json!({"phase": "Bound", "capacity": {"storage": "2Gi"},
+            "currentVolumeAttributesClassName": "gold", "conditions": [],
+            "allocatedResourceStatuses": {}}),
+        );
+        assert!(node_claim_status("n1", Some(&old), &grown).is_ok());
+        for forged in [
+            serde_json::json!({"phase": "Bound", "capacity": {"storage": "1Gi"},
+                "currentVolumeAttributesClassName": "platinum"}),
+            serde_json::json!({"phase": "Bound", "capacity": {"storage": "1Gi"},
+                "currentVolumeAttributesClassName": "gold",
+                "modifyVolumeStatus": {"targetVolumeAttributesClassName": "x", "status": "Pending"}}),
+            serde_json::json!({"phase": "Lost", "capacity": {"storage": "1Gi"},
+                "currentVolumeAttributesClassName": "gold"}),
+        ] {
+            let e = node_claim_status("n1", Some(&old), &claim(forged.clone())).unwrap_err();
+            assert_eq!(e.code, 403, "{forged}");
+        }
     }
 
     #[test]

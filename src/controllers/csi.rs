@@ -15,8 +15,9 @@
 //!   the provider places volumes by, and `allocatable.count`: the attachment limit the
 //!   attach/detach controller enforces (the node's limit label or annotation, else the
 //!   provider's, for EBS the instance type's). It follows the node's labels, annotations and
-//!   providerID, and goes with the Node. A driver whose node id or topology keys change is
-//!   removed and added again, as Kubernetes requires.
+//!   providerID, and goes with the Node (when the server made it). A driver whose node id or
+//!   topology keys change is removed and added again, as Kubernetes requires. Entries of
+//!   drivers this server does not run (an outside registrar's) are left as they are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,12 +107,27 @@ impl CsiObjects {
         if have.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
-        let (kept, removed) = keep_fixed_parts(&have.spec.drivers, &want.spec.drivers);
+        // Entries of drivers this server does not run are someone else's: kept as they are.
+        let (foreign, ours): (Vec<CSINodeDriver>, Vec<CSINodeDriver>) = have
+            .spec
+            .drivers
+            .iter()
+            .cloned()
+            .partition(|d| self.ctx.providers.get(&d.name).is_none());
+        let (kept, removed) = keep_fixed_parts(&ours, &want.spec.drivers);
         self.ctx
             .change::<CSINode>(&existing, Subresource::Main, |n| {
-                n.spec.drivers = if removed { kept } else { want.spec.drivers };
-                n.metadata.owner_references = want.metadata.owner_references;
-                labels(&mut n.metadata);
+                n.spec.drivers = foreign;
+                n.spec
+                    .drivers
+                    .extend(if removed { kept } else { want.spec.drivers });
+                if n.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+                {
+                    n.metadata.owner_references = want.metadata.owner_references;
+                }
             })
             .await?;
         // The drivers taken out to change their fixed parts come back on the next pass, which

@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use super::Context;
 use crate::resources::names::finalizers::{PV_PROTECTION, PVC_PROTECTION};
 use crate::resources::{
-    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, VolumeAttributesClass, pod, pv,
-    volumeattributesclass,
+    AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, Pod, Subresource,
+    VolumeAttributesClass, pod, pv, volumeattributesclass,
 };
 use crate::runtime::Error;
 use crate::runtime::{Action, Reconciler};
@@ -119,8 +119,16 @@ impl Protection {
     }
 }
 
+/// Being deleted, and held by `finalizer`.
 fn has(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, finalizer: &str) -> bool {
-    meta.deletion_timestamp.is_some() && meta.finalizers.iter().flatten().any(|f| f == finalizer)
+    meta.deletion_timestamp.is_some() && carries(meta, finalizer)
+}
+
+fn carries(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    finalizer: &str,
+) -> bool {
+    meta.finalizers.iter().flatten().any(|f| f == finalizer)
 }
 
 #[async_trait::async_trait]
@@ -199,8 +207,11 @@ impl Reconciler for Protection {
             AnyObject::PersistentVolume(v) if has(&v.metadata, PV_PROTECTION) => {
                 vec![Key::Volume(object.key.name.clone())]
             }
+            // Being deleted with the finalizer, or without it at all (a replace that dropped
+            // it): both are this controller's to settle.
             AnyObject::VolumeAttributesClass(c)
-                if has(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER) =>
+                if has(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER)
+                    || !carries(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER) =>
             {
                 vec![Key::AttributesClass(object.key.name.clone())]
             }
@@ -216,7 +227,22 @@ impl Reconciler for Protection {
                     return Ok(Action::await_change());
                 };
                 let c: VolumeAttributesClass = stored.typed();
-                if !has(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER) {
+                let finalizer = volumeattributesclass::PROTECTION_FINALIZER;
+                if c.metadata.deletion_timestamp.is_none() {
+                    // Put back if it was taken off, as Kubernetes' vac-protection controller does.
+                    if !carries(&c.metadata, finalizer) {
+                        self.ctx
+                            .change::<VolumeAttributesClass>(&stored, Subresource::Main, |c| {
+                                c.metadata
+                                    .finalizers
+                                    .get_or_insert_with(Vec::new)
+                                    .push(finalizer.to_string());
+                            })
+                            .await?;
+                    }
+                    return Ok(Action::await_change());
+                }
+                if !has(&c.metadata, finalizer) {
                     return Ok(Action::await_change());
                 }
                 if self.attributes_class_in_use(name) {

@@ -428,7 +428,10 @@ async fn a_temporary_modify_failure_is_retried_in_progress() {
     let faulty = Arc::new(
         Faulty::new(Arc::new(memory.clone()))
             .on_call("modify_volume", 1, Fault::Fail(ErrorKind::Temporary))
-            .on_call("modify_volume", 2, Fault::Fail(ErrorKind::Temporary)),
+            .on_call("modify_volume", 2, Fault::Fail(ErrorKind::Temporary))
+            .on_call("modify_volume", 3, Fault::Fail(ErrorKind::Temporary))
+            .on_call("modify_volume", 4, Fault::Fail(ErrorKind::Temporary))
+            .on_call("modify_volume", 5, Fault::Fail(ErrorKind::Temporary)),
     );
     let h = Harness::with_providers(memory, vec![faulty.clone() as Arc<dyn Provider>]).await;
     h.start(settings());
@@ -443,11 +446,20 @@ async fn a_temporary_modify_failure_is_retried_in_progress() {
     })
     .await;
     target_class(&h, "data", "silver").await;
-    h.eventually("silver after two temporary failures", SECOND, |h| {
+    h.eventually("in progress while the provider fails", SECOND, |h| {
+        (attributes_state(h, "data")
+            == (
+                Some("gold".into()),
+                Some(("silver".into(), "InProgress".into())),
+            ))
+            .then_some(())
+    })
+    .await;
+    h.eventually("silver after five temporary failures", SECOND, |h| {
         (attributes_state(h, "data") == (Some("silver".into()), None)).then_some(())
     })
     .await;
-    assert_eq!(faulty.calls("modify_volume"), 3);
+    assert_eq!(faulty.calls("modify_volume"), 6);
     assert_eq!(
         h.memory
             .mutable_attributes(&volume_handle(&h, "data"))
@@ -500,6 +512,18 @@ async fn a_named_attributes_class_is_kept_until_nothing_names_it() {
         class.metadata.finalizers.as_deref(),
         Some(&["kubernetes.io/vac-protection".to_string()][..])
     );
+    // Taken off by a careless replace: put back.
+    h.update::<VolumeAttributesClass>("", "gold", Subresource::Main, |c| {
+        c.metadata.finalizers = None;
+    })
+    .await;
+    h.eventually("the finalizer is back", SECOND, |h| {
+        h.get::<VolumeAttributesClass>("", "gold")?
+            .metadata
+            .finalizers
+            .filter(|f| f.len() == 1)
+    })
+    .await;
     h.ctx
         .registry
         .delete::<VolumeAttributesClass>("", "gold", &Default::default(), &Default::default())
@@ -553,4 +577,138 @@ async fn an_infeasible_target_is_tried_again_only_every_five_minutes() {
         attributes_state(&h, "data").1,
         Some(("absurd".into(), "Infeasible".into()))
     );
+}
+
+/// The in-memory provider, but naming nodes by their providerID once they have one, as EBS
+/// names them by instance id: what makes a CSINode entry change its fixed parts.
+struct NamedByProviderId(MemoryProvider);
+
+#[async_trait::async_trait]
+impl Provider for NamedByProviderId {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn capabilities(&self) -> stowage_provider::Capabilities {
+        self.0.capabilities()
+    }
+    async fn create_volume(
+        &self,
+        req: &stowage_provider::CreateVolumeRequest,
+    ) -> stowage_provider::Result<stowage_provider::Volume> {
+        self.0.create_volume(req).await
+    }
+    async fn delete_volume(
+        &self,
+        req: &stowage_provider::DeleteVolumeRequest,
+    ) -> stowage_provider::Result<()> {
+        self.0.delete_volume(req).await
+    }
+    async fn attach(
+        &self,
+        req: &stowage_provider::AttachRequest,
+    ) -> stowage_provider::Result<stowage_provider::PublishInfo> {
+        self.0.attach(req).await
+    }
+    async fn detach(&self, req: &stowage_provider::DetachRequest) -> stowage_provider::Result<()> {
+        self.0.detach(req).await
+    }
+    async fn list_volumes(&self) -> stowage_provider::Result<Vec<stowage_provider::VolumeInfo>> {
+        self.0.list_volumes().await
+    }
+    fn node_driver_info(
+        &self,
+        node: &stowage_provider::NodeInfo,
+    ) -> stowage_provider::NodeDriverInfo {
+        stowage_provider::NodeDriverInfo {
+            node_id: node
+                .provider_id
+                .clone()
+                .unwrap_or_else(|| node.name.clone()),
+            topology_keys: vec!["kubernetes.io/hostname".into()],
+            max_volumes: node.max_attachments,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_csinode_follows_its_node_and_keeps_other_drivers_entries() {
+    use k8s_openapi::api::core::v1::NodeSpec;
+    use k8s_openapi::api::storage::v1::{CSINodeDriver, VolumeNodeResources};
+
+    use crate::resources::CSINode;
+
+    let memory = MemoryProvider::new(memory::NAME);
+    let h = Harness::with_providers(
+        memory.clone(),
+        vec![Arc::new(NamedByProviderId(memory)) as Arc<dyn Provider>],
+    )
+    .await;
+    h.start(settings());
+    h.create(Node {
+        metadata: meta(None, "n1"),
+        ..Default::default()
+    })
+    .await;
+    let ours = |h: &Harness| -> Option<CSINodeDriver> {
+        h.get::<CSINode>("", "n1")?
+            .spec
+            .drivers
+            .into_iter()
+            .find(|d| d.name == memory::NAME)
+    };
+    let entry = h.eventually("n1's CSINode", SECOND, ours).await;
+    assert_eq!(entry.node_id, "n1");
+    assert_eq!(entry.allocatable, None, "no limit set");
+
+    // Another registrar's entry stays; the node's new id and limit reach ours.
+    h.update::<CSINode>("", "n1", Subresource::Main, |n| {
+        n.spec.drivers.insert(
+            0,
+            CSINodeDriver {
+                name: "other.example.com".into(),
+                node_id: "x-1".into(),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    h.update::<Node>("", "n1", Subresource::Main, |n| {
+        n.spec = Some(NodeSpec {
+            provider_id: Some("aws:///us-east-1a/i-0abc".into()),
+            ..Default::default()
+        });
+        n.metadata.annotations = Some(BTreeMap::from([(
+            crate::resources::names::node::MAX_ATTACHMENTS_ANNOTATION.to_string(),
+            "4".to_string(),
+        )]));
+    })
+    .await;
+    let entry = h
+        .eventually("the new node id and limit", SECOND, |h| {
+            ours(h).filter(|d| d.node_id == "aws:///us-east-1a/i-0abc")
+        })
+        .await;
+    assert_eq!(
+        entry.allocatable,
+        Some(VolumeNodeResources { count: Some(4) })
+    );
+    let names: Vec<String> = h
+        .get::<CSINode>("", "n1")
+        .unwrap()
+        .spec
+        .drivers
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["other.example.com", memory::NAME]);
+
+    h.ctx
+        .registry
+        .delete::<Node>("", "n1", &Default::default(), &Default::default())
+        .await
+        .unwrap();
+    h.eventually("the CSINode goes with its Node", SECOND, |h| {
+        h.get::<CSINode>("", "n1").is_none().then_some(())
+    })
+    .await;
 }

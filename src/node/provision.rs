@@ -116,6 +116,20 @@ impl LocalProvisioner {
             else {
                 continue;
             };
+            // Node-local providers keep no mutable attributes: a claim naming a
+            // VolumeAttributesClass is refused here as the server's provisioner refuses it.
+            if let Some(vac) = claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_attributes_class_name.as_deref())
+                .filter(|n| !n.is_empty())
+            {
+                problems.push(format!(
+                    "claim {ns}/{claim_name} names volumeattributesclass {vac:?}, and {} cannot set or modify volume attributes",
+                    self.name()
+                ));
+                continue;
+            }
             let class_name = claim
                 .spec
                 .as_ref()
@@ -145,8 +159,6 @@ impl LocalProvisioner {
                 &class,
                 Some((self.node.as_str(), labels)),
                 None,
-                // Node-local providers keep no mutable attributes: a class the claim names
-                // is reported Infeasible by the server's modifier instead.
                 Default::default(),
             );
             let volume = match self.provider.create_volume(&request).await {
@@ -160,7 +172,6 @@ impl LocalProvisioner {
             };
             let mut pv = new_volume(&claim, &class, self.name(), &name, &volume);
             if let Some(spec) = pv.spec.as_mut() {
-                spec.volume_attributes_class_name = None;
                 // Pre-bound: the binder finishes the binding on both sides.
                 spec.claim_ref = Some(ObjectReference {
                     api_version: Some("v1".into()),

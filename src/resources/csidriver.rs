@@ -54,8 +54,9 @@ impl KindStrategy for CSIDriver {
         s.se_linux_mount.get_or_insert(false);
         s.fs_group_policy
             .get_or_insert_with(|| FsGroupPolicy::ReadWriteOnceWithFSType.as_str().into());
-        s.volume_lifecycle_modes
-            .get_or_insert_with(|| vec![LifecycleMode::Persistent.as_str().into()]);
+        if s.volume_lifecycle_modes.as_ref().is_none_or(Vec::is_empty) {
+            s.volume_lifecycle_modes = Some(vec![LifecycleMode::Persistent.as_str().into()]);
+        }
     }
 
     fn validate(&self, errs: &mut FieldErrors) {
@@ -86,14 +87,18 @@ impl KindStrategy for CSIDriver {
             if !audiences.insert(t.audience.as_str()) {
                 errs.duplicate(&tp.child("audience"), &t.audience);
             }
-            if let Some(secs) = t.expiration_seconds
-                && secs < 600
-            {
-                errs.invalid_raw(
+            match t.expiration_seconds {
+                Some(secs) if secs < 600 => errs.invalid_raw(
                     &tp.child("expirationSeconds"),
                     secs,
                     "may not specify a duration less than 10 minutes",
-                );
+                ),
+                Some(secs) if secs > 1 << 32 => errs.invalid_raw(
+                    &tp.child("expirationSeconds"),
+                    secs,
+                    "may not specify a duration larger than 2^32 seconds",
+                ),
+                _ => {}
             }
         }
         if let Some(period) = s.node_allocatable_update_period_seconds
@@ -217,6 +222,14 @@ mod tests {
         assert_eq!(
             d.spec.volume_lifecycle_modes,
             Some(vec!["Persistent".into()])
+        );
+        let mut empty = driver("d.example.com");
+        empty.spec.volume_lifecycle_modes = Some(vec![]);
+        empty.default();
+        assert_eq!(
+            empty.spec.volume_lifecycle_modes,
+            Some(vec!["Persistent".into()]),
+            "an empty list is defaulted too"
         );
         let mut errs = FieldErrors::new();
         d.validate(&mut errs);

@@ -15,8 +15,8 @@ use crate::machinery::validation::{FieldErrors, Path, qualified_name};
 
 pub use k8s_openapi::api::storage::v1::{CSINode, CSINodeDriver, CSINodeSpec};
 
-/// Kubernetes' longest driver node id.
-const MAX_NODE_ID_LENGTH: usize = 192;
+/// Kubernetes' longest driver node id (the API server allows the long form, 256).
+const MAX_NODE_ID_LENGTH: usize = 256;
 
 impl KindStrategy for CSINode {
     const INFO: KindInfo = KindInfo {

@@ -148,6 +148,21 @@ impl KindStrategy for PersistentVolume {
             errs.required(&p, "");
             return;
         };
+        // As Kubernetes: a named attributes class, on CSI volumes only (a driver modifies it).
+        if let Some(class) = &spec.volume_attributes_class_name {
+            let cp = p.child("volumeAttributesClassName");
+            if class.is_empty() {
+                errs.required(&cp, "an empty string is disallowed");
+            } else {
+                validate::optional_name(Some(class), &cp, errs);
+            }
+            if spec.csi.is_none() {
+                errs.required(
+                    &p.child("csi"),
+                    "has to be specified when using volumeAttributesClassName",
+                );
+            }
+        }
         validate::storage_size(
             spec.capacity.as_ref().and_then(|c| c.get("storage")),
             &p.child("capacity").key("storage"),
@@ -268,6 +283,13 @@ impl KindStrategy for PersistentVolume {
         if old.node_affinity.is_some() && new.node_affinity != old.node_affinity {
             errs.immutable(&p.child("nodeAffinity"));
         }
+        if old.volume_attributes_class_name.is_some() && new.volume_attributes_class_name.is_none()
+        {
+            errs.forbidden(
+                &p.child("volumeAttributesClassName"),
+                "update from non-nil value to nil is forbidden",
+            );
+        }
     }
 
     fn field_value(&self, field: &str) -> Option<String> {
@@ -348,4 +370,47 @@ fn raw_phase(o: &PersistentVolume) -> String {
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(class: Option<&str>, csi: bool) -> PersistentVolume {
+        let source = if csi {
+            serde_json::json!({"csi": {"driver": "d.example.com", "volumeHandle": "h"}})
+        } else {
+            serde_json::json!({"hostPath": {"path": "/srv/v"}})
+        };
+        let mut spec = serde_json::json!({"capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"], "volumeAttributesClassName": class});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(source.as_object().unwrap().clone());
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "v"}, "spec": spec}))
+            .unwrap()
+    }
+
+    fn fields(errs: &FieldErrors) -> Vec<&str> {
+        errs.0.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn an_attributes_class_needs_a_name_and_a_csi_volume_and_stays() {
+        for (v, want) in [
+            (volume(Some("gold"), true), vec![]),
+            (
+                volume(Some(""), true),
+                vec!["spec.volumeAttributesClassName"],
+            ),
+            (volume(Some("gold"), false), vec!["spec.csi"]),
+        ] {
+            let mut errs = FieldErrors::new();
+            v.validate(&mut errs);
+            assert_eq!(fields(&errs), want);
+        }
+        let mut errs = FieldErrors::new();
+        volume(None, true).validate_update(&volume(Some("gold"), true), &mut errs);
+        assert_eq!(fields(&errs), ["spec.volumeAttributesClassName"]);
+    }
 }

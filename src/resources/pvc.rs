@@ -213,7 +213,9 @@ impl KindStrategy for PersistentVolumeClaim {
         }
         // A claim's attributes class may change (the provider modifies the volume), but a
         // claim that had one cannot go back to none: what would the volume's attributes be?
-        if old_spec.volume_attributes_class_name.is_some() {
+        if old_spec.volume_attributes_class_name.is_some()
+            && new_spec.volume_attributes_class_name != old_spec.volume_attributes_class_name
+        {
             let vp = p.child("volumeAttributesClassName");
             match new_spec.volume_attributes_class_name.as_deref() {
                 None => errs.forbidden(&vp, "update from non-nil value to nil is forbidden"),
@@ -327,4 +329,48 @@ fn raw_phase(o: &PersistentVolumeClaim) -> String {
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(class: Option<&str>) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "namespace": "a"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeAttributesClassName": class,
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap()
+    }
+
+    fn update_errors(old: &PersistentVolumeClaim, new: &PersistentVolumeClaim) -> Vec<String> {
+        let mut errs = FieldErrors::new();
+        new.validate_update(old, &mut errs);
+        errs.0.iter().map(|e| e.field.clone()).collect()
+    }
+
+    #[test]
+    fn an_attributes_class_may_change_but_not_go_back_to_none() {
+        let gold = claim(Some("gold"));
+        assert!(update_errors(&gold, &claim(Some("silver"))).is_empty());
+        assert!(update_errors(&claim(None), &gold).is_empty());
+        assert_eq!(
+            update_errors(&gold, &claim(None)),
+            ["spec.volumeAttributesClassName"]
+        );
+        assert_eq!(
+            update_errors(&gold, &claim(Some(""))),
+            ["spec.volumeAttributesClassName"]
+        );
+    }
+
+    #[test]
+    fn a_claim_created_with_an_empty_class_can_still_be_updated() {
+        let empty = claim(Some(""));
+        let mut bound = empty.clone();
+        bound.spec.as_mut().unwrap().volume_name = Some("pv-1".into());
+        bound.metadata.finalizers = Some(vec![]);
+        assert!(update_errors(&empty, &bound).is_empty());
+    }
 }

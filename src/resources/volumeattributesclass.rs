@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::table::{self, Column};
 use super::validate;
 use super::{KindInfo, KindStrategy, NameRule};
-use crate::machinery::validation::{FieldErrors, Path};
+use crate::machinery::validation::{FieldErrors, Path, qualified_name};
 
 pub use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 
@@ -36,7 +36,16 @@ impl KindStrategy for VolumeAttributesClass {
 
     fn validate(&self, errs: &mut FieldErrors) {
         let p = Path::default();
-        validate::csi_driver_name(&self.driver_name, &p.child("driverName"), errs);
+        // As a StorageClass's provisioner: a qualified name once lowercased.
+        if self.driver_name.is_empty() {
+            errs.required(&p.child("driverName"), "");
+        } else {
+            errs.syntax(
+                &p.child("driverName"),
+                &self.driver_name,
+                qualified_name(&self.driver_name.to_ascii_lowercase()),
+            );
+        }
         validate::class_parameters(
             self.parameters.as_ref(),
             false,

@@ -50,7 +50,8 @@ def test_every_provider_has_a_csidriver_and_edits_are_put_back(api):
     assert driver.spec.storage_capacity is False
     assert driver.spec.fs_group_policy == "None"
     assert driver.spec.volume_lifecycle_modes == ["Persistent"]
-    storage.patch_csi_driver(MEMORY, {"spec": {"storageCapacity": True}})
+    patched = storage.patch_csi_driver(MEMORY, {"spec": {"storageCapacity": True}})
+    assert patched.spec.storage_capacity is True
     eventually("storageCapacity put back", lambda: storage.read_csi_driver(MEMORY).spec.storage_capacity is False)
     with pytest.raises(ApiException) as e:
         storage.patch_csi_driver(MEMORY, {"spec": {"attachRequired": False}})

@@ -42,6 +42,25 @@ async fn the_server_keeps_a_csidriver_per_provider_and_a_csinode_per_node() {
         .await;
     assert_eq!(driver["spec"]["attachRequired"], true);
     assert_eq!(driver["spec"]["fsGroupPolicy"], "None");
+    // An edit is stored, then put back.
+    let (code, v) = s
+        .patch(
+            &format!("{CSIDRIVERS}/{MEMORY}"),
+            "application/merge-patch+json",
+            &json!({"spec": {"storageCapacity": true}}),
+        )
+        .await;
+    assert_eq!(
+        (code, &v["spec"]["storageCapacity"]),
+        (StatusCode::OK, &json!(true)),
+        "{v}"
+    );
+    s.wait_for(
+        &format!("{CSIDRIVERS}/{MEMORY}"),
+        "storageCapacity put back",
+        |d| d["spec"]["storageCapacity"] == false,
+    )
+    .await;
     if on_sqlite() {
         // The local provider (on by default with SQLite) attaches nothing.
         let local = s
@@ -74,7 +93,7 @@ async fn the_server_keeps_a_csidriver_per_provider_and_a_csinode_per_node() {
     assert_eq!(entry["nodeID"], "n1");
     assert_eq!(entry["allocatable"]["count"], 3);
 
-    // Edits are put back; a deleted CSINode comes back while its Node is there.
+    // A deleted CSINode comes back while its Node is there.
     let (code, _) = s.delete(&format!("{CSINODES}/n1")).await;
     assert_eq!(code, StatusCode::OK);
     s.wait_for(&format!("{CSINODES}/n1"), "n1's CSINode again", |_| true)

@@ -249,7 +249,9 @@ impl VolumeSpec {
                 // iopsPerGB scales with the size and is capped, as the AWS EBS CSI driver does;
                 // an explicit iops must fit as given.
                 let wanted = if per_gb.is_some() {
-                    wanted.clamp(min, max.min(per_gib * size_gib))
+                    // Never below the type's baseline, even on a volume too small for the
+                    // ratio to reach it (gp3's 3,000 on 1 GiB).
+                    wanted.clamp(min, max.min(per_gib * size_gib).max(min))
                 } else {
                     wanted
                 };
@@ -258,7 +260,8 @@ impl VolumeSpec {
                         "{type_name} IOPS are {min}–{max}; {wanted} requested"
                     )));
                 }
-                if wanted > per_gib * size_gib {
+                // The ratio bounds IOPS above the type's baseline (gp3 has 3,000 at any size).
+                if wanted > per_gib * size_gib && wanted > min {
                     return Err(ProviderError::invalid(format!(
                         "{type_name} allows at most {per_gib} IOPS per GiB: {wanted} IOPS need at least {} GiB, the volume has {size_gib}",
                         (wanted + per_gib - 1) / per_gib
@@ -474,6 +477,10 @@ mod tests {
             Some(500),
             "iopsPerGB is capped at the type's per-GiB maximum"
         );
+        let s = parse(&[("iopsPerGB", "10")], GIB).unwrap();
+        assert_eq!(s.iops, Some(3000), "gp3's baseline, on a volume of 1 GiB");
+        let s = parse(&[("iops", "3000")], GIB).unwrap();
+        assert_eq!(s.iops, Some(3000), "the baseline is allowed at any size");
         let s = parse(
             &[
                 ("encrypted", "true"),

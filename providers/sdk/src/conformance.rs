@@ -30,8 +30,8 @@ use std::time::Duration;
 use crate::faults::{Fault, Faulty};
 use crate::{
     AccessMode, AttachRequest, Capabilities, ClaimRef, ContentSource, CreateVolumeRequest,
-    DeleteVolumeRequest, DetachRequest, ErrorKind, ExpandRequest, NodeInfo, Provider,
-    TopologyRequirement, Volume,
+    DeleteVolumeRequest, DetachRequest, ErrorKind, ExpandRequest, ModifyRequest, NodeInfo,
+    Provider, TopologyRequirement, Volume,
 };
 
 /// What the provider's environment offers the checks.
@@ -1097,9 +1097,58 @@ fn checks() -> Vec<Check> {
             },
         },
         Check {
+            name: "modify_refuses_unknown_attributes_and_missing_volumes",
+            skip: |c, f| {
+                provisioning(c, f).or_else(|| {
+                    (!c.volume_modification).then_some(Skip::Capability("no volume_modification"))
+                })
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    let v = cx
+                        .create(&cx.provider, &cx.name("modify"), cx.fixture.volume_bytes)
+                        .await?;
+                    let modify = |handle: &str, parameters: &[(&str, &str)]| ModifyRequest {
+                        handle: handle.to_string(),
+                        attributes: v.attributes.clone(),
+                        parameters: crate::params::from_pairs(parameters),
+                    };
+                    // To what it already is (no attributes asked): success, nothing to do.
+                    cx.timed(
+                        "modify_volume",
+                        cx.provider.modify_volume(&modify(&v.handle, &[])),
+                    )
+                    .await?
+                    .map_err(|e| format!("modify to the same attributes: {e}"))?;
+                    let r = cx
+                        .timed(
+                            "modify_volume",
+                            cx.provider.modify_volume(&modify(
+                                &v.handle,
+                                &[("conformance-unknown-attribute", "1")],
+                            )),
+                        )
+                        .await?;
+                    expect_kind(
+                        r,
+                        ErrorKind::InvalidArgument,
+                        "modify with an unknown attribute",
+                    )?;
+                    cx.delete(&v).await?;
+                    let r = cx
+                        .timed(
+                            "modify_volume",
+                            cx.provider.modify_volume(&modify(&v.handle, &[])),
+                        )
+                        .await?;
+                    expect_kind(r, ErrorKind::NotFound, "modify of a deleted volume")
+                })
+            },
+        },
+        Check {
             name: "missing_capabilities_are_unsupported",
             skip: |c, _| {
-                (c.dynamic_provisioning && c.expansion && c.snapshots)
+                (c.dynamic_provisioning && c.expansion && c.snapshots && c.volume_modification)
                     .then_some(Skip::Capability("every optional capability is on"))
             },
             run: |cx| {
@@ -1127,6 +1176,19 @@ fn checks() -> Vec<Check> {
                             )
                             .await?;
                         expect_kind(r, ErrorKind::Unsupported, "expand without expansion")?;
+                    }
+                    if !cx.caps.volume_modification {
+                        let r = cx
+                            .timed(
+                                "modify_volume",
+                                cx.provider.modify_volume(&ModifyRequest {
+                                    handle: handle.clone(),
+                                    attributes: BTreeMap::new(),
+                                    parameters: BTreeMap::new(),
+                                }),
+                            )
+                            .await?;
+                        expect_kind(r, ErrorKind::Unsupported, "modify without modification")?;
                     }
                     if !cx.caps.snapshots {
                         let r = cx

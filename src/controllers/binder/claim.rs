@@ -257,7 +257,7 @@ impl Binder {
                         COMPONENT,
                         &claim.object(),
                         "VolumeMismatch",
-                        format!("Cannot bind to requested volume \"{volume_name}\": the volume does not satisfy the claim (class, access modes, volume mode or size)"),
+                        format!("Cannot bind to requested volume \"{volume_name}\": the volume does not satisfy the claim (class, access modes, volume mode, size or volume attributes class)"),
                     );
                     return Ok(Action::await_change());
                 }

@@ -38,8 +38,10 @@ pub fn mode_set(modes: Option<&Vec<String>>) -> ModeSet {
         .fold(0, |a, b| a | b)
 }
 
-/// (storage class, volume mode): volumes only ever match claims of the same group.
-pub type Group = (String, String);
+/// (storage class, volume mode, volume attributes class): volumes only ever match claims of
+/// the same group. As in Kubernetes, a claim's `volumeAttributesClassName` must be the
+/// volume's (none matches none).
+pub type Group = (String, String, String);
 
 fn volume_group(v: &PersistentVolume) -> Group {
     let spec = v.spec.as_ref();
@@ -48,6 +50,8 @@ fn volume_group(v: &PersistentVolume) -> Group {
             .unwrap_or_default(),
         spec.and_then(|s| s.volume_mode.clone())
             .unwrap_or_else(|| "Filesystem".into()),
+        spec.and_then(|s| s.volume_attributes_class_name.clone())
+            .unwrap_or_default(),
     )
 }
 
@@ -58,6 +62,8 @@ pub fn claim_group(c: &PersistentVolumeClaim) -> Group {
             .unwrap_or_default(),
         spec.and_then(|s| s.volume_mode.clone())
             .unwrap_or_else(|| "Filesystem".into()),
+        spec.and_then(|s| s.volume_attributes_class_name.clone())
+            .unwrap_or_default(),
     )
 }
 
@@ -345,7 +351,7 @@ impl Index {
     pub fn claims_of_class(&self, class: &str, limit: usize) -> Vec<ObjectKey> {
         self.waiting
             .iter()
-            .filter(|((c, _), _)| c == class)
+            .filter(|((c, _, _), _)| c == class)
             .flat_map(|(_, set)| set.iter().map(|(_, k)| k.clone()))
             .take(limit)
             .collect()
