@@ -6,15 +6,28 @@
 //! A provider with `node_expansion` (a block device) grows the device only: the claim then
 //! carries `FileSystemResizePending` and keeps its old capacity until the node agent that
 //! mounts it has grown the filesystem, as Kubernetes' kubelet finishes a resize.
+//!
+//! Recovery from a failed expansion, as Kubernetes' RecoverVolumeExpansionFailure (GA in
+//! 1.34): `status.allocatedResources` holds the size being worked towards, and
+//! `status.allocatedResourceStatuses` where that stands: `ControllerResizeInProgress` (also
+//! while a temporary failure is retried with backoff), `ControllerResizeInfeasible` (the
+//! provider refused: no room, a limit; tried again only every 5 minutes), `NodeResizePending`
+//! (the node agent grows the filesystem, and clears it). After a failure the user may lower
+//! the request again, down to just above the current capacity (the API refuses less); the next
+//! attempt works towards the new size and `allocatedResources` follows it. Quota counts the
+//! larger of the request and `allocatedResources`, so lowering a request cannot be used to
+//! slip past a quota while an expansion is under way.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaimCondition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use stowage_provider::ExpandRequest;
+use parking_lot::Mutex;
 use stowage_provider::quantity::Quantity;
+use stowage_provider::{ErrorKind, ExpandRequest};
 
 use super::Context;
 use crate::registry::Write;
@@ -27,14 +40,93 @@ pub use crate::controllers::Error;
 
 pub const COMPONENT: &str = "volume-expand-controller";
 
+/// How often an infeasible expansion is tried again, in case what made it so has changed
+/// (room freed, a limit raised).
+const INFEASIBLE_RETRY: Duration = Duration::from_secs(300);
+
 pub struct Resizer {
     ctx: Arc<Context>,
+    /// When each claim's expansion was last found infeasible, and to what size: the status
+    /// write that says so brings the claim straight back, and that must not be a retry.
+    infeasible_at: Mutex<HashMap<ObjectKey, (i64, jiff::Timestamp)>>,
 }
 
 impl Resizer {
     pub fn new(ctx: Arc<Context>) -> Self {
-        Resizer { ctx }
+        Resizer {
+            ctx,
+            infeasible_at: Mutex::default(),
+        }
     }
+
+    /// How long until an infeasible expansion to `wanted` may be tried again (`None`: now).
+    fn infeasible_wait(
+        &self,
+        key: &ObjectKey,
+        c: &PersistentVolumeClaim,
+        wanted: i64,
+    ) -> Option<Duration> {
+        if pvc::resize_status(c) != Some(pvc::ResizeStatus::ControllerResizeInfeasible) {
+            return None;
+        }
+        let (size, at) = *self.infeasible_at.lock().get(key)?;
+        if size != wanted {
+            return None;
+        }
+        let since = self.ctx.clock.now().duration_since(at);
+        let left = jiff::SignedDuration::try_from(INFEASIBLE_RETRY).ok()? - since;
+        Duration::try_from(left).ok().filter(|d| !d.is_zero())
+    }
+
+    /// Records where the expansion to `wanted` stands on the claim (`None`: done).
+    async fn set_allocation(
+        &self,
+        claim: &Arc<Stored>,
+        wanted: i64,
+        status: Option<pvc::ResizeStatus>,
+    ) -> Result<Option<Arc<Stored>>, crate::error::ApiError> {
+        self.ctx
+            .change::<PersistentVolumeClaim>(claim, Subresource::Status, |c| {
+                set_allocation(c, wanted, status);
+            })
+            .await
+    }
+}
+
+/// Writes `allocatedResources` and `allocatedResourceStatuses` for storage.
+fn set_allocation(c: &mut PersistentVolumeClaim, wanted: i64, status: Option<pvc::ResizeStatus>) {
+    let s = c.status.get_or_insert_with(Default::default);
+    s.allocated_resources
+        .get_or_insert_with(Default::default)
+        .insert(
+            "storage".into(),
+            K8sQuantity(Quantity::from_units(wanted).canonical()),
+        );
+    let statuses = s
+        .allocated_resource_statuses
+        .get_or_insert_with(Default::default);
+    match status {
+        Some(st) => {
+            statuses.insert("storage".into(), st.as_str().into());
+        }
+        None => {
+            statuses.remove("storage");
+        }
+    }
+    if statuses.is_empty() {
+        s.allocated_resource_statuses = None;
+    }
+}
+
+/// A provider's refusal that no retry mends soon: the expansion is infeasible as asked.
+fn is_refusal(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidArgument
+            | ErrorKind::ResourceExhausted
+            | ErrorKind::Unsupported
+            | ErrorKind::AlreadyExists
+    )
 }
 
 fn capacity_bytes(c: &PersistentVolumeClaim) -> Option<i64> {
@@ -86,9 +178,13 @@ impl Reconciler for Resizer {
         };
         let c: &PersistentVolumeClaim = &claim.typed();
         if !wants_more(c) {
+            self.infeasible_at.lock().remove(key);
             return Ok(Action::await_change());
         }
         let wanted = pvc::request_bytes(c).unwrap_or(0);
+        if let Some(wait) = self.infeasible_wait(key, c, wanted) {
+            return Ok(Action::requeue(wait));
+        }
         let volume_name = c
             .spec
             .as_ref()
@@ -135,12 +231,40 @@ impl Reconciler for Resizer {
             attributes: csi.volume_attributes.clone().unwrap_or_default(),
             capacity_bytes: wanted,
         };
+        // The size worked towards is on record before the provider is asked.
+        let claim = self
+            .set_allocation(
+                &claim,
+                wanted,
+                Some(pvc::ResizeStatus::ControllerResizeInProgress),
+            )
+            .await?
+            .unwrap_or(claim);
+        let c: &PersistentVolumeClaim = &claim.typed();
         let expanded = match self
             .ctx
             .call_provider(&csi.driver, "expand_volume", provider.expand_volume(&req))
             .await
         {
             Ok(e) => e,
+            Err(e) if is_refusal(e.kind) => {
+                self.set_allocation(
+                    &claim,
+                    wanted,
+                    Some(pvc::ResizeStatus::ControllerResizeInfeasible),
+                )
+                .await?;
+                self.infeasible_at
+                    .lock()
+                    .insert(key.clone(), (wanted, self.ctx.clock.now()));
+                self.ctx.recorder.warning(
+                    COMPONENT,
+                    &claim.object(),
+                    "VolumeResizeFailed",
+                    format!("expanding volume {volume_name}: {e}; lower the request (above the current capacity) to recover, or it is tried again in 5 minutes"),
+                );
+                return Ok(Action::requeue(INFEASIBLE_RETRY));
+            }
             Err(e) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
@@ -165,6 +289,15 @@ impl Reconciler for Resizer {
             .conditions
             .get_or_insert_with(Vec::new)
             .retain(|c| c.type_ != "Resizing" && c.type_ != pvc::FILE_SYSTEM_RESIZE_PENDING);
+        let allocation = if on_node {
+            Some(pvc::ResizeStatus::NodeResizePending)
+        } else if done {
+            None
+        } else {
+            Some(pvc::ResizeStatus::ControllerResizeInProgress)
+        };
+        set_allocation(&mut new_claim, wanted, allocation);
+        let status = new_claim.status.get_or_insert_with(Default::default);
         if on_node {
             // The device has grown; the filesystem grows where it is mounted.
             status

@@ -712,3 +712,78 @@ async fn a_csinode_follows_its_node_and_keeps_other_drivers_entries() {
     })
     .await;
 }
+
+/// (request, capacity, allocatedResources, allocatedResourceStatuses) of a claim's storage.
+fn expansion_state(h: &Harness, name: &str) -> (String, String, String, Option<String>) {
+    let c = h.get::<PersistentVolumeClaim>("default", name).unwrap();
+    let storage = |m: Option<&BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    };
+    let spec = c.spec.unwrap_or_default();
+    let status = c.status.unwrap_or_default();
+    (
+        storage(spec.resources.as_ref().and_then(|r| r.requests.as_ref())),
+        storage(status.capacity.as_ref()),
+        storage(status.allocated_resources.as_ref()),
+        status
+            .allocated_resource_statuses
+            .and_then(|s| s.get("storage").cloned()),
+    )
+}
+
+fn request(h: &Harness, name: &str, size: &str) -> impl Future<Output = ()> {
+    h.update::<PersistentVolumeClaim>("default", name, Subresource::Main, move |c| {
+        c.spec
+            .as_mut()
+            .unwrap()
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests = Some(BTreeMap::from([(
+            "storage".into(),
+            Quantity(size.to_string()),
+        )]));
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_infeasible_expansion_is_recovered_by_asking_for_less() {
+    let h = Harness::new().await; // 64 GiB in all
+    h.start(settings());
+    let mut class = memory_class();
+    class.allow_volume_expansion = Some(true);
+    h.create(class).await;
+    h.create(claim("data")).await;
+    h.eventually("bound", SECOND, |h| bound(h, "data")).await;
+
+    request(&h, "data", "100Gi").await;
+    let state = h
+        .eventually("infeasible", SECOND, |h| {
+            let s = expansion_state(h, "data");
+            (s.3.as_deref() == Some("ControllerResizeInfeasible")).then_some(s)
+        })
+        .await;
+    assert_eq!((state.1.as_str(), state.2.as_str()), ("1Gi", "100Gi"));
+    h.eventually("a failure event", SECOND, |h| {
+        h.event_reasons("data")
+            .contains(&"VolumeResizeFailed".into())
+            .then_some(())
+    })
+    .await;
+
+    // Back down, above the capacity: the claim recovers, and allocatedResources follows.
+    request(&h, "data", "2Gi").await;
+    h.eventually("recovered at 2Gi", SECOND, |h| {
+        (expansion_state(h, "data") == ("2Gi".into(), "2Gi".into(), "2Gi".into(), None))
+            .then_some(())
+    })
+    .await;
+    h.eventually("a success event", SECOND, |h| {
+        h.event_reasons("data")
+            .contains(&"VolumeResizeSuccessful".into())
+            .then_some(())
+    })
+    .await;
+}

@@ -806,7 +806,8 @@ impl Agent {
         self.finish_resize(w, r).await
     }
 
-    /// The claim shows its new capacity, and no longer `FileSystemResizePending`.
+    /// The claim shows its new capacity, and no longer `FileSystemResizePending` nor
+    /// `NodeResizePending`.
     async fn finish_resize(&mut self, w: &Want, r: &Resize) -> anyhow::Result<()> {
         // The claim changes: what the cache holds of it is out of date.
         self.cache.remove(&format!(
@@ -827,7 +828,12 @@ impl Agent {
                 "application/merge-patch+json",
                 &json!({
                     "metadata": {"resourceVersion": r.claim_rv},
-                    "status": {"capacity": {"storage": r.capacity}, "conditions": conditions},
+                    "status": {
+                        "capacity": {"storage": r.capacity},
+                        "conditions": conditions,
+                        // The node's part of the expansion is done (was NodeResizePending).
+                        "allocatedResourceStatuses": {"storage": null},
+                    },
                 }),
             )
             .await

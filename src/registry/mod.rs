@@ -339,6 +339,9 @@ impl Registry {
         new.default();
         normalize_meta(new.metadata_mut());
         let old_typed = old_object.as_ref().and_then(T::from_any);
+        if let Some(old) = old_typed {
+            new.prepare_for_update(old);
+        }
         Self::validate(&new, old_typed)?;
         if let Some(old) = old_typed
             && new.spec_changed(old)

@@ -357,6 +357,10 @@ pub trait KindStrategy:
     /// Fills in defaults. Runs before validation, on create and on update.
     fn default(&mut self) {}
 
+    /// Sets what the server keeps on an update, from the version it replaces (a timestamp of a
+    /// phase change). Runs after defaulting, before validation.
+    fn prepare_for_update(&mut self, _old: &Self) {}
+
     /// Validates the object's own fields (metadata is validated generically).
     fn validate(&self, errs: &mut FieldErrors);
 

@@ -134,6 +134,25 @@ impl KindStrategy for PersistentVolume {
         });
     }
 
+    /// As Kubernetes: every phase change is stamped `lastPhaseTransitionTime`, whoever makes it
+    /// (a client writing `/status` need not).
+    fn prepare_for_update(&mut self, old: &Self) {
+        let phase_of = |v: &Self| v.status.as_ref().and_then(|s| s.phase.clone());
+        if phase_of(self) == phase_of(old) {
+            return;
+        }
+        let old_time = old
+            .status
+            .as_ref()
+            .and_then(|s| s.last_phase_transition_time.clone());
+        if let Some(status) = self.status.as_mut()
+            && (status.last_phase_transition_time.is_none()
+                || status.last_phase_transition_time == old_time)
+        {
+            status.last_phase_transition_time = Some(Time(jiff::Timestamp::now()));
+        }
+    }
+
     fn default(&mut self) {
         let spec = self.spec.get_or_insert_with(Default::default);
         spec.persistent_volume_reclaim_policy
@@ -393,6 +412,37 @@ mod tests {
 
     fn fields(errs: &FieldErrors) -> Vec<&str> {
         errs.0.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn every_phase_change_is_stamped() {
+        let stamped = |phase: &str, at: &str| {
+            let mut v = volume(None, true);
+            v.status = Some(PersistentVolumeStatus {
+                phase: Some(phase.into()),
+                last_phase_transition_time: Some(Time(at.parse().unwrap())),
+                ..Default::default()
+            });
+            v
+        };
+        let old = stamped("Available", "2026-01-01T00:00:00Z");
+        let mut new = stamped("Released", "2026-01-01T00:00:00Z");
+        new.prepare_for_update(&old);
+        let t = new.status.unwrap().last_phase_transition_time.unwrap().0;
+        assert!(
+            t > "2026-06-01T00:00:00Z".parse().unwrap(),
+            "stamped now: {t}"
+        );
+        // A writer's own stamp is kept; no change, no stamp.
+        let mut new = stamped("Released", "2026-02-02T00:00:00Z");
+        new.prepare_for_update(&old);
+        assert_eq!(
+            new.status.unwrap().last_phase_transition_time.unwrap().0,
+            "2026-02-02T00:00:00Z".parse().unwrap()
+        );
+        let mut same = stamped("Available", "2026-01-01T00:00:00Z");
+        same.prepare_for_update(&old);
+        assert_eq!(same, old);
     }
 
     #[test]

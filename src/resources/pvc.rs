@@ -37,6 +37,38 @@ pub fn phase(pvc: &PersistentVolumeClaim) -> Option<Phase> {
 /// The claim's condition while its filesystem waits to be grown on a node.
 pub const FILE_SYSTEM_RESIZE_PENDING: &str = "FileSystemResizePending";
 
+crate::string_enum! {
+    /// Where an expansion stands: `status.allocatedResourceStatuses["storage"]`, as Kubernetes
+    /// spells it. Absent once the volume (and its filesystem) have the size.
+    pub enum ResizeStatus {
+        ControllerResizeInProgress,
+        ControllerResizeInfeasible,
+        NodeResizePending,
+        NodeResizeInProgress,
+        NodeResizeInfeasible,
+    }
+}
+
+/// The size an expansion last worked towards: `status.allocatedResources["storage"]`.
+pub fn allocated_bytes(pvc: &PersistentVolumeClaim) -> Option<i64> {
+    pvc.status
+        .as_ref()?
+        .allocated_resources
+        .as_ref()?
+        .get("storage")
+        .and_then(quantity::bytes_of)
+}
+
+/// `status.allocatedResourceStatuses["storage"]`.
+pub fn resize_status(pvc: &PersistentVolumeClaim) -> Option<ResizeStatus> {
+    pvc.status
+        .as_ref()?
+        .allocated_resource_statuses
+        .as_ref()?
+        .get("storage")
+        .and_then(|s| ResizeStatus::parse(s))
+}
+
 /// Whether the claim has the condition `type_` set to True.
 pub fn has_condition(pvc: &PersistentVolumeClaim, type_: &str) -> bool {
     pvc.status
@@ -183,8 +215,9 @@ impl KindStrategy for PersistentVolumeClaim {
         if immutable_part(new_spec) != immutable_part(old_spec) {
             errs.forbidden(
                 &p,
-                "spec is immutable after creation except resources.requests (growth only, for \
-                 bound claims) and volumeName (while unset)",
+                "spec is immutable after creation except resources.requests (for bound claims: \
+                 growth, or back down to above status.capacity after a failed expansion), \
+                 volumeName (while unset) and volumeAttributesClassName",
             );
         }
         let old_name = old_spec.volume_name.as_deref().unwrap_or_default();
@@ -203,8 +236,18 @@ impl KindStrategy for PersistentVolumeClaim {
         };
         let rp = p.child("resources").child("requests").key("storage");
         match (storage(new_spec), storage(old_spec)) {
+            // Recovery from a failed expansion (Kubernetes' RecoverVolumeExpansionFailure): a
+            // request may come down again, but not to or below what the volume already has.
             (Some(after), Some(before)) if after < before => {
-                errs.forbidden(&rp, "field can not be less than previous value");
+                let capacity = old
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref())
+                    .and_then(|c| c.get("storage"))
+                    .and_then(|q| Quantity::parse(&q.0).ok());
+                if capacity.is_none_or(|c| after <= c) {
+                    errs.forbidden(&rp, "field can not be less than status.capacity");
+                }
             }
             (Some(after), Some(before)) if after > before && !is_bound(old) => {
                 errs.forbidden(&rp, "only bound claims can be expanded");
@@ -333,6 +376,10 @@ fn raw_phase(o: &PersistentVolumeClaim) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+
     use super::*;
 
     fn claim(class: Option<&str>) -> PersistentVolumeClaim {
@@ -363,6 +410,41 @@ mod tests {
             update_errors(&gold, &claim(Some(""))),
             ["spec.volumeAttributesClassName"]
         );
+    }
+
+    #[test]
+    fn a_request_may_come_down_after_a_failed_expansion_but_not_to_the_capacity() {
+        let sized = |request: &str| {
+            let mut c = claim(None);
+            c.spec
+                .as_mut()
+                .unwrap()
+                .resources
+                .as_mut()
+                .unwrap()
+                .requests = Some(BTreeMap::from([(
+                "storage".into(),
+                K8sQuantity(request.into()),
+            )]));
+            c.status = Some(PersistentVolumeClaimStatus {
+                phase: Some("Bound".into()),
+                capacity: Some(BTreeMap::from([(
+                    "storage".into(),
+                    K8sQuantity("1Gi".into()),
+                )])),
+                ..Default::default()
+            });
+            c
+        };
+        let failed = sized("100Gi");
+        assert!(update_errors(&failed, &sized("2Gi")).is_empty(), "recovery");
+        let field = ["spec.resources.requests[storage]"];
+        assert_eq!(
+            update_errors(&failed, &sized("1Gi")),
+            field,
+            "to the capacity"
+        );
+        assert_eq!(update_errors(&failed, &sized("512Mi")), field, "below it");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-"""Kubernetes 1.35 storage kinds through the official Python client and kubectl, unchanged:
-CSIDriver and CSINode kept by the server, and VolumeAttributesClass from creation to a live
-modification of a volume (the in-memory provider, whose volumes take `iops` and `tier`)."""
+"""Kubernetes 1.35 storage kinds and behaviours through the official Python client and kubectl,
+unchanged: CSIDriver and CSINode kept by the server, VolumeAttributesClass from creation to a
+live modification of a volume, and recovery from a failed expansion (the in-memory provider:
+20 GiB in all, volumes that take `iops` and `tier`)."""
 
 import os
 import subprocess
@@ -20,7 +21,7 @@ MEMORY = "memory.stowage.dev"
 def server():
     config_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "storage-kinds.yaml")
     with open(config_path, "w") as f:
-        f.write("providers:\n  memory:\n    enabled: true\n")
+        f.write("providers:\n  memory:\n    enabled: true\n    capacity: 20Gi\n")
     s = StowageServer(["--config", config_path])
     yield s
     s.stop()
@@ -165,3 +166,50 @@ def test_kubectl_lists_the_new_kinds(server):
     resources = kubectl("api-resources").stdout
     for kind in ("csidrivers", "csinodes", "volumeattributesclasses"):
         assert kind in resources, kind
+
+
+def test_a_failed_expansion_is_recovered_by_asking_for_less_and_quota_counts_the_larger(api, namespace):
+    core = client.CoreV1Api(api)
+    storage = client.StorageV1Api(api)
+    storage.create_storage_class(client.V1StorageClass(
+        metadata=client.V1ObjectMeta(name="grow-" + namespace), provisioner=MEMORY,
+        allow_volume_expansion=True))
+    core.create_namespaced_resource_quota(namespace, client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="q"), spec=client.V1ResourceQuotaSpec(hard={"requests.storage": "500Gi"})))
+    core.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="grow"),
+        spec=client.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"], storage_class_name="grow-" + namespace,
+            resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}))))
+
+    def status():
+        return core.read_namespaced_persistent_volume_claim("grow", namespace).status
+
+    eventually("bound", lambda: status().phase == "Bound")
+
+    def ask(size):
+        core.patch_namespaced_persistent_volume_claim(
+            "grow", namespace, {"spec": {"resources": {"requests": {"storage": size}}}})
+
+    ask("100Gi")  # more than the provider has
+    eventually("infeasible", lambda: (status().allocated_resource_statuses or {}).get("storage")
+               == "ControllerResizeInfeasible")
+    assert status().allocated_resources == {"storage": "100Gi"}
+    assert status().capacity == {"storage": "1Gi"}
+
+    def used():
+        q = core.read_namespaced_resource_quota("q", namespace)
+        return (q.status.used or {}).get("requests.storage") if q.status else None
+
+    eventually("quota counts the allocation", lambda: used() == "100Gi")
+
+    with pytest.raises(ApiException) as e:
+        ask("1Gi")  # not down to the capacity
+    assert e.value.status == 422
+    assert "status.capacity" in e.value.body
+
+    ask("3Gi")
+    eventually("recovered", lambda: status().capacity == {"storage": "3Gi"}
+               and not (status().allocated_resource_statuses or {}).get("storage"))
+    assert status().allocated_resources == {"storage": "3Gi"}
+    eventually("quota follows", lambda: used() == "3Gi")

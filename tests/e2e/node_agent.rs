@@ -817,6 +817,8 @@ async fn an_ebs_volume_is_formatted_once_staged_shared_and_grown_offline_after_a
         |c| {
             has_condition(c, "FileSystemResizePending")
                 && c["status"]["capacity"]["storage"] == "1Gi"
+                && c["status"]["allocatedResources"]["storage"] == "2Gi"
+                && c["status"]["allocatedResourceStatuses"]["storage"] == "NodeResizePending"
         },
     )
     .await;
@@ -867,6 +869,12 @@ async fn an_ebs_volume_is_formatted_once_staged_shared_and_grown_offline_after_a
         )
         .await;
     assert!(!has_condition(&claim, "FileSystemResizePending"), "{claim}");
+    assert!(
+        claim["status"]["allocatedResourceStatuses"]
+            .get("storage")
+            .is_none(),
+        "the node's part is done: {claim}"
+    );
 }
 
 #[tokio::test]

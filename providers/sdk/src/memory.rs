@@ -348,11 +348,22 @@ impl Provider for MemoryProvider {
 
     async fn expand_volume(&self, req: &ExpandRequest) -> Result<Expanded> {
         let mut state = self.state.lock();
+        let used: i64 = state.volumes.values().map(|e| e.capacity_bytes).sum();
         let entry = state
             .volumes
             .values_mut()
             .find(|e| handle_of(&e.name) == req.handle)
             .ok_or_else(|| ProviderError::not_found(format!("volume {} not found", req.handle)))?;
+        let more = req.capacity_bytes.saturating_sub(entry.capacity_bytes);
+        if let Some(cap) = self.capacity_bytes
+            && more > 0
+            && used.saturating_add(more) > cap
+        {
+            return Err(ProviderError::exhausted(format!(
+                "{more} more bytes asked for, {} of {cap} free",
+                cap - used
+            )));
+        }
         entry.capacity_bytes = entry.capacity_bytes.max(req.capacity_bytes);
         Ok(Expanded {
             capacity_bytes: entry.capacity_bytes,
