@@ -77,6 +77,11 @@ pub struct Usage {
     pub volumes: usize,
     pub capacity_bytes: i64,
     pub requested_bytes: i64,
+    /// Room left for new volumes, summed over the class's CSIStorageCapacity objects (every
+    /// node's, for node-local storage); `None` when its provider does not say.
+    pub free_bytes: Option<i64>,
+    /// How many topologies (nodes, or one share) that room is spread over.
+    pub free_in: usize,
 }
 
 fn bytes_of(v: &Value) -> i64 {
@@ -107,6 +112,17 @@ async fn all_usage(client: &Client) -> CliResult<BTreeMap<String, Usage>> {
             u.bound += 1;
         }
         u.requested_bytes += bytes_of(&c["spec"]["resources"]["requests"]["storage"]);
+    }
+    // Where the server publishes them; an admin's view (a tenant may not list them).
+    let capacities = client
+        .get(&kinds::collection(Kind::CSIStorageCapacity, Some(crate::resources::names::SYSTEM_NAMESPACE)))
+        .await
+        .unwrap_or_default();
+    for c in capacities["items"].as_array().into_iter().flatten() {
+        let class = c["storageClassName"].as_str().unwrap_or_default();
+        let u = out.entry(class.to_string()).or_default();
+        *u.free_bytes.get_or_insert(0) += bytes_of(&c["capacity"]);
+        u.free_in += 1;
     }
     for v in volumes["items"].as_array().into_iter().flatten() {
         let class = v["spec"]["storageClassName"].as_str().unwrap_or_default();
@@ -234,6 +250,7 @@ pub async fn run(conn: &ConnectionArgs, cmd: StorageClassCommand) -> CliResult<(
                 "REQUESTED".into(),
                 "VOLUMES".into(),
                 "CAPACITY".into(),
+                "FREE".into(),
             ]];
             for n in names {
                 let u = usage.get(&n);
@@ -244,6 +261,11 @@ pub async fn run(conn: &ConnectionArgs, cmd: StorageClassCommand) -> CliResult<(
                     bytes(u.map_or(0, |u| u.requested_bytes)),
                     u.map_or(0, |u| u.volumes).to_string(),
                     bytes(u.map_or(0, |u| u.capacity_bytes)),
+                    match u.and_then(|u| u.free_bytes.map(|b| (b, u.free_in))) {
+                        Some((b, 1)) => bytes(b),
+                        Some((b, n)) => format!("{} on {n} nodes", bytes(b)),
+                        None => "-".into(),
+                    },
                 ]);
             }
             print!("{}", align(&rows));

@@ -7,8 +7,8 @@
 //!   provider's own (a VolumeAttachment is still made for every volume, as the attach/detach
 //!   controller's record of where it is used), `podInfoOnMount` false and `fsGroupPolicy: None`
 //!   (the node agent passes no pod information and changes no ownership), `storageCapacity`
-//!   false (no CSIStorageCapacity is published yet: saying true would make schedulers that
-//!   read it find no capacity anywhere), `volumeLifecycleModes: [Persistent]`. An edit is put
+//!   true exactly when the provider reports its room (then CSIStorageCapacity objects are
+//!   published, see [`super::capacity`]), `volumeLifecycleModes: [Persistent]`. An edit is put
 //!   back, a deleted one is made again; a change of an immutable field deletes and recreates
 //!   it. CSIDrivers of drivers this server does not run are left alone.
 //! - A CSINode lists, per provider, the node's id in the provider's terms, the topology keys
@@ -183,7 +183,7 @@ pub fn driver_object(p: &dyn Provider) -> CSIDriver {
         spec: CSIDriverSpec {
             attach_required: Some(caps.attach_required),
             pod_info_on_mount: Some(false),
-            storage_capacity: Some(false),
+            storage_capacity: Some(caps.storage_capacity),
             requires_republish: Some(false),
             se_linux_mount: Some(false),
             fs_group_policy: Some(FsGroupPolicy::None.as_str().into()),

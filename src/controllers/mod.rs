@@ -12,7 +12,8 @@
 //! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
 //! - [`nodehealth`]: node leases become the nodes' Ready condition;
 //! - [`quota`]: ResourceQuota usage recomputed from the objects (admission keeps it exact);
-//! - [`csi`]: a CSIDriver per provider and a CSINode per Node, as Kubernetes tools read them.
+//! - [`csi`]: a CSIDriver per provider and a CSINode per Node, as Kubernetes tools read them;
+//! - [`capacity`]: CSIStorageCapacity per class and topology, for providers that know their room.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::store::Stored;
 pub mod attach;
 pub mod binder;
 pub mod binding;
+pub mod capacity;
 pub mod csi;
 pub mod events;
 pub mod leader;
@@ -224,6 +226,13 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
         Arc::new(modifier::Modifier::new(ctx.clone())),
         ctx.store.clone(),
         opts(16),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(capacity::Capacity::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(4),
         ctx.metrics.clone(),
         shutdown.clone(),
     ));

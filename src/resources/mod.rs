@@ -15,6 +15,7 @@ use crate::machinery::validation::FieldErrors;
 
 pub mod csidriver;
 pub mod csinode;
+pub mod csistoragecapacity;
 pub mod event;
 pub mod lease;
 pub mod names;
@@ -35,7 +36,7 @@ pub mod volumesnapshot;
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 pub use k8s_openapi::api::storage::v1::{
-    CSIDriver, CSINode, StorageClass, VolumeAttachment, VolumeAttributesClass,
+    CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment, VolumeAttributesClass,
 };
 
 pub use resourcequota::ResourceQuota;
@@ -68,6 +69,7 @@ macro_rules! for_each_kind {
             CSIDriver => $crate::resources::CSIDriver [spec_only],
             CSINode => $crate::resources::CSINode [spec_status],
             VolumeAttributesClass => $crate::resources::VolumeAttributesClass [whole],
+            CSIStorageCapacity => $crate::resources::CSIStorageCapacity [whole],
         }
     };
     (@expand [call $m:ident] $($v:ident => $ty:ty [$shape:ident],)*) => {

@@ -48,12 +48,12 @@ def test_every_provider_has_a_csidriver_and_edits_are_put_back(api):
         (d for d in storage.list_csi_driver().items if d.metadata.name == MEMORY), None))
     assert driver.spec.attach_required is True
     assert driver.spec.pod_info_on_mount is False
-    assert driver.spec.storage_capacity is False
+    assert driver.spec.storage_capacity is True, "its capacity is set, so it is published"
     assert driver.spec.fs_group_policy == "None"
     assert driver.spec.volume_lifecycle_modes == ["Persistent"]
-    patched = storage.patch_csi_driver(MEMORY, {"spec": {"storageCapacity": True}})
-    assert patched.spec.storage_capacity is True
-    eventually("storageCapacity put back", lambda: storage.read_csi_driver(MEMORY).spec.storage_capacity is False)
+    patched = storage.patch_csi_driver(MEMORY, {"spec": {"storageCapacity": False}})
+    assert patched.spec.storage_capacity is False
+    eventually("storageCapacity put back", lambda: storage.read_csi_driver(MEMORY).spec.storage_capacity is True)
     with pytest.raises(ApiException) as e:
         storage.patch_csi_driver(MEMORY, {"spec": {"attachRequired": False}})
     assert e.value.status == 422
@@ -152,6 +152,37 @@ def test_a_claims_attributes_class_is_applied_then_modified_and_an_impossible_on
     eventually("the class goes with its last user", gone, timeout=30)
 
 
+def test_capacity_is_published_per_class_and_follows_provisioning(api, namespace):
+    core = client.CoreV1Api(api)
+    storage = client.StorageV1Api(api)
+    cls = "room-" + namespace
+    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=cls), provisioner=MEMORY))
+
+    def published():
+        items = storage.list_namespaced_csi_storage_capacity("stowage-system").items
+        return [c for c in items if c.storage_class_name == cls]
+
+    (before,) = eventually("the class's capacity", published)
+    assert before.metadata.labels["csi.storage.k8s.io/drivername"] == MEMORY
+    assert before.node_topology.match_labels is None, "reachable from every node"
+    core.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="room"),
+        spec=client.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"], storage_class_name=cls,
+            resources=client.V1VolumeResourceRequirements(requests={"storage": "2Gi"}))))
+
+    def gib(q):
+        assert q.endswith("Gi") or q == "0", q
+        return 0 if q == "0" else int(q[:-2])
+
+    eventually("2Gi less room within seconds",
+               lambda: published() and gib(published()[0].capacity) == gib(before.capacity) - 2, timeout=5)
+    core.delete_namespaced_persistent_volume_claim("room", namespace)
+    eventually("the room back", lambda: published() and published()[0].capacity == before.capacity, timeout=5)
+    storage.delete_storage_class(cls)
+    eventually("gone with its class", lambda: not published())
+
+
 def test_kubectl_lists_the_new_kinds(server):
     def kubectl(*args):
         proc = subprocess.run([KUBECTL, "--kubeconfig", server.kubeconfig(), *args],
@@ -160,11 +191,12 @@ def test_kubectl_lists_the_new_kinds(server):
         return proc
 
     out = kubectl("get", "csidrivers,csinodes,volumeattributesclasses").stdout
+    kubectl("get", "csistoragecapacities", "-A")
     assert MEMORY in out
     out = kubectl("get", "csidrivers").stdout
     assert "ATTACHREQUIRED" in out and "MODES" in out
     resources = kubectl("api-resources").stdout
-    for kind in ("csidrivers", "csinodes", "volumeattributesclasses"):
+    for kind in ("csidrivers", "csinodes", "volumeattributesclasses", "csistoragecapacities"):
         assert kind in resources, kind
 
 

@@ -603,7 +603,8 @@ async fn apply_create_and_delete_work_from_files_directories_and_stdin() {
 
 #[tokio::test]
 async fn storageclass_commands_create_default_use_and_delete_classes() {
-    let s = Server::start().await;
+    let (_dir, config) = config_file("providers:\n  local:\n    capacity: 100Gi\n");
+    let s = Server::start_with(&["--config", config.as_str()]).await;
     let out = ok(
         &s,
         &[
@@ -665,11 +666,18 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
         s.wait_for_phase(&format!("{}/{name}", pvcs("use")), "Bound")
             .await;
     }
+    // FREE: what the local provider reports (CSIStorageCapacity), current within moments.
+    let usage = s
+        .eventually(Duration::from_secs(10), "the room left to follow", || async {
+            let out = ok(&s, &["storageclass", "usage"]);
+            out.contains("96Gi").then_some(out)
+        })
+        .await;
     golden(
-        &ok(&s, &["storageclass", "usage"]),
-        "CLASS | CLAIMS | BOUND | REQUESTED | VOLUMES | CAPACITY
-         gold | 0 | 0 | 0 | 0 | 0
-         local | 2 | 2 | 4Gi | 2 | 4Gi",
+        &usage,
+        "CLASS | CLAIMS | BOUND | REQUESTED | VOLUMES | CAPACITY | FREE
+         gold | 0 | 0 | 0 | 0 | 0 | 96Gi
+         local | 2 | 2 | 4Gi | 2 | 4Gi | 96Gi",
     );
 
     // A class in use is not deleted by accident.

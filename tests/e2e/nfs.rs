@@ -275,6 +275,21 @@ async fn nfs_capacity_is_enforced_per_share_and_claims_grow() {
         message.contains("1073741824 of 3221225472 bytes free"),
         "{message}"
     );
+    // The same room, published for schedulers: one CSIStorageCapacity for the class's share,
+    // reachable from every node.
+    let capacity = s
+        .eventually(Duration::from_secs(10), "the class's capacity", || async {
+            let (_, list) = s
+                .get("/apis/storage.k8s.io/v1/namespaces/stowage-system/csistoragecapacities")
+                .await;
+            list["items"]
+                .as_array()?
+                .iter()
+                .find(|c| c["storageClassName"] == "small" && c["capacity"] == "1Gi")
+                .cloned()
+        })
+        .await;
+    assert_eq!(capacity["nodeTopology"], json!({}), "{capacity}");
 }
 
 #[tokio::test]

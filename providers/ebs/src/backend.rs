@@ -176,6 +176,7 @@ impl Provider for EbsProvider {
             topology: true,
             max_attachments_per_node: Some(self.config.max_attachments_per_node),
             volume_modification: true,
+            storage_capacity: false,
         }
     }
 

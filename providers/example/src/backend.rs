@@ -63,6 +63,7 @@ impl Provider for ExampleProvider {
             topology: false,
             max_attachments_per_node: None,
             volume_modification: false,
+            storage_capacity: false,
         }
     }
 

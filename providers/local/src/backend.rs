@@ -1,12 +1,13 @@
 //! Building a [`LocalProvider`] from its configuration: resolving defaults, checking the root,
 //! and detecting hard-quota support.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use stowage_provider::quantity::parse_bytes;
 use stowage_provider::{
-    AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
+    AccessMode, AttachRequest, Capabilities, CapacityReport, Topology, CreateVolumeRequest, DeleteVolumeRequest,
     DetachRequest, ExpandRequest, Expanded, NodeDriverInfo, NodeInfo, Provider, PublishInfo,
     Volume, VolumeInfo,
 };
@@ -137,6 +138,7 @@ impl Provider for LocalProvider {
             topology: true,
             max_attachments_per_node: None,
             volume_modification: false,
+            storage_capacity: true,
         }
     }
 
@@ -147,6 +149,26 @@ impl Provider for LocalProvider {
             topology_keys: vec![crate::HOSTNAME_LABEL.to_string()],
             max_volumes: node.max_attachments,
         }
+    }
+
+    /// The room left on this node: the configured capacity less what volumes were promised.
+    async fn capacity(
+        &self,
+        _parameters: &BTreeMap<String, String>,
+    ) -> stowage_provider::Result<Vec<CapacityReport>> {
+        blocking(&self.core, |core| {
+            let used = core
+                .locked(|ledger| Ok(ledger.used_except("")))
+                .map_err(|e| {
+                    stowage_provider::ProviderError::temporary(format!("local provider: {e}"))
+                })?;
+            Ok(vec![CapacityReport {
+                topology: Topology::one(crate::HOSTNAME_LABEL, &core.node),
+                available_bytes: (core.capacity_bytes - used).max(0),
+                maximum_volume_bytes: None,
+            }])
+        })
+        .await
     }
 
     async fn create_volume(&self, req: &CreateVolumeRequest) -> stowage_provider::Result<Volume> {

@@ -160,11 +160,19 @@ impl Provider for NfsProvider {
             topology: false,
             max_attachments_per_node: None,
             volume_modification: false,
+            storage_capacity: true,
         }
     }
 
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {
         self.create(req).await
+    }
+
+    async fn capacity(
+        &self,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Vec<stowage_provider::CapacityReport>> {
+        self.capacity_of(parameters).await
     }
 
     async fn delete_volume(&self, req: &DeleteVolumeRequest) -> Result<()> {

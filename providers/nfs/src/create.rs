@@ -33,6 +33,33 @@ impl Drop for Reservation<'_> {
 }
 
 impl NfsProvider {
+    /// The room a class's share has left for volumes: its size (or the class's
+    /// `capacity` cap, if smaller) less what its volumes were promised, reachable from every
+    /// node.
+    pub(crate) async fn capacity_of(
+        &self,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Vec<stowage_provider::CapacityReport>> {
+        let params = ClassParams::parse(parameters)?;
+        let share = self.share(ShareKey {
+            server: params.server.clone(),
+            path: params.share.clone(),
+            version: params.version,
+        });
+        let on = synced(&share).await?;
+        let total = share
+            .total_bytes()
+            .await
+            .map_err(|f| f.into_error(&format!("asking {on} for its size")))?;
+        let limit = params.capacity_cap.map_or(total, |cap| cap.min(total));
+        let used = share.ledger.lock().used();
+        Ok(vec![stowage_provider::CapacityReport {
+            topology: Default::default(),
+            available_bytes: (limit - used).max(0),
+            maximum_volume_bytes: None,
+        }])
+    }
+
     pub(crate) async fn create(&self, req: &CreateVolumeRequest) -> Result<Volume> {
         validate_volume_name(&req.name)?;
         if req.block {

@@ -1146,9 +1146,56 @@ fn checks() -> Vec<Check> {
             },
         },
         Check {
+            name: "capacity_falls_by_what_a_volume_takes",
+            skip: |c, f| {
+                provisioning(c, f).or_else(|| {
+                    (!c.storage_capacity).then_some(Skip::Capability("no storage_capacity"))
+                })
+            },
+            run: |cx| {
+                Box::pin(async move {
+                    let room = |reports: Vec<crate::CapacityReport>| -> i64 {
+                        reports.iter().map(|r| r.available_bytes).sum()
+                    };
+                    let ask = || async {
+                        cx.timed("capacity", cx.provider.capacity(&cx.fixture.parameters))
+                            .await?
+                            .map_err(|e| format!("capacity: {e}"))
+                    };
+                    let reports = ask().await?;
+                    ensure!(!reports.is_empty(), "no capacity reported");
+                    ensure!(
+                        reports.iter().all(|r| r.available_bytes >= 0),
+                        "a negative room: {reports:?}"
+                    );
+                    let before = room(reports);
+                    let v = cx
+                        .create(&cx.provider, &cx.name("room"), cx.fixture.volume_bytes)
+                        .await?;
+                    let after = room(ask().await?);
+                    ensure!(
+                        before - after >= cx.fixture.volume_bytes.min(before),
+                        "{before} bytes free before a volume of {}, {after} after",
+                        cx.fixture.volume_bytes
+                    );
+                    cx.delete(&v).await?;
+                    let again = room(ask().await?);
+                    ensure!(
+                        again >= before,
+                        "{before} bytes free before, {again} after the volume was deleted"
+                    );
+                    Ok(())
+                })
+            },
+        },
+        Check {
             name: "missing_capabilities_are_unsupported",
             skip: |c, _| {
-                (c.dynamic_provisioning && c.expansion && c.snapshots && c.volume_modification)
+                (c.dynamic_provisioning
+                    && c.expansion
+                    && c.snapshots
+                    && c.volume_modification
+                    && c.storage_capacity)
                     .then_some(Skip::Capability("every optional capability is on"))
             },
             run: |cx| {
@@ -1189,6 +1236,12 @@ fn checks() -> Vec<Check> {
                             )
                             .await?;
                         expect_kind(r, ErrorKind::Unsupported, "modify without modification")?;
+                    }
+                    if !cx.caps.storage_capacity {
+                        let r = cx
+                            .timed("capacity", cx.provider.capacity(&cx.fixture.parameters))
+                            .await?;
+                        expect_kind(r, ErrorKind::Unsupported, "capacity without storage_capacity")?;
                     }
                     if !cx.caps.snapshots {
                         let r = cx

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use parking_lot::Mutex;
 
 use crate::{
-    AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest, DetachRequest,
+    AttachRequest, Capabilities, CapacityReport, CreateVolumeRequest, DeleteVolumeRequest, DetachRequest,
     ErrorKind, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo, Provider,
     ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo,
 };
@@ -171,6 +171,10 @@ impl Provider for Faulty {
 
     fn node_driver_info(&self, node: &NodeInfo) -> NodeDriverInfo {
         self.inner.node_driver_info(node)
+    }
+
+    async fn capacity(&self, parameters: &BTreeMap<String, String>) -> Result<Vec<CapacityReport>> {
+        self.call("capacity", self.inner.capacity(parameters)).await
     }
 
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {

@@ -100,6 +100,8 @@ pub struct Capabilities {
     /// `modify_volume` works: a live volume's mutable attributes (a VolumeAttributesClass's
     /// parameters) can change.
     pub volume_modification: bool,
+    /// `capacity` reports the room left for new volumes (published as CSIStorageCapacity).
+    pub storage_capacity: bool,
 }
 
 impl Default for Capabilities {
@@ -114,6 +116,7 @@ impl Default for Capabilities {
             topology: false,
             max_attachments_per_node: None,
             volume_modification: false,
+            storage_capacity: false,
         }
     }
 }
@@ -272,6 +275,17 @@ pub struct Expanded {
     pub capacity_bytes: i64,
     /// A state to report while the backend is still modifying the volume (EBS `optimizing`).
     pub in_progress: Option<String>,
+}
+
+/// Room for new volumes in one topology, as CSI's GetCapacity answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapacityReport {
+    /// Where this room is reachable from; empty: from every node.
+    pub topology: Topology,
+    /// Bytes new volumes may still take in all.
+    pub available_bytes: i64,
+    /// The largest single volume that fits now (`None`: as large as `available_bytes`).
+    pub maximum_volume_bytes: Option<i64>,
 }
 
 /// A change of a live volume's mutable attributes, as a VolumeAttributesClass names them.
@@ -434,6 +448,16 @@ pub trait Provider: Send + Sync + 'static {
     async fn modify_volume(&self, _req: &ModifyRequest) -> Result<()> {
         Err(ProviderError::unsupported(
             "this provider cannot modify a volume's attributes",
+        ))
+    }
+
+    /// The room left for new volumes of a class with these parameters, per topology (one
+    /// report per node for node-local storage, one reachable everywhere for a network share).
+    /// Requires `storage_capacity`. Must not count what is only reserved by creates that
+    /// failed, and must be cheap enough to ask every few seconds.
+    async fn capacity(&self, _parameters: &BTreeMap<String, String>) -> Result<Vec<CapacityReport>> {
+        Err(ProviderError::unsupported(
+            "this provider does not report its capacity",
         ))
     }
 

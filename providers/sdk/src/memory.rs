@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::{
-    AccessMode, AttachRequest, Capabilities, ContentSource, CreateVolumeRequest,
+    AccessMode, AttachRequest, Capabilities, CapacityReport, ContentSource, CreateVolumeRequest,
     DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, ModifyRequest, Provider,
     ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo, validate_volume_name,
 };
@@ -188,6 +188,7 @@ impl Provider for MemoryProvider {
             topology: false,
             max_attachments_per_node: self.max_attachments_per_node,
             volume_modification: true,
+            storage_capacity: self.capacity_bytes.is_some(),
         }
     }
 
@@ -255,6 +256,19 @@ impl Provider for MemoryProvider {
             attributes: BTreeMap::new(),
             accessible_topology: Vec::new(),
         })
+    }
+
+    /// One pool reachable from every node (a network disk's).
+    async fn capacity(&self, _parameters: &BTreeMap<String, String>) -> Result<Vec<CapacityReport>> {
+        let Some(cap) = self.capacity_bytes else {
+            return Err(ProviderError::unsupported("no capacity is set"));
+        };
+        let used: i64 = self.state.lock().volumes.values().map(|e| e.capacity_bytes).sum();
+        Ok(vec![CapacityReport {
+            topology: Default::default(),
+            available_bytes: (cap - used).max(0),
+            maximum_volume_bytes: None,
+        }])
     }
 
     async fn modify_volume(&self, req: &ModifyRequest) -> Result<()> {

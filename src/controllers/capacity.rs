@@ -1,0 +1,268 @@
+//! Storage capacity: for every class whose provider knows its room (`storage_capacity`), one
+//! CSIStorageCapacity per topology the provider reports, in `stowage-system`, as Kubernetes'
+//! external-provisioner publishes them: the local provider per node, NFS per share and class.
+//! Schedulers read them to keep pods off nodes that cannot hold their claims.
+//!
+//! They follow provisions and deletes at once (a volume's creation or removal brings its class
+//! back), and the backend's own changes (an NFS share filling up from outside) every
+//! [`REFRESH`]. A class that goes, or whose provider cannot say, loses its objects; edited or
+//! deleted ones are put back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use stowage_provider::CapacityReport;
+use stowage_provider::quantity::Quantity;
+
+use super::Context;
+use crate::error::ApiError;
+use crate::registry::Write;
+use crate::resources::csistoragecapacity::CSIStorageCapacity;
+use crate::resources::names::SYSTEM_NAMESPACE;
+use crate::resources::{AnyObject, Kind, PersistentVolume, StorageClass, Subresource};
+use crate::runtime::{Action, Error, Reconciler};
+use crate::store::{Stored, WatchEvent};
+
+/// How often the room is asked again without a volume coming or going.
+pub const REFRESH: Duration = Duration::from_secs(30);
+/// Kubernetes' labels on the objects a driver publishes.
+const DRIVER_LABEL: &str = "csi.storage.k8s.io/drivername";
+const MANAGED_BY_LABEL: &str = "csi.storage.k8s.io/managed-by";
+const MANAGED_BY: &str = "stowage";
+/// Which class an object is for, to find a class's objects.
+const CLASS_LABEL: &str = "stowage.dev/storage-class";
+/// Class parameters for Stowage, not the provider (as in CSI).
+const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
+
+pub struct Capacity {
+    ctx: Arc<Context>,
+}
+
+impl Capacity {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Capacity { ctx }
+    }
+
+    /// The objects published for `class` now, by name.
+    fn published(&self, class: &str) -> BTreeMap<String, Arc<Stored>> {
+        let (objects, _) = self
+            .ctx
+            .store
+            .list(Kind::CSIStorageCapacity, Some(SYSTEM_NAMESPACE));
+        objects
+            .iter()
+            .filter(|o| o.may_have(CLASS_LABEL, class))
+            .filter(|o| {
+                let c: CSIStorageCapacity = o.typed();
+                crate::resources::labels_of(&c.metadata).get(CLASS_LABEL) == Some(&class.to_string())
+            })
+            .map(|o| (o.key.name.clone(), o.clone()))
+            .collect()
+    }
+
+    async fn sync(&self, class_name: &str) -> Result<Action, Error> {
+        let class = self
+            .ctx
+            .store
+            .get_typed::<StorageClass>("", class_name)
+            .map(|s| s.typed::<StorageClass>());
+        let provider = class
+            .as_ref()
+            .and_then(|c| self.ctx.providers.get(&c.provisioner))
+            .filter(|p| p.capabilities().storage_capacity)
+            .cloned();
+        let mut have = self.published(class_name);
+        let (Some(class), Some(provider)) = (class, provider) else {
+            for name in have.keys() {
+                delete(&self.ctx, name).await?;
+            }
+            return Ok(Action::await_change());
+        };
+        let parameters: BTreeMap<String, String> = class
+            .parameters
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let reports = self
+            .ctx
+            .call_provider(provider.name(), "capacity", provider.capacity(&parameters))
+            .await?;
+        let mut wanted = BTreeSet::new();
+        for report in reports {
+            let want = capacity_object(class_name, provider.name(), &report);
+            let name = want.metadata.name.clone().unwrap_or_default();
+            wanted.insert(name.clone());
+            match have.remove(&name) {
+                None => create(&self.ctx, want).await?,
+                Some(stored) => {
+                    self.ctx
+                        .change::<CSIStorageCapacity>(&stored, Subresource::Main, |c| {
+                            c.capacity = want.capacity.clone();
+                            c.maximum_volume_size = want.maximum_volume_size.clone();
+                            c.metadata.labels = want.metadata.labels.clone();
+                        })
+                        .await?;
+                }
+            }
+        }
+        // Topologies the provider no longer reports.
+        for name in have.keys() {
+            delete(&self.ctx, name).await?;
+        }
+        Ok(Action::requeue(REFRESH))
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Capacity {
+    /// A class name.
+    type Key = String;
+
+    fn name(&self) -> &'static str {
+        "capacity"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[
+            Kind::StorageClass,
+            Kind::PersistentVolume,
+            Kind::CSIStorageCapacity,
+        ]
+    }
+
+    fn keys_for(&self, event: &WatchEvent) -> Vec<String> {
+        self.keys_for_object(&event.object)
+    }
+
+    fn keys_for_object(&self, object: &Stored) -> Vec<String> {
+        match object.kind {
+            Kind::StorageClass => vec![object.key.name.clone()],
+            // A volume made or removed changes its class's room.
+            Kind::PersistentVolume => {
+                let v: PersistentVolume = object.typed();
+                v.spec
+                    .and_then(|s| s.storage_class_name)
+                    .filter(|c| !c.is_empty())
+                    .into_iter()
+                    .collect()
+            }
+            Kind::CSIStorageCapacity if object.key.namespace == SYSTEM_NAMESPACE => {
+                match &object.object() {
+                    AnyObject::CSIStorageCapacity(c) => {
+                        crate::resources::labels_of(&c.metadata)
+                            .get(CLASS_LABEL)
+                            .cloned()
+                            .into_iter()
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, class: &String) -> Result<Action, Error> {
+        self.sync(class).await
+    }
+}
+
+/// The object for one report: named after the class and topology (stable across restarts and
+/// replicas), labelled as Kubernetes' drivers label theirs.
+pub fn capacity_object(class: &str, driver: &str, report: &CapacityReport) -> CSIStorageCapacity {
+    let quantity = |b: i64| K8sQuantity(Quantity::from_units(b.max(0)).canonical());
+    let mut key = String::from(class);
+    for (k, v) in &report.topology.0 {
+        key.push('\0');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    CSIStorageCapacity {
+        metadata: ObjectMeta {
+            name: Some(format!("csisc-{:016x}", fnv1a(key.as_bytes()))),
+            namespace: Some(SYSTEM_NAMESPACE.to_string()),
+            labels: Some(BTreeMap::from([
+                (DRIVER_LABEL.to_string(), driver.to_string()),
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (CLASS_LABEL.to_string(), class.to_string()),
+            ])),
+            ..Default::default()
+        },
+        storage_class_name: class.to_string(),
+        capacity: Some(quantity(report.available_bytes)),
+        maximum_volume_size: report.maximum_volume_bytes.map(quantity),
+        // An empty selector is every node (a share reachable from anywhere).
+        node_topology: Some(LabelSelector {
+            match_labels: (!report.topology.0.is_empty()).then(|| report.topology.0.clone()),
+            match_expressions: None,
+        }),
+    }
+}
+
+/// FNV-1a: a stable hash for names (the standard library's may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+async fn create(ctx: &Context, object: CSIStorageCapacity) -> Result<(), ApiError> {
+    match ctx.registry.write(vec![Write::create(object)]).await {
+        Err(e) if e.is_already_exists() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+async fn delete(ctx: &Context, name: &str) -> Result<(), ApiError> {
+    match ctx
+        .registry
+        .delete::<CSIStorageCapacity>(
+            SYSTEM_NAMESPACE,
+            name,
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_provider::Topology;
+
+    #[test]
+    fn objects_are_named_by_class_and_topology_and_select_their_nodes() {
+        let on = |node: &str| CapacityReport {
+            topology: Topology::one("kubernetes.io/hostname", node),
+            available_bytes: 10 << 30,
+            maximum_volume_bytes: None,
+        };
+        let a = capacity_object("fast", "local.stowage.dev", &on("n1"));
+        assert_eq!(a.metadata.name, capacity_object("fast", "x", &on("n1")).metadata.name);
+        assert_ne!(a.metadata.name, capacity_object("fast", "x", &on("n2")).metadata.name);
+        assert_ne!(a.metadata.name, capacity_object("slow", "x", &on("n1")).metadata.name);
+        assert_eq!(a.capacity, Some(K8sQuantity("10Gi".into())));
+        assert_eq!(
+            a.node_topology.unwrap().match_labels.unwrap()["kubernetes.io/hostname"],
+            "n1"
+        );
+        let everywhere = CapacityReport {
+            topology: Topology::default(),
+            available_bytes: 0,
+            maximum_volume_bytes: Some(1 << 30),
+        };
+        let e = capacity_object("nfs", "nfs.stowage.dev", &everywhere);
+        assert_eq!(e.node_topology, Some(LabelSelector::default()));
+        assert_eq!(e.maximum_volume_size, Some(K8sQuantity("1Gi".into())));
+    }
+}
