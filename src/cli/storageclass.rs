@@ -115,7 +115,10 @@ async fn all_usage(client: &Client) -> CliResult<BTreeMap<String, Usage>> {
     }
     // Where the server publishes them; an admin's view (a tenant may not list them).
     let capacities = client
-        .get(&kinds::collection(Kind::CSIStorageCapacity, Some(crate::resources::names::SYSTEM_NAMESPACE)))
+        .get(&kinds::collection(
+            Kind::CSIStorageCapacity,
+            Some(crate::resources::names::SYSTEM_NAMESPACE),
+        ))
         .await
         .unwrap_or_default();
     for c in capacities["items"].as_array().into_iter().flatten() {

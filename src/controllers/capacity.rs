@@ -3,17 +3,18 @@
 //! external-provisioner publishes them: the local provider per node, NFS per share and class.
 //! Schedulers read them to keep pods off nodes that cannot hold their claims.
 //!
-//! They follow provisions and deletes at once (a volume's creation or removal brings its class
-//! back), and the backend's own changes (an NFS share filling up from outside) every
-//! [`REFRESH`]. A class that goes, or whose provider cannot say, loses its objects; edited or
+//! They follow provisions and deletes within [`MIN_INTERVAL`] (a volume's creation or removal
+//! brings back every class of its provider), and the backend's own changes (an NFS share
+//! filling up from outside) every [`REFRESH`]. A class that goes, or whose provider cannot say, loses its objects; edited or
 //! deleted ones are put back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use parking_lot::Mutex;
 use stowage_provider::CapacityReport;
 use stowage_provider::quantity::Quantity;
 
@@ -37,13 +38,23 @@ const CLASS_LABEL: &str = "stowage.dev/storage-class";
 /// Class parameters for Stowage, not the provider (as in CSI).
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 
+/// The shortest time between two looks at one class's room: under a burst of provisions every
+/// new volume brings its class back, and one look a second is current enough for a scheduler
+/// without a provider call and a write per volume.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Capacity {
     ctx: Arc<Context>,
+    /// When each class's room was last asked.
+    last: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl Capacity {
     pub fn new(ctx: Arc<Context>) -> Self {
-        Capacity { ctx }
+        Capacity {
+            ctx,
+            last: Mutex::default(),
+        }
     }
 
     /// The objects published for `class` now, by name.
@@ -57,13 +68,21 @@ impl Capacity {
             .filter(|o| o.may_have(CLASS_LABEL, class))
             .filter(|o| {
                 let c: CSIStorageCapacity = o.typed();
-                crate::resources::labels_of(&c.metadata).get(CLASS_LABEL) == Some(&class.to_string())
+                crate::resources::labels_of(&c.metadata).get(CLASS_LABEL)
+                    == Some(&class.to_string())
             })
             .map(|o| (o.key.name.clone(), o.clone()))
             .collect()
     }
 
     async fn sync(&self, class_name: &str) -> Result<Action, Error> {
+        let now = tokio::time::Instant::now();
+        if let Some(at) = self.last.lock().get(class_name)
+            && now < *at + MIN_INTERVAL
+        {
+            return Ok(Action::requeue(*at + MIN_INTERVAL - now));
+        }
+        self.last.lock().insert(class_name.to_string(), now);
         let class = self
             .ctx
             .store
@@ -136,30 +155,43 @@ impl Reconciler for Capacity {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<String> {
-        self.keys_for_object(&event.object)
+        let object = &event.object;
+        match object.kind {
+            // A volume made or removed changes the room of every class of its provider (the
+            // classes of one provider share its disk or share).
+            Kind::PersistentVolume => {
+                let v: PersistentVolume = object.typed();
+                let spec = v.spec.unwrap_or_default();
+                let driver = spec.csi.map(|c| c.driver);
+                let own_class = spec.storage_class_name.filter(|c| !c.is_empty());
+                let (classes, _) = self.ctx.store.list(Kind::StorageClass, None);
+                let mut keys: BTreeSet<String> = classes
+                    .iter()
+                    .filter(|c| {
+                        driver
+                            .as_deref()
+                            .is_some_and(|d| c.may_have("provisioner", d))
+                            && Some(c.typed::<StorageClass>().provisioner) == driver
+                    })
+                    .map(|c| c.key.name.clone())
+                    .collect();
+                keys.extend(own_class);
+                keys.into_iter().collect()
+            }
+            _ => self.keys_for_object(object),
+        }
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<String> {
         match object.kind {
             Kind::StorageClass => vec![object.key.name.clone()],
-            // A volume made or removed changes its class's room.
-            Kind::PersistentVolume => {
-                let v: PersistentVolume = object.typed();
-                v.spec
-                    .and_then(|s| s.storage_class_name)
-                    .filter(|c| !c.is_empty())
-                    .into_iter()
-                    .collect()
-            }
             Kind::CSIStorageCapacity if object.key.namespace == SYSTEM_NAMESPACE => {
                 match &object.object() {
-                    AnyObject::CSIStorageCapacity(c) => {
-                        crate::resources::labels_of(&c.metadata)
-                            .get(CLASS_LABEL)
-                            .cloned()
-                            .into_iter()
-                            .collect()
-                    }
+                    AnyObject::CSIStorageCapacity(c) => crate::resources::labels_of(&c.metadata)
+                        .get(CLASS_LABEL)
+                        .cloned()
+                        .into_iter()
+                        .collect(),
                     _ => Vec::new(),
                 }
             }
@@ -248,9 +280,18 @@ mod tests {
             maximum_volume_bytes: None,
         };
         let a = capacity_object("fast", "local.stowage.dev", &on("n1"));
-        assert_eq!(a.metadata.name, capacity_object("fast", "x", &on("n1")).metadata.name);
-        assert_ne!(a.metadata.name, capacity_object("fast", "x", &on("n2")).metadata.name);
-        assert_ne!(a.metadata.name, capacity_object("slow", "x", &on("n1")).metadata.name);
+        assert_eq!(
+            a.metadata.name,
+            capacity_object("fast", "x", &on("n1")).metadata.name
+        );
+        assert_ne!(
+            a.metadata.name,
+            capacity_object("fast", "x", &on("n2")).metadata.name
+        );
+        assert_ne!(
+            a.metadata.name,
+            capacity_object("slow", "x", &on("n1")).metadata.name
+        );
         assert_eq!(a.capacity, Some(K8sQuantity("10Gi".into())));
         assert_eq!(
             a.node_topology.unwrap().match_labels.unwrap()["kubernetes.io/hostname"],

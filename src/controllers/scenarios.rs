@@ -395,10 +395,13 @@ async fn a_claims_attributes_class_is_created_with_then_modified_and_an_impossib
     })
     .await;
     assert_eq!(attrs(&h)["iops"], "20000");
-    assert!(
+    // Events are recorded apart from the writes they are about.
+    h.eventually("a warning", SECOND, |h| {
         h.event_reasons("data")
             .contains(&"VolumeModifyFailed".into())
-    );
+            .then_some(())
+    })
+    .await;
 
     // Asked back to where it is: nothing is in progress any more.
     target_class(&h, "data", "platinum").await;
@@ -783,6 +786,43 @@ async fn an_infeasible_expansion_is_recovered_by_asking_for_less() {
     h.eventually("a success event", SECOND, |h| {
         h.event_reasons("data")
             .contains(&"VolumeResizeSuccessful".into())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn capacity_follows_provisions_within_a_second_and_goes_with_its_class() {
+    use crate::resources::{CSIStorageCapacity, Kind, StorageClass};
+
+    let h = Harness::new().await; // 64 GiB in all
+    h.start(settings());
+    h.create(memory_class()).await;
+    let room = |h: &Harness| -> Option<String> {
+        let (list, _) = h.ctx.store.list(Kind::CSIStorageCapacity, None);
+        let c: CSIStorageCapacity = list.first()?.typed();
+        (c.storage_class_name == "mem").then(|| c.capacity.map(|q| q.0).unwrap_or_default())
+    };
+    h.eventually("published", SECOND, |h| room(h).filter(|r| r == "64Gi"))
+        .await;
+    for i in 0..5 {
+        h.create(claim(&format!("c{i}"))).await;
+    }
+    h.eventually("59Gi left within a second or two", 2 * SECOND, |h| {
+        room(h).filter(|r| r == "59Gi")
+    })
+    .await;
+    h.ctx
+        .registry
+        .delete::<StorageClass>("", "mem", &Default::default(), &Default::default())
+        .await
+        .unwrap();
+    h.eventually("gone with its class", 2 * SECOND, |h| {
+        h.ctx
+            .store
+            .list(Kind::CSIStorageCapacity, None)
+            .0
+            .is_empty()
             .then_some(())
     })
     .await;

@@ -120,7 +120,10 @@ mod tests {
         let mut errs = FieldErrors::new();
         c.validate(&mut errs);
         let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["storageClassName", "capacity", "maximumVolumeSize"]);
+        assert_eq!(
+            fields,
+            ["storageClassName", "capacity", "maximumVolumeSize"]
+        );
         c.storage_class_name = "fast".into();
         c.capacity = Some(Quantity("10Gi".into()));
         c.maximum_volume_size = None;

@@ -668,10 +668,14 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
     }
     // FREE: what the local provider reports (CSIStorageCapacity), current within moments.
     let usage = s
-        .eventually(Duration::from_secs(10), "the room left to follow", || async {
-            let out = ok(&s, &["storageclass", "usage"]);
-            out.contains("96Gi").then_some(out)
-        })
+        .eventually(
+            Duration::from_secs(10),
+            "the room left to follow",
+            || async {
+                let out = ok(&s, &["storageclass", "usage"]);
+                out.contains("96Gi").then_some(out)
+            },
+        )
         .await;
     golden(
         &usage,

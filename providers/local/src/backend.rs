@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use stowage_provider::quantity::parse_bytes;
 use stowage_provider::{
-    AccessMode, AttachRequest, Capabilities, CapacityReport, Topology, CreateVolumeRequest, DeleteVolumeRequest,
-    DetachRequest, ExpandRequest, Expanded, NodeDriverInfo, NodeInfo, Provider, PublishInfo,
-    Volume, VolumeInfo,
+    AccessMode, AttachRequest, Capabilities, CapacityReport, CreateVolumeRequest,
+    DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, NodeDriverInfo, NodeInfo,
+    Provider, PublishInfo, Topology, Volume, VolumeInfo,
 };
 
 use crate::config::Config;

@@ -1241,7 +1241,11 @@ fn checks() -> Vec<Check> {
                         let r = cx
                             .timed("capacity", cx.provider.capacity(&cx.fixture.parameters))
                             .await?;
-                        expect_kind(r, ErrorKind::Unsupported, "capacity without storage_capacity")?;
+                        expect_kind(
+                            r,
+                            ErrorKind::Unsupported,
+                            "capacity without storage_capacity",
+                        )?;
                     }
                     if !cx.caps.snapshots {
                         let r = cx

@@ -18,9 +18,9 @@ use std::task::{Context, Poll};
 use parking_lot::Mutex;
 
 use crate::{
-    AttachRequest, Capabilities, CapacityReport, CreateVolumeRequest, DeleteVolumeRequest, DetachRequest,
-    ErrorKind, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo, Provider,
-    ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo,
+    AttachRequest, Capabilities, CapacityReport, CreateVolumeRequest, DeleteVolumeRequest,
+    DetachRequest, ErrorKind, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo,
+    Provider, ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo,
 };
 
 /// What happens to one call.

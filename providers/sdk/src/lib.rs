@@ -455,7 +455,10 @@ pub trait Provider: Send + Sync + 'static {
     /// report per node for node-local storage, one reachable everywhere for a network share).
     /// Requires `storage_capacity`. Must not count what is only reserved by creates that
     /// failed, and must be cheap enough to ask every few seconds.
-    async fn capacity(&self, _parameters: &BTreeMap<String, String>) -> Result<Vec<CapacityReport>> {
+    async fn capacity(
+        &self,
+        _parameters: &BTreeMap<String, String>,
+    ) -> Result<Vec<CapacityReport>> {
         Err(ProviderError::unsupported(
             "this provider does not report its capacity",
         ))

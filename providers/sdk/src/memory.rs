@@ -259,11 +259,20 @@ impl Provider for MemoryProvider {
     }
 
     /// One pool reachable from every node (a network disk's).
-    async fn capacity(&self, _parameters: &BTreeMap<String, String>) -> Result<Vec<CapacityReport>> {
+    async fn capacity(
+        &self,
+        _parameters: &BTreeMap<String, String>,
+    ) -> Result<Vec<CapacityReport>> {
         let Some(cap) = self.capacity_bytes else {
             return Err(ProviderError::unsupported("no capacity is set"));
         };
-        let used: i64 = self.state.lock().volumes.values().map(|e| e.capacity_bytes).sum();
+        let used: i64 = self
+            .state
+            .lock()
+            .volumes
+            .values()
+            .map(|e| e.capacity_bytes)
+            .sum();
         Ok(vec![CapacityReport {
             topology: Default::default(),
             available_bytes: (cap - used).max(0),
