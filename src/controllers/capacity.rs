@@ -25,7 +25,7 @@ use crate::resources::csistoragecapacity::CSIStorageCapacity;
 use crate::resources::names::SYSTEM_NAMESPACE;
 use crate::resources::{AnyObject, Kind, PersistentVolume, StorageClass, Subresource};
 use crate::runtime::{Action, Error, Reconciler};
-use crate::store::{Stored, WatchEvent};
+use crate::store::{EventType, Stored, WatchEvent};
 
 /// How often the room is asked again without a volume coming or going.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -33,8 +33,6 @@ pub const REFRESH: Duration = Duration::from_secs(30);
 const DRIVER_LABEL: &str = "csi.storage.k8s.io/drivername";
 const MANAGED_BY_LABEL: &str = "csi.storage.k8s.io/managed-by";
 const MANAGED_BY: &str = "stowage";
-/// Which class an object is for, to find a class's objects.
-const CLASS_LABEL: &str = "stowage.dev/storage-class";
 /// Class parameters for Stowage, not the provider (as in CSI).
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 
@@ -57,7 +55,8 @@ impl Capacity {
         }
     }
 
-    /// The objects published for `class` now, by name.
+    /// The objects published for `class` now, by name: ours (managed-by) for that class
+    /// (`storageClassName`, immutable; a class name may be longer than a label value).
     fn published(&self, class: &str) -> BTreeMap<String, Arc<Stored>> {
         let (objects, _) = self
             .ctx
@@ -65,11 +64,10 @@ impl Capacity {
             .list(Kind::CSIStorageCapacity, Some(SYSTEM_NAMESPACE));
         objects
             .iter()
-            .filter(|o| o.may_have(CLASS_LABEL, class))
+            .filter(|o| o.may_have("storageClassName", class))
             .filter(|o| {
                 let c: CSIStorageCapacity = o.typed();
-                crate::resources::labels_of(&c.metadata).get(CLASS_LABEL)
-                    == Some(&class.to_string())
+                c.storage_class_name == class && is_ours(&c)
             })
             .map(|o| (o.key.name.clone(), o.clone()))
             .collect()
@@ -98,6 +96,7 @@ impl Capacity {
             for name in have.keys() {
                 delete(&self.ctx, name).await?;
             }
+            self.last.lock().remove(class_name);
             return Ok(Action::await_change());
         };
         let parameters: BTreeMap<String, String> = class
@@ -118,6 +117,13 @@ impl Capacity {
             wanted.insert(name.clone());
             match have.remove(&name) {
                 None => create(&self.ctx, want).await?,
+                // Our name on something else (an edited label or topology): its fixed fields
+                // cannot be mended, so it goes and is made again on the next pass.
+                Some(stored)
+                    if stored.typed::<CSIStorageCapacity>().node_topology != want.node_topology =>
+                {
+                    delete(&self.ctx, &name).await?;
+                }
                 Some(stored) => {
                     self.ctx
                         .change::<CSIStorageCapacity>(&stored, Subresource::Main, |c| {
@@ -160,6 +166,19 @@ impl Reconciler for Capacity {
             // A volume made or removed changes the room of every class of its provider (the
             // classes of one provider share its disk or share).
             Kind::PersistentVolume => {
+                let size = |s: &Stored| {
+                    let v: PersistentVolume = s.typed();
+                    v.spec
+                        .and_then(|s| s.capacity)
+                        .and_then(|c| c.get("storage").cloned())
+                };
+                // Only a volume's coming, going or growing changes a room (phase changes and
+                // the like do not).
+                if event.type_ == EventType::Modified
+                    && event.prev.as_ref().is_some_and(|p| size(p) == size(object))
+                {
+                    return Vec::new();
+                }
                 let v: PersistentVolume = object.typed();
                 let spec = v.spec.unwrap_or_default();
                 let driver = spec.csi.map(|c| c.driver);
@@ -185,13 +204,10 @@ impl Reconciler for Capacity {
     fn keys_for_object(&self, object: &Stored) -> Vec<String> {
         match object.kind {
             Kind::StorageClass => vec![object.key.name.clone()],
+            // Ours or not: a change or deletion is looked at, so that ours are put back.
             Kind::CSIStorageCapacity if object.key.namespace == SYSTEM_NAMESPACE => {
                 match &object.object() {
-                    AnyObject::CSIStorageCapacity(c) => crate::resources::labels_of(&c.metadata)
-                        .get(CLASS_LABEL)
-                        .cloned()
-                        .into_iter()
-                        .collect(),
+                    AnyObject::CSIStorageCapacity(c) => vec![c.storage_class_name.clone()],
                     _ => Vec::new(),
                 }
             }
@@ -222,7 +238,6 @@ pub fn capacity_object(class: &str, driver: &str, report: &CapacityReport) -> CS
             labels: Some(BTreeMap::from([
                 (DRIVER_LABEL.to_string(), driver.to_string()),
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                (CLASS_LABEL.to_string(), class.to_string()),
             ])),
             ..Default::default()
         },
@@ -245,10 +260,20 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 async fn create(ctx: &Context, object: CSIStorageCapacity) -> Result<(), ApiError> {
+    let name = object.metadata.name.clone().unwrap_or_default();
     match ctx.registry.write(vec![Write::create(object)]).await {
-        Err(e) if e.is_already_exists() => Ok(()),
+        // Our name, but not one of ours for this class (its labels were edited away): it
+        // goes, and the next pass (which its deletion brings) makes ours.
+        Err(e) if e.is_already_exists() => delete(ctx, &name).await,
         other => other.map(|_| ()),
     }
+}
+
+fn is_ours(c: &CSIStorageCapacity) -> bool {
+    crate::resources::labels_of(&c.metadata)
+        .get(MANAGED_BY_LABEL)
+        .map(String::as_str)
+        == Some(MANAGED_BY)
 }
 
 async fn delete(ctx: &Context, name: &str) -> Result<(), ApiError> {

@@ -812,6 +812,40 @@ async fn capacity_follows_provisions_within_a_second_and_goes_with_its_class() {
         room(h).filter(|r| r == "59Gi")
     })
     .await;
+    // Deleted by hand: put back.
+    let name = h.ctx.store.list(Kind::CSIStorageCapacity, None).0[0]
+        .key
+        .name
+        .clone();
+    h.ctx
+        .registry
+        .delete::<CSIStorageCapacity>(
+            crate::resources::names::SYSTEM_NAMESPACE,
+            &name,
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    h.eventually("put back", 2 * SECOND, |h| room(h).filter(|r| r == "59Gi"))
+        .await;
+    // A class name longer than a label value may be is published too.
+    let long = "c".repeat(100);
+    let mut class = memory_class();
+    class.metadata.name = Some(long.clone());
+    h.create(class).await;
+    h.eventually("the long class's capacity", 2 * SECOND, |h| {
+        let (list, _) = h.ctx.store.list(Kind::CSIStorageCapacity, None);
+        list.iter()
+            .any(|c| c.typed::<CSIStorageCapacity>().storage_class_name == long)
+            .then_some(())
+    })
+    .await;
+    h.ctx
+        .registry
+        .delete::<StorageClass>("", &long, &Default::default(), &Default::default())
+        .await
+        .unwrap();
     h.ctx
         .registry
         .delete::<StorageClass>("", "mem", &Default::default(), &Default::default())

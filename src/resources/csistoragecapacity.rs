@@ -28,31 +28,32 @@ impl KindStrategy for CSIStorageCapacity {
         has_status: false,
         allow_create_on_update: false,
         name_rule: NameRule::Subdomain,
-        field_labels: &["storageClassName"],
+        field_labels: &[],
     };
 
     fn validate(&self, errs: &mut FieldErrors) {
         let p = Path::default();
+        // As Kubernetes' ValidateCSIStorageCapacity: a class name, a valid selector, and a
+        // capacity that is not negative (maximumVolumeSize is only parsed).
+        let class = p.child("storageClassName");
         if self.storage_class_name.is_empty() {
-            errs.required(&p.child("storageClassName"), "");
+            errs.invalid(&class, "", "a class name is required");
         } else {
-            validate::optional_name(
-                Some(&self.storage_class_name),
-                &p.child("storageClassName"),
-                errs,
-            );
+            validate::optional_name(Some(&self.storage_class_name), &class, errs);
         }
         validate::label_selector(self.node_topology.as_ref(), &p.child("nodeTopology"), errs);
-        for (field, q) in [
-            ("capacity", &self.capacity),
-            ("maximumVolumeSize", &self.maximum_volume_size),
-        ] {
-            if let Some(q) = q
-                && let Some(parsed) = validate::quantity(q, &p.child(field), errs)
-                && parsed.is_negative()
-            {
-                errs.invalid(&p.child(field), &q.0, "must be greater than or equal to 0");
-            }
+        if let Some(q) = &self.capacity
+            && let Some(parsed) = validate::quantity(q, &p.child("capacity"), errs)
+            && parsed.is_negative()
+        {
+            errs.invalid(
+                &p.child("capacity"),
+                &q.0,
+                "must be greater than or equal to 0",
+            );
+        }
+        if let Some(q) = &self.maximum_volume_size {
+            validate::quantity(q, &p.child("maximumVolumeSize"), errs);
         }
     }
 
@@ -62,13 +63,6 @@ impl KindStrategy for CSIStorageCapacity {
         }
         if self.node_topology != old.node_topology {
             errs.immutable(&Path::default().child("nodeTopology"));
-        }
-    }
-
-    fn field_value(&self, field: &str) -> Option<String> {
-        match field {
-            "storageClassName" => Some(self.storage_class_name.clone()),
-            _ => None,
         }
     }
 
