@@ -33,8 +33,6 @@ pub const REFRESH: Duration = Duration::from_secs(30);
 const DRIVER_LABEL: &str = "csi.storage.k8s.io/drivername";
 const MANAGED_BY_LABEL: &str = "csi.storage.k8s.io/managed-by";
 const MANAGED_BY: &str = "stowage";
-/// Class parameters for Stowage, not the provider (as in CSI).
-const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// The shortest time between two looks at one class's room: under a burst of provisions every
 /// new volume brings its class back, and one look a second is current enough for a scheduler
@@ -99,13 +97,7 @@ impl Capacity {
             self.last.lock().remove(class_name);
             return Ok(Action::await_change());
         };
-        let parameters: BTreeMap<String, String> = class
-            .parameters
-            .iter()
-            .flatten()
-            .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let parameters = crate::controllers::provisioner::provider_parameters(&class);
         let reports = self
             .ctx
             .call_provider(provider.name(), "capacity", provider.capacity(&parameters))
@@ -269,27 +261,16 @@ async fn create(ctx: &Context, object: CSIStorageCapacity) -> Result<(), ApiErro
     }
 }
 
+async fn delete(ctx: &Context, name: &str) -> Result<(), ApiError> {
+    ctx.delete_if_present::<CSIStorageCapacity>(SYSTEM_NAMESPACE, name)
+        .await
+}
+
 fn is_ours(c: &CSIStorageCapacity) -> bool {
     crate::resources::labels_of(&c.metadata)
         .get(MANAGED_BY_LABEL)
         .map(String::as_str)
         == Some(MANAGED_BY)
-}
-
-async fn delete(ctx: &Context, name: &str) -> Result<(), ApiError> {
-    match ctx
-        .registry
-        .delete::<CSIStorageCapacity>(
-            SYSTEM_NAMESPACE,
-            name,
-            &Default::default(),
-            &Default::default(),
-        )
-        .await
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
 }
 
 #[cfg(test)]

@@ -27,10 +27,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use stowage_provider::Provider;
 
 use super::Context;
-use crate::error::ApiError;
-use crate::registry::Write;
 use crate::resources::csidriver::{FsGroupPolicy, LifecycleMode};
-use crate::resources::{CSIDriver, CSINode, Kind, KindStrategy, Node, Subresource};
+use crate::resources::{CSIDriver, CSINode, Kind, Node, Subresource};
 use crate::runtime::{Action, Error, Reconciler};
 use crate::store::{Stored, WatchEvent};
 
@@ -60,7 +58,7 @@ impl CsiObjects {
             let name = p.name();
             match self.ctx.store.get_typed::<CSIDriver>("", name) {
                 None => {
-                    create(&self.ctx, want).await?;
+                    self.ctx.create_if_missing(want).await?;
                 }
                 Some(stored) => {
                     let have: CSIDriver = stored.typed();
@@ -71,7 +69,7 @@ impl CsiObjects {
                         || have.spec.volume_lifecycle_modes != want.spec.volume_lifecycle_modes;
                     if immutable_differ {
                         // Gone now, made again on the next pass (the delete brings the key).
-                        delete::<CSIDriver>(&self.ctx, name).await?;
+                        self.ctx.delete_if_present::<CSIDriver>("", name).await?;
                         continue;
                     }
                     self.ctx
@@ -93,14 +91,14 @@ impl CsiObjects {
             if let Some(existing) = existing
                 && is_ours(&existing.typed::<CSINode>().metadata)
             {
-                delete::<CSINode>(&self.ctx, name).await?;
+                self.ctx.delete_if_present::<CSINode>("", name).await?;
             }
             return Ok(Action::await_change());
         };
         let node: Node = node.typed();
         let want = node_object(&node, self.ctx.providers.iter().map(|p| p.as_ref()));
         let Some(existing) = existing else {
-            create(&self.ctx, want).await?;
+            self.ctx.create_if_missing(want).await?;
             return Ok(Action::await_change());
         };
         let have: CSINode = existing.typed();
@@ -261,24 +259,6 @@ fn is_ours(meta: &ObjectMeta) -> bool {
         .get(MANAGED_BY.0)
         .map(String::as_str)
         == Some(MANAGED_BY.1)
-}
-
-async fn create<T: KindStrategy>(ctx: &Context, object: T) -> Result<(), ApiError> {
-    match ctx.registry.write(vec![Write::create(object)]).await {
-        Err(e) if e.is_already_exists() => Ok(()),
-        other => other.map(|_| ()),
-    }
-}
-
-async fn delete<T: KindStrategy>(ctx: &Context, name: &str) -> Result<(), ApiError> {
-    match ctx
-        .registry
-        .delete::<T>("", name, &Default::default(), &Default::default())
-        .await
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
 }
 
 #[cfg(test)]

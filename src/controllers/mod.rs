@@ -43,6 +43,7 @@ pub mod protection;
 pub mod provisioner;
 pub mod quota;
 pub mod resizer;
+pub mod retry;
 #[cfg(test)]
 mod scenarios;
 pub mod snapshotter;
@@ -89,6 +90,31 @@ impl Context {
             .write(vec![Write::update(changed, stored.rv, sub)])
             .await?;
         Ok(written.pop())
+    }
+
+    /// Creates an object the server keeps in being; one that exists already is fine (another
+    /// pass, or another replica, made it).
+    pub async fn create_if_missing<T: KindStrategy>(&self, object: T) -> Result<(), ApiError> {
+        match self.registry.write(vec![Write::create(object)]).await {
+            Err(e) if e.is_already_exists() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Deletes an object; one already gone is fine.
+    pub async fn delete_if_present<T: KindStrategy>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        match self
+            .registry
+            .delete::<T>(namespace, name, &Default::default(), &Default::default())
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Removes `finalizer` from an object (which then goes, if it was being deleted and that

@@ -15,16 +15,14 @@
 //! `status.currentVolumeAttributesClassName` name the new class, and `modifyVolumeStatus` is
 //! cleared. Claims of drivers this server does not run are left to their own modifier.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use k8s_openapi::api::core::v1::ModifyVolumeStatus;
 use stowage_provider::{ErrorKind, ModifyRequest};
 
 use super::Context;
+use super::retry::InfeasibleRetry;
 use crate::error::ApiError;
 use crate::resources::pvc;
 use crate::resources::{
@@ -48,14 +46,14 @@ pub struct Modifier {
     ctx: Arc<Context>,
     /// When each claim's target was last found infeasible: its own status write brings the
     /// claim straight back, and that must not be a retry.
-    infeasible_at: Mutex<HashMap<ObjectKey, jiff::Timestamp>>,
+    infeasible: InfeasibleRetry<String>,
 }
 
 impl Modifier {
     pub fn new(ctx: Arc<Context>) -> Self {
         Modifier {
             ctx,
-            infeasible_at: Mutex::default(),
+            infeasible: InfeasibleRetry::new(INFEASIBLE_RETRY),
         }
     }
 
@@ -69,10 +67,8 @@ impl Modifier {
         if modify_status(c) != Some((target.to_string(), ModifyStatus::Infeasible)) {
             return None;
         }
-        let at = *self.infeasible_at.lock().get(key)?;
-        let since = self.ctx.clock.now().duration_since(at);
-        let left = jiff::SignedDuration::try_from(INFEASIBLE_RETRY).ok()? - since;
-        Duration::try_from(left).ok().filter(|d| !d.is_zero())
+        self.infeasible
+            .wait(key, &target.to_string(), self.ctx.clock.now())
     }
 
     /// Writes the claim's `modifyVolumeStatus` (`None`: clears it), if it differs.
@@ -104,9 +100,8 @@ impl Modifier {
         let was = modify_status(&claim.typed());
         self.set_status(claim, Some((target, ModifyStatus::Infeasible)))
             .await?;
-        self.infeasible_at
-            .lock()
-            .insert(claim.key.clone(), self.ctx.clock.now());
+        self.infeasible
+            .refused(&claim.key, target.to_string(), self.ctx.clock.now());
         if was != Some((target.to_string(), ModifyStatus::Infeasible)) {
             self.ctx
                 .recorder
@@ -121,18 +116,18 @@ impl Modifier {
             .store
             .get_typed::<PersistentVolumeClaim>(&key.namespace, &key.name)
         else {
-            self.infeasible_at.lock().remove(key);
+            self.infeasible.forget(key);
             return Ok(Action::await_change());
         };
         let c: PersistentVolumeClaim = claim.typed();
         if c.metadata.deletion_timestamp.is_some() || !pvc::is_bound(&c) {
-            self.infeasible_at.lock().remove(key);
+            self.infeasible.forget(key);
             return Ok(Action::await_change());
         }
         let spec = c.spec.clone().unwrap_or_default();
         let status = c.status.clone().unwrap_or_default();
         let Some(target) = spec.volume_attributes_class_name.filter(|n| !n.is_empty()) else {
-            self.infeasible_at.lock().remove(key);
+            self.infeasible.forget(key);
             return Ok(Action::await_change());
         };
         if status.current_volume_attributes_class_name.as_deref() == Some(target.as_str()) {

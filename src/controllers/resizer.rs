@@ -18,18 +18,17 @@
 //! larger of the request and `allocatedResources`, so lowering a request cannot be used to
 //! slip past a quota while an expansion is under way.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaimCondition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use parking_lot::Mutex;
 use stowage_provider::quantity::Quantity;
 use stowage_provider::{ErrorKind, ExpandRequest};
 
 use super::Context;
+use super::retry::InfeasibleRetry;
 use crate::registry::Write;
 use crate::resources::Subresource;
 use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim, pvc};
@@ -48,14 +47,14 @@ pub struct Resizer {
     ctx: Arc<Context>,
     /// When each claim's expansion was last found infeasible, and to what size: the status
     /// write that says so brings the claim straight back, and that must not be a retry.
-    infeasible_at: Mutex<HashMap<ObjectKey, (i64, jiff::Timestamp)>>,
+    infeasible: InfeasibleRetry<i64>,
 }
 
 impl Resizer {
     pub fn new(ctx: Arc<Context>) -> Self {
         Resizer {
             ctx,
-            infeasible_at: Mutex::default(),
+            infeasible: InfeasibleRetry::new(INFEASIBLE_RETRY),
         }
     }
 
@@ -69,13 +68,7 @@ impl Resizer {
         if pvc::resize_status(c) != Some(pvc::ResizeStatus::ControllerResizeInfeasible) {
             return None;
         }
-        let (size, at) = *self.infeasible_at.lock().get(key)?;
-        if size != wanted {
-            return None;
-        }
-        let since = self.ctx.clock.now().duration_since(at);
-        let left = jiff::SignedDuration::try_from(INFEASIBLE_RETRY).ok()? - since;
-        Duration::try_from(left).ok().filter(|d| !d.is_zero())
+        self.infeasible.wait(key, &wanted, self.ctx.clock.now())
     }
 
     /// Records where the expansion to `wanted` stands on the claim (`None`: done).
@@ -178,7 +171,7 @@ impl Reconciler for Resizer {
         };
         let c: &PersistentVolumeClaim = &claim.typed();
         if !wants_more(c) {
-            self.infeasible_at.lock().remove(key);
+            self.infeasible.forget(key);
             return Ok(Action::await_change());
         }
         let wanted = pvc::request_bytes(c).unwrap_or(0);
@@ -254,9 +247,7 @@ impl Reconciler for Resizer {
                     Some(pvc::ResizeStatus::ControllerResizeInfeasible),
                 )
                 .await?;
-                self.infeasible_at
-                    .lock()
-                    .insert(key.clone(), (wanted, self.ctx.clock.now()));
+                self.infeasible.refused(key, wanted, self.ctx.clock.now());
                 self.ctx.recorder.warning(
                     COMPONENT,
                     &claim.object(),

@@ -38,7 +38,7 @@ mod restore;
 mod topology;
 
 pub use crate::controllers::Error;
-pub use provision::{create_request, new_volume};
+pub use provision::{create_request, new_volume, provider_parameters};
 use reclaim::needs_backing_delete;
 pub use reclaim::sweep_orphans_periodically;
 use restore::snapshot_source;

@@ -288,13 +288,7 @@ pub fn create_request(
     mutable_parameters: BTreeMap<String, String>,
 ) -> CreateVolumeRequest {
     let spec = c.spec.clone().unwrap_or_default();
-    let parameters: BTreeMap<String, String> = sc
-        .parameters
-        .iter()
-        .flatten()
-        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let parameters = provider_parameters(sc);
     CreateVolumeRequest {
         name: name.to_string(),
         capacity_bytes: crate::resources::pvc::request_bytes(c).unwrap_or(0),
@@ -312,6 +306,16 @@ pub fn create_request(
         content_source,
         mutable_parameters,
     }
+}
+
+/// A class's parameters for its provider: all but those for Stowage itself (reserved prefix).
+pub fn provider_parameters(sc: &StorageClass) -> BTreeMap<String, String> {
+    sc.parameters
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The PersistentVolume for a volume a provider made for `claim`: the claim's modes and
