@@ -10,11 +10,7 @@ impl EbsProvider {
     pub(crate) async fn expand(&self, req: &ExpandRequest) -> Result<Expanded> {
         let id = req.handle.as_str();
         let _one_at_a_time = self.locks.lock(id).await;
-        let view = self
-            .poller
-            .describe(id)
-            .await?
-            .ok_or_else(|| ProviderError::not_found(format!("volume {id} does not exist")))?;
+        let view = self.poller.existing(id).await?;
         let wanted = gib_for(req.capacity_bytes);
         if wanted <= view.size_gib {
             return Ok(Expanded {

@@ -31,11 +31,7 @@ impl EbsProvider {
         check_mutable_keys(&req.parameters)?;
         let id = req.handle.as_str();
         let _one_at_a_time = self.locks.lock(id).await;
-        let view = self
-            .poller
-            .describe(id)
-            .await?
-            .ok_or_else(|| ProviderError::not_found(format!("volume {id} does not exist")))?;
+        let view = self.poller.existing(id).await?;
         // What the volume becomes: the class's values over what it has now.
         let mut target = BTreeMap::from([("type".to_string(), view.volume_type.clone())]);
         let same_type = req

@@ -169,6 +169,13 @@ impl Poller {
     }
 
     /// The volume's current state (`None`: it does not exist), from the next batched call.
+    /// The volume as EC2 sees it; one that does not exist is `NotFound`.
+    pub async fn existing(&self, id: &str) -> Result<VolumeView, ProviderError> {
+        self.describe(id)
+            .await?
+            .ok_or_else(|| ProviderError::not_found(format!("volume {id} does not exist")))
+    }
+
     pub async fn describe(&self, id: &str) -> Result<Option<VolumeView>, ProviderError> {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().push((id.to_string(), tx));
