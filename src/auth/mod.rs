@@ -200,8 +200,13 @@ pub fn authorize(
                 }
                 _ => deny(),
             },
-            // What storage there is to ask for: classes, attribute classes, drivers.
-            Kind::StorageClass | Kind::VolumeAttributesClass | Kind::CSIDriver
+            // What storage there is to ask for: classes, attribute and snapshot classes,
+            // drivers. Snapshot contents are cluster-scoped and name every namespace's
+            // snapshots: admins only, as in Kubernetes.
+            Kind::StorageClass
+            | Kind::VolumeAttributesClass
+            | Kind::VolumeSnapshotClass
+            | Kind::CSIDriver
                 if verb.is_read() =>
             {
                 Ok(Visibility::All)

@@ -63,6 +63,7 @@ pub async fn providers(conn: &ConnectionArgs, args: ProvidersArgs) -> CliResult<
         "ATTACH".into(),
         "EXPANSION".into(),
         "SNAPSHOTS".into(),
+        "CLONES".into(),
         "TOPOLOGY".into(),
         "ACCESS MODES".into(),
         "MAX PER NODE".into(),
@@ -79,6 +80,7 @@ pub async fn providers(conn: &ConnectionArgs, args: ProvidersArgs) -> CliResult<
             },
             yes_no(&c["expansion"]),
             yes_no(&c["snapshots"]),
+            yes_no(&c["clones"]),
             yes_no(&c["topology"]),
             c["accessModes"]
                 .as_array()

@@ -7,8 +7,9 @@
 //! - [`protection`]: claims and volumes in use are not removed;
 //! - [`resizer`]: grown claims get their volumes expanded;
 //! - [`modifier`]: claims naming another VolumeAttributesClass get their volumes modified;
-//! - [`snapshotter`]: VolumeSnapshots become provider snapshots (and claims restore from them
-//!   through the provisioner);
+//! - [`snapshots`]: VolumeSnapshots bind VolumeSnapshotContents, which become provider
+//!   snapshots; claims being copied from are protected for a bounded time (claims restore and
+//!   clone through the provisioner);
 //! - [`attach`]: volumes follow their pods to nodes (VolumeAttachments), safely;
 //! - [`nodehealth`]: node leases become the nodes' Ready condition;
 //! - [`quota`]: ResourceQuota usage recomputed from the objects (admission keeps it exact);
@@ -46,7 +47,7 @@ pub mod resizer;
 pub mod retry;
 #[cfg(test)]
 mod scenarios;
-pub mod snapshotter;
+pub mod snapshots;
 #[cfg(test)]
 pub mod testing;
 
@@ -235,9 +236,23 @@ pub fn start(ctx: Arc<Context>, settings: &Settings, shutdown: &CancellationToke
         shutdown.clone(),
     ));
     tokio::spawn(runtime::run(
-        Arc::new(snapshotter::Snapshotter::new(ctx.clone())),
+        Arc::new(snapshots::binder::SnapshotBinder::new(ctx.clone())),
         ctx.store.clone(),
         opts(16),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(snapshots::contents::ContentSnapshotter::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(16),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(runtime::run(
+        Arc::new(snapshots::sources::SourceProtection::new(ctx.clone())),
+        ctx.store.clone(),
+        opts(4),
         ctx.metrics.clone(),
         shutdown.clone(),
     ));

@@ -130,6 +130,19 @@ impl LocalProvisioner {
                 ));
                 continue;
             }
+            // Restores and clones need the source's data on this node, which node-local
+            // provisioning does not move (yet): refused, never provisioned empty.
+            if let Some(source) = claim.spec.as_ref().and_then(|s| {
+                s.data_source_ref
+                    .as_ref()
+                    .map(|r| r.kind.clone())
+                    .or_else(|| s.data_source.as_ref().map(|r| r.kind.clone()))
+            }) {
+                problems.push(format!(
+                    "claim {ns}/{claim_name} starts from a {source}: restores and clones of node-local volumes provisioned by node agents are not supported yet"
+                ));
+                continue;
+            }
             let class_name = claim
                 .spec
                 .as_ref()

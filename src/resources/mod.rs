@@ -32,6 +32,8 @@ pub mod validate;
 pub mod volumeattachment;
 pub mod volumeattributesclass;
 pub mod volumesnapshot;
+pub mod volumesnapshotclass;
+pub mod volumesnapshotcontent;
 
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -42,6 +44,8 @@ pub use k8s_openapi::api::storage::v1::{
 pub use resourcequota::ResourceQuota;
 pub use table::Column;
 pub use volumesnapshot::VolumeSnapshot;
+pub use volumesnapshotclass::VolumeSnapshotClass;
+pub use volumesnapshotcontent::VolumeSnapshotContent;
 
 /// The one list of every kind the API serves: `Variant => Type [shape]`. Everything that must
 /// name every kind (the [`Kind`] enum, [`AnyObject`], [`with_kind!`], the schemas) is derived
@@ -65,6 +69,8 @@ macro_rules! for_each_kind {
             Event => $crate::resources::Event [record],
             Lease => $crate::resources::Lease [spec_only],
             VolumeSnapshot => $crate::resources::VolumeSnapshot [spec_status],
+            VolumeSnapshotClass => $crate::resources::VolumeSnapshotClass [whole],
+            VolumeSnapshotContent => $crate::resources::VolumeSnapshotContent [spec_status],
             ResourceQuota => $crate::resources::ResourceQuota [spec_status],
             CSIDriver => $crate::resources::CSIDriver [spec_only],
             CSINode => $crate::resources::CSINode [spec_status],

@@ -15,6 +15,9 @@ pub mod annotations {
     pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
     /// On a volume: the provisioner that made it.
     pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+    /// On a claim: its volume is being filled from this data source (`<Kind>/<name>`); put
+    /// there before the provider is first asked, so that what it copies from is held.
+    pub const COPYING_FROM: &str = "stowage.dev/copying-from";
     /// On a VolumeAttachment being deleted: detach even though the node may still use the
     /// volume.
     pub const FORCE_DETACH: &str = "stowage.dev/force-detach";
@@ -33,9 +36,20 @@ pub mod finalizers {
     pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
     /// A provisioned volume object stays until its backing storage is deleted.
     pub const PROVISIONED_VOLUME: &str = "external-provisioner.volume.kubernetes.io/finalizer";
-    /// A VolumeSnapshot stays until the provider's snapshot is deleted.
+    /// A VolumeSnapshot stays until its content is dealt with (deleted, or released when
+    /// retained).
     pub const SNAPSHOT_BOUND: &str =
         "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
+    /// A VolumeSnapshotContent stays until the provider's snapshot is deleted (or retained) and
+    /// its VolumeSnapshot has let it go.
+    pub const CONTENT_BOUND: &str =
+        "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+    /// A claim stays while a snapshot of it is being taken (bounded: see the snapshot
+    /// controllers).
+    pub const PVC_AS_SNAPSHOT_SOURCE: &str =
+        "snapshot.storage.kubernetes.io/pvc-as-source-protection";
+    /// A claim stays while a clone of it is being made.
+    pub const PVC_CLONE_SOURCE: &str = "provisioner.storage.kubernetes.io/cloning-protection";
 }
 
 /// Stowage's own objects, such as the controllers' leader-election Lease (as Kubernetes'

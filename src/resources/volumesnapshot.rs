@@ -1,12 +1,11 @@
-//! VolumeSnapshot (snapshot.storage.k8s.io/v1): a point-in-time copy of a claim's volume, which a
-//! new claim can name as its `dataSource` to start from. Namespaced, with a status subresource.
+//! VolumeSnapshot (snapshot.storage.k8s.io/v1): a user's request for a point-in-time copy of a
+//! claim's volume, which a new claim can name as its `dataSource` to start from. Namespaced,
+//! with a status subresource.
 //!
-//! Kubernetes splits a snapshot over three kinds (VolumeSnapshot, VolumeSnapshotContent,
-//! VolumeSnapshotClass). Stowage serves only the first, in the same wire shape, and keeps what
-//! Kubernetes puts in the content object in the snapshot's own status, as two Stowage fields:
-//! `status.snapshotHandle` (the provider's id) and `status.driver` (the provider). So
-//! `spec.volumeSnapshotClassName` and `spec.source.volumeSnapshotContentName` (pre-provisioned
-//! snapshots) are refused with a clear error rather than accepted and ignored.
+//! As in external-snapshotter, the snapshot itself is a cluster-scoped VolumeSnapshotContent
+//! ([`super::volumesnapshotcontent`]), bound one-to-one to its VolumeSnapshot: dynamically
+//! (the source is a claim, and the controller makes the content) or pre-provisioned (the source
+//! names an existing content, which must name this snapshot back).
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -20,6 +19,7 @@ use super::{KindInfo, KindStrategy, NameRule};
 use crate::machinery::validation::{FieldErrors, Path};
 
 pub const GROUP: &str = "snapshot.storage.k8s.io";
+pub const API_VERSION: &str = "snapshot.storage.k8s.io/v1";
 pub const KIND: &str = "VolumeSnapshot";
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -38,7 +38,8 @@ pub struct VolumeSnapshotSpec {
     /// What to snapshot.
     #[serde(default)]
     pub source: VolumeSnapshotSource,
-    /// Not supported by Stowage (there are no snapshot classes); must be absent.
+    /// The VolumeSnapshotClass to take it with; unset: the default class of the claim's
+    /// driver, which the controller then writes here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_class_name: Option<String>,
 }
@@ -46,10 +47,10 @@ pub struct VolumeSnapshotSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeSnapshotSource {
-    /// The claim, in the snapshot's namespace, whose volume is copied. Immutable.
+    /// The claim, in the snapshot's namespace, whose volume is copied (a dynamic snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim_name: Option<String>,
-    /// Not supported by Stowage (pre-provisioned snapshots); must be absent.
+    /// An existing VolumeSnapshotContent to bind to (a pre-provisioned snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_content_name: Option<String>,
 }
@@ -57,6 +58,9 @@ pub struct VolumeSnapshotSource {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeSnapshotStatus {
+    /// The VolumeSnapshotContent this snapshot is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_volume_snapshot_content_name: Option<String>,
     /// When the provider cut the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_time: Option<Time>,
@@ -69,12 +73,15 @@ pub struct VolumeSnapshotStatus {
     /// The last failure, if the snapshot could not be made (yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<VolumeSnapshotError>,
-    /// Stowage: the provider's id of the snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_handle: Option<String>,
-    /// Stowage: the provider that holds it; a claim restored from it must use the same one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
+    /// Read from snapshots stored by Stowage before VolumeSnapshotContents existed (it kept the
+    /// provider's id here), so that they get a content; never written.
+    #[serde(default, rename = "snapshotHandle", skip_serializing)]
+    #[schemars(skip)]
+    pub legacy_snapshot_handle: Option<String>,
+    /// As `legacy_snapshot_handle`: the provider that held it.
+    #[serde(default, rename = "driver", skip_serializing)]
+    #[schemars(skip)]
+    pub legacy_driver: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -115,36 +122,50 @@ impl Serialize for VolumeSnapshot {
     }
 }
 
-impl schemars::JsonSchema for VolumeSnapshot {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        Wire::schema_name()
-    }
+/// The trait impls every snapshot.storage.k8s.io kind has alike: `k8s_openapi::Resource`,
+/// `k8s_openapi::Metadata`, and the schema of its module's `Wire` form.
+macro_rules! snapshot_kind {
+    ($ty:ty, $kind:expr, $plural:expr, $scope:ty) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                Wire::schema_name()
+            }
 
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        Wire::json_schema(generator)
-    }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                Wire::json_schema(generator)
+            }
+        }
+
+        impl k8s_openapi::Resource for $ty {
+            const API_VERSION: &'static str = $crate::resources::volumesnapshot::API_VERSION;
+            const GROUP: &'static str = $crate::resources::volumesnapshot::GROUP;
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = "v1";
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = $scope;
+        }
+
+        impl k8s_openapi::Metadata for $ty {
+            type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+            fn metadata(&self) -> &Self::Ty {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut Self::Ty {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use snapshot_kind;
 
-impl k8s_openapi::Resource for VolumeSnapshot {
-    const API_VERSION: &'static str = "snapshot.storage.k8s.io/v1";
-    const GROUP: &'static str = GROUP;
-    const KIND: &'static str = KIND;
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "volumesnapshots";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for VolumeSnapshot {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+snapshot_kind!(
+    VolumeSnapshot,
+    KIND,
+    "volumesnapshots",
+    k8s_openapi::NamespaceResourceScope
+);
 
 /// The claim a snapshot copies.
 pub fn source_claim(s: &VolumeSnapshot) -> Option<&str> {
@@ -166,7 +187,7 @@ impl KindStrategy for VolumeSnapshot {
         singular: "volumesnapshot",
         group: GROUP,
         version: "v1",
-        api_version: "snapshot.storage.k8s.io/v1",
+        api_version: API_VERSION,
         namespaced: true,
         short_names: &["vs"],
         categories: &[],
@@ -184,29 +205,41 @@ impl KindStrategy for VolumeSnapshot {
         let p = Path::root("spec");
         let source = &self.spec.source;
         let sp = p.child("source");
-        match (
-            &source.persistent_volume_claim_name,
-            &source.volume_snapshot_content_name,
-        ) {
-            (_, Some(_)) => errs.forbidden(
-                &sp.child("volumeSnapshotContentName"),
-                "pre-provisioned snapshots (VolumeSnapshotContent) are not supported; name a claim in persistentVolumeClaimName",
+        let claim = source
+            .persistent_volume_claim_name
+            .as_ref()
+            .filter(|n| !n.is_empty());
+        let content = source
+            .volume_snapshot_content_name
+            .as_ref()
+            .filter(|n| !n.is_empty());
+        match (claim, content) {
+            (Some(_), Some(_)) => errs.forbidden(
+                &sp,
+                "exactly one of volumeSnapshotContentName and persistentVolumeClaimName must be set",
             ),
-            (None, None) => errs.required(&sp.child("persistentVolumeClaimName"), ""),
-            (Some(claim), None) if claim.is_empty() => {
-                errs.required(&sp.child("persistentVolumeClaimName"), "")
-            }
+            (None, None) => errs.required(
+                &sp,
+                "exactly one of volumeSnapshotContentName and persistentVolumeClaimName must be set",
+            ),
             (Some(claim), None) => validate::optional_name(
                 Some(claim),
                 &sp.child("persistentVolumeClaimName"),
                 errs,
             ),
+            (None, Some(content)) => validate::optional_name(
+                Some(content),
+                &sp.child("volumeSnapshotContentName"),
+                errs,
+            ),
         }
-        if self.spec.volume_snapshot_class_name.is_some() {
-            errs.forbidden(
+        match &self.spec.volume_snapshot_class_name {
+            Some(c) if c.is_empty() => errs.invalid(
                 &p.child("volumeSnapshotClassName"),
-                "VolumeSnapshotClasses are not supported; the snapshot is taken by the claim's own provider",
-            );
+                "",
+                "volumeSnapshotClassName must not be the empty string when set",
+            ),
+            c => validate::optional_name(c.as_ref(), &p.child("volumeSnapshotClassName"), errs),
         }
         if let Some(size) = self.status.as_ref().and_then(|s| s.restore_size.as_ref()) {
             validate::quantity(size, &Path::root("status").child("restoreSize"), errs);
@@ -216,6 +249,12 @@ impl KindStrategy for VolumeSnapshot {
     fn validate_update(&self, old: &Self, errs: &mut FieldErrors) {
         if self.spec.source != old.spec.source {
             errs.immutable(&Path::root("spec").child("source"));
+        }
+        // The class may be filled in (the controller writes the default), never changed.
+        if old.spec.volume_snapshot_class_name.is_some()
+            && self.spec.volume_snapshot_class_name != old.spec.volume_snapshot_class_name
+        {
+            errs.immutable(&Path::root("spec").child("volumeSnapshotClassName"));
         }
     }
 
@@ -227,6 +266,7 @@ impl KindStrategy for VolumeSnapshot {
     }
 
     fn table_columns() -> &'static [Column] {
+        // external-snapshotter's printer columns.
         const COLUMNS: &[Column] = &[
             Column::name_column(),
             Column::new(
@@ -237,7 +277,12 @@ impl KindStrategy for VolumeSnapshot {
             Column::new(
                 "SourcePVC",
                 "string",
-                "Name of the source PVC from where a dynamically taken snapshot will be created.",
+                "If a new snapshot needs to be created, this contains the name of the source PVC from which this snapshot was (or will be) created.",
+            ),
+            Column::new(
+                "SourceSnapshotContent",
+                "string",
+                "If a snapshot already exists, this contains the name of the existing VolumeSnapshotContent object representing the existing snapshot.",
             ),
             Column::new(
                 "RestoreSize",
@@ -245,15 +290,19 @@ impl KindStrategy for VolumeSnapshot {
                 "Represents the minimum size of volume required to rehydrate from this snapshot.",
             ),
             Column::new(
-                "SnapshotHandle",
+                "SnapshotClass",
                 "string",
-                "The provider's id of the snapshot.",
-            )
-            .wide(),
+                "The name of the VolumeSnapshotClass requested by the VolumeSnapshot.",
+            ),
+            Column::new(
+                "SnapshotContent",
+                "string",
+                "Name of the VolumeSnapshotContent object to which the VolumeSnapshot object intends to bind to. Please note that verification of binding actually requires checking both VolumeSnapshot and VolumeSnapshotContent to ensure both are pointing at each other. Binding MUST be verified prior to usage of this object.",
+            ),
             Column::new(
                 "CreationTime",
                 "date",
-                "The timestamp when the point-in-time snapshot was taken by the provider.",
+                "Timestamp when the point-in-time snapshot was taken by the underlying storage system.",
             ),
             Column::age(),
         ];
@@ -267,13 +316,31 @@ impl KindStrategy for VolumeSnapshot {
             json!(is_ready(self)),
             json!(source_claim(self).unwrap_or_default()),
             json!(
+                self.spec
+                    .source
+                    .volume_snapshot_content_name
+                    .as_deref()
+                    .unwrap_or_default()
+            ),
+            json!(
                 status
                     .restore_size
                     .as_ref()
                     .map(|q| q.0.clone())
                     .unwrap_or_default()
             ),
-            table::or_none(status.snapshot_handle.as_deref()),
+            json!(
+                self.spec
+                    .volume_snapshot_class_name
+                    .as_deref()
+                    .unwrap_or_default()
+            ),
+            json!(
+                status
+                    .bound_volume_snapshot_content_name
+                    .as_deref()
+                    .unwrap_or_default()
+            ),
             table::age(status.creation_time.as_ref(), now),
             table::meta_age(&self.metadata, now),
         ]
@@ -311,24 +378,53 @@ mod tests {
     }
 
     #[test]
-    fn content_sources_and_classes_are_refused() {
+    fn exactly_one_source_is_required() {
+        let fields = |s: &VolumeSnapshot| {
+            let mut errs = FieldErrors::new();
+            s.validate(&mut errs);
+            errs.0.iter().map(|e| e.field.clone()).collect::<Vec<_>>()
+        };
         let mut s = <VolumeSnapshot as Default>::default();
+        assert_eq!(fields(&s), ["spec.source"]);
         s.spec.source.volume_snapshot_content_name = Some("content".into());
-        s.spec.volume_snapshot_class_name = Some("csi".into());
-        let mut errs = FieldErrors::new();
-        s.validate(&mut errs);
-        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "spec.source.volumeSnapshotContentName",
-                "spec.volumeSnapshotClassName"
-            ]
-        );
+        assert!(fields(&s).is_empty());
+        s.spec.source.persistent_volume_claim_name = Some("data".into());
+        assert_eq!(fields(&s), ["spec.source"]);
+        s.spec.source.volume_snapshot_content_name = None;
+        s.spec.volume_snapshot_class_name = Some(String::new());
+        assert_eq!(fields(&s), ["spec.volumeSnapshotClassName"]);
+    }
 
+    #[test]
+    fn the_class_may_be_filled_in_but_not_changed() {
+        let mut old = <VolumeSnapshot as Default>::default();
+        old.spec.source.persistent_volume_claim_name = Some("data".into());
+        let mut new = old.clone();
+        new.spec.volume_snapshot_class_name = Some("csi".into());
         let mut errs = FieldErrors::new();
-        <VolumeSnapshot as Default>::default().validate(&mut errs);
+        new.validate_update(&old, &mut errs);
+        assert!(errs.is_empty());
+        let mut newer = new.clone();
+        newer.spec.volume_snapshot_class_name = Some("other".into());
+        newer.spec.source.persistent_volume_claim_name = Some("else".into());
+        let mut errs = FieldErrors::new();
+        newer.validate_update(&new, &mut errs);
         let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["spec.source.persistentVolumeClaimName"]);
+        assert_eq!(fields, ["spec.source", "spec.volumeSnapshotClassName"]);
+    }
+
+    #[test]
+    fn legacy_status_fields_are_read_and_never_written() {
+        let s: VolumeSnapshot = serde_json::from_value(serde_json::json!({
+            "spec": {"source": {"persistentVolumeClaimName": "data"}},
+            "status": {"snapshotHandle": "snap-1", "driver": "ebs.stowage.dev", "readyToUse": true}
+        }))
+        .unwrap();
+        let status = s.status.clone().unwrap();
+        assert_eq!(status.legacy_snapshot_handle.as_deref(), Some("snap-1"));
+        assert_eq!(status.legacy_driver.as_deref(), Some("ebs.stowage.dev"));
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v["status"].get("snapshotHandle").is_none());
+        assert!(v["status"].get("driver").is_none());
     }
 }

@@ -37,6 +37,8 @@ impl Error {
             Error::Api(e) if e.is_conflict() => backoff(1),
             Error::Api(_) => backoff(failures),
             Error::Provider(e) => match e.kind {
+                // A copy under way: ask again soon, however long it has been running.
+                ErrorKind::InProgress => backoff(1),
                 ErrorKind::Temporary | ErrorKind::FailedPrecondition => backoff(failures),
                 ErrorKind::InvalidArgument
                 | ErrorKind::AlreadyExists

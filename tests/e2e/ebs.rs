@@ -218,6 +218,17 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
     let (_cfg, config) = ebs_config(&moto);
     let s = Server::start_with(&["--config", &config]).await;
     s.post(SC, &ebs_class("ebs", json!({}))).await;
+    // The class's tags reach the EBS snapshot, as the EBS CSI driver's classes do.
+    let (code, v) = s
+        .post(
+            "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses",
+            &json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+                    "metadata": {"name": "ebs-snaps"}, "driver": "ebs.stowage.dev",
+                    "deletionPolicy": "Delete",
+                    "parameters": {"tagSpecification_1": "team=shop"}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
     s.post(&pvcs("shop"), &claim_in_class("db", "5Gi", "ebs"))
         .await;
     let (_, origin) = bound_volume(&s, "shop", "db").await;
@@ -228,7 +239,8 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
             snapshots,
             &json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                     "metadata": {"name": "before-upgrade"},
-                    "spec": {"source": {"persistentVolumeClaimName": "db"}}}),
+                    "spec": {"source": {"persistentVolumeClaimName": "db"},
+                             "volumeSnapshotClassName": "ebs-snaps"}}),
         )
         .await;
     assert_eq!(code, StatusCode::CREATED, "{v}");
@@ -239,11 +251,20 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
         })
         .await;
     assert_eq!(ready["status"]["restoreSize"], "5Gi");
-    let snapshot_id = ready["status"]["snapshotHandle"]
+    let (_, content) = s
+        .get(&format!(
+            "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents/{}",
+            ready["status"]["boundVolumeSnapshotContentName"]
+                .as_str()
+                .unwrap()
+        ))
+        .await;
+    let snapshot_id = content["status"]["snapshotHandle"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(snapshot_id.starts_with("snap-"), "{snapshot_id}");
+    assert_eq!(content["spec"]["source"]["volumeHandle"], origin);
     let described = moto
         .client()
         .describe_snapshots()
@@ -251,7 +272,15 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
         .send()
         .await
         .unwrap();
-    assert_eq!(described.snapshots()[0].volume_id(), Some(origin.as_str()));
+    let snapshot = &described.snapshots()[0];
+    assert_eq!(snapshot.volume_id(), Some(origin.as_str()));
+    assert!(
+        snapshot
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("shop")),
+        "{snapshot:?}"
+    );
 
     let mut restored = claim_in_class("db-copy", "8Gi", "ebs");
     restored["spec"]["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io",
@@ -278,6 +307,47 @@ async fn a_volume_snapshot_is_an_ebs_snapshot_and_restores_into_a_new_volume() {
             .all(|x| x.snapshot_id() != Some(snapshot_id.as_str())),
         "the EBS snapshot is left behind"
     );
+}
+
+#[tokio::test]
+async fn a_claim_clones_another_through_a_temporary_ebs_snapshot() {
+    let moto = moto!();
+    let (_cfg, config) = ebs_config(&moto);
+    let s = Server::start_with(&["--config", &config]).await;
+    s.post(SC, &ebs_class("ebs", json!({}))).await;
+    s.post(&pvcs("shop"), &claim_in_class("db", "5Gi", "ebs"))
+        .await;
+    let (_, origin) = bound_volume(&s, "shop", "db").await;
+    let mut clone = claim_in_class("db-clone", "6Gi", "ebs");
+    clone["spec"]["dataSource"] = json!({"kind": "PersistentVolumeClaim", "name": "db"});
+    s.post(&pvcs("shop"), &clone).await;
+    let (_, clone_id) = bound_volume(&s, "shop", "db-clone").await;
+    assert_ne!(clone_id, origin);
+    let v = ec2_volume(&moto, &clone_id).await.unwrap();
+    assert_eq!(v.size(), Some(6));
+    let through = v.snapshot_id().expect("made from a snapshot").to_string();
+    // The temporary snapshot was of the source, and is gone.
+    let left = moto
+        .client()
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        left.snapshots()
+            .iter()
+            .all(|x| x.snapshot_id() != Some(through.as_str())),
+        "the clone's snapshot is left behind"
+    );
+    // A smaller clone is refused, and nothing is made for it.
+    let mut small = claim_in_class("db-small", "4Gi", "ebs");
+    small["spec"]["dataSource"] = json!({"kind": "PersistentVolumeClaim", "name": "db"});
+    s.post(&pvcs("shop"), &small).await;
+    let why = s
+        .wait_for_event("shop", "db-small", "ProvisioningFailed")
+        .await;
+    assert!(why.contains("at least as large"), "{why}");
 }
 
 #[tokio::test]

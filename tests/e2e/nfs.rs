@@ -358,3 +358,75 @@ async fn a_tenant_cannot_take_a_directory_around_another_tenants_volume() {
     );
     s.assert_alive_within(400 << 20).await;
 }
+
+#[tokio::test]
+async fn nfs_snapshots_restores_and_clones_carry_the_files_on_the_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = ganesha!(dir.path());
+    let s = Server::start().await;
+    create_class(&s, &nfs_class("nfs", &g, json!({}))).await;
+    let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/docs/volumesnapshots";
+    let pv = bound(&s, "docs", claim_in_class("wiki", "1Gi", "nfs")).await;
+    let volume = pv["metadata"]["name"].as_str().unwrap();
+    let origin = g.export_dir().join(volume);
+    std::fs::create_dir_all(origin.join("pages")).unwrap();
+    std::fs::write(origin.join("pages/home.md"), "# v1").unwrap();
+    std::fs::write(origin.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+
+    let (code, v) = s
+        .post(
+            snapshots,
+            &json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                    "metadata": {"name": "v1"},
+                    "spec": {"source": {"persistentVolumeClaimName": "wiki"}}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let ready = s
+        .wait_for(&format!("{snapshots}/v1"), "snapshot ready", |v| {
+            v["status"]["readyToUse"] == true
+        })
+        .await;
+    let (_, content) = s
+        .get(&format!(
+            "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents/{}",
+            ready["status"]["boundVolumeSnapshotContentName"]
+                .as_str()
+                .unwrap()
+        ))
+        .await;
+    let handle = content["status"]["snapshotHandle"].as_str().unwrap();
+    assert!(
+        handle.contains(&g.share()),
+        "the id names the share: {handle}"
+    );
+    std::fs::write(origin.join("pages/home.md"), "# v2").unwrap();
+
+    let mut restored = claim_in_class("wiki-v1", "2Gi", "nfs");
+    restored["spec"]["dataSource"] =
+        json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "v1"});
+    let restored = bound(&s, "docs", restored).await;
+    let mut clone = claim_in_class("wiki-copy", "1Gi", "nfs");
+    clone["spec"]["dataSource"] = json!({"kind": "PersistentVolumeClaim", "name": "wiki"});
+    let clone = bound(&s, "docs", clone).await;
+    let read = |pv: &Value, file: &str| {
+        std::fs::read(
+            g.export_dir()
+                .join(pv["metadata"]["name"].as_str().unwrap())
+                .join(file),
+        )
+        .unwrap()
+    };
+    assert_eq!(read(&restored, "pages/home.md"), b"# v1");
+    assert_eq!(read(&clone, "pages/home.md"), b"# v2");
+    assert_eq!(read(&restored, "big.bin"), vec![7u8; 3 << 20]);
+    assert_eq!(restored["spec"]["capacity"]["storage"], "2Gi");
+
+    // Deleting the snapshot deletes its copy on the share.
+    s.delete(&format!("{snapshots}/v1")).await;
+    s.wait_gone(&format!("{snapshots}/v1")).await;
+    let left: Vec<_> = std::fs::read_dir(g.export_dir().join(".stowage/snapshots"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

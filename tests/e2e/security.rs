@@ -139,8 +139,9 @@ async fn the_role_matrix_is_enforced() {
         vec!["claim-a", "mine"]
     );
     assert_eq!(team.list_names("/api/v1/pods").await, vec!["on-n1", "p"]);
-    // Snapshots of its own claims, but never their status: a forged `snapshotHandle` would
-    // restore another tenant's data.
+    // Snapshots of its own claims, but never their status: a forged binding would restore
+    // another tenant's data. Contents name every namespace's snapshots: admins only; classes
+    // are readable, as storage classes are.
     let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/a/volumesnapshots";
     let snapshot = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                           "metadata": {"name": "s1"},
@@ -162,7 +163,10 @@ async fn the_role_matrix_is_enforced() {
             .client
             .patch(s.url(&status))
             .header("Content-Type", "application/merge-patch+json")
-            .body(json!({"status": {"snapshotHandle": "snap-of-someone-else"}}).to_string())
+            .body(
+                json!({"status": {"boundVolumeSnapshotContentName": "snapcontent-of-someone-else"}})
+                    .to_string(),
+            )
             .send()
             .await
             .unwrap();
@@ -174,10 +178,16 @@ async fn the_role_matrix_is_enforced() {
         team.create(SC, &storage_class("x", "a.b/c")).await,
         StatusCode::FORBIDDEN
     );
+    assert_eq!(
+        team.get("/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses")
+            .await,
+        StatusCode::OK
+    );
     for path in [
         PV,
         VA,
         NODES,
+        "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents",
         &leases("stowage-node-lease"),
         "/api/v1/namespaces/b/persistentvolumeclaims",
     ] {

@@ -10,7 +10,7 @@ use stowage_provider::keyed_lock::KeyedLock;
 use stowage_provider::{
     AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
     DetachRequest, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo, Provider,
-    ProviderError, PublishInfo, Result, Snapshot, Topology, Volume, VolumeInfo,
+    ProviderError, PublishInfo, Result, Snapshot, SnapshotRequest, Topology, Volume, VolumeInfo,
 };
 
 use crate::config::Config;
@@ -172,6 +172,7 @@ impl Provider for EbsProvider {
             expansion: true,
             node_expansion: true,
             snapshots: true,
+            clones: true,
             access_modes: vec![AccessMode::ReadWriteOnce, AccessMode::ReadWriteOncePod],
             topology: true,
             max_attachments_per_node: Some(self.config.max_attachments_per_node),
@@ -232,8 +233,12 @@ impl Provider for EbsProvider {
         self.list().await
     }
 
-    async fn create_snapshot(&self, name: &str, source_handle: &str) -> Result<Snapshot> {
-        self.snapshot(name, source_handle).await
+    async fn create_snapshot(&self, req: &SnapshotRequest) -> Result<Snapshot> {
+        self.snapshot(req).await
+    }
+
+    async fn snapshot_info(&self, id: &str) -> Result<Snapshot> {
+        self.snapshot_by_id(id).await
     }
 
     async fn delete_snapshot(&self, id: &str) -> Result<()> {

@@ -3,15 +3,20 @@
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
 use stowage_provider::{
-    AccessMode, ContentSource, CreateVolumeRequest, DeleteVolumeRequest, ProviderError, Result,
-    Topology, Volume, validate_volume_name,
+    AccessMode, ContentSource, CreateVolumeRequest, DeleteVolumeRequest, Progress, ProviderError,
+    Result, SnapshotRequest, Topology, Volume, validate_volume_name,
 };
 
 use crate::ZONE_KEYS;
 use crate::backend::EbsProvider;
 use crate::ec2::{classify, is_gone};
-use crate::params::{FS_TYPE_TAG, NAME_TAG, OWNER_TAG, VolumeSpec};
+use crate::params::{FS_TYPE_TAG, GIB, NAME_TAG, OWNER_TAG, VolumeSpec};
 use crate::poller::VolumeView;
+
+/// The temporary snapshot a clone is made through.
+fn clone_snapshot_name(volume: &str) -> String {
+    format!("clone-{volume}")
+}
 
 fn zone_of(t: &Topology) -> Option<&str> {
     ZONE_KEYS
@@ -65,10 +70,35 @@ impl EbsProvider {
         parameters.extend(req.mutable_parameters.clone());
         let spec = VolumeSpec::parse(&parameters, req.capacity_bytes, &req.claim, &req.name)?;
         let zone = self.choose_zone(req)?;
-        let snapshot = req
-            .content_source
-            .as_ref()
-            .map(|ContentSource::Snapshot { snapshot_id }| snapshot_id.clone());
+        // A clone's source must exist and fit, checked before anything is made.
+        let clone_of = match &req.content_source {
+            Some(ContentSource::Volume { handle, .. }) => {
+                let source = self.poller.existing(handle).await?;
+                if req.capacity_bytes < source.size_gib as i64 * GIB {
+                    return Err(ProviderError::invalid(format!(
+                        "{} bytes requested, less than the {} GiB of volume {handle}",
+                        req.capacity_bytes, source.size_gib
+                    )));
+                }
+                Some(handle.clone())
+            }
+            _ => None,
+        };
+        let snapshot = match &req.content_source {
+            Some(ContentSource::Snapshot { snapshot_id }) => {
+                // EC2 would round the request up to whole GiB and accept it; the contract is
+                // that a source larger than the request is refused.
+                let found = self.snapshot_by_id(snapshot_id).await?;
+                if req.capacity_bytes < found.size_bytes {
+                    return Err(ProviderError::invalid(format!(
+                        "{} bytes requested, less than the {} bytes of snapshot {snapshot_id}",
+                        req.capacity_bytes, found.size_bytes
+                    )));
+                }
+                Some(snapshot_id.clone())
+            }
+            _ => None,
+        };
         let _one_at_a_time = self.locks.lock(&req.name).await;
         self.ensure_index().await?;
 
@@ -93,6 +123,12 @@ impl EbsProvider {
             {
                 Some(view) if view.state == "deleting" || view.state == "deleted" => {}
                 Some(view) => {
+                    // A clone's snapshot is a temporary one of ours, perhaps deleted by now:
+                    // whichever it was made from is right.
+                    let snapshot = match &clone_of {
+                        Some(_) => view.snapshot_id.clone(),
+                        None => snapshot.clone(),
+                    };
                     let differences = spec.differences(&view, &zone, snapshot.as_deref());
                     if !differences.is_empty() {
                         return Err(ProviderError::already_exists(format!(
@@ -100,6 +136,9 @@ impl EbsProvider {
                             req.name,
                             differences.join(", ")
                         )));
+                    }
+                    if clone_of.is_some() {
+                        self.delete_clone_snapshot(&req.name).await?;
                     }
                     return Ok(self.volume(&view, &spec));
                 }
@@ -111,6 +150,10 @@ impl EbsProvider {
             }
         }
 
+        let snapshot = match &clone_of {
+            Some(source) => Some(self.clone_snapshot(&req.name, source).await?),
+            None => snapshot,
+        };
         let mut tags = vec![
             (NAME_TAG.to_string(), req.name.clone()),
             (OWNER_TAG.to_string(), self.owner.clone()),
@@ -186,7 +229,54 @@ impl EbsProvider {
                     ProviderError::temporary(format!("volume {id} vanished while being created"))
                 })?
         };
+        if clone_of.is_some() {
+            self.delete_clone_snapshot(&req.name).await?;
+        }
         Ok(self.volume(&view, &spec))
+    }
+
+    /// EBS clones a volume only through a snapshot: `clone-<volume name>` is cut of the source
+    /// and its id returned once it is complete (`InProgress` until then). The clone's create
+    /// deletes it when the new volume exists.
+    async fn clone_snapshot(&self, name: &str, source: &str) -> Result<String> {
+        let snapshot = self
+            .snapshot(&SnapshotRequest {
+                name: clone_snapshot_name(name),
+                source_handle: source.to_string(),
+                source_attributes: Default::default(),
+                parameters: Default::default(),
+            })
+            .await?;
+        if !snapshot.ready {
+            return Err(ProviderError::in_progress(
+                &format!(
+                    "snapshotting volume {source} to clone it (snapshot {})",
+                    snapshot.id
+                ),
+                Progress {
+                    done_bytes: 0,
+                    total_bytes: snapshot.size_bytes,
+                },
+            ));
+        }
+        Ok(snapshot.id)
+    }
+
+    /// Deletes a clone's temporary snapshot, if it is still there.
+    async fn delete_clone_snapshot(&self, name: &str) -> Result<()> {
+        let found = self
+            .client
+            .describe_snapshots()
+            .set_filters(Some(self.named(&clone_snapshot_name(name))))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("looking for the clone snapshot of {name}"), &e))?;
+        for s in found.snapshots() {
+            if let Some(id) = s.snapshot_id() {
+                self.delete_snapshot_by_id(id).await?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn delete(&self, req: &DeleteVolumeRequest) -> Result<()> {

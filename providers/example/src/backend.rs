@@ -59,6 +59,7 @@ impl Provider for ExampleProvider {
             expansion: true,
             node_expansion: false,
             snapshots: false,
+            clones: false,
             access_modes: vec![AccessMode::ReadWriteOnce],
             topology: false,
             max_attachments_per_node: None,

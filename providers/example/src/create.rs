@@ -35,7 +35,7 @@ fn validate(req: &CreateVolumeRequest) -> Result<()> {
     }
     if req.content_source.is_some() {
         return Err(ProviderError::unsupported(
-            "the example provider has no snapshots",
+            "the example provider has no snapshots or clones",
         ));
     }
     if req.block {

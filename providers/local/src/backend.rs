@@ -9,7 +9,7 @@ use stowage_provider::quantity::parse_bytes;
 use stowage_provider::{
     AccessMode, AttachRequest, Capabilities, CapacityReport, CreateVolumeRequest,
     DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, NodeDriverInfo, NodeInfo,
-    Provider, PublishInfo, Topology, Volume, VolumeInfo,
+    Provider, PublishInfo, Snapshot, SnapshotRequest, Topology, Volume, VolumeInfo,
 };
 
 use crate::config::Config;
@@ -128,7 +128,8 @@ impl Provider for LocalProvider {
             attach_required: false,
             expansion: true,
             node_expansion: false,
-            snapshots: false,
+            snapshots: true,
+            clones: true,
             access_modes: vec![
                 AccessMode::ReadWriteOnce,
                 AccessMode::ReadWriteOncePod,
@@ -173,7 +174,12 @@ impl Provider for LocalProvider {
 
     async fn create_volume(&self, req: &CreateVolumeRequest) -> stowage_provider::Result<Volume> {
         let req = req.clone();
-        blocking(&self.core, move |core| crate::create::create(core, &req)).await
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || crate::create::create(&core, &req))
+            .await
+            .map_err(|e| {
+                stowage_provider::ProviderError::temporary(format!("local provider: {e}"))
+            })?
     }
 
     async fn delete_volume(&self, req: &DeleteVolumeRequest) -> stowage_provider::Result<()> {
@@ -197,5 +203,33 @@ impl Provider for LocalProvider {
 
     async fn list_volumes(&self) -> stowage_provider::Result<Vec<VolumeInfo>> {
         blocking(&self.core, crate::list::list).await
+    }
+
+    /// A copy of the volume's tree, made in the background: not ready (with progress) until
+    /// the copy is done.
+    async fn create_snapshot(&self, req: &SnapshotRequest) -> stowage_provider::Result<Snapshot> {
+        let req = req.clone();
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::create_snapshot(&core, &req))
+            .await
+            .map_err(|e| {
+                stowage_provider::ProviderError::temporary(format!("local provider: {e}"))
+            })?
+    }
+
+    async fn snapshot_info(&self, id: &str) -> stowage_provider::Result<Snapshot> {
+        let id = id.to_string();
+        blocking(&self.core, move |core| {
+            crate::snapshot::snapshot_info(core, &id)
+        })
+        .await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> stowage_provider::Result<()> {
+        let id = id.to_string();
+        blocking(&self.core, move |core| {
+            crate::snapshot::delete_snapshot(core, &id)
+        })
+        .await
     }
 }

@@ -30,6 +30,9 @@ pub(crate) struct Record {
     /// The XFS project id of the volume's hard quota, when one was set.
     #[serde(default)]
     pub project_id: Option<u32>,
+    /// What the volume was copied from: `snapshot:<id>` or `volume:<handle>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One journal line.
@@ -77,6 +80,8 @@ pub(crate) struct Core {
     ledger_dir: PathBuf,
     cache: Mutex<Cache>,
     syncer: Syncer,
+    /// Snapshot and restore copies running now.
+    pub copies: stowage_provider::copies::Copies,
 }
 
 /// The ledger while its lock is held.
@@ -109,12 +114,25 @@ impl Core {
             ledger_dir,
             cache: Mutex::new(Cache::default()),
             syncer: Syncer::default(),
+            copies: Default::default(),
         })
     }
 
     /// The directory of a volume. `name` must already be validated.
     pub fn volume_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// Where finished snapshots are: `<root>/.stowage/snapshots/<id>`, each a `data` tree and a
+    /// `meta.json`. `id` must already be validated.
+    pub fn snapshot_path(&self, id: &str) -> PathBuf {
+        self.ledger_dir.join("snapshots").join(id)
+    }
+
+    /// Where a copy is made before it is moved into place (`volumes` or `snapshots`), on the
+    /// same filesystem as its destination so the move is a rename.
+    pub fn scratch_path(&self, kind: &str, name: &str) -> PathBuf {
+        self.ledger_dir.join("scratch").join(kind).join(name)
     }
 
     fn journal_path(&self) -> PathBuf {

@@ -1,8 +1,10 @@
-//! `create_volume`: reserve the size in the ledger, then make the directory.
+//! `create_volume`: reserve the size in the ledger, then make the directory (or fill it from a
+//! snapshot or another volume: [`crate::snapshot`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use stowage_provider::{
     CreateVolumeRequest, ProviderError, Result, Topology, Volume, validate_volume_name,
@@ -48,7 +50,7 @@ pub(crate) fn volume_for(core: &Core, record: &Record) -> Volume {
     }
 }
 
-pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
+pub(crate) fn create(core: &Arc<Core>, req: &CreateVolumeRequest) -> Result<Volume> {
     validate_volume_name(&req.name)?;
     if req.capacity_bytes <= 0 {
         return Err(ProviderError::invalid(
@@ -69,6 +71,39 @@ pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
             core.node
         )));
     }
+    // A copy finished before (a retry after the answer was lost) is the volume, even if its
+    // source has gone since.
+    let source = req.content_source.as_ref().map(crate::snapshot::label);
+    let done = core
+        .locked(|ledger| {
+            Ok(ledger.get(&req.name).cloned().filter(|r| {
+                r.capacity_bytes == req.capacity_bytes
+                    && r.parameters == req.parameters
+                    && r.source == source
+            }))
+        })
+        .map_err(|e| ProviderError::temporary(format!("local provider: {e}")))?;
+    if let Some(record) = done
+        && record.source.is_some()
+        && core.volume_path(&req.name).is_dir()
+    {
+        return Ok(volume_for(core, &record));
+    }
+    let origin = req
+        .content_source
+        .as_ref()
+        .map(|source| crate::snapshot::origin(core, source))
+        .transpose()?;
+    if let Some(origin) = &origin
+        && req.capacity_bytes < origin.size_bytes
+    {
+        return Err(ProviderError::invalid(format!(
+            "{} bytes requested, less than the {} bytes of {}",
+            req.capacity_bytes,
+            origin.size_bytes,
+            origin.label.replacen(':', " ", 1)
+        )));
+    }
     let dir = core.volume_path(&req.name);
     let io_err = |e: io::Error| ProviderError::temporary(format!("local provider: {e}"));
     let record = core
@@ -76,6 +111,7 @@ pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
             if let Some(existing) = ledger.get(&req.name) {
                 if existing.capacity_bytes != req.capacity_bytes
                     || existing.parameters != req.parameters
+                    || existing.source != source
                 {
                     return Ok(Err(ProviderError::already_exists(format!(
                         "volume {} exists with a size of {} bytes and other parameters",
@@ -102,6 +138,7 @@ pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
                 capacity_bytes: req.capacity_bytes,
                 parameters: req.parameters.clone(),
                 project_id,
+                source: source.clone(),
             };
             // Reserve first, then create: a crash in between leaves a reservation that the
             // retried create adopts, never an unaccounted directory.
@@ -109,13 +146,17 @@ pub(crate) fn create(core: &Core, req: &CreateVolumeRequest) -> Result<Volume> {
             Ok(Ok(record))
         })
         .map_err(io_err)??;
-    match std::fs::create_dir(&dir) {
-        Ok(()) => {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
-                .map_err(io_err)?;
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err(e)),
+    match origin {
+        // The copy's own root keeps its source's mode.
+        Some(origin) => crate::snapshot::fill(core, &req.name, origin)?,
+        None => match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(io_err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(e)),
+        },
     }
     if let Some(id) = record.project_id
         && let Err(e) = core.quota.set(&dir, id, record.capacity_bytes)

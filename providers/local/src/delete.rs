@@ -15,6 +15,8 @@ pub(crate) fn delete(core: &Core, req: &DeleteVolumeRequest) -> Result<()> {
     validate_volume_name(&req.handle)?;
     let io_err = |e: io::Error| ProviderError::temporary(format!("local provider: {e}"));
     let dir = core.volume_path(&req.handle);
+    // A copy into the volume still running stops first, so it cannot recreate what is removed.
+    crate::snapshot::abandon_fill(core, &req.handle).map_err(io_err)?;
     core.locked(|ledger| {
         let record = ledger.get(&req.handle).cloned();
         let on_delete = record

@@ -15,12 +15,14 @@
 mod attach;
 mod backend;
 mod config;
+mod copy;
 mod core;
 mod create;
 mod delete;
 mod expand;
 mod list;
 mod quota;
+mod snapshot;
 
 pub use backend::LocalProvider;
 pub use config::Config;

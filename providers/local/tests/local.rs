@@ -303,3 +303,202 @@ async fn expansion_grows_the_reservation_within_capacity() {
         ErrorKind::ResourceExhausted
     );
 }
+
+/// Writes a small tree: nested directories, files of several sizes, a symbolic link, modes.
+fn fill(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::fs::write(dir.join("a/b/big"), vec![3u8; 3 << 20]).unwrap();
+    for i in 0..200 {
+        std::fs::write(dir.join(format!("a/f{i}")), format!("file {i}")).unwrap();
+    }
+    std::fs::write(dir.join("secret"), b"only me").unwrap();
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("a/b/big", dir.join("link")).unwrap();
+}
+
+/// Every path under `root` with its mode, link target or contents.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                let data = std::fs::read(&path).unwrap();
+                format!(
+                    "{} bytes, sum {}",
+                    data.len(),
+                    data.iter().map(|b| *b as u64).sum::<u64>()
+                )
+            };
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.insert(rel, format!("{:o} {what}", meta.mode() & 0o7777));
+        }
+    }
+    out
+}
+
+/// Asks for a copy until it is done, as the controllers do; returns how many answers said it
+/// was still running.
+async fn until_created(
+    p: &LocalProvider,
+    req: &CreateVolumeRequest,
+) -> (stowage_provider::Volume, usize) {
+    let mut in_progress = 0;
+    loop {
+        match p.create_volume(req).await {
+            Ok(v) => return (v, in_progress),
+            Err(e) if e.kind == ErrorKind::InProgress => {
+                assert!(e.progress.is_some(), "{e}");
+                in_progress += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("create {}: {e}", req.name),
+        }
+    }
+}
+
+fn snapshot_request(name: &str, source: &str) -> stowage_provider::SnapshotRequest {
+    stowage_provider::SnapshotRequest {
+        name: name.into(),
+        source_handle: source.into(),
+        source_attributes: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_restores_and_clones_copy_the_tree_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(dir.path(), "20Gi");
+    p.create_volume(&request("pvc-origin", GI, &[]))
+        .await
+        .unwrap();
+    fill(&p.root().join("pvc-origin"));
+    let original = tree(&p.root().join("pvc-origin"));
+
+    // A snapshot is not ready at first: the copy runs in the background, with progress.
+    let first = p
+        .create_snapshot(&snapshot_request("snapshot-1", "pvc-origin"))
+        .await
+        .unwrap();
+    assert!(!first.ready);
+    assert!(first.progress.is_some());
+    let snapshot = loop {
+        let s = p
+            .create_snapshot(&snapshot_request("snapshot-1", "pvc-origin"))
+            .await
+            .unwrap();
+        if s.ready {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(snapshot.size_bytes, GI, "restores need the source's size");
+    assert_eq!(p.snapshot_info("snapshot-1").await.unwrap(), snapshot);
+    // Later writes to the volume are not in the snapshot.
+    std::fs::write(p.root().join("pvc-origin/after"), b"later").unwrap();
+
+    // A restore into a bigger volume, answered InProgress until the copy is done.
+    let mut restore = request("pvc-restored", 2 * GI, &[]);
+    restore.content_source = Some(stowage_provider::ContentSource::Snapshot {
+        snapshot_id: snapshot.id.clone(),
+    });
+    let (restored, waits) = until_created(&p, &restore).await;
+    assert!(waits >= 1, "the first answer of a copy is InProgress");
+    assert_eq!(restored.capacity_bytes, 2 * GI);
+    assert_eq!(tree(&p.root().join("pvc-restored")), original);
+    // Idempotent: asked again, the same volume, no second copy.
+    assert_eq!(p.create_volume(&restore).await.unwrap(), restored);
+
+    // A clone copies the volume as it is now.
+    let mut clone = request("pvc-clone", GI, &[]);
+    clone.content_source = Some(stowage_provider::ContentSource::Volume {
+        handle: "pvc-origin".into(),
+        attributes: BTreeMap::new(),
+    });
+    until_created(&p, &clone).await;
+    let now = tree(&p.root().join("pvc-origin"));
+    assert_eq!(tree(&p.root().join("pvc-clone")), now);
+    assert!(now.contains_key("after"));
+
+    // Smaller than the source: refused, nothing made or reserved.
+    let mut small = request("pvc-small", GI / 2, &[]);
+    small.content_source = restore.content_source.clone();
+    let e = p.create_volume(&small).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert!(!p.root().join("pvc-small").exists());
+    assert!(
+        p.list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "pvc-small")
+    );
+
+    // Deleting the snapshot removes its copy; asking about it is then NotFound.
+    p.delete_snapshot(&snapshot.id).await.unwrap();
+    p.delete_snapshot(&snapshot.id).await.unwrap();
+    assert_eq!(
+        p.snapshot_info(&snapshot.id).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(!p.root().join(".stowage/snapshots/snapshot-1").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_deleted_during_its_copy_leaves_nothing_and_a_restart_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(dir.path(), "20Gi");
+    p.create_volume(&request("pvc-origin", GI, &[]))
+        .await
+        .unwrap();
+    fill(&p.root().join("pvc-origin"));
+    let mut clone = request("pvc-clone", GI, &[]);
+    clone.content_source = Some(stowage_provider::ContentSource::Volume {
+        handle: "pvc-origin".into(),
+        attributes: BTreeMap::new(),
+    });
+    assert_eq!(
+        p.create_volume(&clone).await.unwrap_err().kind,
+        ErrorKind::InProgress
+    );
+    p.delete_volume(&DeleteVolumeRequest {
+        handle: "pvc-clone".into(),
+        attributes: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!p.root().join("pvc-clone").exists());
+    assert!(!p.root().join(".stowage/scratch/volumes/pvc-clone").exists());
+    assert!(
+        p.list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "pvc-clone")
+    );
+
+    // A half copy left by a crash is thrown away by the next instance, which copies again.
+    let scratch = p.root().join(".stowage/scratch/volumes/pvc-again");
+    std::fs::create_dir_all(scratch.join("junk")).unwrap();
+    let restarted = provider(dir.path(), "20Gi");
+    let mut again = clone.clone();
+    again.name = "pvc-again".into();
+    until_created(&restarted, &again).await;
+    assert_eq!(
+        tree(&p.root().join("pvc-again")),
+        tree(&p.root().join("pvc-origin"))
+    );
+    assert!(!scratch.exists());
+}

@@ -5,14 +5,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use stowage_provider::copies::Copies;
 use stowage_provider::{
     AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
-    DetachRequest, ExpandRequest, Expanded, Provider, PublishInfo, Result, Volume, VolumeInfo,
+    DetachRequest, ExpandRequest, Expanded, Provider, PublishInfo, Result, Snapshot,
+    SnapshotRequest, Volume, VolumeInfo,
 };
 
 use crate::NAME;
 
 use crate::config::Config;
+use crate::copy::Throttle;
 use crate::handle::VolumeHandle;
 use crate::params::Version;
 use crate::records::Record;
@@ -25,6 +28,10 @@ pub struct NfsProvider {
     pub(crate) owner: String,
     pub(crate) shares: Mutex<HashMap<ShareKey, Arc<Share>>>,
     pub(crate) counters: Arc<Counters>,
+    /// Snapshot, restore and clone copies running now.
+    pub(crate) copies: Arc<Copies>,
+    /// Bounds what all those copies take at once (memory, open files).
+    pub(crate) throttle: Arc<Throttle>,
 }
 
 impl stowage_provider::factory::Build for NfsProvider {
@@ -48,6 +55,8 @@ impl NfsProvider {
             owner: owner.into(),
             shares: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
+            copies: Arc::new(Copies::default()),
+            throttle: Arc::new(Throttle::default()),
         }
     }
 
@@ -155,7 +164,8 @@ impl Provider for NfsProvider {
             attach_required: false,
             expansion: true,
             node_expansion: false,
-            snapshots: false,
+            snapshots: true,
+            clones: true,
             access_modes: AccessMode::ALL.to_vec(),
             topology: false,
             max_attachments_per_node: None,
@@ -197,6 +207,20 @@ impl Provider for NfsProvider {
 
     fn backend_requests(&self) -> BTreeMap<(String, String), u64> {
         self.counters.snapshot()
+    }
+
+    /// A copy of the volume's directory on the same share, made in the background: not ready
+    /// (with progress) until the copy is done.
+    async fn create_snapshot(&self, req: &SnapshotRequest) -> Result<Snapshot> {
+        self.snapshot(req).await
+    }
+
+    async fn snapshot_info(&self, id: &str) -> Result<Snapshot> {
+        self.snapshot_info_of(id).await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        self.delete_snapshot_of(id).await
     }
 }
 

@@ -1,10 +1,13 @@
 //! `create_volume`: a pending record on the share claims the name (and its bytes, and its
 //! directory against overlaps), then the directory is made or adopted, then the record is
-//! finished.
+//! finished. A volume with a content source (a restore or a clone) claims a free path instead,
+//! and is filled by a copy ([`crate::snapshot`]) before its record is finished.
 
 use std::collections::BTreeMap;
 
-use stowage_provider::{CreateVolumeRequest, ProviderError, Result, Volume, validate_volume_name};
+use stowage_provider::{
+    ContentSource, CreateVolumeRequest, ProviderError, Result, Volume, validate_volume_name,
+};
 
 use crate::backend::{NfsProvider, synced};
 use crate::params::ClassParams;
@@ -67,11 +70,6 @@ impl NfsProvider {
                 "NFS volumes are directories: volumeMode Block is not supported",
             ));
         }
-        if req.content_source.is_some() {
-            return Err(ProviderError::invalid(
-                "the NFS provider cannot make a volume from a snapshot",
-            ));
-        }
         if req.capacity_bytes < 0 {
             return Err(ProviderError::invalid("a negative size"));
         }
@@ -98,21 +96,47 @@ impl NfsProvider {
             claim_namespace: Some(req.claim.namespace.clone()),
             retained: false,
             pending: true,
+            source: req.content_source.as_ref().map(source_label),
+            filling: false,
         };
         let same = |r: &Record| {
             !r.retained
                 && r.sub_dir == record.sub_dir
                 && r.bytes == record.bytes
                 && r.on_delete == record.on_delete
+                && r.source == record.source
         };
         let mut existing = share.ledger.lock().get(&req.name).cloned();
         if let Some(r) = &existing
             && !same(r)
         {
             return Err(ProviderError::already_exists(format!(
-                "volume {} exists on {on} with directory {} and {} bytes",
-                req.name, r.sub_dir, r.bytes
+                "volume {} exists on {on} with directory {} and {} bytes{}",
+                req.name,
+                r.sub_dir,
+                r.bytes,
+                r.source
+                    .as_ref()
+                    .map(|s| format!(", copied from {s}"))
+                    .unwrap_or_default()
             )));
+        }
+        // A restore or clone checks its source before anything is made (and again if an
+        // earlier create was interrupted before it had made anything).
+        let mut origin = None;
+        if let Some(source) = &req.content_source
+            && existing.as_ref().is_none_or(|r| r.pending)
+        {
+            let o = self.origin(&share, source, &req.name).await?;
+            if req.capacity_bytes < o.size_bytes {
+                return Err(ProviderError::invalid(format!(
+                    "{} bytes requested, less than the {} bytes of {}",
+                    req.capacity_bytes,
+                    o.size_bytes,
+                    o.label.replacen(':', " ", 1)
+                )));
+            }
+            origin = Some(o);
         }
         if existing.is_none() {
             // Fail fast on what this process already knows (including creates in flight).
@@ -161,7 +185,47 @@ impl NfsProvider {
         // A record still pending was written by this create, or by one that was interrupted
         // before it had checked the share: nothing is proven yet, so check now. A finished
         // record means the directory is this volume's.
-        if existing.is_some_and(|r| r.pending) {
+        if let Some(source) = &req.content_source {
+            let Some(mut current) = existing else {
+                return Err(ProviderError::temporary(format!(
+                    "the record of {} on {on} vanished",
+                    req.name
+                )));
+            };
+            if current.pending {
+                let claimed = self
+                    .claim_for_copy(
+                        &share,
+                        &req.name,
+                        &current,
+                        params.mode,
+                        &req.claim.namespace,
+                        &on,
+                    )
+                    .await;
+                match claimed {
+                    Ok(r) => current = r,
+                    Err(e) => {
+                        self.forget(&share, &req.name).await;
+                        return Err(e);
+                    }
+                }
+            }
+            if current.filling {
+                // Until the copy is done this answers InProgress; the record stays, so the next
+                // call (or a delete) finds it.
+                self.fill(
+                    &share,
+                    &req.name,
+                    &current,
+                    source,
+                    origin,
+                    params.mode,
+                    &on,
+                )
+                .await?;
+            }
+        } else if existing.is_some_and(|r| r.pending) {
             let finished = self
                 .finish_create(
                     &share,
@@ -348,5 +412,13 @@ impl NfsProvider {
             share.ledger.lock().remove(&retained);
         }
         Ok(())
+    }
+}
+
+/// How a volume's record names its content source: `snapshot:<id>` or `volume:<handle>`.
+fn source_label(source: &ContentSource) -> String {
+    match source {
+        ContentSource::Snapshot { snapshot_id } => format!("snapshot:{snapshot_id}"),
+        ContentSource::Volume { handle, .. } => format!("volume:{handle}"),
     }
 }

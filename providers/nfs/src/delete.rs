@@ -1,5 +1,6 @@
 //! `delete_volume`: dispose of the directory as the record says (delete, archive or retain),
-//! then of the record.
+//! then of the record. A restore or clone still copying is stopped first, and its unfinished
+//! copy removed.
 
 use stowage_provider::{DeleteVolumeRequest, ProviderError, Result};
 
@@ -37,6 +38,10 @@ impl NfsProvider {
         }
         if record.retained {
             return Ok(());
+        }
+        if record.source.is_some() && (record.pending || record.filling) {
+            // Stop the copy first, so it cannot move a directory into place after this.
+            self.abandon_fill(&share, &h.name).await?;
         }
         if record.pending {
             // A create that never finished: its directory, if it made one, is empty; one that

@@ -14,12 +14,19 @@
 //! There is no attach step: `attach` checks the directory is there and answers with what a
 //! node needs to `mount -t nfs` it.
 //!
+//! Snapshots, restores and clones are copies of a volume's directory tree on the same share
+//! (`snapshot`), made through the NFS client in the background, streaming (`copy`), and moved
+//! into place only when complete. Snapshot ids name their share ([`handle`]), so an id alone
+//! finds its snapshot.
+//!
 //! Layout, as in every provider crate: [`config`], `backend` (building it, `impl Provider`),
-//! the share and its records ([`share`], [`records`]), and one file per operation.
+//! the share and its records ([`share`], [`records`]), one file per operation, and for
+//! snapshots, restores and clones, `snapshot` and `copy` (as in the local provider).
 
 mod attach;
 mod backend;
 pub mod config;
+mod copy;
 mod create;
 mod delete;
 mod expand;
@@ -27,6 +34,7 @@ pub mod handle;
 pub mod params;
 pub mod records;
 pub mod share;
+mod snapshot;
 pub mod subdir;
 #[cfg(feature = "testing")]
 pub mod testing;

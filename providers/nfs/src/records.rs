@@ -9,6 +9,11 @@
 //! agree. Nothing ever follows these links. An update (expansion) makes a new link and renames
 //! it over the old one, which is atomic.
 //!
+//! A restored or cloned volume's record also names where its data comes from (`source`), and
+//! says while a copy is still `filling` its directory (see the `snapshot` module, which keeps
+//! snapshots and unfinished copies next to the records, in `.stowage/snapshots/` and
+//! `.stowage/scratch/`).
+//!
 //! A volume deleted with `onDelete: retain` keeps a **retained** record: its directory stays,
 //! and the record says whose it was. A new volume may take over (adopt) a directory only if a
 //! retained record names the same directory and a claim of the same namespace; a directory
@@ -52,6 +57,15 @@ pub struct Record {
     /// cleared, the record proves nothing about whose the directory is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// What the volume's data is copied from, `snapshot:<id>` or `volume:<handle>` (a restore
+    /// or a clone); part of what makes a repeated create the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The directory is proven this volume's (the path was free when it was claimed), and a
+    /// copy is filling it: the copy is made in scratch and renamed to the directory when
+    /// complete, so a directory there is the finished copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filling: bool,
 }
 
 /// Whether `a` and `b` are the same directory, or one lies inside the other.
@@ -187,6 +201,8 @@ mod tests {
             claim_namespace: None,
             retained: false,
             pending: false,
+            source: None,
+            filling: false,
         }
     }
 

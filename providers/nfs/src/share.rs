@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use nfs_rs::{Mount, Nfs3ErrorCode, Nfs4ErrorCode, NfsError, ObjRes};
+use nfs_rs::{Attr, Mount, Nfs3ErrorCode, Nfs4ErrorCode, NfsError, ObjRes, Time, WriteOutcome};
 use parking_lot::Mutex;
 use stowage_provider::keyed_lock::KeyedLock;
 use stowage_provider::{ErrorKind, ProviderError};
@@ -192,8 +192,28 @@ pub struct Entry {
     pub is_dir: bool,
 }
 
+/// A directory entry with its attributes (what a copy needs to know of it).
+pub struct Item {
+    pub name: String,
+    pub handle: Bytes,
+    pub attr: Attr,
+}
+
+/// Attributes to set with SETATTR; `None` leaves one as it is.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
 // File types, the same numbers in NFSv3 (ftype3) and NFSv4 (nfs_ftype4).
-const TYPE_DIR: u32 = 2;
+pub const TYPE_REG: u32 = 1;
+pub const TYPE_DIR: u32 = 2;
+pub const TYPE_LNK: u32 = 5;
 
 pub struct Share {
     pub key: ShareKey,
@@ -383,6 +403,21 @@ impl Share {
     }
 
     pub async fn list(&self, dir: &Bytes) -> Result<Vec<Entry>> {
+        Ok(self
+            .list_items(dir)
+            .await?
+            .into_iter()
+            .map(|i| Entry {
+                is_dir: i.attr.type_ == TYPE_DIR,
+                name: i.name,
+                handle: i.handle,
+            })
+            .collect())
+    }
+
+    /// A directory's entries with their attributes (asked for separately where READDIRPLUS
+    /// left them out).
+    pub async fn list_items(&self, dir: &Bytes) -> Result<Vec<Item>> {
         let dir = dir.clone();
         let raw = self
             .call("READDIRPLUS", |c| async move {
@@ -395,23 +430,103 @@ impl Share {
             if e.file_name == "." || e.file_name == ".." {
                 continue;
             }
-            let is_dir = match &e.attr {
-                Some(a) => a.type_ == TYPE_DIR,
-                None => {
-                    let h = e.handle.clone();
-                    self.call("GETATTR", |c| async move { c.mount.getattr(h).await })
-                        .await?
-                        .type_
-                        == TYPE_DIR
-                }
+            let attr = match e.attr {
+                Some(a) => a,
+                None => self.getattr(&e.handle).await?,
             };
-            out.push(Entry {
+            out.push(Item {
                 name: e.file_name,
                 handle: e.handle,
-                is_dir,
+                attr,
             });
         }
         Ok(out)
+    }
+
+    pub async fn getattr(&self, fh: &Bytes) -> Result<Attr> {
+        let fh = fh.clone();
+        self.call("GETATTR", |c| async move { c.mount.getattr(fh).await })
+            .await
+    }
+
+    pub async fn setattr(&self, fh: &Bytes, a: SetAttrs) -> Result<()> {
+        let fh = fh.clone();
+        self.call("SETATTR", |c| async move {
+            c.mount
+                .setattr(fh, None, a.mode, a.uid, a.gid, a.size, a.atime, a.mtime)
+                .await
+        })
+        .await
+    }
+
+    /// Creates a regular file (and, in NFSv4, opens it for writing: [`Share::close`] it).
+    pub async fn create_file(&self, dir: &Bytes, name: &str, mode: u32) -> Result<ObjRes> {
+        let dir = dir.clone();
+        self.call("CREATE", |c| async move {
+            c.mount.create(dir, name, Some(mode)).await
+        })
+        .await
+    }
+
+    /// Ends what [`Share::create_file`] opened (nothing in NFSv3).
+    pub async fn close(&self, fh: &Bytes) -> Result<()> {
+        let fh = fh.clone();
+        self.call("CLOSE", |c| async move { c.mount.close(fh).await })
+            .await
+    }
+
+    /// The largest READ and WRITE the connection allows, whichever is smaller.
+    pub async fn io_size(&self) -> Result<u32> {
+        let c = self.connect().await?;
+        Ok(c.mount
+            .get_max_read_size()
+            .min(c.mount.get_max_write_size())
+            .max(4096))
+    }
+
+    /// Up to `count` bytes from `offset`; fewer only at the end of the file.
+    pub async fn read(&self, fh: &Bytes, offset: u64, count: u32) -> Result<Bytes> {
+        let fh = fh.clone();
+        self.call(
+            "READ",
+            |c| async move { c.mount.read(fh, offset, count).await },
+        )
+        .await
+    }
+
+    /// One UNSTABLE WRITE; the server may take fewer bytes than sent (see the outcome's
+    /// count). [`Share::commit`] makes them durable.
+    pub async fn write(&self, fh: &Bytes, offset: u64, data: Bytes) -> Result<WriteOutcome> {
+        let fh = fh.clone();
+        self.call(
+            "WRITE",
+            |c| async move { c.mount.write(fh, offset, data).await },
+        )
+        .await
+    }
+
+    /// COMMITs a file's writes and checks that none was lost meanwhile (a server restart
+    /// between WRITE and COMMIT changes the verifier).
+    pub async fn commit(&self, fh: &Bytes, writes: &[WriteOutcome]) -> Result<()> {
+        let fh = fh.clone();
+        self.call("COMMIT", |c| async move {
+            c.mount.commit_write_batch(fh, 0, 0, writes).await
+        })
+        .await
+    }
+
+    pub async fn symlink(&self, target: &str, dir: &Bytes, name: &str) -> Result<ObjRes> {
+        let dir = dir.clone();
+        self.call("SYMLINK", |c| async move {
+            c.mount.symlink(target, dir, name).await
+        })
+        .await
+    }
+
+    pub async fn readlink(&self, fh: &Bytes) -> Result<String> {
+        let fh = fh.clone();
+        self.call("READLINK", |c| async move { c.mount.readlink(fh).await })
+            .await
     }
 
     pub async fn remove(&self, dir: &Bytes, name: &str) -> Result<()> {
@@ -427,11 +542,46 @@ impl Share {
     }
 
     pub async fn rename(&self, dir: &Bytes, from: &str, to: &str) -> Result<()> {
-        let (d1, d2) = (dir.clone(), dir.clone());
+        self.move_to(dir, from, dir, to).await
+    }
+
+    /// Renames `from` in `from_dir` to `to` in `to_dir` (the same server file system).
+    pub async fn move_to(
+        &self,
+        from_dir: &Bytes,
+        from: &str,
+        to_dir: &Bytes,
+        to: &str,
+    ) -> Result<()> {
+        let (d1, d2) = (from_dir.clone(), to_dir.clone());
         self.call("RENAME", |c| async move {
             c.mount.rename(d1, from, d2, to).await
         })
         .await
+    }
+
+    /// Removes `name` from `dir`, whatever it is, with everything inside it (see
+    /// [`Share::empty_dir`]); a missing one is fine.
+    pub async fn remove_tree(&self, dir: &Bytes, name: &str) -> Result<()> {
+        let found = match self.lookup(dir, name).await {
+            Ok(o) => o,
+            Err(Failure::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let is_dir = match &found.attr {
+            Some(a) => a.type_ == TYPE_DIR,
+            None => self.getattr(&found.fh).await?.type_ == TYPE_DIR,
+        };
+        let removed = if is_dir {
+            self.empty_dir(&found.fh, 0).await?;
+            self.rmdir(dir, name).await
+        } else {
+            self.remove(dir, name).await
+        };
+        match removed {
+            Ok(()) | Err(Failure::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes everything inside a directory (not the directory itself). Walks by handle from
@@ -630,6 +780,17 @@ impl Share {
             }
         };
         Ok(Some((name, target)))
+    }
+
+    /// The object at `path` below the share's root. Only the parents' handles are cached
+    /// (the last part is often a volume's or snapshot's directory, which may be removed and
+    /// made again).
+    pub async fn find(&self, path: &str) -> Result<ObjRes> {
+        let (parent, last) = match path.rsplit_once('/') {
+            Some((p, l)) => (self.dir(p, None).await?, l),
+            None => (self.root().await?, path),
+        };
+        self.lookup(&parent, last).await
     }
 
     /// Checks that the share answers (used by attach, which otherwise needs no request).

@@ -27,6 +27,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Fails the check with a message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
 use crate::faults::{Fault, Faulty};
 use crate::{
     AccessMode, AttachRequest, Capabilities, ClaimRef, ContentSource, CreateVolumeRequest,
@@ -312,10 +321,23 @@ impl Ctx {
         p: &Arc<dyn Provider>,
         req: CreateVolumeRequest,
     ) -> Result<Volume, String> {
-        let v = self
-            .timed("create_volume", p.create_volume(&req))
-            .await?
-            .map_err(|e| format!("create_volume({}) failed: {e}", req.name))?;
+        // A copy (restore, clone) may answer InProgress until it is done: ask again, as the
+        // controllers do, within the call timeout.
+        let deadline = tokio::time::Instant::now() + self.fixture.call_timeout;
+        let v = loop {
+            match self.timed("create_volume", p.create_volume(&req)).await? {
+                Err(e) if e.kind == ErrorKind::InProgress => {
+                    ensure!(
+                        tokio::time::Instant::now() < deadline,
+                        "create_volume({}) still in progress after {:?}: {e}",
+                        req.name,
+                        self.fixture.call_timeout
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => break r.map_err(|e| format!("create_volume({}) failed: {e}", req.name))?,
+            }
+        };
         self.made.lock().0.push(v.clone());
         Ok(v)
     }
@@ -337,16 +359,45 @@ impl Ctx {
         Ok(r)
     }
 
+    fn snapshot_request(&self, name: &str, v: &Volume) -> crate::SnapshotRequest {
+        crate::SnapshotRequest {
+            name: name.to_string(),
+            source_handle: v.handle.clone(),
+            source_attributes: v.attributes.clone(),
+            parameters: BTreeMap::new(),
+        }
+    }
+
     async fn snapshot(&self, name: &str, v: &Volume) -> Result<crate::Snapshot, String> {
         let s = self
             .timed(
                 "create_snapshot",
-                self.provider.create_snapshot(name, &v.handle),
+                self.provider
+                    .create_snapshot(&self.snapshot_request(name, v)),
             )
             .await?
             .map_err(|e| format!("create_snapshot({name}) failed: {e}"))?;
         self.made.lock().1.push(s.id.clone());
         Ok(s)
+    }
+
+    /// Snapshots `v` and waits until the snapshot is ready (EBS: pending → completed; a
+    /// provider that copies: the copy is done).
+    async fn ready_snapshot(&self, name: &str, v: &Volume) -> Result<crate::Snapshot, String> {
+        let deadline = tokio::time::Instant::now() + self.fixture.call_timeout;
+        loop {
+            let s = self.snapshot(name, v).await?;
+            if s.ready {
+                return Ok(s);
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "snapshot {} not ready within {:?}",
+                s.id,
+                self.fixture.call_timeout
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// What the probe sees of `v`; `Ok(None)` without a probe.
@@ -438,14 +489,6 @@ fn expect_kind<T: std::fmt::Debug>(
             kind.as_str()
         )),
     }
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
 }
 
 /// A check: its name, the reason to skip it (if it does not apply), and its body.
@@ -1251,7 +1294,12 @@ fn checks() -> Vec<Check> {
                         let r = cx
                             .timed(
                                 "create_snapshot",
-                                cx.provider.create_snapshot(&cx.name("unsup-snap"), &handle),
+                                cx.provider.create_snapshot(&crate::SnapshotRequest {
+                                    name: cx.name("unsup-snap"),
+                                    source_handle: handle.clone(),
+                                    source_attributes: BTreeMap::new(),
+                                    parameters: BTreeMap::new(),
+                                }),
                             )
                             .await?;
                         expect_kind(r, ErrorKind::Unsupported, "snapshot without snapshots")?;
@@ -1396,22 +1444,44 @@ fn checks() -> Vec<Check> {
                     let v = cx
                         .create(&cx.provider, &cx.name("origin"), cx.fixture.volume_bytes)
                         .await?;
-                    let name = cx.name("restore-snapshot");
-                    // Poll until the snapshot is cut (EBS: pending → completed).
-                    let deadline = tokio::time::Instant::now() + cx.fixture.call_timeout;
-                    let snapshot = loop {
-                        let s = cx.snapshot(&name, &v).await?;
-                        if s.ready {
-                            break s;
-                        }
-                        ensure!(
-                            tokio::time::Instant::now() < deadline,
-                            "snapshot {} not ready within {:?}",
-                            s.id,
-                            cx.fixture.call_timeout
-                        );
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    };
+                    let snapshot = cx.ready_snapshot(&cx.name("restore-snapshot"), &v).await?;
+                    let info = cx
+                        .timed("snapshot_info", cx.provider.snapshot_info(&snapshot.id))
+                        .await?
+                        .map_err(|e| format!("snapshot_info({}): {e}", snapshot.id))?;
+                    ensure!(
+                        info.id == snapshot.id
+                            && info.ready
+                            && info.size_bytes == snapshot.size_bytes,
+                        "snapshot_info says {info:?}, create_snapshot said {snapshot:?}"
+                    );
+                    let r = cx
+                        .timed(
+                            "snapshot_info",
+                            cx.provider
+                                .snapshot_info(&format!("{}-missing", snapshot.id)),
+                        )
+                        .await?;
+                    expect_kind(
+                        r,
+                        ErrorKind::NotFound,
+                        "snapshot_info of a missing snapshot",
+                    )?;
+                    let small_name = cx.name("restore-small");
+                    let mut small = cx.request(&small_name, snapshot.size_bytes / 2);
+                    small.content_source = Some(ContentSource::Snapshot {
+                        snapshot_id: snapshot.id.clone(),
+                    });
+                    let r = cx.try_create(&small).await?;
+                    expect_kind(
+                        r,
+                        ErrorKind::InvalidArgument,
+                        "a restore into a smaller volume",
+                    )?;
+                    ensure!(
+                        cx.listed(&small_name).await? == 0,
+                        "a refused restore left a volume behind"
+                    );
                     ensure!(
                         snapshot.size_bytes >= cx.fixture.volume_bytes,
                         "snapshot reports {} bytes, the volume has {}",
@@ -1461,6 +1531,76 @@ fn checks() -> Vec<Check> {
                     cx.timed("delete_snapshot", cx.provider.delete_snapshot(&snapshot.id))
                         .await?
                         .map_err(|e| e.to_string())?;
+                    cx.delete(&v).await
+                })
+            },
+        },
+        Check {
+            name: "volumes_clone_other_volumes",
+            skip: |c, f| provisioning_and(c.clones, "no clones")(c, f),
+            run: |cx| {
+                Box::pin(async move {
+                    let v = cx
+                        .create(
+                            &cx.provider,
+                            &cx.name("clone-origin"),
+                            cx.fixture.volume_bytes,
+                        )
+                        .await?;
+                    let source = ContentSource::Volume {
+                        handle: v.handle.clone(),
+                        attributes: v.attributes.clone(),
+                    };
+                    let mut req = cx.request(&cx.name("clone"), cx.fixture.volume_bytes * 2);
+                    req.content_source = Some(source.clone());
+                    let clone = cx
+                        .create_with(&cx.provider, req.clone())
+                        .await
+                        .map_err(|e| format!("clone of {}: {e}", v.handle))?;
+                    ensure!(
+                        clone.handle != v.handle,
+                        "the clone returned the origin volume"
+                    );
+                    ensure!(
+                        clone.capacity_bytes >= cx.fixture.volume_bytes * 2,
+                        "a clone into a bigger volume has {} bytes",
+                        clone.capacity_bytes
+                    );
+                    let again = cx.create_with(&cx.provider, req).await?;
+                    ensure!(
+                        again.handle == clone.handle,
+                        "clone create is not idempotent"
+                    );
+                    if let Some(seen) = cx.probe(&clone).await {
+                        ensure!(seen.is_some(), "the backend has no cloned volume");
+                    }
+                    let small_name = cx.name("clone-small");
+                    let mut small = cx.request(&small_name, cx.fixture.volume_bytes / 2);
+                    small.content_source = Some(source);
+                    let r = cx.try_create(&small).await?;
+                    expect_kind(
+                        r,
+                        ErrorKind::InvalidArgument,
+                        "a clone into a smaller volume",
+                    )?;
+                    let missing_name = cx.name("clone-missing");
+                    let mut missing = cx.request(&missing_name, cx.fixture.volume_bytes);
+                    missing.content_source = Some(ContentSource::Volume {
+                        handle: format!("{}-missing", v.handle),
+                        attributes: v.attributes.clone(),
+                    });
+                    let r = cx.try_create(&missing).await?;
+                    ensure!(
+                        r.is_err(),
+                        "a volume was cloned from one that does not exist"
+                    );
+                    for name in [&small_name, &missing_name] {
+                        ensure!(
+                            cx.listed(name).await? == 0,
+                            "a refused clone left a volume behind"
+                        );
+                    }
+                    cx.delete(&clone).await?;
                     cx.delete(&v).await
                 })
             },

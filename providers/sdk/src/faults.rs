@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use crate::{
     AttachRequest, Capabilities, CapacityReport, CreateVolumeRequest, DeleteVolumeRequest,
     DetachRequest, ErrorKind, ExpandRequest, Expanded, ModifyRequest, NodeDriverInfo, NodeInfo,
-    Provider, ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo,
+    Provider, ProviderError, PublishInfo, Result, Snapshot, SnapshotRequest, Volume, VolumeInfo,
 };
 
 /// What happens to one call.
@@ -185,12 +185,14 @@ impl Provider for Faulty {
         self.inner.backend_requests()
     }
 
-    async fn create_snapshot(&self, name: &str, source_handle: &str) -> Result<Snapshot> {
-        self.call(
-            "create_snapshot",
-            self.inner.create_snapshot(name, source_handle),
-        )
-        .await
+    async fn create_snapshot(&self, req: &SnapshotRequest) -> Result<Snapshot> {
+        self.call("create_snapshot", self.inner.create_snapshot(req))
+            .await
+    }
+
+    async fn snapshot_info(&self, id: &str) -> Result<Snapshot> {
+        self.call("snapshot_info", self.inner.snapshot_info(id))
+            .await
     }
 
     async fn delete_snapshot(&self, id: &str) -> Result<()> {

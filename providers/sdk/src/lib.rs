@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub mod conformance;
+pub mod copies;
 pub mod duration;
 pub mod factory;
 pub mod faults;
@@ -89,8 +90,12 @@ pub struct Capabilities {
     /// mounts it (a block device: EBS). The claim then shows `FileSystemResizePending` until a
     /// node agent has grown it, as in Kubernetes.
     pub node_expansion: bool,
-    /// The snapshot operations work.
+    /// The snapshot operations work: `create_snapshot`, `snapshot_info`, `delete_snapshot`, and
+    /// `create_volume` from [`ContentSource::Snapshot`].
     pub snapshots: bool,
+    /// `create_volume` from [`ContentSource::Volume`] works: a new volume starts as a copy of an
+    /// existing one of this provider (a PersistentVolumeClaim `dataSource`).
+    pub clones: bool,
     /// The access modes volumes of this provider support.
     pub access_modes: Vec<AccessMode>,
     /// Volumes are reachable only from some nodes; `Volume::accessible_topology` says which.
@@ -112,6 +117,7 @@ impl Default for Capabilities {
             expansion: false,
             node_expansion: false,
             snapshots: false,
+            clones: false,
             access_modes: vec![AccessMode::ReadWriteOnce],
             topology: false,
             max_attachments_per_node: None,
@@ -160,7 +166,13 @@ pub struct ClaimRef {
 /// Where a new volume's content comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContentSource {
+    /// A snapshot of this provider, by its id.
     Snapshot { snapshot_id: String },
+    /// A copy of an existing volume of this provider (a clone), by its handle and attributes.
+    Volume {
+        handle: String,
+        attributes: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,12 +310,56 @@ pub struct ModifyRequest {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// A request to snapshot a volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// The idempotency key: `snapshot-<VolumeSnapshot uid>`, in the same alphabet as volume names.
+    pub name: String,
+    pub source_handle: String,
+    /// The attributes the source volume was created with.
+    pub source_attributes: BTreeMap<String, String>,
+    /// The VolumeSnapshotClass's parameters, as given: the provider validates them.
+    pub parameters: BTreeMap<String, String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub id: String,
     pub source_handle: String,
+    /// The smallest volume it restores into (the source volume's size).
     pub size_bytes: i64,
     pub ready: bool,
+    /// How far a snapshot that is not ready yet has got, where the provider knows.
+    pub progress: Option<Progress>,
+}
+
+/// How far a long operation (a copy) has got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done_bytes: i64,
+    pub total_bytes: i64,
+}
+
+impl Progress {
+    /// Whole percent done, 0–100.
+    pub fn percent(&self) -> i64 {
+        if self.total_bytes <= 0 {
+            return 100;
+        }
+        (self.done_bytes.clamp(0, self.total_bytes) as i128 * 100 / self.total_bytes as i128) as i64
+    }
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} copied ({}%)",
+            quantity::Quantity::from_units(self.done_bytes).canonical(),
+            quantity::Quantity::from_units(self.total_bytes).canonical(),
+            self.percent()
+        )
+    }
 }
 
 /// The class of a failure, in the manner of CSI status codes.
@@ -323,6 +379,9 @@ pub enum ErrorKind {
     Temporary,
     /// The provider does not do this.
     Unsupported,
+    /// The operation started earlier is still running (a long copy); asking again with the same
+    /// request continues it. The message says how far it got. Retried, not reported as a failure.
+    InProgress,
 }
 
 impl ErrorKind {
@@ -335,6 +394,7 @@ impl ErrorKind {
             ErrorKind::FailedPrecondition => "FailedPrecondition",
             ErrorKind::Temporary => "Temporary",
             ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::InProgress => "InProgress",
         }
     }
 }
@@ -343,6 +403,8 @@ impl ErrorKind {
 pub struct ProviderError {
     pub kind: ErrorKind,
     pub message: String,
+    /// How far the operation got, for `InProgress`.
+    pub progress: Option<Progress>,
 }
 
 impl ProviderError {
@@ -350,6 +412,7 @@ impl ProviderError {
         ProviderError {
             kind,
             message: message.into(),
+            progress: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -373,12 +436,19 @@ impl ProviderError {
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
     }
+    /// Still running: `progress` says how far.
+    pub fn in_progress(what: &str, progress: Progress) -> Self {
+        ProviderError {
+            progress: Some(progress),
+            ..Self::new(ErrorKind::InProgress, format!("{what}: {progress}"))
+        }
+    }
 
     /// Whether retrying soon may help.
     pub fn is_temporary(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Temporary | ErrorKind::FailedPrecondition
+            ErrorKind::Temporary | ErrorKind::FailedPrecondition | ErrorKind::InProgress
         )
     }
 }
@@ -412,7 +482,11 @@ pub trait Provider: Send + Sync + 'static {
     /// - concurrent calls with one name create one volume;
     /// - invalid parameters fail with `InvalidArgument` before anything is created;
     /// - no room fails with `ResourceExhausted`, and creates nothing;
-    /// - a volume the request's topology cannot reach is never created.
+    /// - a volume the request's topology cannot reach is never created;
+    /// - with a `content_source`, the volume starts with that snapshot's or volume's data. A
+    ///   source larger than the request fails with `InvalidArgument`; a missing one with
+    ///   `NotFound`. A provider that copies data may answer `InProgress` (with progress) until
+    ///   the copy is done; the same request is then asked again.
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume>;
 
     /// Deletes a volume. A volume that does not exist is success. A volume that cannot be
@@ -488,8 +562,17 @@ pub trait Provider: Send + Sync + 'static {
         BTreeMap::new()
     }
 
-    /// Creates a snapshot named `name` of the volume. Requires `snapshots`. Idempotent by name.
-    async fn create_snapshot(&self, _name: &str, _source_handle: &str) -> Result<Snapshot> {
+    /// Creates a snapshot named `req.name` of the volume. Requires `snapshots`. Idempotent by
+    /// name: asking again returns the same snapshot, with `ready` once it can be restored from
+    /// (and `progress` meanwhile, where the provider copies). Unknown class parameters fail with
+    /// `InvalidArgument`; a missing source volume with `NotFound`.
+    async fn create_snapshot(&self, _req: &SnapshotRequest) -> Result<Snapshot> {
+        Err(ProviderError::unsupported("this provider has no snapshots"))
+    }
+
+    /// An existing snapshot by id, for importing one made outside Stowage (a pre-provisioned
+    /// VolumeSnapshotContent). A missing one fails with `NotFound`. Requires `snapshots`.
+    async fn snapshot_info(&self, _id: &str) -> Result<Snapshot> {
         Err(ProviderError::unsupported("this provider has no snapshots"))
     }
 

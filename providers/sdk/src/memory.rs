@@ -14,8 +14,9 @@ use parking_lot::Mutex;
 
 use crate::{
     AccessMode, AttachRequest, Capabilities, CapacityReport, ContentSource, CreateVolumeRequest,
-    DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, ModifyRequest, Provider,
-    ProviderError, PublishInfo, Result, Snapshot, Volume, VolumeInfo, validate_volume_name,
+    DeleteVolumeRequest, DetachRequest, ExpandRequest, Expanded, ModifyRequest, Progress, Provider,
+    ProviderError, PublishInfo, Result, Snapshot, SnapshotRequest, Volume, VolumeInfo,
+    validate_volume_name,
 };
 
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ struct Entry {
     parameters: BTreeMap<String, String>,
     /// Its mutable attributes (a VolumeAttributesClass's parameters), as last set.
     mutable: BTreeMap<String, String>,
-    /// The snapshot the volume was restored from.
+    /// The snapshot (`snapshot:<id>`) or volume (`volume:<handle>`) the volume was copied from.
     restored_from: Option<String>,
 }
 
@@ -34,6 +35,30 @@ pub struct MemoryState {
     volumes: HashMap<String, Entry>,
     attachments: HashMap<String, HashSet<String>>,
     snapshots: HashMap<String, Snapshot>,
+    /// The class parameters each snapshot was made with, by snapshot id.
+    snapshot_parameters: HashMap<String, BTreeMap<String, String>>,
+    /// Volumes being copied from a source: how many more `create_volume` calls answer
+    /// `InProgress` before the copy is done.
+    copying: HashMap<String, u32>,
+}
+
+impl MemoryState {
+    /// The ids of the snapshots there are.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.snapshots.values().map(|s| s.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The class parameters a snapshot was made with.
+    pub fn snapshot_parameters(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        self.snapshot_parameters.get(id).cloned()
+    }
+
+    /// Where a volume's data came from: `snapshot:<id>` or `volume:<handle>`.
+    pub fn copied_from(&self, name: &str) -> Option<String> {
+        self.volumes.get(name).and_then(|e| e.restored_from.clone())
+    }
 }
 
 /// Shared state: clone it into several providers to simulate restarts.
@@ -48,6 +73,10 @@ pub struct MemoryProvider {
     max_attachments_per_node: Option<u32>,
     /// Simulated latency of attach and detach.
     attach_delay: Duration,
+    /// A volume made from a snapshot or another volume answers `InProgress` this many times
+    /// before it is done, and a snapshot is not ready for this many calls, as a provider
+    /// copying data does.
+    copy_rounds: u32,
 }
 
 /// The provisioner name of the server's in-memory provider.
@@ -121,6 +150,7 @@ impl MemoryProvider {
             capacity_bytes: None,
             max_attachments_per_node: Some(128),
             attach_delay: Duration::ZERO,
+            copy_rounds: 0,
         }
     }
 
@@ -131,6 +161,12 @@ impl MemoryProvider {
 
     pub fn with_capacity(mut self, bytes: i64) -> Self {
         self.capacity_bytes = Some(bytes);
+        self
+    }
+
+    /// Copies (restores and clones) take `rounds` extra calls to finish.
+    pub fn with_copy_rounds(mut self, rounds: u32) -> Self {
+        self.copy_rounds = rounds;
         self
     }
 
@@ -184,6 +220,7 @@ impl Provider for MemoryProvider {
             expansion: true,
             node_expansion: false,
             snapshots: true,
+            clones: true,
             access_modes: AccessMode::ALL.to_vec(),
             topology: false,
             max_attachments_per_node: self.max_attachments_per_node,
@@ -215,7 +252,28 @@ impl Provider for MemoryProvider {
                         req.capacity_bytes, snapshot.size_bytes
                     )));
                 }
-                Some(snapshot_id.clone())
+                if !snapshot.ready {
+                    return Err(ProviderError::precondition(format!(
+                        "snapshot {snapshot_id} is not ready yet"
+                    )));
+                }
+                Some(format!("snapshot:{snapshot_id}"))
+            }
+            Some(ContentSource::Volume { handle, .. }) => {
+                let source = state
+                    .volumes
+                    .values()
+                    .find(|e| &handle_of(&e.name) == handle)
+                    .ok_or_else(|| {
+                        ProviderError::not_found(format!("volume {handle} not found"))
+                    })?;
+                if req.capacity_bytes < source.capacity_bytes {
+                    return Err(ProviderError::invalid(format!(
+                        "{} bytes requested, less than the {} bytes of volume {handle}",
+                        req.capacity_bytes, source.capacity_bytes
+                    )));
+                }
+                Some(format!("volume:{handle}"))
             }
         };
         if let Some(e) = state.volumes.get(&req.name) {
@@ -249,6 +307,23 @@ impl Provider for MemoryProvider {
                     restored_from,
                 },
             );
+        }
+        if req.content_source.is_some() && self.copy_rounds > 0 {
+            let left = state
+                .copying
+                .entry(req.name.clone())
+                .or_insert(self.copy_rounds);
+            if *left > 0 {
+                let done = self.copy_rounds - *left;
+                *left -= 1;
+                return Err(ProviderError::in_progress(
+                    &format!("copying into volume {}", req.name),
+                    Progress {
+                        done_bytes: req.capacity_bytes / self.copy_rounds as i64 * done as i64,
+                        total_bytes: req.capacity_bytes,
+                    },
+                ));
+            }
         }
         Ok(Volume {
             handle: handle_of(&req.name),
@@ -303,6 +378,9 @@ impl Provider for MemoryProvider {
                 "volume {} is still attached",
                 req.handle
             )));
+        }
+        if let Some(name) = req.handle.strip_prefix("mem-") {
+            state.copying.remove(name);
         }
         state
             .volumes
@@ -408,29 +486,73 @@ impl Provider for MemoryProvider {
             .collect())
     }
 
-    async fn create_snapshot(&self, name: &str, source_handle: &str) -> Result<Snapshot> {
-        validate_volume_name(name)?;
+    /// Snapshot class parameters: `tag`, any value. Anything else is `InvalidArgument`.
+    async fn create_snapshot(&self, req: &SnapshotRequest) -> Result<Snapshot> {
+        validate_volume_name(&req.name)?;
+        if let Some(k) = req.parameters.keys().find(|k| *k != "tag") {
+            return Err(ProviderError::invalid(format!(
+                "unknown snapshot parameter {k:?} (known: tag)"
+            )));
+        }
         let mut state = self.state.lock();
         let size = state
             .volumes
             .values()
-            .find(|e| handle_of(&e.name) == source_handle)
+            .find(|e| handle_of(&e.name) == req.source_handle)
             .map(|e| e.capacity_bytes)
-            .ok_or_else(|| ProviderError::not_found(format!("volume {source_handle} not found")))?;
-        Ok(state
+            .ok_or_else(|| {
+                ProviderError::not_found(format!("volume {} not found", req.source_handle))
+            })?;
+        // Cut like a copying provider's: not ready for `copy_rounds` calls.
+        let rounds = self.copy_rounds;
+        let left = state
+            .copying
+            .entry(format!("snapshot/{}", req.name))
+            .or_insert(rounds);
+        let copying = *left > 0;
+        let progress = copying.then(|| Progress {
+            done_bytes: size / rounds.max(1) as i64 * (rounds - *left) as i64,
+            total_bytes: size,
+        });
+        if copying {
+            *left -= 1;
+        }
+        let snapshot = state
             .snapshots
-            .entry(name.to_string())
+            .entry(req.name.clone())
             .or_insert_with(|| Snapshot {
-                id: format!("snap-{name}"),
-                source_handle: source_handle.to_string(),
+                id: format!("snap-{}", req.name),
+                source_handle: req.source_handle.clone(),
                 size_bytes: size,
-                ready: true,
-            })
-            .clone())
+                ready: false,
+                progress: None,
+            });
+        snapshot.ready = !copying;
+        snapshot.progress = progress;
+        let snapshot = snapshot.clone();
+        state
+            .snapshot_parameters
+            .insert(snapshot.id.clone(), req.parameters.clone());
+        Ok(snapshot)
+    }
+
+    async fn snapshot_info(&self, id: &str) -> Result<Snapshot> {
+        self.state
+            .lock()
+            .snapshots
+            .values()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or_else(|| ProviderError::not_found(format!("snapshot {id} not found")))
     }
 
     async fn delete_snapshot(&self, id: &str) -> Result<()> {
-        self.state.lock().snapshots.retain(|_, s| s.id != id);
+        let mut state = self.state.lock();
+        if let Some(name) = id.strip_prefix("snap-") {
+            state.copying.remove(&format!("snapshot/{name}"));
+        }
+        state.snapshots.retain(|_, s| s.id != id);
+        state.snapshot_parameters.remove(id);
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use super::Context;
-use crate::resources::names::annotations::{PROVISIONED_BY, STORAGE_PROVISIONER};
+use crate::resources::names::annotations::{COPYING_FROM, PROVISIONED_BY, STORAGE_PROVISIONER};
 use crate::resources::volumesnapshot;
 use crate::resources::{AnyObject, Kind, PersistentVolume, PersistentVolumeClaim};
 use crate::runtime::{Action, Reconciler};
@@ -34,7 +34,7 @@ use crate::store::{ObjectKey, Stored, WatchEvent};
 
 mod provision;
 mod reclaim;
-mod restore;
+pub mod restore;
 mod topology;
 
 pub use crate::controllers::Error;
@@ -62,10 +62,18 @@ pub struct Provisioner {
     in_flight: Mutex<HashSet<String>>,
     /// Claims waiting for a volume, by class: a volume of the class going away may make room.
     waiting: Mutex<HashMap<String, BTreeSet<ObjectKey>>>,
+    /// How far the copies into new volumes (restores, clones) have been reported.
+    copy_progress: crate::controllers::snapshots::ProgressReports,
 }
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Whether a copy into the claim's new volume (a restore, a clone) has started and is not
+/// done: what it copies from must stay.
+pub fn is_copying(c: &PersistentVolumeClaim) -> bool {
+    annotation(&c.metadata, COPYING_FROM).is_some() && !crate::resources::pvc::is_bound(c)
 }
 
 /// The provider that made a volume object, if it is one of ours.
@@ -82,6 +90,7 @@ impl Provisioner {
             per_class: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             waiting: Mutex::new(HashMap::new()),
+            copy_progress: Default::default(),
         }
     }
 
@@ -115,6 +124,7 @@ impl Reconciler for Provisioner {
             Kind::PersistentVolumeClaim,
             Kind::PersistentVolume,
             Kind::VolumeSnapshot,
+            Kind::VolumeSnapshotContent,
             Kind::VolumeAttributesClass,
         ]
     }
@@ -179,35 +189,57 @@ impl Reconciler for Provisioner {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
+        // Unbound claims of the namespace, handed to a provisioner, whose data source is `f`.
+        let waiting_in = |namespace: &str, f: &dyn Fn(&PersistentVolumeClaim) -> bool| {
+            let (claims, _) = self
+                .ctx
+                .store
+                .list(Kind::PersistentVolumeClaim, Some(namespace));
+            claims
+                .iter()
+                .filter(|c| {
+                    let c: &PersistentVolumeClaim = &c.typed();
+                    annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
+                        && c.spec
+                            .as_ref()
+                            .and_then(|s| s.volume_name.as_deref())
+                            .unwrap_or_default()
+                            .is_empty()
+                        && f(c)
+                })
+                .map(|c| Key::Claim(c.key.clone()))
+                .collect::<Vec<_>>()
+        };
+        let waiting_on =
+            |f: &dyn Fn(&PersistentVolumeClaim) -> bool| waiting_in(&object.key.namespace, f);
         match &object.object() {
-            AnyObject::PersistentVolumeClaim(c)
-                if annotation(&c.metadata, STORAGE_PROVISIONER).is_some() =>
-            {
-                vec![Key::Claim(object.key.clone())]
+            AnyObject::PersistentVolumeClaim(c) => {
+                let mut keys = Vec::new();
+                if annotation(&c.metadata, STORAGE_PROVISIONER).is_some() {
+                    keys.push(Key::Claim(object.key.clone()));
+                }
+                // A claim becoming bound lets the claims waiting to clone it go ahead.
+                if crate::resources::pvc::is_bound(c) {
+                    keys.extend(waiting_on(&|w| {
+                        restore::clone_source(w).as_deref() == Some(object.key.name.as_str())
+                    }));
+                }
+                keys
             }
             AnyObject::PersistentVolume(v) if needs_backing_delete(v) => {
                 vec![Key::Volume(object.key.name.clone())]
             }
             // A snapshot becoming ready lets the claims waiting to be restored from it go ahead.
             AnyObject::VolumeSnapshot(s) if volumesnapshot::is_ready(s) => {
-                let (claims, _) = self
-                    .ctx
-                    .store
-                    .list(Kind::PersistentVolumeClaim, Some(&object.key.namespace));
-                claims
-                    .iter()
-                    .filter(|c| {
-                        let c: &PersistentVolumeClaim = &c.typed();
-                        annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
-                            && c.spec
-                                .as_ref()
-                                .and_then(|s| s.volume_name.as_deref())
-                                .unwrap_or_default()
-                                .is_empty()
-                            && snapshot_source(c).as_deref() == Some(object.key.name.as_str())
-                    })
-                    .map(|c| Key::Claim(c.key.clone()))
-                    .collect()
+                waiting_on(&|c| snapshot_source(c).as_deref() == Some(object.key.name.as_str()))
+            }
+            // An admin's change to a content (allowing a mode change) lets the claims waiting
+            // to be restored from its snapshot try again.
+            AnyObject::VolumeSnapshotContent(c) if c.is_ready() => {
+                let (namespace, snapshot) = c.snapshot_ref();
+                waiting_in(namespace, &|c| {
+                    snapshot_source(c).as_deref() == Some(snapshot)
+                })
             }
             _ => Vec::new(),
         }

@@ -19,7 +19,9 @@ use super::{COMPONENT, Error, Provisioner, annotation};
 use crate::controllers::binding;
 use crate::registry::Write;
 use crate::resources::Subresource;
-use crate::resources::names::annotations::{PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER};
+use crate::resources::names::annotations::{
+    COPYING_FROM, PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER,
+};
 use crate::resources::names::finalizers::PROVISIONED_VOLUME;
 use crate::resources::{
     Node, PersistentVolume, PersistentVolumeClaim, StorageClass, VolumeAttributesClass, node, pv,
@@ -30,6 +32,8 @@ use crate::store::{ObjectKey, Stored};
 
 /// Class parameters with this prefix are for Stowage, not the provider (as in CSI).
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
+/// How often a copy into a new volume (a restore, a clone) is asked about.
+const COPY_POLL: Duration = Duration::from_secs(1);
 const FSTYPE_PARAMETER: &str = "csi.storage.k8s.io/fstype";
 
 /// Why a claim's VolumeAttributesClass keeps it from being provisioned now.
@@ -125,23 +129,33 @@ impl Provisioner {
         if storageclass::is_wait_for_first_consumer(sc) && selected.is_none() {
             return Ok(Action::await_change());
         }
-        let content_source = match self.restore_source(c, &key.namespace, &provisioner) {
-            Restore::Empty => None,
-            Restore::From(source) => Some(source),
-            Restore::Wait(why) => {
-                self.ctx
-                    .recorder
-                    .normal(COMPONENT, &claim.object(), "WaitingForDataSource", why);
-                // The snapshot becoming ready triggers the claim; this is a fallback.
-                return Ok(Action::requeue(Duration::from_secs(30)));
-            }
-            Restore::Refuse(why) => {
-                self.ctx
-                    .recorder
-                    .warning(COMPONENT, &claim.object(), "ProvisioningFailed", why);
-                return Ok(Action::await_change());
-            }
-        };
+        let name = format!("pvc-{}", claim.uid());
+        let copying = super::is_copying(c);
+        let (content_source, clone_of) =
+            match self.restore_source(c, &key.namespace, &provisioner, copying) {
+                Restore::Empty => (None, None),
+                Restore::From(source) => (Some(source), None),
+                Restore::Clone(source, claim) => (Some(source), Some(claim)),
+                Restore::Wait(why) => {
+                    self.ctx.recorder.normal(
+                        COMPONENT,
+                        &claim.object(),
+                        "WaitingForDataSource",
+                        why,
+                    );
+                    // The snapshot becoming ready triggers the claim; this is a fallback.
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+                Restore::Refuse(why) => {
+                    self.ctx.recorder.warning(
+                        COMPONENT,
+                        &claim.object(),
+                        "ProvisioningFailed",
+                        why,
+                    );
+                    return Ok(Action::await_change());
+                }
+            };
         let mutable_parameters = match self.attributes_class(c, &provisioner, provider.as_ref()) {
             Ok(parameters) => parameters,
             Err(AttributesClass::Wait(why)) => {
@@ -164,7 +178,27 @@ impl Provisioner {
         let Some(_slot) = self.class_slot(&class_name).await else {
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
-        let name = format!("pvc-{}", claim.uid());
+        if content_source.is_some() && annotation(&c.metadata, COPYING_FROM).is_none() {
+            // Said before the provider is asked, so that the source is held from now on; the
+            // write brings the claim back.
+            let from = match (&clone_of, super::restore::snapshot_source(c)) {
+                (Some(claim), _) => format!("PersistentVolumeClaim/{claim}"),
+                (None, snapshot) => format!("VolumeSnapshot/{}", snapshot.unwrap_or_default()),
+            };
+            self.ctx
+                .change::<PersistentVolumeClaim>(&claim, Subresource::Main, |c| {
+                    c.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(COPYING_FROM.to_string(), from);
+                })
+                .await?;
+            return Ok(Action::await_change());
+        }
+        if let Some(source) = &clone_of {
+            // The source stays while the copy reads it.
+            self.protect_clone_source(&key.namespace, source).await?;
+        }
         let node_labels = selected.as_ref().map(|n| {
             let obj = self.ctx.store.get_typed::<Node>("", n);
             node::labels_for(n, obj.map(|s| s.typed::<Node>()).as_ref())
@@ -197,6 +231,22 @@ impl Provisioner {
                 self.record_volume(&claim, sc, &provisioner, &name, volume)
                     .await
             }
+            // A copy (restore, clone) under way: not a failure. Its progress is reported
+            // every tenth, and it is asked again shortly.
+            Err(e) if e.kind == stowage_provider::ErrorKind::InProgress => {
+                if self
+                    .copy_progress
+                    .is_news(&name, &e.progress.unwrap_or_default())
+                {
+                    self.ctx.recorder.normal(
+                        COMPONENT,
+                        &claim.object(),
+                        "Provisioning",
+                        e.message.clone(),
+                    );
+                }
+                Ok(Action::requeue(COPY_POLL))
+            }
             Err(e) => {
                 self.ctx.recorder.warning(
                     COMPONENT,
@@ -207,8 +257,33 @@ impl Provisioner {
                 Err(Error::Provider(e))
             }
         };
+        if !matches!(outcome, Ok(Action::Requeue(d)) if d == COPY_POLL) {
+            self.copy_progress.forget(&name);
+        }
         self.in_flight.lock().remove(&name);
         outcome
+    }
+
+    /// Puts the cloning protection on the claim a clone copies (the source-protection
+    /// controller takes it off when no clone needs it).
+    async fn protect_clone_source(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        use crate::resources::names::finalizers::PVC_CLONE_SOURCE;
+        let Some(source) = self
+            .ctx
+            .store
+            .get_typed::<PersistentVolumeClaim>(namespace, name)
+        else {
+            return Ok(());
+        };
+        self.ctx
+            .change::<PersistentVolumeClaim>(&source, Subresource::Main, |c| {
+                let f = c.metadata.finalizers.get_or_insert_with(Vec::new);
+                if !f.iter().any(|x| x == PVC_CLONE_SOURCE) {
+                    f.push(PVC_CLONE_SOURCE.to_string());
+                }
+            })
+            .await?;
+        Ok(())
     }
 
     /// Writes the new volume object and the claim's binding together.
