@@ -124,7 +124,6 @@ struct Want {
 struct Resize {
     capacity: String,
     bytes: u64,
-    claim_rv: String,
     conditions: Vec<Value>,
 }
 
@@ -527,7 +526,6 @@ impl Agent {
                                 .try_into()
                                 .ok()?,
                             capacity,
-                            claim_rv: claim["metadata"]["resourceVersion"].as_str()?.to_string(),
                             conditions: claim["status"]["conditions"]
                                 .as_array()
                                 .into_iter()
@@ -768,13 +766,17 @@ impl Agent {
             ),
             Some(_) => {}
         }
-        let mut grown = false;
+        let mut grown = None;
         if let Some(r) = &w.resize
             && device_has_grown(device, r).await
         {
             // Offline growth: this is where a growth refused online finishes.
-            mounts::grow_filesystem(device, &w.fs_type, None).await?;
-            grown = true;
+            let rv = self.node_resize_status(w, "NodeResizeInProgress").await?;
+            if let Err(e) = mounts::grow_filesystem(device, &w.fs_type, None).await {
+                self.node_resize_failed(w, &e).await;
+                return Err(e.into());
+            }
+            grown = Some(rv);
         }
         let mut options = options.to_vec();
         if w.read_only && !options.iter().any(|o| o == "ro") {
@@ -788,8 +790,8 @@ impl Agent {
         )
         .await?;
         self.online_growth_failed.remove(&w.pv);
-        if grown && let Some(r) = &w.resize {
-            self.finish_resize(w, r).await?;
+        if let (Some(rv), Some(r)) = (grown, &w.resize) {
+            self.finish_resize(w, r, &rv).await?;
         }
         Ok(staging)
     }
@@ -802,13 +804,49 @@ impl Agent {
             return Ok(());
         }
         let staging = self.layout.staging(&w.pv);
-        mounts::grow_filesystem(&device, &w.fs_type, Some(&staging)).await?;
-        self.finish_resize(w, r).await
+        let rv = self.node_resize_status(w, "NodeResizeInProgress").await?;
+        if let Err(e) = mounts::grow_filesystem(&device, &w.fs_type, Some(&staging)).await {
+            self.node_resize_failed(w, &e).await;
+            return Err(e.into());
+        }
+        self.finish_resize(w, r, &rv).await
+    }
+
+    /// Says where the node's part of an expansion stands, in the claim's
+    /// `status.allocatedResourceStatuses` (Kubernetes' values); returns the claim's new
+    /// resourceVersion.
+    async fn node_resize_status(&mut self, w: &Want, status: &str) -> anyhow::Result<String> {
+        let path = format!(
+            "/api/v1/namespaces/{}/persistentvolumeclaims/{}",
+            w.namespace, w.claim
+        );
+        self.cache.remove(&path);
+        let written = self
+            .client
+            .patch(
+                &format!("{path}/status"),
+                "application/merge-patch+json",
+                &json!({"status": {"allocatedResourceStatuses": {"storage": status}}}),
+            )
+            .await
+            .map_err(cli_error)?;
+        Ok(written["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// After a failed growth: `NodeResizeInfeasible` if it can never succeed here, else back to
+    /// `NodeResizePending` (an online growth refused is retried offline, at the next staging).
+    async fn node_resize_failed(&mut self, w: &Want, e: &mounts::MountError) {
+        if let Err(report) = self.node_resize_status(w, status_after_failure(e)).await {
+            tracing::warn!(claim = %w.claim, error = %report, "could not record the failed growth");
+        }
     }
 
     /// The claim shows its new capacity, and no longer `FileSystemResizePending` nor
-    /// `NodeResizePending`.
-    async fn finish_resize(&mut self, w: &Want, r: &Resize) -> anyhow::Result<()> {
+    /// `NodeResizePending`. `rv`: the claim's version the agent last wrote.
+    async fn finish_resize(&mut self, w: &Want, r: &Resize, rv: &str) -> anyhow::Result<()> {
         // The claim changes: what the cache holds of it is out of date.
         self.cache.remove(&format!(
             "/api/v1/namespaces/{}/persistentvolumeclaims/{}",
@@ -827,11 +865,11 @@ impl Agent {
                 ),
                 "application/merge-patch+json",
                 &json!({
-                    "metadata": {"resourceVersion": r.claim_rv},
+                    "metadata": {"resourceVersion": rv},
                     "status": {
                         "capacity": {"storage": r.capacity},
                         "conditions": conditions,
-                        // The node's part of the expansion is done (was NodeResizePending).
+                        // The node's part of the expansion is done (was NodeResizeInProgress).
                         "allocatedResourceStatuses": {"storage": null},
                     },
                 }),
@@ -1082,5 +1120,30 @@ async fn wake_on_changes(client: Client, path: String, wake: Arc<Notify>) {
             Err(e) => tracing::warn!(path = %path, "watch failed: {}", e.message),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What a claim's `allocatedResourceStatuses.storage` says after a failed filesystem growth.
+fn status_after_failure(e: &mounts::MountError) -> &'static str {
+    match e {
+        mounts::MountError::Unsupported(_) => "NodeResizeInfeasible",
+        _ => "NodeResizePending",
+    }
+}
+
+#[cfg(test)]
+mod resize_status_tests {
+    use super::*;
+
+    #[test]
+    fn only_what_can_never_grow_is_infeasible() {
+        assert_eq!(
+            status_after_failure(&mounts::MountError::Unsupported("btrfs".into())),
+            "NodeResizeInfeasible"
+        );
+        assert_eq!(
+            status_after_failure(&mounts::MountError::Failed("EPERM".into())),
+            "NodeResizePending"
+        );
     }
 }

@@ -25,6 +25,9 @@ pub enum MountError {
     Busy(PathBuf),
     #[error("{0}")]
     Failed(String),
+    /// What was asked can never be done here (growing a filesystem type that cannot grow).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type MountResult<T> = Result<T, MountError>;
@@ -203,7 +206,7 @@ pub async fn grow_filesystem(
                 .map(drop)
                 .map_err(failed)
         }
-        other => Err(MountError::Failed(format!(
+        other => Err(MountError::Unsupported(format!(
             "growing a {other} filesystem is not supported"
         ))),
     }

@@ -842,6 +842,13 @@ async fn an_ebs_volume_is_formatted_once_staged_shared_and_grown_offline_after_a
         )
         .await;
     if !grown_online {
+        // The refused online growth is pending again (it was in progress), for the offline one.
+        s.wait_for(
+            &format!("{}/disk", pvcs("team-a")),
+            "NodeResizePending again",
+            |c| c["status"]["allocatedResourceStatuses"]["storage"] == "NodeResizePending",
+        )
+        .await;
         // Offline, at the next staging.
         s.delete(&format!("{}/third", pods("team-a"))).await;
         wait_unmounted(&s, &target).await;
