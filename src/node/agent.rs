@@ -146,6 +146,9 @@ pub struct Agent {
     reported: HashMap<String, Instant>,
     /// Volumes whose online filesystem growth failed: they grow at their next staging.
     online_growth_failed: HashSet<String>,
+    /// Volumes whose filesystem this pass has grown (offline, while staging): the claim this
+    /// pass read still asks for it, and must not be grown and reported a second time.
+    grown_this_pass: HashSet<String>,
     /// The node-local provider, when this agent runs one.
     local: Option<LocalProvisioner>,
     /// Claims and volumes read recently, by path: a mounted volume costs no request per pass,
@@ -176,6 +179,7 @@ impl Agent {
             stats,
             reported: HashMap::new(),
             online_growth_failed: HashSet::new(),
+            grown_this_pass: HashSet::new(),
             local,
             cache: HashMap::new(),
             reported_in_use: None,
@@ -197,6 +201,7 @@ impl Agent {
         loop {
             let started = Instant::now();
             self.progress = false;
+            self.grown_this_pass.clear();
             let clean = match self.pass().await {
                 Ok(clean) => clean,
                 Err(e) => {
@@ -330,6 +335,7 @@ impl Agent {
             if let Some(r) = &w.resize
                 && mounted.contains(&self.layout.staging(&w.pv))
                 && !self.online_growth_failed.contains(&w.pv)
+                && !self.grown_this_pass.contains(&w.pv)
                 && let Err(e) = self.grow_online(w, r).await
             {
                 self.online_growth_failed.insert(w.pv.clone());
@@ -791,6 +797,7 @@ impl Agent {
         .await?;
         self.online_growth_failed.remove(&w.pv);
         if let (Some(rv), Some(r)) = (grown, &w.resize) {
+            self.grown_this_pass.insert(w.pv.clone());
             self.finish_resize(w, r, &rv).await?;
         }
         Ok(staging)
