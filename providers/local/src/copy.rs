@@ -25,7 +25,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::dir::Dir;
@@ -34,6 +33,7 @@ use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags, fstat, fstatat, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Whence, lseek};
+use parking_lot::Mutex;
 use stowage_provider::copies::Tracker;
 
 /// How many files are copied at once.
@@ -180,7 +180,7 @@ pub fn copy_tree(from: &Path, to: &Path, tracker: &Tracker) -> io::Result<()> {
         for _ in 0..workers().min(work.len().max(1)) {
             scope.spawn(|| {
                 loop {
-                    if tracker.is_cancelled() || failure.lock().unwrap().is_some() {
+                    if tracker.is_cancelled() || failure.lock().is_some() {
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +188,7 @@ pub fn copy_tree(from: &Path, to: &Path, tracker: &Tracker) -> io::Result<()> {
                     match copy_one(&root, to, item) {
                         Ok(bytes) => tracker.add(bytes),
                         Err(e) => {
-                            let mut f = failure.lock().unwrap();
+                            let mut f = failure.lock();
                             if f.is_none() {
                                 *f = Some(io::Error::new(
                                     e.kind(),
@@ -202,7 +202,7 @@ pub fn copy_tree(from: &Path, to: &Path, tracker: &Tracker) -> io::Result<()> {
             });
         }
     });
-    if let Some(e) = failure.into_inner().unwrap() {
+    if let Some(e) = failure.into_inner() {
         return Err(e);
     }
     if tracker.is_cancelled() {
