@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Context;
 use crate::registry::{WriteOptions, quota};
+use crate::resources::resourcequota::scope::Scope;
 use crate::resources::resourcequota::{self, ResourceQuota};
 use crate::resources::{AnyObject, Kind, Subresource};
 use crate::runtime::Error;
@@ -68,7 +69,8 @@ impl Reconciler for QuotaStatus {
             return Ok(Action::await_change());
         };
         let q: &ResourceQuota = &stored.typed();
-        let used = quota::usage_in(&self.ctx.store, &key.namespace);
+        let scope = Scope::of(q.spec.as_ref());
+        let used = quota::usage_in(&self.ctx.store, &key.namespace, &scope);
         let status = resourcequota::status_for(q, &used);
         if q.status.as_ref() == Some(&status) {
             return Ok(Action::await_change());

@@ -233,6 +233,8 @@ fn check_stored_limits(obj: &AnyObject) -> ApiResult<()> {
 struct Staged {
     op: WriteOp,
     old: Option<Arc<Stored>>,
+    /// Whether quotas may refuse it (everything but status writes; see `quota::charge`).
+    enforced: bool,
 }
 
 /// Why a commit did not happen.
@@ -474,6 +476,7 @@ impl Registry {
             let staged = vec![Staged {
                 op: WriteOp::create(checked.into_any()),
                 old: None,
+                enforced: true,
             }];
             match self.commit(staged, opts.dry_run).await {
                 Ok(mut stored) => return Ok(stored.remove(0)),
@@ -656,6 +659,7 @@ impl Registry {
         Ok(Some(Staged {
             op,
             old: Some(current.clone()),
+            enforced: sub != Subresource::Status,
         }))
     }
 
@@ -780,6 +784,7 @@ impl Registry {
             let staged = vec![Staged {
                 op,
                 old: Some(current.clone()),
+                enforced: true,
             }];
             match self.commit(staged, opts.dry_run).await {
                 Ok(mut s) if pending => return Ok(Deleted::Pending(s.remove(0))),
@@ -822,6 +827,7 @@ impl Registry {
                         staged.unwrap_or_else(|| Staged {
                             op: WriteOp::check(kind, key.clone(), at),
                             old: Some(current.clone()),
+                            enforced: true,
                         })
                     }
                     _ => self.stage_create(new, w.sub, &opts)?,
@@ -857,6 +863,7 @@ impl Registry {
         Ok(Staged {
             op: WriteOp::create(checked.into_any()),
             old: None,
+            enforced: true,
         })
     }
 }

@@ -13,45 +13,58 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ApiError, ApiResult};
+use crate::resources::resourcequota::scope::Scope;
 use crate::resources::resourcequota::{self, ResourceQuota, Usage};
 use crate::resources::{AnyObject, Kind, Typed};
 use crate::store::{Change, Store, WriteOp};
 
 use super::Staged;
 
+/// One object's part in a commit: what it consumed before and consumes after, for the
+/// quotas whose scope matches it.
+struct Move<'a> {
+    before: Option<(AnyObject, Usage)>,
+    after: Option<(&'a AnyObject, Usage)>,
+    /// Whether going over a limit refuses it. Status writes are charged but never refused, as
+    /// Kubernetes' quota admission leaves subresources alone: a controller reporting what
+    /// happened (a volume that moved to another attributes class) must not be stopped by it.
+    enforced: bool,
+    kind: Kind,
+    name: &'a str,
+}
+
+impl Move<'_> {
+    /// What this change adds to (and takes from) a quota with `scope`.
+    fn delta(&self, scope: &Scope) -> Usage {
+        let mut d = Usage::new();
+        if let Some((obj, usage)) = &self.after
+            && scope.matches(obj)
+        {
+            for (k, v) in usage {
+                *d.entry(k.clone()).or_default() += v;
+            }
+        }
+        if let Some((obj, usage)) = &self.before
+            && scope.matches(obj)
+        {
+            for (k, v) in usage {
+                *d.entry(k.clone()).or_default() -= v;
+            }
+        }
+        d
+    }
+}
+
 /// The quota updates `staged` needs, or the 403 that refuses it.
 pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>> {
-    // What each namespace's consumption changes by, and the objects that ask for more.
-    let mut deltas: BTreeMap<&str, Usage> = BTreeMap::new();
-    let mut subject: BTreeMap<&str, (Kind, &str)> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<&str, Vec<&Staged>> = BTreeMap::new();
     for s in staged {
-        if !s.op.kind.info().namespaced {
-            continue;
+        if s.op.kind.info().namespaced && !matches!(s.op.change, Change::Check) {
+            by_namespace
+                .entry(s.op.key.namespace.as_str())
+                .or_default()
+                .push(s);
         }
-        let before = s
-            .old
-            .as_ref()
-            .map(|o| resourcequota::usage(&o.object()))
-            .unwrap_or_default();
-        let after = match &s.op.change {
-            Change::Put(obj) => resourcequota::usage(obj),
-            Change::Delete => Usage::new(),
-            Change::Check => continue,
-        };
-        if before == after {
-            continue;
-        }
-        let ns = s.op.key.namespace.as_str();
-        let delta = deltas.entry(ns).or_default();
-        for (k, v) in &after {
-            *delta.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &before {
-            *delta.entry(k.clone()).or_default() -= v;
-        }
-        subject
-            .entry(ns)
-            .or_insert((s.op.kind, s.op.key.name.as_str()));
     }
     // A quota the write itself changes or deletes is not charged here (the store applies one
     // operation per object): its own usage is constant, and its status is recomputed.
@@ -61,14 +74,55 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
         .map(|s| &s.op.key)
         .collect();
     let mut ops = Vec::new();
-    for (ns, delta) in deltas {
+    for (ns, changes) in by_namespace {
         let (quotas, _) = store.list(Kind::ResourceQuota, Some(ns));
-        let mut exceeded: Vec<String> = Vec::new();
-        for stored in quotas
+        let quotas: Vec<_> = quotas
             .into_iter()
             .filter(|q| !staged_quotas.contains(&&q.key))
-        {
+            .collect();
+        if quotas.is_empty() {
+            continue;
+        }
+        let moves: Vec<Move> = changes
+            .iter()
+            .map(|s| Move {
+                before: s.old.as_ref().map(|o| {
+                    let obj = o.object();
+                    let usage = resourcequota::usage(&obj);
+                    (obj, usage)
+                }),
+                after: match &s.op.change {
+                    Change::Put(obj) => Some((obj, resourcequota::usage(obj))),
+                    _ => None,
+                },
+                enforced: s.enforced,
+                kind: s.op.kind,
+                name: s.op.key.name.as_str(),
+            })
+            .collect();
+        let mut exceeded: Vec<String> = Vec::new();
+        let mut refused: Option<(Kind, &str)> = None;
+        for stored in quotas {
             let q: &ResourceQuota = &stored.typed();
+            let scope = Scope::of(q.spec.as_ref());
+            let mut delta = Usage::new();
+            // What enforced changes alone ask for, and the first of them.
+            let mut asked = Usage::new();
+            let mut asker = None;
+            for m in &moves {
+                let d = m.delta(&scope);
+                if m.enforced {
+                    for (k, v) in &d {
+                        *asked.entry(k.clone()).or_default() += v;
+                        if *v > 0 {
+                            asker.get_or_insert((m.kind, m.name));
+                        }
+                    }
+                }
+                for (k, v) in d {
+                    *delta.entry(k).or_default() += v;
+                }
+            }
             let hard = resourcequota::hard(q);
             let mut used = resourcequota::used(q);
             let mut changed = false;
@@ -81,7 +135,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
                 }
                 let now = used.get(resource).copied().unwrap_or(0);
                 let after = (now + d).max(0);
-                if d > 0 && after > *limit {
+                if d > 0 && after > *limit && asked.get(resource).is_some_and(|a| *a > 0) {
                     requested.push(format!(
                         "{resource}={}",
                         resourcequota::format_amount(resource, d)
@@ -102,6 +156,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
                     list(&|(r, u, _)| format!("{r}={}", resourcequota::format_amount(r, *u))),
                     list(&|(r, _, l)| format!("{r}={}", resourcequota::format_amount(r, *l))),
                 ));
+                refused = refused.or(asker);
                 continue;
             }
             if changed {
@@ -111,10 +166,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
             }
         }
         if !exceeded.is_empty() {
-            let (kind, name) = subject
-                .get(ns)
-                .copied()
-                .unwrap_or((Kind::ResourceQuota, ""));
+            let (kind, name) = refused.unwrap_or((Kind::ResourceQuota, ""));
             let i = kind.info();
             return Err(ApiError::forbidden(format!(
                 "{} \"{name}\" is forbidden: {}",
@@ -126,13 +178,18 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
     Ok(ops)
 }
 
-/// What the objects in `namespace` consume now, from the store's cache.
-pub fn usage_in(store: &Store, namespace: &str) -> Usage {
+/// What the objects in `namespace` that a quota with `scope` counts consume now, from the
+/// store's cache.
+pub fn usage_in(store: &Store, namespace: &str, scope: &Scope) -> Usage {
     let mut total = Usage::new();
     for kind in Kind::ALL.iter().filter(|k| k.info().namespaced) {
         let (items, _) = store.list(*kind, Some(namespace));
         for s in items {
-            for (k, v) in resourcequota::usage(&s.object()) {
+            let obj = s.object();
+            if !scope.matches(&obj) {
+                continue;
+            }
+            for (k, v) in resourcequota::usage(&obj) {
                 *total.entry(k).or_default() += v;
             }
         }
@@ -144,9 +201,11 @@ pub fn usage_in(store: &Store, namespace: &str) -> Usage {
 /// change, so a new quota is enforced from its first moment.
 pub fn with_current_usage(store: &Store, q: &mut ResourceQuota, creating: bool) {
     let ns = q.metadata.namespace.clone().unwrap_or_default();
-    let mut used = usage_in(store, &ns);
-    // A quota being created counts itself, as it will once stored.
-    if creating {
+    let scope = Scope::of(q.spec.as_ref());
+    let mut used = usage_in(store, &ns, &scope);
+    // A quota being created counts itself, as it will once stored (unless its scope leaves
+    // quotas out).
+    if creating && scope.is_everything() {
         *used.entry("count/resourcequotas".into()).or_default() += 1;
         *used.entry("resourcequotas".into()).or_default() += 1;
     }
@@ -278,6 +337,99 @@ mod tests {
             .unwrap();
         assert_eq!(used(&r, "a")["count/persistentvolumeclaims"], 4);
         r.create("a", claim("again", "1Gi"), &opts).await.unwrap();
+    }
+
+    fn classed(name: &str, size: &str, vac: &str) -> PersistentVolumeClaim {
+        let mut c = claim(name, size);
+        c.spec.as_mut().unwrap().volume_attributes_class_name = Some(vac.into());
+        c
+    }
+
+    #[tokio::test]
+    async fn a_scoped_quota_counts_only_claims_on_its_attributes_classes() {
+        let (_d, r) = registry().await;
+        let opts = WriteOptions::default();
+        r.create(
+            "a",
+            serde_json::from_value::<ResourceQuota>(serde_json::json!({
+                "metadata": {"name": "q"},
+                "spec": {"hard": {"requests.storage": "5Gi", "persistentvolumeclaims": "2"},
+                         "scopeSelector": {"matchExpressions": [{"scopeName": "VolumeAttributesClass",
+                             "operator": "In", "values": ["gold"]}]}},
+            }))
+            .unwrap(),
+            &opts,
+        )
+        .await
+        .unwrap();
+        r.create("a", classed("g1", "4Gi", "gold"), &opts)
+            .await
+            .unwrap();
+        // Other classes, and claims without one, are not its business.
+        r.create("a", classed("s1", "100Gi", "silver"), &opts)
+            .await
+            .unwrap();
+        r.create("a", claim("plain", "100Gi"), &opts).await.unwrap();
+        assert_eq!(used(&r, "a")["requests.storage"], 4 << 30);
+        assert_eq!(used(&r, "a")["persistentvolumeclaims"], 1);
+        let err = r
+            .create("a", classed("g2", "2Gi", "gold"), &opts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 403, "{err}");
+        assert!(
+            err.message
+                .contains("persistentvolumeclaims \"g2\" is forbidden: exceeded quota: q"),
+            "{err}"
+        );
+        // Moving a big claim onto gold is refused too.
+        let mut s1: PersistentVolumeClaim =
+            r.get::<PersistentVolumeClaim>("a", "s1").unwrap().typed();
+        s1.spec.as_mut().unwrap().volume_attributes_class_name = Some("gold".into());
+        let err = r
+            .update("a", "s1", s1, crate::resources::Subresource::Main, &opts)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.code, 403, "{err}");
+        // A status that says a volume is on gold is charged, never refused: it reports what
+        // happened.
+        let mut plain: PersistentVolumeClaim = r
+            .get::<PersistentVolumeClaim>("a", "plain")
+            .unwrap()
+            .typed();
+        plain.status = Some(
+            serde_json::from_value(serde_json::json!({"currentVolumeAttributesClassName": "gold"}))
+                .unwrap(),
+        );
+        r.update(
+            "a",
+            "plain",
+            plain,
+            crate::resources::Subresource::Status,
+            &opts,
+        )
+        .await
+        .unwrap();
+        assert_eq!(used(&r, "a")["requests.storage"], 104 << 30);
+        // And the recount agrees with what admission charged.
+        let q: ResourceQuota = r.get::<ResourceQuota>("a", "q").unwrap().typed();
+        let recount = usage_in(r.store(), "a", &Scope::of(q.spec.as_ref()));
+        assert_eq!(recount["requests.storage"], 104 << 30);
+        assert_eq!(recount["persistentvolumeclaims"], 2);
+        // Leaving gold frees its share at once.
+        r.delete::<PersistentVolumeClaim>("a", "g1", &Default::default(), &opts)
+            .await
+            .unwrap();
+        let g1 = r.get::<PersistentVolumeClaim>("a", "g1");
+        if let Ok(g1) = g1 {
+            let mut g1: PersistentVolumeClaim = g1.typed();
+            g1.metadata.finalizers = None;
+            r.update("a", "g1", g1, crate::resources::Subresource::Main, &opts)
+                .await
+                .unwrap();
+        }
+        assert_eq!(used(&r, "a")["requests.storage"], 100 << 30);
     }
 
     #[tokio::test]

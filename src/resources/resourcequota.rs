@@ -1,7 +1,10 @@
 //! ResourceQuota: an admin's limit on what a namespace may consume, with Kubernetes' resource
 //! names for storage and object counts. Namespaced, with a status subresource (`hard` as in
 //! force, `used` as charged). Enforcement is in `registry::quota`; this module says what each
-//! object consumes ([`usage`]) and which resource names a quota may limit.
+//! object consumes ([`usage`]), which resource names a quota may limit, and ([`scope`]) which
+//! objects a scoped quota counts.
+
+pub mod scope;
 
 use std::collections::BTreeMap;
 
@@ -197,12 +200,7 @@ impl KindStrategy for ResourceQuota {
                 errs.invalid(&qp, &q.0, "must be greater than or equal to 0");
             }
         }
-        if spec.scopes.as_ref().is_some_and(|s| !s.is_empty()) || spec.scope_selector.is_some() {
-            errs.forbidden(
-                &p.child("scopes"),
-                "quota scopes are not supported by this server: a quota applies to its whole namespace",
-            );
-        }
+        scope::validate(spec, &p, errs);
     }
 
     fn table_columns() -> &'static [Column] {

@@ -245,3 +245,44 @@ def test_a_failed_expansion_is_recovered_by_asking_for_less_and_quota_counts_the
                and not (status().allocated_resource_statuses or {}).get("storage"))
     assert status().allocated_resources == {"storage": "3Gi"}
     eventually("quota follows", lambda: used() == "3Gi")
+
+
+def test_a_quota_scoped_to_an_attributes_class_counts_only_its_claims(api, namespace):
+    core = client.CoreV1Api(api)
+    storage = client.StorageV1Api(api)
+    cls = "scoped-" + namespace
+    gold = "gold-q-" + namespace
+    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=cls), provisioner=MEMORY))
+    storage.create_volume_attributes_class(client.V1VolumeAttributesClass(
+        metadata=client.V1ObjectMeta(name=gold), driver_name=MEMORY, parameters={"iops": "4000"}))
+    core.create_namespaced_resource_quota(namespace, client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="gold"),
+        spec=client.V1ResourceQuotaSpec(
+            hard={"requests.storage": "2Gi", "persistentvolumeclaims": "5"},
+            scope_selector=client.V1ScopeSelector(match_expressions=[client.V1ScopedResourceSelectorRequirement(
+                scope_name="VolumeAttributesClass", operator="In", values=[gold])]))))
+
+    def claim(name, size, vac=None):
+        core.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"], storage_class_name=cls, volume_attributes_class_name=vac,
+                resources=client.V1VolumeResourceRequirements(requests={"storage": size}))))
+
+    claim("fast", "1Gi", gold)
+    claim("plain", "5Gi")
+    with pytest.raises(ApiException) as e:
+        claim("fast2", "2Gi", gold)
+    assert e.value.status == 403
+    assert "exceeded quota: gold" in e.value.body
+    q = core.read_namespaced_resource_quota("gold", namespace)
+    assert q.status.used == {"requests.storage": "1Gi", "persistentvolumeclaims": "1"}
+    assert q.spec.scope_selector.match_expressions[0].values == [gold]
+
+    # Kubernetes' validation: a scope that cannot apply to a resource is refused.
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_resource_quota(namespace, client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="bad"),
+            spec=client.V1ResourceQuotaSpec(hard={"requests.storage": "1Gi"}, scopes=["BestEffort"])))
+    assert e.value.status == 422
+    assert "unsupported scope applied to resource" in e.value.body
