@@ -13,9 +13,12 @@ use crate::ec2::{classify, is_gone};
 use crate::params::{FS_TYPE_TAG, GIB, NAME_TAG, OWNER_TAG, VolumeSpec};
 use crate::poller::VolumeView;
 
+/// What names a clone's temporary snapshot: `clone-<volume name>`.
+pub(crate) const CLONE_PREFIX: &str = "clone-";
+
 /// The temporary snapshot a clone is made through.
 fn clone_snapshot_name(volume: &str) -> String {
-    format!("clone-{volume}")
+    format!("{CLONE_PREFIX}{volume}")
 }
 
 fn zone_of(t: &Topology) -> Option<&str> {
@@ -279,9 +282,20 @@ impl EbsProvider {
         Ok(())
     }
 
+    /// Deletes a volume; or, for a clone whose claim went before its volume was made, the
+    /// clone's temporary snapshot (as [`EbsProvider::list`] reports it). Only this
+    /// installation's clone snapshots are deleted that way.
     pub(crate) async fn delete(&self, req: &DeleteVolumeRequest) -> Result<()> {
         let id = req.handle.as_str();
         let _one_at_a_time = self.locks.lock(id).await;
+        if id.starts_with("snap-") {
+            if !self.is_our_clone_snapshot(id).await? {
+                return Err(ProviderError::invalid(format!(
+                    "{id} is not a volume, nor a clone snapshot of this installation"
+                )));
+            }
+            return self.delete_snapshot_by_id(id).await;
+        }
         match self.client.delete_volume().volume_id(id).send().await {
             Ok(_) => {}
             Err(e) if is_gone(&e) => {}

@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::Filter;
 use stowage_provider::{Result, VolumeInfo};
 
 use crate::backend::EbsProvider;
+use crate::create::CLONE_PREFIX;
 use crate::ec2::{classify, is_gone};
 use crate::params::{GIB, NAME_TAG, OWNER_TAG};
 use crate::poller::VolumeView;
@@ -165,17 +166,109 @@ impl EbsProvider {
         Ok(candidates[0].id.clone())
     }
 
+    /// This installation's volumes, for the orphan sweep; and clones still in the making. A
+    /// clone is cut through a temporary snapshot (`clone-<volume>`) before its volume exists,
+    /// so a claim deleted meanwhile would leave that snapshot behind: it is listed as the
+    /// volume it was for, with the snapshot's id as handle, and the sweep deletes it like any
+    /// other orphan ([`EbsProvider::delete`] takes such a handle).
     pub(crate) async fn list(&self) -> Result<Vec<VolumeInfo>> {
         let volumes = self.owned_volumes().await?;
         self.replace_index(&volumes);
-        Ok(volumes
+        let live: Vec<(String, VolumeView)> = volumes
             .into_iter()
             .filter(|(_, v)| v.state != "deleting" && v.state != "deleted")
+            .collect();
+        let unfinished = self.clone_snapshots().await?;
+        let made: std::collections::HashSet<&str> =
+            live.iter().map(|(name, _)| name.as_str()).collect();
+        let unfinished: Vec<VolumeInfo> = unfinished
+            .into_iter()
+            .filter(|c| !made.contains(c.name.as_str()))
+            .collect();
+        Ok(live
+            .into_iter()
             .map(|(name, v)| VolumeInfo {
                 name,
                 handle: v.id,
                 capacity_bytes: v.size_gib * GIB,
             })
+            .chain(unfinished)
             .collect())
+    }
+
+    /// This installation's clone snapshots, as the volumes they are for.
+    async fn clone_snapshots(&self) -> Result<Vec<VolumeInfo>> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{OWNER_TAG}"))
+                        .values(&self.owner)
+                        .build(),
+                )
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{NAME_TAG}"))
+                        .values(format!("{CLONE_PREFIX}*"))
+                        .build(),
+                )
+                .max_results(1000)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| classify("listing this installation's clone snapshots", &e))?;
+            for s in resp.snapshots() {
+                let volume = s
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(NAME_TAG))
+                    .and_then(|t| t.value())
+                    .and_then(|n| n.strip_prefix(CLONE_PREFIX));
+                if let (Some(volume), Some(id)) = (volume, s.snapshot_id()) {
+                    out.push(VolumeInfo {
+                        name: volume.to_string(),
+                        handle: id.to_string(),
+                        capacity_bytes: s.volume_size().map_or(0, i64::from) * GIB,
+                    });
+                }
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether snapshot `id` is one of this installation's clone snapshots.
+    pub(crate) async fn is_our_clone_snapshot(&self, id: &str) -> Result<bool> {
+        let found = match self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .snapshot_ids(id)
+            .send()
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if is_gone(&e) => return Ok(false),
+            Err(e) => return Err(classify(&format!("looking for snapshot {id}"), &e)),
+        };
+        let tag = |s: &aws_sdk_ec2::types::Snapshot, key: &str| {
+            s.tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        Ok(found.snapshots().iter().any(|s| {
+            tag(s, OWNER_TAG).as_deref() == Some(self.owner.as_str())
+                && tag(s, NAME_TAG).is_some_and(|n| n.starts_with(CLONE_PREFIX))
+        }))
     }
 }

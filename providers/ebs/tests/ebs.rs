@@ -654,3 +654,90 @@ async fn waiting_is_batched_into_few_describe_calls() {
         p.calls().snapshot()
     );
 }
+
+#[tokio::test]
+async fn a_clone_left_unfinished_is_listed_as_its_volume_and_deleted_with_it() {
+    let moto = moto!();
+    let p = provider(&moto).await;
+    let source = p
+        .create_volume(&request("pvc-origin", GI, &[]))
+        .await
+        .unwrap();
+    // The temporary snapshot of a clone whose claim was deleted before its volume was made.
+    let temp = p
+        .create_snapshot(&stowage_provider::SnapshotRequest {
+            name: "clone-pvc-gone".into(),
+            source_handle: source.handle.clone(),
+            source_attributes: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    // A snapshot that is not a clone's is never taken for a volume.
+    let kept = p
+        .create_snapshot(&stowage_provider::SnapshotRequest {
+            name: "snapshot-keep".into(),
+            source_handle: source.handle.clone(),
+            source_attributes: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    let listed = p.list_volumes().await.unwrap();
+    let unfinished = listed
+        .iter()
+        .find(|v| v.name == "pvc-gone")
+        .expect("the unfinished clone is listed as its volume");
+    assert_eq!(unfinished.handle, temp.id);
+    assert_eq!(unfinished.capacity_bytes, GI);
+    assert!(listed.iter().all(|v| v.handle != kept.id));
+
+    let err = p
+        .delete_volume(&DeleteVolumeRequest {
+            handle: kept.id.clone(),
+            attributes: BTreeMap::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+    p.delete_volume(&DeleteVolumeRequest {
+        handle: temp.id.clone(),
+        attributes: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+    let left: Vec<String> = moto
+        .client()
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_string))
+        .collect();
+    assert!(left.contains(&kept.id));
+    assert!(!left.contains(&temp.id), "the clone snapshot is gone");
+    assert!(
+        p.list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "pvc-gone")
+    );
+
+    // A clone snapshot whose volume exists is the volume's business, not listed twice.
+    p.create_snapshot(&stowage_provider::SnapshotRequest {
+        name: "clone-pvc-origin".into(),
+        source_handle: source.handle.clone(),
+        source_attributes: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+    let listed = p.list_volumes().await.unwrap();
+    let origin: Vec<_> = listed.iter().filter(|v| v.name == "pvc-origin").collect();
+    assert_eq!(origin.len(), 1);
+    assert_eq!(origin[0].handle, source.handle);
+}

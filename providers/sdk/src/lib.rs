@@ -551,7 +551,11 @@ pub trait Provider: Send + Sync + 'static {
         }
     }
 
-    /// Every volume this provider manages (made by `create_volume`), for orphan checks.
+    /// Every volume this provider manages (made by `create_volume`), for orphan checks; and
+    /// what a `create_volume` still in progress has made so far (a copy under way, a temporary
+    /// snapshot), under the volume's name, with a handle `delete_volume` removes. The orphan
+    /// sweep deletes whatever is listed for a claim that is gone, so a claim deleted halfway
+    /// through its volume's creation leaves nothing behind.
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
 
     /// Requests this provider has made to its backend since it started, by request type (an

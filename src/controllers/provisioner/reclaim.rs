@@ -103,20 +103,6 @@ impl Provisioner {
 
     /// Deletes backing volumes no object refers to. Returns how many it deleted.
     pub async fn sweep_orphans(&self) -> usize {
-        let (volumes, _) = self.ctx.store.list(Kind::PersistentVolume, None);
-        let handles: HashSet<String> = volumes
-            .iter()
-            .filter_map(|s| {
-                s.typed::<PersistentVolume>()
-                    .spec
-                    .as_ref()?
-                    .csi
-                    .as_ref()
-                    .map(|c| c.volume_handle.clone())
-            })
-            .collect();
-        let (claims, _) = self.ctx.store.list(Kind::PersistentVolumeClaim, None);
-        let claim_uids: HashSet<String> = claims.iter().map(|c| c.uid()).collect();
         let mut deleted = 0;
         for provider in self.ctx.providers.iter() {
             if !provider.capabilities().dynamic_provisioning {
@@ -129,6 +115,23 @@ impl Provisioner {
             else {
                 continue;
             };
+            // The objects are read after the provider's list: a claim always exists before
+            // anything is made for it, so whatever the list holds for a live claim (a volume,
+            // a clone in the making) has its claim in what is read now.
+            let (volumes, _) = self.ctx.store.list(Kind::PersistentVolume, None);
+            let handles: HashSet<String> = volumes
+                .iter()
+                .filter_map(|s| {
+                    s.typed::<PersistentVolume>()
+                        .spec
+                        .as_ref()?
+                        .csi
+                        .as_ref()
+                        .map(|c| c.volume_handle.clone())
+                })
+                .collect();
+            let (claims, _) = self.ctx.store.list(Kind::PersistentVolumeClaim, None);
+            let claim_uids: HashSet<String> = claims.iter().map(|c| c.uid()).collect();
             for info in listed {
                 let Some(uid) = info.name.strip_prefix("pvc-") else {
                     continue;
