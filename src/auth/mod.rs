@@ -12,7 +12,8 @@
 //!   (and update their status, to finish a filesystem expansion) and the volumes bound to
 //!   them or attached to it; file events about itself and its pods. For node-local
 //!   provisioning it also follows the claims placed on it (`selected-node`), reads classes,
-//!   and makes, follows and deletes the volumes pinned to it by node affinity.
+//!   makes, follows and deletes the volumes pinned to it by node affinity, and publishes the
+//!   CSIStorageCapacity of its own disk (labelled as a node's, selecting it alone).
 //!
 //! Lists and watches are filtered to what the caller may see (an all-namespace list by a
 //! namespace token returns its namespace only). A refusal is 403 whether or not the object
@@ -282,10 +283,37 @@ pub fn authorize(
                     Ok(Visibility::Only(Arc::new(move |s| s.key.name == node)))
                 }
                 Kind::Event if verb == Verb::Create => Ok(Visibility::All),
+                // The room of its own disk, for node-local provisioning: the objects it
+                // publishes, which select this node alone.
+                Kind::CSIStorageCapacity if verb != Verb::DeleteCollection => {
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        s.key.namespace == names::SYSTEM_NAMESPACE
+                            && matches!(&s.object(), AnyObject::CSIStorageCapacity(c) if published_by(c, &node))
+                    })))
+                }
                 _ => deny(),
             }
         }
     }
+}
+
+/// Whether a CSIStorageCapacity is one `node`'s agent publishes: labelled as a node's, with
+/// a topology of that node alone.
+fn published_by(c: &crate::resources::csistoragecapacity::CSIStorageCapacity, node: &str) -> bool {
+    use crate::controllers::capacity::{MANAGED_BY_LABEL, NODE_MANAGED_BY};
+    let label = c
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str);
+    let only_this_node = c.node_topology.as_ref().is_some_and(|t| {
+        t.match_expressions.as_ref().is_none_or(Vec::is_empty)
+            && t.match_labels.as_ref().is_some_and(|l| {
+                l.len() == 1 && l.get(names::node::HOSTNAME_LABEL).map(String::as_str) == Some(node)
+            })
+    });
+    label == Some(NODE_MANAGED_BY) && only_this_node
 }
 
 /// Whether the scheduler placed the claim on `node` (`volume.kubernetes.io/selected-node`).
@@ -482,6 +510,21 @@ pub fn guard(identity: &Identity, target: &Target, graph: &Store) -> Option<Guar
             let (node, graph) = (node.clone(), graph.clone());
             Some(Guard(Arc::new(move |_, new| {
                 node_event(&graph, &node, new)
+            })))
+        }
+        // What a node publishes stays its own after every patch.
+        (Role::Node(node), Kind::CSIStorageCapacity) => {
+            let node = node.clone();
+            Some(Guard(Arc::new(move |_, new| match new {
+                AnyObject::CSIStorageCapacity(c) if !published_by(c, &node) => {
+                    Err(ApiError::forbidden(format!(
+                        "node \"{node}\" may only publish capacity labelled {}={} whose topology is its own {}",
+                        crate::controllers::capacity::MANAGED_BY_LABEL,
+                        crate::controllers::capacity::NODE_MANAGED_BY,
+                        names::node::HOSTNAME_LABEL
+                    )))
+                }
+                _ => Ok(()),
             })))
         }
         (Role::Namespace(ns), Kind::Event) => {

@@ -30,9 +30,13 @@ use crate::store::{EventType, Stored, WatchEvent};
 /// How often the room is asked again without a volume coming or going.
 pub const REFRESH: Duration = Duration::from_secs(30);
 /// Kubernetes' labels on the objects a driver publishes.
-const DRIVER_LABEL: &str = "csi.storage.k8s.io/drivername";
-const MANAGED_BY_LABEL: &str = "csi.storage.k8s.io/managed-by";
+pub const DRIVER_LABEL: &str = "csi.storage.k8s.io/drivername";
+pub const MANAGED_BY_LABEL: &str = "csi.storage.k8s.io/managed-by";
+/// Who publishes: the server for its own providers...
 const MANAGED_BY: &str = "stowage";
+/// ...and node agents for the node-local provisioning of their own disks (each agent's
+/// objects select its node alone; see `node::capacity`).
+pub const NODE_MANAGED_BY: &str = "stowage-node";
 
 /// The shortest time between two looks at one class's room: under a burst of provisions every
 /// new volume brings its class back, and one look a second is current enough for a scheduler
@@ -104,7 +108,7 @@ impl Capacity {
             .await?;
         let mut wanted = BTreeSet::new();
         for report in reports {
-            let want = capacity_object(class_name, provider.name(), &report);
+            let want = capacity_object(class_name, provider.name(), &report, MANAGED_BY);
             let name = want.metadata.name.clone().unwrap_or_default();
             wanted.insert(name.clone());
             match have.remove(&name) {
@@ -213,8 +217,13 @@ impl Reconciler for Capacity {
 }
 
 /// The object for one report: named after the class and topology (stable across restarts and
-/// replicas), labelled as Kubernetes' drivers label theirs.
-pub fn capacity_object(class: &str, driver: &str, report: &CapacityReport) -> CSIStorageCapacity {
+/// replicas), labelled as Kubernetes' drivers label theirs, published by `managed_by`.
+pub fn capacity_object(
+    class: &str,
+    driver: &str,
+    report: &CapacityReport,
+    managed_by: &str,
+) -> CSIStorageCapacity {
     let quantity = |b: i64| K8sQuantity(Quantity::from_units(b.max(0)).canonical());
     let mut key = String::from(class);
     for (k, v) in &report.topology.0 {
@@ -229,7 +238,7 @@ pub fn capacity_object(class: &str, driver: &str, report: &CapacityReport) -> CS
             namespace: Some(SYSTEM_NAMESPACE.to_string()),
             labels: Some(BTreeMap::from([
                 (DRIVER_LABEL.to_string(), driver.to_string()),
-                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (MANAGED_BY_LABEL.to_string(), managed_by.to_string()),
             ])),
             ..Default::default()
         },
@@ -285,18 +294,24 @@ mod tests {
             available_bytes: 10 << 30,
             maximum_volume_bytes: None,
         };
-        let a = capacity_object("fast", "local.stowage.dev", &on("n1"));
+        let a = capacity_object("fast", "local.stowage.dev", &on("n1"), MANAGED_BY);
         assert_eq!(
             a.metadata.name,
-            capacity_object("fast", "x", &on("n1")).metadata.name
+            capacity_object("fast", "x", &on("n1"), MANAGED_BY)
+                .metadata
+                .name
         );
         assert_ne!(
             a.metadata.name,
-            capacity_object("fast", "x", &on("n2")).metadata.name
+            capacity_object("fast", "x", &on("n2"), MANAGED_BY)
+                .metadata
+                .name
         );
         assert_ne!(
             a.metadata.name,
-            capacity_object("slow", "x", &on("n1")).metadata.name
+            capacity_object("slow", "x", &on("n1"), MANAGED_BY)
+                .metadata
+                .name
         );
         assert_eq!(a.capacity, Some(K8sQuantity("10Gi".into())));
         assert_eq!(
@@ -308,7 +323,7 @@ mod tests {
             available_bytes: 0,
             maximum_volume_bytes: Some(1 << 30),
         };
-        let e = capacity_object("nfs", "nfs.stowage.dev", &everywhere);
+        let e = capacity_object("nfs", "nfs.stowage.dev", &everywhere, MANAGED_BY);
         assert_eq!(e.node_topology, Some(LabelSelector::default()));
         assert_eq!(e.maximum_volume_size, Some(K8sQuantity("1Gi".into())));
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::cli::client::{CliError, CliResult, Client, ConnectionArgs, exit};
 
 pub mod agent;
+pub mod capacity;
 pub mod mounts;
 pub mod provision;
 pub mod register;

@@ -12,7 +12,8 @@
 //!   claim; the server's binder completes the binding;
 //! - answers the attachments of its volumes to itself (a check that the directory is there,
 //!   and where it is), as the server's attacher does for its own providers;
-//! - deletes the directory of a Released volume whose policy is Delete, then its object.
+//! - deletes the directory of a Released volume whose policy is Delete, then its object;
+//! - publishes its disk's room per class as CSIStorageCapacity (`node::capacity`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,9 +32,11 @@ use crate::resources::names::annotations::{PROVISIONED_BY, STORAGE_PROVISIONER};
 use crate::resources::names::finalizers::PROVISIONED_VOLUME;
 
 pub struct LocalProvisioner {
-    client: Client,
-    node: String,
-    provider: Arc<dyn Provider>,
+    pub(super) client: Client,
+    pub(super) node: String,
+    pub(super) provider: Arc<dyn Provider>,
+    /// The CSIStorageCapacity objects this node published (see `node::capacity`).
+    pub(super) published: tokio::sync::Mutex<super::capacity::Published>,
 }
 
 impl LocalProvisioner {
@@ -55,14 +58,16 @@ impl LocalProvisioner {
             client,
             node: node.to_string(),
             provider: Arc::new(provider),
+            published: Default::default(),
         })
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         self.provider.name()
     }
 
-    /// One round of provisioning, attaching and reclaiming; problems as messages.
+    /// One round of provisioning, attaching, reclaiming and publishing the disk's room;
+    /// problems as messages.
     pub async fn pass(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(e) = self.provision(&mut problems).await {
@@ -74,10 +79,13 @@ impl LocalProvisioner {
         if let Err(e) = self.reclaim(&mut problems).await {
             problems.push(format!("reclaiming: {e:#}"));
         }
+        if let Err(e) = self.publish_capacity().await {
+            problems.push(format!("publishing capacity: {e:#}"));
+        }
         problems
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.client
             .get(path)
             .await

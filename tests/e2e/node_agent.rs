@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -970,6 +970,57 @@ async fn wait_for_first_consumer_local_claims_are_provisioned_by_the_agent_of_th
         s.wait_for(&format!("{NODES}/{n}"), "registered", |_| true)
             .await;
     }
+    // Each agent publishes its own disk's room for the class, selecting its node alone.
+    for n in ["node-a", "node-b"] {
+        assert_eq!(node_capacity(&s, n, "node-local").await, "5Gi");
+    }
+    let capacities = "/apis/storage.k8s.io/v1/namespaces/stowage-system/csistoragecapacities";
+    let (_, list) = s.get(capacities).await;
+    let of_b = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["nodeTopology"]["matchLabels"]["kubernetes.io/hostname"] == "node-b")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        of_b["metadata"]["labels"]["csi.storage.k8s.io/managed-by"],
+        "stowage-node"
+    );
+    assert_eq!(
+        of_b["metadata"]["labels"]["csi.storage.k8s.io/drivername"],
+        "local.stowage.dev"
+    );
+    // A node writes only its own: not another node's, not one for another node, not one
+    // relabelled as the server's.
+    let node_a = As::new(&s, &token(&s, "node:node-a", None).await);
+    let b_name = of_b["metadata"]["name"].as_str().unwrap();
+    let (code, _) = node_a
+        .send(
+            Method::PATCH,
+            &format!("{capacities}/{b_name}"),
+            Some(&json!({"capacity": "1Ti"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let mut forged = of_b.clone();
+    forged["metadata"] = json!({"name": "forged",
+        "labels": {"csi.storage.k8s.io/managed-by": "stowage-node"}});
+    assert_eq!(
+        node_a.create(capacities, &forged).await,
+        StatusCode::FORBIDDEN
+    );
+    forged["nodeTopology"] = json!({"matchLabels": {"kubernetes.io/hostname": "node-a"}});
+    forged["metadata"]["labels"] = json!({"csi.storage.k8s.io/managed-by": "stowage"});
+    assert_eq!(
+        node_a.create(capacities, &forged).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(node_a.list_names(capacities).await.len(), 1, "its own only");
+    assert_eq!(
+        node_a.delete(&format!("{capacities}/{b_name}")).await,
+        StatusCode::FORBIDDEN
+    );
 
     let (code, v) = s
         .post(
@@ -1001,6 +1052,8 @@ async fn wait_for_first_consumer_local_claims_are_provisioned_by_the_agent_of_th
     );
     let target = b.target(&uid, "data");
     wait_mounted(&s, &b, &target).await;
+    assert_eq!(node_capacity(&s, "node-b", "node-local").await, "4Gi");
+    assert_eq!(node_capacity(&s, "node-a", "node-local").await, "5Gi");
     std::fs::write(target.join("made-here.txt"), b"on node-b's disk").unwrap();
     let on_b = walk(&disk_b);
     assert!(
@@ -1021,6 +1074,39 @@ async fn wait_for_first_consumer_local_claims_are_provisioned_by_the_agent_of_th
         !walk(&disk_b).iter().any(|p| p.ends_with("made-here.txt")),
         "the directory went with the volume"
     );
+    assert_eq!(node_capacity(&s, "node-b", "node-local").await, "5Gi");
+    // A class that goes takes its capacity objects with it.
+    s.delete(&format!("{SC}/node-local")).await;
+    s.eventually(Duration::from_secs(20), "capacity objects gone", || async {
+        let (_, list) = s.get(capacities).await;
+        list["items"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The capacity `node`'s agent publishes for `class`, once it settles on a value (waits for
+/// the value to appear; returns what it is then, after it stayed for a pass).
+async fn node_capacity(s: &Server, node: &str, class: &str) -> String {
+    let path = "/apis/storage.k8s.io/v1/namespaces/stowage-system/csistoragecapacities";
+    let read = || async {
+        let (_, list) = s.get(path).await;
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c["storageClassName"] == class
+                    && c["nodeTopology"]["matchLabels"]["kubernetes.io/hostname"] == node
+            })
+            .and_then(|c| c["capacity"].as_str().map(str::to_string))
+    };
+    // Settled: the same value over two reads a pass (1 s) apart.
+    s.eventually(Duration::from_secs(20), "published capacity", || async {
+        let first = read().await?;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        (read().await? == first).then_some(first)
+    })
+    .await
 }
 
 #[tokio::test]
