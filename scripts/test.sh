@@ -80,16 +80,12 @@ else
   #   until the node agent provisions them on their node;
   # - one process's own counters and limits: /metrics and per-token rate limits are per
   #   replica (as kube-apiserver's are per instance).
-  # - a revocation that must hold on the very next request to another replica: it reaches
-  #   the others by NOTIFY within milliseconds, not before the revoke answers (README,
-  #   "Replicas"); replicas::every_replica_serves… checks that it does reach them.
   not_on_replicas=(
     attach:: provisioning:: cli::describe cli::providers cli::apply cli::pv_release
     cli::storageclass cli::tokens cli::pvc_resize cli::wait snapshots::local_
     discovery::health_version_and_metrics_answer nfs::nfs_claims_become_directories
     snapshots::deleting_a_snapshot_deletes_its_content snapshots::a_retained_snapshot
     security::rate_and_watch_limits_apply_per_token
-    security::token_management_revocation_and_expiry
     node_agent::a_ node_agent::the_node_authorizer
   )
   skip_args=()

@@ -5,6 +5,10 @@
 //! With replicas, each replica's table follows the database: a token made or revoked on one
 //! replica is announced (`NOTIFY stowage_tokens`) and every replica re-reads the table, and
 //! re-reads it every few seconds anyway, in case a notification was lost with its connection.
+//! A revocation is synchronous across replicas: each change bumps a shared epoch, each replica
+//! records the epoch its table has reached (`token_replicas`, also a heartbeat), and a revoke
+//! answers only once every live replica has reached it, so no replica lets the token through
+//! afterwards.
 //!
 //! A token reads `stw_<id>_<secret>`: the id finds the entry, the secret's SHA-256 is compared in
 //! constant time. The secret itself is never stored, logged or returned again after creation.
@@ -63,8 +67,15 @@ pub struct Identity {
 
 /// The channel token changes are announced on, with replicas.
 const CHANNEL: &str = "stowage_tokens";
-/// How often a replica re-reads the token table when no announcement came.
+/// How often a replica re-reads the token table when no announcement came (and so says it is
+/// alive).
 const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A replica that has not re-read the table for this long is gone (killed, cut off from the
+/// database, where it can serve nothing that needs it): a revocation does not wait for it.
+const REPLICA_GONE_AFTER: i64 = 2 * REREAD_EVERY.as_secs() as i64;
+/// The longest a revocation waits for the live replicas. Each re-reads within `REREAD_EVERY`
+/// even when an announcement is lost, so only one that dies meanwhile makes it wait this long.
+const REVOKE_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 enum Db {
     Sqlite(SqlitePool),
@@ -77,6 +88,8 @@ pub struct Tokens {
     /// Bumped on every revocation: long requests (watches) re-check their token then.
     revocations: Arc<tokio::sync::watch::Sender<u64>>,
     follower: Option<tokio::task::AbortHandle>,
+    /// This process's name in `token_replicas` (with replicas).
+    replica: String,
 }
 
 impl Drop for Tokens {
@@ -104,9 +117,38 @@ type RawRow = (
 async fn read_all(db: &Db) -> anyhow::Result<HashMap<String, Entry>> {
     let rows: Vec<RawRow> = match db {
         Db::Sqlite(pool) => sqlx::query_as(SELECT_ALL).fetch_all(pool).await?,
-        Db::Postgres(pool) => sqlx::query_as(SELECT_ALL).fetch_all(pool).await?,
+        Db::Postgres(pool) => return Ok(read_shared(pool).await?.0),
     };
     Ok(entries_from(rows))
+}
+
+/// The shared table and the epoch it is at, from one snapshot (a revocation committed after
+/// the snapshot has a later epoch).
+async fn read_shared(pool: &PgPool) -> anyhow::Result<(HashMap<String, Entry>, i64)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<RawRow> = sqlx::query_as(SELECT_ALL).fetch_all(&mut *tx).await?;
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM token_epoch WHERE id = 1")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((entries_from(rows), epoch))
+}
+
+/// Records that this replica's table has reached `epoch` (and that it is alive).
+async fn reached(pool: &PgPool, replica: &str, epoch: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO token_replicas (replica, epoch, seen_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (replica) DO UPDATE SET epoch = GREATEST(token_replicas.epoch, EXCLUDED.epoch), seen_at = EXCLUDED.seen_at",
+    )
+    .bind(replica)
+    .bind(epoch)
+    .bind(now())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 fn entries_from(rows: Vec<RawRow>) -> HashMap<String, Entry> {
@@ -186,6 +228,7 @@ impl Tokens {
             entries: Arc::new(RwLock::new(entries)),
             revocations: Arc::new(tokio::sync::watch::channel(0).0),
             follower: None,
+            replica: String::new(),
         })
     }
 
@@ -196,24 +239,30 @@ impl Tokens {
             .await
             .context("listening for token changes")?;
         listener.listen(CHANNEL).await?;
-        let db = Db::Postgres(pool);
-        let entries = Arc::new(RwLock::new(read_all(&db).await?));
+        let replica = uuid::Uuid::new_v4().to_string();
+        let (table, epoch) = read_shared(&pool).await?;
+        reached(&pool, &replica, epoch).await?;
+        // Replicas gone for an hour are forgotten.
+        sqlx::query("DELETE FROM token_replicas WHERE seen_at < $1")
+            .bind(now() - 3600)
+            .execute(&pool)
+            .await?;
+        let entries = Arc::new(RwLock::new(table));
         let revocations = Arc::new(tokio::sync::watch::channel(0).0);
-        let Db::Postgres(pool) = &db else {
-            unreachable!("just made")
-        };
         let follower = tokio::spawn(follow(
-            Db::Postgres(pool.clone()),
+            pool.clone(),
+            replica.clone(),
             listener,
             entries.clone(),
             revocations.clone(),
         ))
         .abort_handle();
         Ok(Tokens {
-            db,
+            db: Db::Postgres(pool),
             entries,
             revocations,
             follower: Some(follower),
+            replica,
         })
     }
 
@@ -380,18 +429,22 @@ impl Tokens {
         self.entries.read().get(id).map(|e| info(id, e))
     }
 
-    /// Revokes a token at once. `false` if there is no such token.
+    /// Revokes a token at once: with replicas, it answers once every live replica refuses
+    /// the token too. `false` if there is no such token.
     pub async fn revoke(&self, id: &str) -> anyhow::Result<bool> {
-        if !self.entries.read().contains_key(id) {
-            return Ok(false);
-        }
+        let known = self.entries.read().contains_key(id);
         // Refuse first in memory, so no request gets through while the row is written.
         if let Some(e) = self.entries.write().get_mut(id) {
             e.revoked = true;
         }
-        self.revocations.send_modify(|n| *n += 1);
+        if known {
+            self.revocations.send_modify(|n| *n += 1);
+        }
         match &self.db {
             Db::Sqlite(pool) => {
+                if !known {
+                    return Ok(false);
+                }
                 sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
                     .bind(now())
                     .bind(id)
@@ -399,17 +452,60 @@ impl Tokens {
                     .await?;
             }
             Db::Postgres(pool) => {
+                // A token made on another replica a moment ago may not be known here yet: the
+                // database says whether it exists.
                 let mut tx = pool.begin().await?;
-                sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
-                    .bind(now())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                let found = sqlx::query(
+                    "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+                )
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !found {
+                    return Ok(false);
+                }
+                let epoch: i64 = sqlx::query_scalar(
+                    "UPDATE token_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
                 announce(&mut tx).await?;
                 tx.commit().await?;
+                self.wait_for_replicas(pool, epoch).await?;
             }
         }
         Ok(true)
+    }
+
+    /// Waits until every live replica's table has reached `epoch` (at most [`REVOKE_WAIT`]).
+    async fn wait_for_replicas(&self, pool: &PgPool, epoch: i64) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + REVOKE_WAIT;
+        loop {
+            // This replica too: it refuses the token in memory already, but a re-read that
+            // began before the revocation would put the old row back.
+            let behind: Vec<String> = sqlx::query_scalar(
+                "SELECT replica FROM token_replicas WHERE epoch < $1 AND (seen_at >= $2 OR replica = $3)",
+            )
+            .bind(epoch)
+            .bind(now() - REPLICA_GONE_AFTER)
+            .bind(&self.replica)
+            .fetch_all(pool)
+            .await?;
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    replicas = ?behind,
+                    "a revocation was not confirmed by every replica in time; they re-read the token table within seconds"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -423,9 +519,11 @@ async fn announce(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> anyhow::Res
 }
 
 /// Keeps a replica's table equal to the database's: re-read on each announcement, and every
-/// few seconds. A token that stopped working wakes the watches that rely on it.
+/// few seconds, each time recording the epoch reached. A token that stopped working wakes the
+/// watches that rely on it.
 async fn follow(
-    db: Db,
+    pool: PgPool,
+    replica: String,
     mut listener: PgListener,
     entries: Arc<RwLock<HashMap<String, Entry>>>,
     revocations: Arc<tokio::sync::watch::Sender<u64>>,
@@ -436,7 +534,7 @@ async fn follow(
             tracing::warn!(error = %e, "listening for token changes");
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        let fresh = match read_all(&db).await {
+        let (fresh, epoch) = match read_shared(&pool).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "re-reading the token table");
@@ -451,6 +549,10 @@ async fn follow(
         *entries.write() = fresh;
         if revoked {
             revocations.send_modify(|n| *n += 1);
+        }
+        // Only once the table is in use: a revocation waits for exactly this.
+        if let Err(e) = reached(&pool, &replica, epoch).await {
+            tracing::warn!(error = %e, "recording the token table's epoch");
         }
     }
 }

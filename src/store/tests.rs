@@ -576,3 +576,77 @@ fn may_have_finds_a_field_value_in_the_json_and_never_misses_one() {
     odd.meta_mut().labels = Some([("k".to_string(), "a\"b".to_string())].into());
     assert!(Stored::new(odd, 8).may_have("k", "a\"b"));
 }
+
+/// A pool on a test database, with the migrations applied (as a replica's store applies
+/// them).
+async fn pool_on(engine: &Engine) -> sqlx::PgPool {
+    let Engine::Postgres(url) = engine else {
+        unreachable!("a PostgreSQL engine")
+    };
+    let pool = postgres::connect(&PostgresOptions {
+        url: url.clone(),
+        pool_size: 4,
+        timeout: Duration::from_secs(10),
+        window: Duration::from_secs(600),
+    })
+    .await
+    .unwrap();
+    PostgresBackend::open(pool.clone(), Duration::from_secs(600))
+        .await
+        .unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn a_revocation_answers_only_once_every_replica_refuses_the_token() {
+    use crate::auth::Role;
+    use crate::auth::tokens::Tokens;
+    let Some(engine) = Engine::postgres().await else {
+        return;
+    };
+    let replicas = [
+        Tokens::open_shared(pool_on(&engine).await).await.unwrap(),
+        Tokens::open_shared(pool_on(&engine).await).await.unwrap(),
+        Tokens::open_shared(pool_on(&engine).await).await.unwrap(),
+    ];
+    for round in 0..20 {
+        let (info, token) = replicas[round % 3]
+            .create(&format!("t{round}"), Role::Viewer, None)
+            .await
+            .unwrap();
+        let header = format!("Bearer {token}");
+        // A token made on one replica works on every replica at once.
+        for r in &replicas {
+            r.authenticate_current(Some(&header)).await.unwrap();
+        }
+        // Revoked on another: the very next request to any replica is refused.
+        assert!(replicas[(round + 1) % 3].revoke(&info.id).await.unwrap());
+        for r in &replicas {
+            assert!(
+                r.authenticate_current(Some(&header)).await.is_err(),
+                "round {round}: a replica still let the revoked token through"
+            );
+        }
+    }
+    // A token no replica has heard of is not found anywhere.
+    assert!(!replicas[0].revoke("nosuchtoken00000").await.unwrap());
+    // A replica that went away (its row no longer refreshed) does not hold revocations up
+    // past its heartbeat.
+    let pool = pool_on(&engine).await;
+    sqlx::query("INSERT INTO token_replicas (replica, epoch, seen_at) VALUES ('gone', 0, $1)")
+        .bind(jiff::Timestamp::now().as_second() - 60)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (info, _) = replicas[0]
+        .create("last", Role::Viewer, None)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(replicas[2].revoke(&info.id).await.unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
