@@ -12,8 +12,10 @@
 //!   (and update their status, to finish a filesystem expansion) and the volumes bound to
 //!   them or attached to it; file events about itself and its pods. For node-local
 //!   provisioning it also follows the claims placed on it (`selected-node`), reads classes,
-//!   makes, follows and deletes the volumes pinned to it by node affinity, and publishes the
-//!   CSIStorageCapacity of its own disk (labelled as a node's, selecting it alone).
+//!   makes, follows and deletes the volumes pinned to it by node affinity (and reads their
+//!   claims, to clone them), publishes the CSIStorageCapacity of its own disk (labelled as a
+//!   node's, selecting it alone), and takes the snapshots of the contents labelled for it
+//!   (reading them and their VolumeSnapshots, recording only their progress).
 //!
 //! Lists and watches are filtered to what the caller may see (an all-namespace list by a
 //! namespace token returns its namespace only). A refusal is 403 whether or not the object
@@ -255,11 +257,13 @@ pub fn authorize(
                         claim_used_on(&graph, &node, &s.key.namespace, &s.key.name)
                     })))
                 }
+                // ...and the claims of volumes on its disk, which it clones from.
                 Kind::PersistentVolumeClaim if verb == Verb::Get => {
                     let graph = graph.clone();
                     Ok(Visibility::Only(Arc::new(move |s| {
                         selected_to(s, &node)
                             || claim_used_on(&graph, &node, &s.key.namespace, &s.key.name)
+                            || claim_on_disk_of(&graph, &node, s)
                     })))
                 }
                 // Node-local provisioning: the claims the scheduler placed on this node are
@@ -277,7 +281,29 @@ pub fn authorize(
                 Kind::PersistentVolume if verb != Verb::DeleteCollection => {
                     Ok(Visibility::Only(Arc::new(move |s| pinned_to(s, &node))))
                 }
-                Kind::StorageClass | Kind::CSIDriver if verb.is_read() => Ok(Visibility::All),
+                Kind::StorageClass | Kind::CSIDriver | Kind::VolumeSnapshotClass
+                    if verb.is_read() =>
+                {
+                    Ok(Visibility::All)
+                }
+                // Node-local snapshots: the contents labelled for this node are its to take,
+                // look up and delete (their spec stays as it is: see `guard`)...
+                Kind::VolumeSnapshotContent
+                    if !matches!(verb, Verb::Create | Verb::DeleteCollection) =>
+                {
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        matches!(&s.object(), AnyObject::VolumeSnapshotContent(c)
+                            if crate::controllers::snapshots::contents::node_of(c) == Some(node.as_str()))
+                    })))
+                }
+                // ...and it reads the VolumeSnapshots of those contents, and those the claims
+                // placed on it are restored from.
+                Kind::VolumeSnapshot if verb == Verb::Get => {
+                    let graph = graph.clone();
+                    Ok(Visibility::Only(Arc::new(move |s| {
+                        snapshot_for_node(&graph, &node, s)
+                    })))
+                }
                 // Its own CSINode, as a kubelet reads it (the server writes it).
                 Kind::CSINode if verb.is_read() => {
                     Ok(Visibility::Only(Arc::new(move |s| s.key.name == node)))
@@ -316,6 +342,69 @@ fn published_by(c: &crate::resources::csistoragecapacity::CSIStorageCapacity, no
     label == Some(NODE_MANAGED_BY) && only_this_node
 }
 
+/// What a node may change in a content's metadata: the "being created" mark (which it sets
+/// before its first call) and the removal of finalizers (once its snapshot is dealt with);
+/// other annotations (a mode-change permission, say) are an admin's.
+fn node_content_meta_ok(
+    old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    use crate::controllers::snapshots::contents::BEING_CREATED;
+    let others = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        let mut a = m.annotations.clone().unwrap_or_default();
+        a.remove(BEING_CREATED);
+        a
+    };
+    let kept: Vec<&String> = old.finalizers.iter().flatten().collect();
+    others(old) == others(new) && new.finalizers.iter().flatten().all(|f| kept.contains(&f))
+}
+
+/// Whether a claim's volume is on `node`'s disk (bound to a volume pinned to it).
+fn claim_on_disk_of(graph: &Store, node: &str, claim: &Stored) -> bool {
+    let AnyObject::PersistentVolumeClaim(c) = &claim.object() else {
+        return false;
+    };
+    let Some(volume) = c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) else {
+        return false;
+    };
+    graph
+        .get_typed::<crate::resources::PersistentVolume>("", volume)
+        .is_some_and(|pv| {
+            let pv = pv.typed::<crate::resources::PersistentVolume>();
+            volume_pinned_to(&pv, node)
+                && pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .is_some_and(|r| {
+                        r.namespace.as_deref() == Some(claim.key.namespace.as_str())
+                            && r.name.as_deref() == Some(claim.key.name.as_str())
+                    })
+        })
+}
+
+/// Whether a VolumeSnapshot is one `node` works with: bound to a content labelled for it, or
+/// the data source of a claim placed on it.
+fn snapshot_for_node(graph: &Store, node: &str, snapshot: &Stored) -> bool {
+    let (ns, name) = (snapshot.key.namespace.as_str(), snapshot.key.name.as_str());
+    let (contents, _) = graph.list(Kind::VolumeSnapshotContent, None);
+    let of_content = contents.iter().any(|s| {
+        s.may_have("name", name)
+            && matches!(&s.object(), AnyObject::VolumeSnapshotContent(c)
+                if crate::controllers::snapshots::contents::node_of(c) == Some(node)
+                    && c.snapshot_ref() == (ns, name))
+    });
+    if of_content {
+        return true;
+    }
+    let (claims, _) = graph.list(Kind::PersistentVolumeClaim, Some(ns));
+    claims.iter().any(|s| {
+        selected_to(s, node)
+            && matches!(&s.object(), AnyObject::PersistentVolumeClaim(c)
+                if crate::controllers::provisioner::restore::snapshot_source(c).as_deref() == Some(name))
+    })
+}
+
 /// Whether the scheduler placed the claim on `node` (`volume.kubernetes.io/selected-node`).
 fn selected_to(s: &Stored, node: &str) -> bool {
     s.object()
@@ -336,21 +425,7 @@ fn pinned_to(s: &Stored, node: &str) -> bool {
 }
 
 fn volume_pinned_to(pv: &crate::resources::PersistentVolume, node: &str) -> bool {
-    let terms = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_affinity.as_ref())
-        .and_then(|a| a.required.as_ref())
-        .map(|r| r.node_selector_terms.as_slice())
-        .unwrap_or_default();
-    !terms.is_empty()
-        && terms.iter().all(|t| {
-            t.match_expressions.iter().flatten().any(|e| {
-                e.key == names::node::HOSTNAME_LABEL
-                    && e.operator == "In"
-                    && e.values.as_deref() == Some(&[node.to_string()][..])
-            })
-        })
+    crate::resources::pv::pinned_node(pv) == Some(node)
 }
 
 /// A node writes only volumes pinned to itself, bound (if at all) to a claim placed on it.
@@ -510,6 +585,28 @@ pub fn guard(identity: &Identity, target: &Target, graph: &Store) -> Option<Guar
             let (node, graph) = (node.clone(), graph.clone());
             Some(Guard(Arc::new(move |_, new| {
                 node_event(&graph, &node, new)
+            })))
+        }
+        // A node-local snapshot's content: the node records what it did (annotations,
+        // finalizers, status), never what is to be done.
+        (Role::Node(node), Kind::VolumeSnapshotContent) => {
+            let node = node.clone();
+            Some(Guard(Arc::new(move |old, new| match (old, new) {
+                (
+                    Some(AnyObject::VolumeSnapshotContent(o)),
+                    AnyObject::VolumeSnapshotContent(n),
+                ) if o.spec == n.spec
+                    && o.metadata.labels == n.metadata.labels
+                    && crate::controllers::snapshots::contents::node_of(n)
+                        == Some(node.as_str())
+                    && node_content_meta_ok(&o.metadata, &n.metadata) =>
+                {
+                    Ok(())
+                }
+                _ => Err(ApiError::forbidden(format!(
+                    "node \"{node}\" may only record the progress of snapshots labelled {}={node}",
+                    names::labels::SNAPSHOT_MANAGED_BY
+                ))),
             })))
         }
         // What a node publishes stays its own after every patch.

@@ -239,8 +239,15 @@ impl Agent {
     /// One pass; whether it left nothing undone.
     async fn pass(&mut self) -> anyhow::Result<bool> {
         let mut problems = Vec::new();
+        let mut local_busy = false;
         if let Some(local) = &self.local {
-            for message in local.pass().await {
+            let outcome = local.pass().await;
+            // Copies under way (snapshots, restores, clones): come back soon to see them done.
+            local_busy = outcome.busy;
+            if local_busy {
+                self.progress = true;
+            }
+            for message in outcome.problems {
                 problems.push(Problem {
                     about: self.node_ref(),
                     namespace: CLUSTER_EVENTS_NAMESPACE.into(),
@@ -260,7 +267,7 @@ impl Agent {
         in_use.extend(staged.iter().map(|s| s.unique.clone()));
         self.report_in_use(&in_use).await?;
 
-        let mut clean = problems.is_empty() && complete;
+        let mut clean = problems.is_empty() && complete && !local_busy;
         for w in &wants {
             if let Err(e) = self.publish(w, &mounted).await {
                 clean = false;

@@ -26,6 +26,7 @@ pub mod capacity;
 pub mod mounts;
 pub mod provision;
 pub mod register;
+pub mod snapshots;
 pub mod stats;
 
 /// `stowage node` arguments.

@@ -13,6 +13,8 @@
 //! - answers the attachments of its volumes to itself (a check that the directory is there,
 //!   and where it is), as the server's attacher does for its own providers;
 //! - deletes the directory of a Released volume whose policy is Delete, then its object;
+//! - takes the snapshots of its volumes, and restores and clones claims placed on it from
+//!   snapshots and volumes on its disk (`node::snapshots`);
 //! - publishes its disk's room per class as CSIStorageCapacity (`node::capacity`).
 
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::{Value, json};
 use stowage_provider::{
-    AccessMode, AttachRequest, ClaimRef, DeleteVolumeRequest, NodeInfo, Provider,
+    AccessMode, AttachRequest, ClaimRef, DeleteVolumeRequest, ErrorKind, NodeInfo, Provider,
 };
 
 use crate::cli::client::{Client, exit};
@@ -37,6 +39,16 @@ pub struct LocalProvisioner {
     pub(super) provider: Arc<dyn Provider>,
     /// The CSIStorageCapacity objects this node published (see `node::capacity`).
     pub(super) published: tokio::sync::Mutex<super::capacity::Published>,
+    /// What restores and clones on this node copy from now (see `node::snapshots`).
+    pub(super) copying: super::snapshots::Copying,
+}
+
+/// What one provisioning pass left: problems to report, and whether copies (snapshots,
+/// restores, clones) are still under way, so that the agent comes back soon.
+#[derive(Default)]
+pub struct PassOutcome {
+    pub problems: Vec<String>,
+    pub busy: bool,
 }
 
 impl LocalProvisioner {
@@ -59,6 +71,7 @@ impl LocalProvisioner {
             node: node.to_string(),
             provider: Arc::new(provider),
             published: Default::default(),
+            copying: Default::default(),
         })
     }
 
@@ -66,23 +79,29 @@ impl LocalProvisioner {
         self.provider.name()
     }
 
-    /// One round of provisioning, attaching, reclaiming and publishing the disk's room;
-    /// problems as messages.
-    pub async fn pass(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if let Err(e) = self.provision(&mut problems).await {
-            problems.push(format!("provisioning: {e:#}"));
+    /// One round of provisioning, attaching, snapshots, reclaiming and publishing the disk's
+    /// room.
+    pub async fn pass(&self) -> PassOutcome {
+        let mut out = PassOutcome::default();
+        let problems = &mut out.problems;
+        match self.provision(problems).await {
+            Ok(busy) => out.busy |= busy,
+            Err(e) => problems.push(format!("provisioning: {e:#}")),
         }
-        if let Err(e) = self.attach(&mut problems).await {
+        if let Err(e) = self.attach(problems).await {
             problems.push(format!("attaching: {e:#}"));
         }
-        if let Err(e) = self.reclaim(&mut problems).await {
+        match self.snapshot_pass(problems).await {
+            Ok(busy) => out.busy |= busy,
+            Err(e) => problems.push(format!("snapshots: {e:#}")),
+        }
+        if let Err(e) = self.reclaim(problems).await {
             problems.push(format!("reclaiming: {e:#}"));
         }
         if let Err(e) = self.publish_capacity().await {
             problems.push(format!("publishing capacity: {e:#}"));
         }
-        problems
+        out
     }
 
     pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -97,7 +116,9 @@ impl LocalProvisioner {
         Ok(serde_json::from_value(node["metadata"]["labels"].clone()).unwrap_or_default())
     }
 
-    async fn provision(&self, problems: &mut Vec<String>) -> anyhow::Result<()> {
+    /// Provisions the claims placed on this node; whether a copy into one is under way.
+    async fn provision(&self, problems: &mut Vec<String>) -> anyhow::Result<bool> {
+        let mut busy = false;
         let claims = self.get("/api/v1/persistentvolumeclaims").await?;
         let mut labels = None;
         for item in claims["items"].as_array().into_iter().flatten() {
@@ -138,19 +159,15 @@ impl LocalProvisioner {
                 ));
                 continue;
             }
-            // Restores and clones need the source's data on this node, which node-local
-            // provisioning does not move (yet): refused, never provisioned empty.
-            if let Some(source) = claim.spec.as_ref().and_then(|s| {
-                s.data_source_ref
-                    .as_ref()
-                    .map(|r| r.kind.clone())
-                    .or_else(|| s.data_source.as_ref().map(|r| r.kind.clone()))
-            }) {
-                problems.push(format!(
-                    "claim {ns}/{claim_name} starts from a {source}: restores and clones of node-local volumes provisioned by node agents are not supported yet"
-                ));
-                continue;
-            }
+            // Restores and clones copy from a snapshot or volume on this node's disk.
+            let name = format!("pvc-{uid}");
+            let source = match self.data_source(&claim, &ns, &name).await {
+                Ok(source) => source,
+                Err(why) => {
+                    problems.push(format!("claim {ns}/{claim_name}: {why}"));
+                    continue;
+                }
+            };
             let class_name = claim
                 .spec
                 .as_ref()
@@ -166,7 +183,6 @@ impl LocalProvisioner {
                 Some(l) => l,
                 None => labels.insert(self.node_labels().await?),
             };
-            let name = format!("pvc-{uid}");
             let claim_ref = ClaimRef {
                 namespace: ns.clone(),
                 name: claim_name.clone(),
@@ -179,11 +195,24 @@ impl LocalProvisioner {
                 &name,
                 &class,
                 Some((self.node.as_str(), labels)),
-                None,
+                source.as_ref().map(|(content, _)| content.clone()),
                 Default::default(),
             );
-            let volume = match self.provider.create_volume(&request).await {
+            if let Some((_, from)) = &source {
+                self.copying.start(from, &name);
+            }
+            let made = self.provider.create_volume(&request).await;
+            let still_copying = matches!(&made, Err(e) if e.kind == ErrorKind::InProgress);
+            if let (Some((_, from)), false) = (&source, still_copying) {
+                self.copying.finish(from, &name);
+            }
+            let volume = match made {
                 Ok(v) => v,
+                Err(e) if e.kind == ErrorKind::InProgress => {
+                    tracing::info!(volume = %name, claim = %format!("{ns}/{claim_name}"), "{e}");
+                    busy = true;
+                    continue;
+                }
                 Err(e) => {
                     problems.push(format!(
                         "provisioning volume {name} for claim {ns}/{claim_name}: {e}"
@@ -214,7 +243,7 @@ impl LocalProvisioner {
                 Err(e) => problems.push(format!("recording volume {name}: {}", e.message)),
             }
         }
-        Ok(())
+        Ok(busy)
     }
 
     async fn attach(&self, problems: &mut Vec<String>) -> anyhow::Result<()> {
@@ -301,6 +330,13 @@ impl LocalProvisioner {
                 continue;
             }
             let csi = &pv["spec"]["csi"];
+            if csi["volumeHandle"]
+                .as_str()
+                .is_some_and(|h| self.copying.holds(h))
+            {
+                // A clone on this node still copies from it: deleted once that is done.
+                continue;
+            }
             let req = DeleteVolumeRequest {
                 handle: csi["volumeHandle"].as_str().unwrap_or_default().to_string(),
                 attributes: serde_json::from_value(csi["volumeAttributes"].clone())

@@ -52,6 +52,13 @@ pub mod finalizers {
     pub const PVC_CLONE_SOURCE: &str = "provisioner.storage.kubernetes.io/cloning-protection";
 }
 
+/// Labels with a meaning.
+pub mod labels {
+    /// On a VolumeSnapshotContent: the node whose agent takes and deletes its snapshot (a
+    /// node-local volume's), as Kubernetes' distributed snapshotting labels it.
+    pub const SNAPSHOT_MANAGED_BY: &str = "snapshot.storage.kubernetes.io/managed-by";
+}
+
 /// Stowage's own objects, such as the controllers' leader-election Lease (as Kubernetes'
 /// `kube-system`).
 pub const SYSTEM_NAMESPACE: &str = "stowage-system";

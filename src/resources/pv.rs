@@ -20,6 +20,36 @@ crate::string_enum! {
     pub enum ReclaimPolicy { Delete, Recycle, Retain }
 }
 
+/// The one node a volume is reachable from, if its node affinity pins it there: every term
+/// requires `kubernetes.io/hostname` to be that node (a node-local volume).
+pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
+    let terms = pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms
+        .as_slice();
+    fn node_of(t: &k8s_openapi::api::core::v1::NodeSelectorTerm) -> Vec<&str> {
+        t.match_expressions
+            .iter()
+            .flatten()
+            .filter(|e| e.key == super::names::node::HOSTNAME_LABEL && e.operator == "In")
+            .filter_map(|e| match e.values.as_deref() {
+                Some([one]) => Some(one.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+    let candidate = *node_of(terms.first()?).first()?;
+    terms
+        .iter()
+        .all(|t| node_of(t).contains(&candidate))
+        .then_some(candidate)
+}
+
 /// The capacity in bytes, if the volume declares one.
 pub fn capacity_bytes(pv: &PersistentVolume) -> Option<i64> {
     pv.spec

@@ -1202,3 +1202,170 @@ async fn a_block_mode_claim_gets_the_device_itself_and_a_vanished_device_is_repo
     s.delete(&format!("{}/app", pods("team-a"))).await;
     wait_unmounted(&s, &target).await;
 }
+
+#[tokio::test]
+async fn node_local_volumes_are_snapshotted_restored_and_cloned_by_their_nodes_agent() {
+    need_mounts!();
+    let (_cfg, config) = config_file("providers:\n  local:\n    enabled: false\n");
+    let s = Server::start_with(&["--config", config.as_str()]).await;
+    let mut class = storage_class("node-local", "local.stowage.dev");
+    class["volumeBindingMode"] = json!("WaitForFirstConsumer");
+    assert_eq!(s.post(SC, &class).await.0, StatusCode::CREATED);
+    let disks = tempfile::tempdir().unwrap();
+    let (disk_a, disk_b) = (disks.path().join("a"), disks.path().join("b"));
+    let agent_args = |disk: &Path| {
+        vec![
+            "--local-root".to_string(),
+            disk.to_str().unwrap().to_string(),
+            "--local-capacity".to_string(),
+            "5Gi".to_string(),
+        ]
+    };
+    let args_a = agent_args(&disk_a);
+    let args_b = agent_args(&disk_b);
+    let a = NodeAgent::start(
+        &s,
+        "node-a",
+        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let _b = NodeAgent::start(
+        &s,
+        "node-b",
+        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let ns = "team-a";
+    let claims = pvcs(ns);
+    let snapshots = format!("/apis/snapshot.storage.k8s.io/v1/namespaces/{ns}/volumesnapshots");
+    let contents = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
+
+    // A volume on node-a with a file in it.
+    s.post(&claims, &claim_in_class("data", "1Gi", "node-local"))
+        .await;
+    let uid = pod_on(&s, ns, "app", "data", "node-a").await;
+    s.wait_for_phase(&format!("{claims}/data"), "Bound").await;
+    let target = a.target(&uid, "data");
+    wait_mounted(&s, &a, &target).await;
+    std::fs::write(target.join("kept.txt"), b"written on node-a").unwrap();
+
+    // Its snapshot is taken by node-a's agent, on node-a's disk.
+    let (code, v) = s
+        .post(
+            &snapshots,
+            &json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                "metadata": {"name": "snap"},
+                "spec": {"source": {"persistentVolumeClaimName": "data"}}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let snap = s
+        .wait_for(&format!("{snapshots}/snap"), "the snapshot ready", |v| {
+            v["status"]["readyToUse"] == true
+        })
+        .await;
+    let content_name = snap["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, content) = s.get(&format!("{contents}/{content_name}")).await;
+    assert_eq!(
+        content["metadata"]["labels"]["snapshot.storage.kubernetes.io/managed-by"],
+        "node-a"
+    );
+    let handle = content["status"]["snapshotHandle"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        walk(&disk_a)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(&handle) && p.ends_with("kept.txt")),
+        "the snapshot is on node-a's disk: {:?}",
+        walk(&disk_a)
+    );
+    assert!(!walk(&disk_b).iter().any(|p| p.ends_with("kept.txt")));
+
+    // Restored and cloned on node-a: the file is there.
+    for (name, source) in [
+        (
+            "restored",
+            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}),
+        ),
+        (
+            "cloned",
+            json!({"kind": "PersistentVolumeClaim", "name": "data"}),
+        ),
+    ] {
+        let mut c = claim_in_class(name, "1Gi", "node-local");
+        c["spec"]["dataSource"] = source;
+        let (code, v) = s.post(&claims, &c).await;
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+        let pod = pod_on(&s, ns, &format!("{name}-app"), name, "node-a").await;
+        s.wait_for_phase(&format!("{claims}/{name}"), "Bound").await;
+        let target = a.target(&pod, "data");
+        wait_mounted(&s, &a, &target).await;
+        assert_eq!(
+            std::fs::read(target.join("kept.txt")).unwrap(),
+            b"written on node-a",
+            "{name}"
+        );
+    }
+
+    // A restore placed on node-b cannot read node-a's disk: it is told so, and stays Pending.
+    let mut elsewhere = claim_in_class("elsewhere", "1Gi", "node-local");
+    elsewhere["spec"]["dataSource"] =
+        json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"});
+    s.post(&claims, &elsewhere).await;
+    pod_on(&s, ns, "elsewhere-app", "elsewhere", "node-b").await;
+    let message = wait_event(&s, "default", "LocalProvisioningFailed", "node-b").await;
+    assert!(
+        message.contains("is not on node node-b's disk"),
+        "{message}"
+    );
+    let (_, c) = s.get(&format!("{claims}/elsewhere")).await;
+    assert_eq!(c["status"]["phase"], "Pending");
+
+    // Node-a reads its content and records progress on it, nothing more; node-b sees none.
+    let node_a = As::new(&s, &token(&s, "node:node-a", None).await);
+    let node_b = As::new(&s, &token(&s, "node:node-b", None).await);
+    let content_path = format!("{contents}/{content_name}");
+    assert_eq!(node_a.get(&content_path).await, StatusCode::OK);
+    assert_eq!(node_b.get(&content_path).await, StatusCode::FORBIDDEN);
+    assert!(node_b.list_names(contents).await.is_empty());
+    let merge = |who: &As<'_>, body: Value| {
+        who.client
+            .patch(s.url(&content_path))
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string())
+            .send()
+    };
+    for forbidden in [
+        json!({"spec": {"deletionPolicy": "Retain"}}),
+        json!({"metadata": {"annotations": {
+            "snapshot.storage.kubernetes.io/allow-volume-mode-change": "true"}}}),
+        json!({"metadata": {"labels": {"snapshot.storage.kubernetes.io/managed-by": "node-b"}}}),
+    ] {
+        let code = merge(&node_a, forbidden.clone()).await.unwrap().status();
+        assert_eq!(code, StatusCode::FORBIDDEN, "{forbidden}");
+    }
+    let code = merge(
+        &node_a,
+        json!({"metadata": {"annotations": {
+        "snapshot.storage.kubernetes.io/volumesnapshot-being-created": "yes"}}}),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(code, StatusCode::OK);
+
+    // Deleting the snapshot deletes it from node-a's disk, and its content goes.
+    s.delete(&format!("{snapshots}/snap")).await;
+    s.wait_gone(&format!("{contents}/{content_name}")).await;
+    assert!(
+        !walk(&disk_a)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(&handle)),
+        "the snapshot's copy went with it"
+    );
+}

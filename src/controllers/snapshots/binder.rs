@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::{COMPONENT, Error, content_name, error_now, quantity_of, time_of};
 use crate::controllers::Context;
 use crate::resources::names::finalizers::{CONTENT_BOUND, PVC_AS_SNAPSHOT_SOURCE, SNAPSHOT_BOUND};
+use crate::resources::names::labels::SNAPSHOT_MANAGED_BY;
 use crate::resources::volumesnapshot::{VolumeSnapshotStatus, source_claim};
 use crate::resources::volumesnapshotclass::{self, VolumeSnapshotClass};
 use crate::resources::volumesnapshotcontent::{
@@ -31,6 +32,9 @@ struct Source {
     driver: String,
     handle: String,
     volume_mode: Option<String>,
+    /// The node whose agent snapshots it: a node-local volume of a provider the server does
+    /// not run (node-local provisioning).
+    node: Option<String>,
 }
 
 /// Why a snapshot cannot be made yet, or at all.
@@ -107,22 +111,32 @@ impl SnapshotBinder {
                 "volume {volume_name} has no provider here to snapshot it"
             )));
         };
-        let Some(provider) = self.ctx.providers.get(&csi.driver) else {
-            return Err(Blocked::Refused(format!(
-                "provider {} is not enabled on this server",
-                csi.driver
-            )));
+        let volume = volume.typed::<PersistentVolume>();
+        let node = match self.ctx.providers.get(&csi.driver) {
+            Some(provider) if !provider.capabilities().snapshots => {
+                return Err(Blocked::Refused(format!(
+                    "provider {} cannot take snapshots",
+                    csi.driver
+                )));
+            }
+            Some(_) => None,
+            // Not the server's: a volume on one node's disk is that node's agent's to
+            // snapshot (Kubernetes' distributed snapshotting).
+            None => match crate::resources::pv::pinned_node(&volume) {
+                Some(node) => Some(node.to_string()),
+                None => {
+                    return Err(Blocked::Refused(format!(
+                        "provider {} is not enabled on this server",
+                        csi.driver
+                    )));
+                }
+            },
         };
-        if !provider.capabilities().snapshots {
-            return Err(Blocked::Refused(format!(
-                "provider {} cannot take snapshots",
-                csi.driver
-            )));
-        }
         Ok(Source {
             driver: csi.driver,
             handle: csi.volume_handle,
             volume_mode: spec.volume_mode,
+            node,
         })
     }
 
@@ -255,7 +269,8 @@ impl SnapshotBinder {
                 })
                 .await?;
         }
-        let content = self.content(
+        let node = source.node.clone();
+        let mut content = self.content(
             stored,
             &name,
             VolumeSnapshotContentSpec {
@@ -272,6 +287,13 @@ impl SnapshotBinder {
                 ..Default::default()
             },
         );
+        if let Some(node) = node {
+            content.metadata.labels = Some(
+                [(SNAPSHOT_MANAGED_BY.to_string(), node)]
+                    .into_iter()
+                    .collect(),
+            );
+        }
         self.ctx.create_if_missing(content).await?;
         let mut status = s.status.clone().unwrap_or_default();
         status.bound_volume_snapshot_content_name = Some(name);

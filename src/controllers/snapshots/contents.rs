@@ -2,6 +2,9 @@
 //! looked up), and a content with `deletionPolicy: Delete` goes only after the provider's
 //! snapshot is gone.
 //!
+//! Contents labelled `snapshot.storage.kubernetes.io/managed-by: <node>` of a provider the
+//! server does not run are left to that node's agent (node-local provisioning).
+//!
 //! Before the first provider call the content carries its finalizer, so a content deleted
 //! while the provider was still answering is held until its snapshot is deleted too: the
 //! create is idempotent by name, so asking again finds the snapshot to delete. Kubernetes can
@@ -37,6 +40,15 @@ fn being_created(c: &VolumeSnapshotContent) -> bool {
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(BEING_CREATED))
+}
+
+/// The node whose agent the content's snapshot belongs to, if it is a node-local one.
+pub fn node_of(c: &VolumeSnapshotContent) -> Option<&str> {
+    c.metadata
+        .labels
+        .as_ref()?
+        .get(crate::resources::names::labels::SNAPSHOT_MANAGED_BY)
+        .map(String::as_str)
 }
 
 fn has_finalizer(c: &VolumeSnapshotContent) -> bool {
@@ -437,7 +449,14 @@ impl Reconciler for ContentSnapshotter {
             return Ok(Action::await_change());
         };
         let c: &VolumeSnapshotContent = &stored.typed();
+        // A snapshot on a node's disk (node-local provisioning) is that node's agent's to
+        // take, look up and delete (`node::snapshots`); what needs no provider (following its
+        // VolumeSnapshot, its finalizer, a retained snapshot let go) stays here.
+        let node_local = node_of(c).is_some() && self.ctx.providers.get(&c.spec.driver).is_none();
         if c.metadata.deletion_timestamp.is_some() {
+            if node_local && !c.retains() {
+                return Ok(Action::await_change());
+            }
             if has_finalizer(c) {
                 return self.delete(&stored).await;
             }
@@ -476,7 +495,7 @@ impl Reconciler for ContentSnapshotter {
                 .await?;
             return Ok(Action::await_change());
         }
-        if c.is_ready() {
+        if c.is_ready() || node_local {
             return Ok(Action::await_change());
         }
         let Some(provider) = self.ctx.providers.get(&c.spec.driver).cloned() else {

@@ -60,7 +60,7 @@ fn time_of(nanos: i64) -> Option<Time> {
         .map(Time)
 }
 
-fn nanos_of(t: jiff::Timestamp) -> i64 {
+pub(crate) fn nanos_of(t: jiff::Timestamp) -> i64 {
     t.as_nanosecond() as i64
 }
 
@@ -72,7 +72,7 @@ fn quantity_of(bytes: i64) -> K8sQuantity {
 /// first time, and another message replaces it only once the recorded one is
 /// [`ERROR_REFRESH`] old: a provider whose messages vary (request ids, counts) would otherwise
 /// have every retry rewrite the object, and the write trigger the next retry at once.
-fn error_now(
+pub(crate) fn error_now(
     old: Option<&VolumeSnapshotError>,
     message: &str,
     now: jiff::Timestamp,
