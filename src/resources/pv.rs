@@ -493,4 +493,33 @@ mod tests {
         volume(None, true).validate_update(&volume(Some("gold"), true), &mut errs);
         assert_eq!(fields(&errs), ["spec.volumeAttributesClassName"]);
     }
+
+    #[test]
+    fn a_volume_is_pinned_only_when_every_term_names_one_and_the_same_node() {
+        let pv = |terms: serde_json::Value| -> PersistentVolume {
+            serde_json::from_value(json!({"metadata": {"name": "v"},
+                "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": terms}}}}))
+            .unwrap()
+        };
+        let host = |values: serde_json::Value| json!({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": values}]});
+        assert_eq!(pinned_node(&pv(json!([host(json!(["n1"]))]))), Some("n1"));
+        assert_eq!(
+            pinned_node(&pv(json!([host(json!(["n1"])), host(json!(["n1"]))]))),
+            Some("n1")
+        );
+        // Two nodes, or a term that allows another: not one node's.
+        assert_eq!(pinned_node(&pv(json!([host(json!(["n1", "n2"]))]))), None);
+        assert_eq!(
+            pinned_node(&pv(json!([host(json!(["n1"])), host(json!(["n2"]))]))),
+            None
+        );
+        assert_eq!(
+            pinned_node(&pv(
+                json!([{"matchExpressions": [{"key": "topology.kubernetes.io/zone",
+                "operator": "In", "values": ["z"]}]}])
+            )),
+            None
+        );
+        assert_eq!(pinned_node(&pv(json!([]))), None);
+    }
 }
