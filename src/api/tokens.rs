@@ -146,7 +146,7 @@ pub async fn item(
                     .tokens
                     .revoke(&id)
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(|e| ApiError::unavailable(format!("{e:#}")))?
                 {
                     return Err(not_found());
                 }

@@ -289,7 +289,10 @@ pub fn authorize(
                 // Node-local snapshots: the contents labelled for this node are its to take,
                 // look up and delete (their spec stays as it is: see `guard`)...
                 Kind::VolumeSnapshotContent
-                    if !matches!(verb, Verb::Create | Verb::DeleteCollection) =>
+                    if matches!(
+                        verb,
+                        Verb::Get | Verb::List | Verb::Watch | Verb::Update | Verb::Patch
+                    ) =>
                 {
                     Ok(Visibility::Only(Arc::new(move |s| {
                         matches!(&s.object(), AnyObject::VolumeSnapshotContent(c)
@@ -323,6 +326,31 @@ pub fn authorize(
     }
 }
 
+/// Whether a node's CSIStorageCapacity is for a class of a provider the server does not run,
+/// under the one name the agent gives it: a node publishes at most one per class.
+fn capacity_of_own_class(
+    graph: &Store,
+    c: &crate::resources::csistoragecapacity::CSIStorageCapacity,
+    node: &str,
+) -> bool {
+    use crate::controllers::capacity::{DRIVER_LABEL, NODE_MANAGED_BY, capacity_object};
+    let Some(driver) = c.metadata.labels.as_ref().and_then(|l| l.get(DRIVER_LABEL)) else {
+        return false;
+    };
+    let class_ok = graph
+        .get_typed::<crate::resources::StorageClass>("", &c.storage_class_name)
+        .is_some_and(|s| s.typed::<crate::resources::StorageClass>().provisioner == *driver);
+    let report = stowage_provider::CapacityReport {
+        topology: stowage_provider::Topology::one(names::node::HOSTNAME_LABEL, node),
+        available_bytes: 0,
+        maximum_volume_bytes: None,
+    };
+    let expected = capacity_object(&c.storage_class_name, driver, &report, NODE_MANAGED_BY)
+        .metadata
+        .name;
+    class_ok && !server_runs(graph, driver) && c.metadata.name == expected
+}
+
 /// Whether a CSIStorageCapacity is one `node`'s agent publishes: labelled as a node's, with
 /// a topology of that node alone.
 fn published_by(c: &crate::resources::csistoragecapacity::CSIStorageCapacity, node: &str) -> bool {
@@ -343,8 +371,9 @@ fn published_by(c: &crate::resources::csistoragecapacity::CSIStorageCapacity, no
 }
 
 /// What a node may change in a content's metadata: the "being created" mark (which it sets
-/// before its first call) and the removal of finalizers (once its snapshot is dealt with);
-/// other annotations (a mode-change permission, say) are an admin's.
+/// before its first call) and, once the content is being deleted, the removal of finalizers
+/// (when its snapshot is dealt with); other annotations (a mode-change permission, say) are an
+/// admin's.
 fn node_content_meta_ok(
     old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -356,7 +385,12 @@ fn node_content_meta_ok(
         a
     };
     let kept: Vec<&String> = old.finalizers.iter().flatten().collect();
-    others(old) == others(new) && new.finalizers.iter().flatten().all(|f| kept.contains(&f))
+    let finalizers_ok = if old.deletion_timestamp.is_some() {
+        new.finalizers.iter().flatten().all(|f| kept.contains(&f))
+    } else {
+        old.finalizers == new.finalizers
+    };
+    others(old) == others(new) && finalizers_ok
 }
 
 /// Whether a claim's volume is on `node`'s disk (bound to a volume pinned to it).
@@ -428,6 +462,22 @@ fn volume_pinned_to(pv: &crate::resources::PersistentVolume, node: &str) -> bool
     crate::resources::pv::pinned_node(pv) == Some(node)
 }
 
+/// Whether the server runs `driver` itself: it keeps that provider's CSIDriver, labelled as
+/// its own.
+fn server_runs(graph: &Store, driver: &str) -> bool {
+    graph
+        .get_typed::<crate::resources::CSIDriver>("", driver)
+        .is_some_and(|d| {
+            let (k, v) = crate::controllers::csi::MANAGED_BY;
+            d.meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(k))
+                .map(String::as_str)
+                == Some(v)
+        })
+}
+
 /// A node writes only volumes pinned to itself, bound (if at all) to a claim placed on it.
 fn node_volume(
     graph: &Store,
@@ -446,6 +496,16 @@ fn node_volume(
         return Err(ApiError::forbidden(format!(
             "node \"{node}\" may only write volumes whose node affinity pins them to it"
         )));
+    }
+    // Only node-local volumes: one of a provider the server runs would have the server
+    // snapshot, clone or delete whatever handle the node named (another tenant's disk).
+    match pv.spec.as_ref().and_then(|s| s.csi.as_ref()) {
+        Some(csi) if !server_runs(graph, &csi.driver) => {}
+        _ => {
+            return Err(ApiError::forbidden(format!(
+                "node \"{node}\" may only write CSI volumes of a provider it runs itself, not one the server runs"
+            )));
+        }
     }
     if let Some(c) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
         && !same_claim
@@ -611,11 +671,13 @@ pub fn guard(identity: &Identity, target: &Target, graph: &Store) -> Option<Guar
         }
         // What a node publishes stays its own after every patch.
         (Role::Node(node), Kind::CSIStorageCapacity) => {
-            let node = node.clone();
+            let (node, graph) = (node.clone(), graph.clone());
             Some(Guard(Arc::new(move |_, new| match new {
-                AnyObject::CSIStorageCapacity(c) if !published_by(c, &node) => {
+                AnyObject::CSIStorageCapacity(c)
+                    if !published_by(c, &node) || !capacity_of_own_class(&graph, c, &node) =>
+                {
                     Err(ApiError::forbidden(format!(
-                        "node \"{node}\" may only publish capacity labelled {}={} whose topology is its own {}",
+                        "node \"{node}\" may only publish capacity labelled {}={} whose topology is its own {}, one per class of a provider it runs, named as its agent names it",
                         crate::controllers::capacity::MANAGED_BY_LABEL,
                         crate::controllers::capacity::NODE_MANAGED_BY,
                         names::node::HOSTNAME_LABEL

@@ -69,13 +69,15 @@ pub struct Identity {
 const CHANNEL: &str = "stowage_tokens";
 /// How often a replica re-reads the token table when no announcement came (and so says it is
 /// alive).
-const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 /// A replica that has not re-read the table for this long is gone (killed, cut off from the
 /// database, where it can serve nothing that needs it): a revocation does not wait for it.
-const REPLICA_GONE_AFTER: i64 = 2 * REREAD_EVERY.as_secs() as i64;
+/// Past this, a replica also refuses every token itself: cut off from the database, it cannot
+/// know what was revoked.
+const REPLICA_GONE_AFTER: i64 = 4 * REREAD_EVERY.as_secs() as i64;
 /// The longest a revocation waits for the live replicas. Each re-reads within `REREAD_EVERY`
 /// even when an announcement is lost, so only one that dies meanwhile makes it wait this long.
-const REVOKE_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+const REVOKE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum Db {
     Sqlite(SqlitePool),
@@ -90,6 +92,8 @@ pub struct Tokens {
     follower: Option<tokio::task::AbortHandle>,
     /// This process's name in `token_replicas` (with replicas).
     replica: String,
+    /// When the shared table was last read (with replicas).
+    synced: Option<Arc<parking_lot::Mutex<std::time::Instant>>>,
 }
 
 impl Drop for Tokens {
@@ -140,12 +144,12 @@ async fn read_shared(pool: &PgPool) -> anyhow::Result<(HashMap<String, Entry>, i
 /// Records that this replica's table has reached `epoch` (and that it is alive).
 async fn reached(pool: &PgPool, replica: &str, epoch: i64) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO token_replicas (replica, epoch, seen_at) VALUES ($1, $2, $3) \
+        "INSERT INTO token_replicas (replica, epoch, seen_at) \
+         VALUES ($1, $2, EXTRACT(EPOCH FROM clock_timestamp())::BIGINT) \
          ON CONFLICT (replica) DO UPDATE SET epoch = GREATEST(token_replicas.epoch, EXCLUDED.epoch), seen_at = EXCLUDED.seen_at",
     )
     .bind(replica)
     .bind(epoch)
-    .bind(now())
     .execute(pool)
     .await?;
     Ok(())
@@ -229,6 +233,7 @@ impl Tokens {
             revocations: Arc::new(tokio::sync::watch::channel(0).0),
             follower: None,
             replica: String::new(),
+            synced: None,
         })
     }
 
@@ -249,12 +254,14 @@ impl Tokens {
             .await?;
         let entries = Arc::new(RwLock::new(table));
         let revocations = Arc::new(tokio::sync::watch::channel(0).0);
+        let synced = Arc::new(parking_lot::Mutex::new(std::time::Instant::now()));
         let follower = tokio::spawn(follow(
             pool.clone(),
             replica.clone(),
             listener,
             entries.clone(),
             revocations.clone(),
+            synced.clone(),
         ))
         .abort_handle();
         Ok(Tokens {
@@ -263,6 +270,7 @@ impl Tokens {
             revocations,
             follower: Some(follower),
             replica,
+            synced: Some(synced),
         })
     }
 
@@ -304,13 +312,27 @@ impl Tokens {
             return first;
         };
         let found = entries_from(vec![row]);
-        self.entries.write().extend(found);
+        // Never over what the table already says: a revocation read meanwhile stands.
+        let mut entries = self.entries.write();
+        for (id, entry) in found {
+            entries.entry(id).or_insert(entry);
+        }
+        drop(entries);
         self.authenticate(header)
     }
 
     /// Checks an `Authorization` header value. Every failure reads the same to the caller.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Identity, ApiError> {
         let unauthorized = || ApiError::unauthorized("Unauthorized");
+        // A replica that has not read the shared table for a while may have missed a
+        // revocation (and the others no longer wait for it): it refuses everyone.
+        if let Some(synced) = &self.synced
+            && synced.lock().elapsed().as_secs() as i64 > REPLICA_GONE_AFTER
+        {
+            return Err(ApiError::unavailable(
+                "this replica has lost its database and cannot check tokens; try another replica",
+            ));
+        }
         let token = header
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -487,10 +509,11 @@ impl Tokens {
             // This replica too: it refuses the token in memory already, but a re-read that
             // began before the revocation would put the old row back.
             let behind: Vec<String> = sqlx::query_scalar(
-                "SELECT replica FROM token_replicas WHERE epoch < $1 AND (seen_at >= $2 OR replica = $3)",
+                "SELECT replica FROM token_replicas WHERE epoch < $1 \
+                 AND (seen_at >= EXTRACT(EPOCH FROM clock_timestamp())::BIGINT - $2 OR replica = $3)",
             )
             .bind(epoch)
-            .bind(now() - REPLICA_GONE_AFTER)
+            .bind(REPLICA_GONE_AFTER)
             .bind(&self.replica)
             .fetch_all(pool)
             .await?;
@@ -498,11 +521,11 @@ impl Tokens {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    replicas = ?behind,
-                    "a revocation was not confirmed by every replica in time; they re-read the token table within seconds"
+                anyhow::bail!(
+                    "the token is revoked, but {} replica(s) have not confirmed it yet: each re-reads the token table within {} s, and one cut off from the database refuses every token after {REPLICA_GONE_AFTER} s",
+                    behind.len(),
+                    REREAD_EVERY.as_secs()
                 );
-                return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -527,6 +550,7 @@ async fn follow(
     mut listener: PgListener,
     entries: Arc<RwLock<HashMap<String, Entry>>>,
     revocations: Arc<tokio::sync::watch::Sender<u64>>,
+    synced: Arc<parking_lot::Mutex<std::time::Instant>>,
 ) {
     loop {
         // An announcement, or the periodic look: re-read either way.
@@ -534,6 +558,7 @@ async fn follow(
             tracing::warn!(error = %e, "listening for token changes");
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+        let read_at = std::time::Instant::now();
         let (fresh, epoch) = match read_shared(&pool).await {
             Ok(f) => f,
             Err(e) => {
@@ -547,6 +572,7 @@ async fn follow(
                 .any(|(id, e)| !e.revoked && fresh.get(id).is_none_or(|f| f.revoked))
         };
         *entries.write() = fresh;
+        *synced.lock() = read_at;
         if revoked {
             revocations.send_modify(|n| *n += 1);
         }

@@ -161,12 +161,17 @@ impl LocalProvisioner {
             }
             // Restores and clones copy from a snapshot or volume on this node's disk.
             let name = format!("pvc-{uid}");
-            let source = match self.data_source(&claim, &ns, &name).await {
-                Ok(source) => source,
-                Err(why) => {
-                    problems.push(format!("claim {ns}/{claim_name}: {why}"));
-                    continue;
-                }
+            // A copy under way goes on from where it started.
+            let started = self.copying.source_of(&name);
+            let source = match started {
+                Some(source) => Some(source),
+                None => match self.data_source(&claim, &ns, &name).await {
+                    Ok(source) => source,
+                    Err(why) => {
+                        problems.push(format!("claim {ns}/{claim_name}: {why}"));
+                        continue;
+                    }
+                },
             };
             let class_name = claim
                 .spec
@@ -198,13 +203,12 @@ impl LocalProvisioner {
                 source.as_ref().map(|(content, _)| content.clone()),
                 Default::default(),
             );
-            if let Some((_, from)) = &source {
-                self.copying.start(from, &name);
+            if let Some((content, from)) = &source {
+                self.copying.start(&name, from, content);
             }
             let made = self.provider.create_volume(&request).await;
-            let still_copying = matches!(&made, Err(e) if e.kind == ErrorKind::InProgress);
-            if let (Some((_, from)), false) = (&source, still_copying) {
-                self.copying.finish(from, &name);
+            if !matches!(&made, Err(e) if e.kind == ErrorKind::InProgress) {
+                self.copying.finish(&name);
             }
             let volume = match made {
                 Ok(v) => v,

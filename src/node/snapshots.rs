@@ -38,38 +38,39 @@ use crate::resources::volumesnapshotcontent::{VolumeSnapshotContent, VolumeSnaps
 
 const CONTENTS: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
 
-/// What restores and clones on this node are copying from (snapshot ids, volume handles),
-/// by the volume being filled, and since when: such a source is not deleted under them.
+/// The restores and clones under way on this node, by the volume being filled: what they copy
+/// from (a snapshot id or volume handle, and the provider's source), and since when. Such a
+/// source is not deleted under them, and a copy under way goes on from the source it started
+/// with even if the objects that named it change or go.
 #[derive(Default)]
-pub struct Copying(parking_lot::Mutex<HashMap<(String, String), Instant>>);
+pub struct Copying(parking_lot::Mutex<HashMap<String, (String, ContentSource, Instant)>>);
 
 impl Copying {
-    pub fn start(&self, source: &str, into: &str) {
+    pub fn start(&self, into: &str, source: &str, content: &ContentSource) {
         self.0
             .lock()
-            .entry((source.to_string(), into.to_string()))
-            .or_insert_with(Instant::now);
+            .entry(into.to_string())
+            .or_insert_with(|| (source.to_string(), content.clone(), Instant::now()));
     }
 
-    pub fn finish(&self, source: &str, into: &str) {
+    pub fn finish(&self, into: &str) {
+        self.0.lock().remove(into);
+    }
+
+    /// The source a copy into `into` started from, if one is under way.
+    pub fn source_of(&self, into: &str) -> Option<(ContentSource, String)> {
         self.0
             .lock()
-            .remove(&(source.to_string(), into.to_string()));
+            .get(into)
+            .map(|(id, content, _)| (content.clone(), id.clone()))
     }
 
     /// Whether `source` is being copied from, within the protection's bound.
     pub fn holds(&self, source: &str) -> bool {
         self.0
             .lock()
-            .iter()
-            .any(|((s, _), since)| s == source && since.elapsed() < SOURCE_PROTECTION_LIMIT)
-    }
-
-    /// Whether the volume `into` is being filled from `source` (a restore under way).
-    pub fn is_filling(&self, source: &str, into: &str) -> bool {
-        self.0
-            .lock()
-            .contains_key(&(source.to_string(), into.to_string()))
+            .values()
+            .any(|(s, _, since)| s == source && since.elapsed() < SOURCE_PROTECTION_LIMIT)
     }
 }
 
@@ -96,6 +97,20 @@ impl LocalProvisioner {
                 continue;
             };
             if c.spec.driver != self.name() {
+                if !c.is_ready() && c.metadata.deletion_timestamp.is_none() {
+                    let message = format!(
+                        "the agent of node {} runs provider {}, not {}: nothing on this node can take this snapshot",
+                        self.node,
+                        self.name(),
+                        c.spec.driver
+                    );
+                    if let Err(e) = self.fail(&c, &message).await {
+                        problems.push(format!(
+                            "snapshot content {}: {e:#}",
+                            c.metadata.name.as_deref().unwrap_or_default()
+                        ));
+                    }
+                }
                 continue;
             }
             let name = c.metadata.name.clone().unwrap_or_default();
@@ -224,15 +239,26 @@ impl LocalProvisioner {
             .uid
             .as_deref()
             .filter(|u| !u.is_empty())
-            && let Ok(snapshot) = self
+        {
+            match self
+                .client
                 .get(&format!(
                     "/apis/snapshot.storage.k8s.io/v1/namespaces/{ns}/volumesnapshots/{vs}"
                 ))
                 .await
-            && snapshot["metadata"]["uid"] == uid
-            && snapshot["metadata"]["deletionTimestamp"].is_null()
-        {
-            return Ok(());
+            {
+                Ok(snapshot)
+                    if snapshot["metadata"]["uid"] == uid
+                        && snapshot["metadata"]["deletionTimestamp"].is_null() =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                // Gone (to a node, what it may not see reads as refused, missing included).
+                Err(e) if e.code == exit::NOT_FOUND || e.code == exit::FORBIDDEN => {}
+                // Anything else proves nothing: the snapshot stays until the next pass.
+                Err(e) => anyhow::bail!("looking up volumesnapshot {ns}/{vs}: {}", e.message),
+            }
         }
         let status = c.status.clone().unwrap_or_default();
         let being_created = c
@@ -313,7 +339,12 @@ impl LocalProvisioner {
         if c.status.as_ref() == Some(&status) {
             return Ok(());
         }
-        self.patch_content(c, "/status", json!({"status": status}))
+        let mut body = serde_json::to_value(&status)?;
+        if status.error.is_none() {
+            // Left out, a merge patch would keep the old error.
+            body["error"] = Value::Null;
+        }
+        self.patch_content(c, "/status", json!({"status": body}))
             .await
     }
 
@@ -482,7 +513,7 @@ impl LocalProvisioner {
             return Err(format!("volumesnapshot \"{name}\" is not ready to use yet"));
         };
         if !snapshot["metadata"]["deletionTimestamp"].is_null()
-            && !self.copying.is_filling(&id, into)
+            && self.copying.source_of(into).is_none()
         {
             return Err(format!(
                 "volumesnapshot \"{name}\" is being deleted and cannot be restored from"

@@ -659,7 +659,10 @@ impl Registry {
         Ok(Some(Staged {
             op,
             old: Some(current.clone()),
-            enforced: sub != Subresource::Status,
+            // Claim status is written by controllers and nodes only (tenants cannot), to
+            // report what happened; every other write, pod status included, is enforced.
+            enforced: !(sub == Subresource::Status
+                && <T as Typed>::KIND == Kind::PersistentVolumeClaim),
         }))
     }
 

@@ -25,9 +25,11 @@ use super::Staged;
 struct Move<'a> {
     before: Option<(AnyObject, Usage)>,
     after: Option<(&'a AnyObject, Usage)>,
-    /// Whether going over a limit refuses it. Status writes are charged but never refused, as
-    /// Kubernetes' quota admission leaves subresources alone: a controller reporting what
-    /// happened (a volume that moved to another attributes class) must not be stopped by it.
+    /// Whether going over a limit refuses it. Claim status writes are charged but never
+    /// refused, as Kubernetes' quota admission leaves subresources alone: a controller
+    /// reporting what happened (a volume that moved to another attributes class) must not be
+    /// stopped by it. Pod status stays enforced: tenants write it, and a pod set Failed then
+    /// Running again must not slip past `pods`.
     enforced: bool,
     kind: Kind,
     name: &'a str,
@@ -430,6 +432,50 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(used(&r, "a")["requests.storage"], 100 << 30);
+    }
+
+    #[tokio::test]
+    async fn a_pod_set_failed_and_running_again_cannot_slip_past_the_pod_limit() {
+        let (_d, r) = registry().await;
+        let opts = WriteOptions::default();
+        r.create("a", quota(serde_json::json!({"pods": "1"})), &opts)
+            .await
+            .unwrap();
+        let pod = |name: &str| -> crate::resources::Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+            .unwrap()
+        };
+        let set_phase = |name: &str, phase: &str| {
+            let mut p: crate::resources::Pod =
+                r.get::<crate::resources::Pod>("a", name).unwrap().typed();
+            p.status = Some(serde_json::from_value(serde_json::json!({"phase": phase})).unwrap());
+            p
+        };
+        r.create("a", pod("one"), &opts).await.unwrap();
+        let failed = set_phase("one", "Failed");
+        Box::pin(r.update(
+            "a",
+            "one",
+            failed,
+            crate::resources::Subresource::Status,
+            &opts,
+        ))
+        .await
+        .unwrap();
+        r.create("a", pod("two"), &opts).await.unwrap();
+        let running = set_phase("one", "Running");
+        let err = Box::pin(r.update(
+            "a",
+            "one",
+            running,
+            crate::resources::Subresource::Status,
+            &opts,
+        ))
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.code, 403, "{err}");
     }
 
     #[tokio::test]

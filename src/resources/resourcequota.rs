@@ -203,6 +203,22 @@ impl KindStrategy for ResourceQuota {
         scope::validate(spec, &p, errs);
     }
 
+    /// Kubernetes: a quota's scopes are fixed once it exists (what it counted would change
+    /// under its status).
+    fn validate_update(&self, old: &Self, errs: &mut FieldErrors) {
+        let (new, old) = (self.spec.as_ref(), old.spec.as_ref());
+        let p = Path::root("spec");
+        if new.and_then(|s| s.scopes.clone()).unwrap_or_default()
+            != old.and_then(|s| s.scopes.clone()).unwrap_or_default()
+        {
+            errs.invalid(&p.child("scopes"), "", "field is immutable");
+        }
+        if new.and_then(|s| s.scope_selector.clone()) != old.and_then(|s| s.scope_selector.clone())
+        {
+            errs.invalid(&p.child("scopeSelector"), "", "field is immutable");
+        }
+    }
+
     fn table_columns() -> &'static [Column] {
         const COLUMNS: &[Column] = &[
             Column::name_column(),
@@ -275,6 +291,24 @@ mod tests {
                 .keys()
                 .all(|k| !k.contains(CLASS_SUFFIX))
         );
+    }
+
+    #[test]
+    fn scopes_cannot_change_once_a_quota_exists() {
+        let q = |spec: serde_json::Value| -> ResourceQuota {
+            serde_json::from_value(json!({"metadata": {"name": "q"}, "spec": spec})).unwrap()
+        };
+        let old = q(json!({"hard": {"pods": "1"}, "scopes": ["BestEffort"]}));
+        let mut errs = FieldErrors::new();
+        q(json!({"hard": {"pods": "2"}, "scopes": ["BestEffort"]}))
+            .validate_update(&old, &mut errs);
+        assert!(errs.is_empty(), "limits may change");
+        q(json!({"hard": {"pods": "1"}, "scopes": ["NotBestEffort"]}))
+            .validate_update(&old, &mut errs);
+        q(json!({"hard": {"pods": "1"}, "scopes": ["BestEffort"], "scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "Exists"}]}}))
+        .validate_update(&old, &mut errs);
+        assert_eq!(errs.0.len(), 2, "{:?}", errs.0);
     }
 
     #[test]

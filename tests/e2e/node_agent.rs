@@ -449,8 +449,10 @@ async fn a_read_only_claim_is_mounted_read_only() {
 #[tokio::test]
 async fn the_node_authorizer_lets_a_node_read_only_what_its_pods_use() {
     // Network-disk-like volumes (the in-memory provider): not pinned to any node, so only the
-    // graph of pods decides what a node sees.
-    let (_cfg, config) = config_file("providers:\n  memory:\n    enabled: true\n");
+    // graph of pods decides what a node sees. Local volumes are the nodes' own (node-local
+    // provisioning), so the server does not run the local provider.
+    let (_cfg, config) =
+        config_file("providers:\n  memory:\n    enabled: true\n  local:\n    enabled: false\n");
     let s = Server::start_with(&["--config", config.as_str()]).await;
     assert_eq!(
         s.post(SC, &storage_class("mem", "memory.stowage.dev"))
@@ -503,6 +505,17 @@ async fn the_node_authorizer_lets_a_node_read_only_what_its_pods_use() {
             .await,
         StatusCode::FORBIDDEN
     );
+    // A node makes only volumes of a provider it runs itself: one of the server's, pinned to
+    // it, would have the server snapshot, clone or delete whatever handle it named.
+    let theirs_handle = theirs["spec"]["csi"]["volumeHandle"].as_str().unwrap();
+    let forged = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "forged"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "memory.stowage.dev", "volumeHandle": theirs_handle},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-a"]}]}]}}}});
+    assert_eq!(node_a.create(PV, &forged).await, StatusCode::FORBIDDEN);
+
     // Lists show only what a node provisions itself: claims placed on it, volumes pinned to
     // it. What its pods use it reads one object at a time.
     assert!(

@@ -21,7 +21,7 @@ use crate::controllers::Context;
 use crate::resources::names::finalizers::CONTENT_BOUND;
 use crate::resources::volumesnapshotcontent::VolumeSnapshotContentStatus;
 use crate::resources::{
-    AnyObject, Kind, PersistentVolume, Subresource, VolumeSnapshot, VolumeSnapshotClass,
+    AnyObject, Kind, Node, PersistentVolume, Subresource, VolumeSnapshot, VolumeSnapshotClass,
     VolumeSnapshotContent,
 };
 use crate::runtime::{Action, Reconciler};
@@ -311,6 +311,28 @@ impl ContentSnapshotter {
         })
     }
 
+    /// A node-local content whose node is gone: its snapshot went with the node's disk. A
+    /// content being deleted is let go (with a warning) rather than held for ever; one not
+    /// yet taken says why it never will be.
+    async fn node_gone(&self, stored: &Arc<Stored>, node: &str) -> Result<Action, Error> {
+        let c: &VolumeSnapshotContent = &stored.typed();
+        let message =
+            format!("node {node} is gone, and with it the disk this snapshot is (or was to be) on");
+        if c.metadata.deletion_timestamp.is_some() {
+            if has_finalizer(c) {
+                self.event(stored, true, "SnapshotDeleteFailed", message);
+                self.ctx
+                    .drop_finalizer::<VolumeSnapshotContent>(stored, CONTENT_BOUND)
+                    .await?;
+            }
+            return Ok(Action::await_change());
+        }
+        if !c.is_ready() {
+            self.fail(stored, "SnapshotCreationFailed", message).await?;
+        }
+        Ok(Action::await_change())
+    }
+
     /// A content being deleted: the provider's snapshot goes first (`Delete`), unless a live
     /// VolumeSnapshot is still bound to it.
     async fn delete(&self, stored: &Arc<Stored>) -> Result<Action, Error> {
@@ -406,6 +428,7 @@ impl Reconciler for ContentSnapshotter {
             Kind::VolumeSnapshotContent,
             Kind::VolumeSnapshot,
             Kind::VolumeSnapshotClass,
+            Kind::Node,
         ]
     }
 
@@ -435,6 +458,18 @@ impl Reconciler for ContentSnapshotter {
                     .map(|c| c.key.clone())
                     .collect()
             }
+            // A node that goes takes the snapshots on its disk with it.
+            AnyObject::Node(_) => {
+                let (contents, _) = self.ctx.store.list(Kind::VolumeSnapshotContent, None);
+                contents
+                    .iter()
+                    .filter(|c| {
+                        node_of(&c.typed::<VolumeSnapshotContent>())
+                            == Some(object.key.name.as_str())
+                    })
+                    .map(|c| c.key.clone())
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -453,6 +488,11 @@ impl Reconciler for ContentSnapshotter {
         // take, look up and delete (`node::snapshots`); what needs no provider (following its
         // VolumeSnapshot, its finalizer, a retained snapshot let go) stays here.
         let node_local = node_of(c).is_some() && self.ctx.providers.get(&c.spec.driver).is_none();
+        if let Some(node) = node_of(c).filter(|_| node_local)
+            && self.ctx.store.get_typed::<Node>("", node).is_none()
+        {
+            return self.node_gone(&stored, node).await;
+        }
         if c.metadata.deletion_timestamp.is_some() {
             if node_local && !c.retains() {
                 return Ok(Action::await_change());

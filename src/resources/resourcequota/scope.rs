@@ -115,7 +115,13 @@ impl Requirement {
                         .as_ref()
                         .and_then(|s| s.priority_class_name.as_deref())
                         .filter(|c| !c.is_empty());
-                    self.matches_values(&class.into_iter().collect())
+                    match self.operator.as_str() {
+                        // Kubernetes compares a selector on {PriorityClass: <name>}, a key every
+                        // pod has (empty or not): `DoesNotExist` never matches.
+                        "DoesNotExist" => false,
+                        "NotIn" => !self.values.iter().any(|v| Some(v.as_str()) == class),
+                        _ => self.matches_values(&class.into_iter().collect()),
+                    }
                 }
                 _ => false,
             },
@@ -180,10 +186,14 @@ fn is_best_effort(p: &Pod) -> bool {
         .chain(spec.init_containers.iter().flatten())
         .filter_map(|c| c.resources.as_ref())
         .all(|r| {
-            [&r.requests, &r.limits]
-                .into_iter()
-                .flatten()
-                .all(|m| !m.keys().any(|k| k == "cpu" || k == "memory"))
+            // Kubernetes' QoS counts only positive amounts: `cpu: 0` is still best effort.
+            [&r.requests, &r.limits].into_iter().flatten().all(|m| {
+                !m.iter().any(|(k, q)| {
+                    (k == "cpu" || k == "memory")
+                        && crate::machinery::quantity::Quantity::parse(&q.0)
+                            .is_ok_and(|q| q.units_ceil() > 0)
+                })
+            })
         })
 }
 
@@ -410,6 +420,12 @@ mod tests {
         assert!(prio("NotIn", &["high"]).matches(&plain));
         assert!(prio("Exists", &[]).matches(&high));
         assert!(!prio("Exists", &[]).matches(&plain));
+        // As in Kubernetes, every pod has the key (empty or not): DoesNotExist never matches.
+        assert!(!prio("DoesNotExist", &[]).matches(&plain));
+        // Zero amounts do not make a pod anything but best effort.
+        let zero = pod(json!({"containers": [{"name": "a",
+            "resources": {"requests": {"cpu": "0"}, "limits": {"memory": "0"}}}]}));
+        assert!(s(&["BestEffort"]).matches(&zero));
     }
 
     fn errors(spec: serde_json::Value) -> Vec<String> {
