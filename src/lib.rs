@@ -8,12 +8,15 @@
 //! - [`runtime`] and [`controllers`]: level-triggered controllers (binder, provisioner, ...);
 //! - [`providers`]: the storage providers this server has (see `providers/` for the crates);
 //! - [`machinery`]: kind-independent pieces (quantities, selectors, patches);
+//! - [`console`]: the web console at `/ui/` (a page on the public API);
+//! - [`node`]: the node agent (`stowage node`);
 //! - [`cli`] and [`server`]: the `stowage` binary.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod controllers;
 pub mod error;
 pub mod machinery;

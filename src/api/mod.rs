@@ -144,6 +144,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(|| async { discovery::version() }))
         .route("/metrics", get(metrics))
+        // The web console: its files, served to anyone (they hold no data; the page calls
+        // this API with the user's own token).
+        .route("/ui", get(|| async { crate::console::redirect() }))
+        .route("/ui/", get(|| async { crate::console::serve("") }))
+        .route("/ui/{*file}", get(|Path(f): Path<String>| async move { crate::console::serve(&f) }))
         .route("/api", get(|h: HeaderMap| async move { discovery::core_versions(&h) }).fallback(not_allowed))
         .route("/apis", get(|h: HeaderMap| async move { discovery::group_list(&h) }).fallback(not_allowed))
         .route("/api/v1", get(|| async { discovery::resource_list("", "v1") }).fallback(not_allowed))
@@ -222,7 +227,8 @@ async fn metrics(
 
 /// Paths anyone may read without a token.
 fn is_public(path: &str, metrics_public: bool) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/livez" | "/version")
+    matches!(path, "/healthz" | "/readyz" | "/livez" | "/version" | "/ui")
+        || path.starts_with("/ui/")
         || (metrics_public && path == "/metrics")
 }
 
