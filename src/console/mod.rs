@@ -15,7 +15,8 @@ const STYLE: &str = include_str!("assets/style.css");
 /// no plugins. Everything the page shows is built as text, so a name or message a tenant
 /// wrote can never run as code; this policy is the second wall.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-     img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+     require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// The console's file at `path` (below `/ui/`), if there is one.
 fn asset(path: &str) -> Option<(&'static str, &'static str)> {

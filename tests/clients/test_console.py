@@ -2,6 +2,7 @@
 Debian's chromedriver, against a real `stowage serve` (HTTPS, its own CA). Screenshots of every
 view are saved under target/console-screenshots/ for a person to look at."""
 
+import datetime
 import json
 import os
 import shutil
@@ -60,6 +61,8 @@ def browser():
                 # The server's certificate is from its own CA, made at first start.
                 "--ignore-certificate-errors"):
         options.add_argument(arg)
+    # The page's console log, to check it for policy violations and the token.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     yield driver
     driver.quit()
@@ -127,7 +130,7 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     wait_text(browser, cls)
     card = browser.find_element(By.CSS_SELECTOR, 'article[aria-label="class %s"]' % cls)
     WebDriverWait(browser, 15).until(lambda d: "2 of 3 claims" in card.text)
-    assert "Free" in card.text, card.text
+    assert "free for new volumes" in card.text, card.text
     # Plots carry their values as text too.
     assert card.find_elements(By.CSS_SELECTOR, '[role=img][aria-label*="Bound"]')
     pending = browser.find_element(By.TAG_NAME, "main").text
@@ -138,15 +141,18 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     wait_text(browser, "cache")
     Select(browser.find_element(By.ID, "f-ns")).select_by_visible_text(namespace)
     browser.find_element(By.ID, "f-label").send_keys("app=shop")
-    WebDriverWait(browser, 5).until(lambda d: "1 item" in d.find_element(By.CSS_SELECTOR, ".count").text)
+    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "1 item")
     assert "cache" not in browser.find_element(By.CSS_SELECTOR, ".scroller").text
     browser.find_element(By.ID, "f-label").clear()
     browser.find_element(By.ID, "f-label").send_keys(Keys.SPACE, Keys.BACKSPACE)
-    # A claim made elsewhere appears without a reload.
+    # A claim made elsewhere appears without a reload. The delay is printed (a figure: the
+    # target is 200 ms; a debug build and a 2-core machine running other tests are not the
+    # place to pass or fail on it).
     started = time.time()
     claim(core, namespace, "late", cls)
-    WebDriverWait(browser, 5).until(lambda d: "late" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
-    assert time.time() - started < 5
+    WebDriverWait(browser, 5, poll_frequency=0.02).until(
+        lambda d: "late" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
+    print("\nconsole: a new claim showed %.0f ms after its create returned" % ((time.time() - started) * 1000))
     shot(browser, "claims")
 
     browser.find_element(By.LINK_TEXT, "db").click()
@@ -156,12 +162,29 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     assert "Provisioning" in story or "ProvisioningSucceeded" in story, story
     shot(browser, "story")
 
-    for view in ("volumes", "attachments", "nodes", "events", "providers", "classes"):
+    # A node: its attach limit, health from its lease, and an out-of-service taint.
+    node = "console-node-" + namespace
+    core.create_node(client.V1Node(
+        metadata=client.V1ObjectMeta(name=node, annotations={"stowage.dev/max-volume-attachments": "5"}),
+        spec=client.V1NodeSpec(taints=[client.V1Taint(key="node.kubernetes.io/out-of-service", value="nodeshutdown", effect="NoExecute")])))
+    client.CoordinationV1Api(api).create_namespaced_lease("stowage-node-lease", client.V1Lease(
+        metadata=client.V1ObjectMeta(name=node),
+        spec=client.V1LeaseSpec(holder_identity=node, lease_duration_seconds=40,
+                                renew_time=datetime.datetime.now(datetime.timezone.utc))))
+    go(browser, "nodes")
+    wait_text(browser, node)
+    card = browser.find_element(By.CSS_SELECTOR, 'article[aria-label="node %s"]' % node)
+    WebDriverWait(browser, 15).until(lambda d: "of 5 volumes" in card.text)
+    assert "Healthy" in card.text, card.text
+    assert card.find_element(By.CSS_SELECTOR, ".taint-oos").text.startswith("node.kubernetes.io/out-of-service")
+    shot(browser, "nodes")
+
+    expected = {"volumes": "pvc-", "attachments": "Attachments", "events": "Provisioning",
+                "providers": MEMORY, "classes": cls}
+    for view, text in expected.items():
         go(browser, view)
-        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.TAG_NAME, "h1").text != "")
+        wait_text(browser, text)
         shot(browser, view)
-    go(browser, "providers")
-    wait_text(browser, MEMORY)
 
 
 def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api, browser, namespace):
@@ -224,6 +247,32 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
     assert "failed" in toast.text and "already exists" in toast.text, toast.text
     shot(browser, "error")
 
+    # A Retained volume released, with the warning, confirmed.
+    keep = "keep-" + namespace
+    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=keep), provisioner=MEMORY,
+                                                       reclaim_policy="Retain"))
+    claim(core, namespace, "kept", keep)
+    deadline = time.time() + 15
+    while core.read_namespaced_persistent_volume_claim("kept", namespace).status.phase != "Bound":
+        assert time.time() < deadline, "kept did not bind"
+        time.sleep(0.1)
+    volume = core.read_namespaced_persistent_volume_claim("kept", namespace).spec.volume_name
+    core.delete_namespaced_persistent_volume_claim("kept", namespace)
+    while core.read_persistent_volume(volume).status.phase != "Released":
+        assert time.time() < deadline + 15, "the volume was not released"
+        time.sleep(0.1)
+    go(browser, "volumes")
+    wait_text(browser, volume)
+    row = browser.find_element(By.XPATH, "//div[@role='row'][span[text()='%s']]" % volume)
+    row.find_element(By.XPATH, ".//button[text()='Release']").click()
+    warning = WebDriverWait(browser, 5).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog .warnbox")))
+    assert "keeps the data" in warning.text
+    browser.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
+    deadline = time.time() + 15
+    while core.read_persistent_volume(volume).status.phase != "Available":
+        assert time.time() < deadline, "the released volume did not become Available"
+        time.sleep(0.1)
+
     # Deleting a claim, confirmed.
     browser.get(server.url + "/ui/#/story/%s/grow" % namespace)
     WebDriverWait(browser, 10).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Delete claim']"))).click()
@@ -262,7 +311,7 @@ def test_a_tenant_sees_only_its_namespace(server, api, browser, namespace):
     sign_in(browser, server, tenant)
     go(browser, "claims")
     wait_text(browser, "mine")
-    time.sleep(1)
+    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "1 item")
     table = browser.find_element(By.CSS_SELECTOR, ".scroller").text
     assert "theirs" not in table and other not in table, table
     go(browser, "nodes")
@@ -273,9 +322,18 @@ def test_a_tenant_sees_only_its_namespace(server, api, browser, namespace):
     assert browser.execute_script("return localStorage.length") == 0
 
 
-def test_ten_thousand_claims_are_listed_virtualized_and_the_first_paint_is_measured(server, api, browser, namespace):
+def test_ten_thousand_claims_are_listed_virtualized_and_the_first_paint_is_measured(browser, namespace):
     """The list holds 10,000 claims but the page only as many rows as are in view. The time to
-    the first rows is printed (a figure, not a pass/fail: speed is for benchmarks)."""
+    the first rows is printed (a figure, not a pass/fail: speed is for benchmarks). A server of
+    its own: the others' tests do not wade through 10,000 claims."""
+    server = StowageServer()
+    try:
+        ten_thousand(server, browser, namespace)
+    finally:
+        server.stop()
+
+
+def ten_thousand(server, browser, namespace):
     import concurrent.futures
     import http.client
     import urllib.parse
@@ -304,6 +362,8 @@ def test_ten_thousand_claims_are_listed_virtualized_and_the_first_paint_is_measu
         list(pool.map(create, range(0, 10000, 1250)))
 
     sign_in(browser, server, token)
+    # From a blank page to the first rows: the whole load (page, script, list of 10,000).
+    browser.get("about:blank")
     started = time.time()
     browser.get(server.url + "/ui/#/claims")
     WebDriverWait(browser, 30).until(lambda d: "c00000" in d.find_element(By.CSS_SELECTOR, ".scroller").text
@@ -315,7 +375,8 @@ def test_ten_thousand_claims_are_listed_virtualized_and_the_first_paint_is_measu
     assert rows < 100, "%d rows in the DOM for 10,000 claims: the list is not virtualized" % rows
     # Scrolling to the end shows the last claims.
     browser.execute_script("document.querySelector('.scroller').scrollTop = 1e9")
-    WebDriverWait(browser, 5).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".scroller .row")) > 0)
+    WebDriverWait(browser, 5).until(lambda d: "c09999" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".scroller .row")) < 100
     shot(browser, "claims-10000")
     print("\nconsole: first rows of 10,000 claims after %.2f s (debug build, headless Chromium); %d rows in the DOM" % (first_paint, rows))
 
@@ -372,3 +433,46 @@ def test_a_lost_watch_resumes_after_the_server_restarts(browser, namespace):
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_kubeconfig_sign_in_sign_out_and_tenant_text_never_runs(server, api, browser, namespace):
+    core = client.CoreV1Api(api)
+    storage = client.StorageV1Api(api)
+    cls = "xss-" + namespace
+    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=cls), provisioner=MEMORY))
+    claim(core, namespace, "plain", cls)
+    payload = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    core.create_namespaced_event(namespace, client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name="x."), reason="Hostile", message=payload, type="Warning",
+        involved_object=client.V1ObjectReference(kind="PersistentVolumeClaim", namespace=namespace, name="plain")))
+
+    # The server's own kubeconfig, picked as a file: the token of its current context.
+    browser.get(server.url + "/ui/")
+    picker = WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.ID, "kubeconfig")))
+    picker.send_keys(server.kubeconfig())
+    try:
+        WebDriverWait(browser, 10).until(EC.visibility_of_element_located((By.ID, "nav")))
+    except TimeoutException:
+        raise AssertionError("kubeconfig sign-in failed: " + browser.find_element(By.CSS_SELECTOR, ".signin .error").text)
+
+    # A tenant's text is shown as text, and never runs.
+    browser.get(server.url + "/ui/#/story/%s/plain" % namespace)
+    wait_text(browser, "Hostile")
+    assert payload in browser.find_element(By.TAG_NAME, "main").text
+    assert browser.title == "Stowage console"
+    assert not browser.find_elements(By.CSS_SELECTOR, "main img")
+    # A crafted story link cannot aim the delete button anywhere but at a claim shown.
+    browser.get(server.url + "/ui/#/story/a%2F..%2F..%2Fx/y")
+    wait_text(browser, "does not exist")
+    assert not browser.find_element(By.XPATH, "//button[text()='Delete claim']").is_displayed()
+
+    # No policy violation, and the token in no log line.
+    token = admin_token(server)
+    for entry in browser.get_log("browser"):
+        assert token not in entry["message"]
+        assert "Content Security Policy" not in entry["message"], entry
+
+    # Sign-out forgets the token.
+    browser.find_element(By.ID, "signout").click()
+    WebDriverWait(browser, 5).until(EC.presence_of_element_located((By.ID, "token")))
+    assert browser.execute_script("return sessionStorage.length") == 0

@@ -31,7 +31,7 @@ function h(tag, attrs, ...children) {
 
 function toast(message, isError) {
   const box = document.getElementById("toast");
-  const item = h("div", { class: isError ? "error" : "" }, message);
+  const item = h("div", { class: isError ? "error" : "", role: isError ? "alert" : null }, message);
   box.append(item);
   setTimeout(() => item.remove(), isError ? 9000 : 4000);
 }
@@ -86,7 +86,9 @@ async function failure(resp) {
     const body = await resp.json();
     if (body && body.message) message = body.message;
   } catch (_) { /* not a Status */ }
-  return new ApiError(resp.status, message);
+  const err = new ApiError(resp.status, message);
+  err.retryAfter = parseInt(resp.headers.get("Retry-After") || "0", 10);
+  return err;
 }
 
 class Api {
@@ -129,7 +131,10 @@ class Live {
   changed() { for (const f of this.listeners) f(); }
 
   async list() {
-    const body = await this.api.get(this.path);
+    this.error = null;
+    const resp = await fetch(this.path, { headers: this.api.headers(), signal: this.abort.signal, cache: "no-store", credentials: "omit" });
+    if (!resp.ok) throw await failure(resp);
+    const body = await resp.json();
     this.items = new Map((body.items || []).map((o) => [this.key(o), o]));
     this.loaded = true;
     this.error = null;
@@ -140,14 +145,21 @@ class Live {
   async run() {
     let rv = null;
     let backoff = 250;
+    let failures = 0;
+    const pause = (ms) => new Promise((r) => setTimeout(r, ms));
     while (!this.abort.signal.aborted) {
+      const began = Date.now();
       try {
         if (rv === null) rv = await this.list();
         rv = await this.watch(rv);
-        backoff = 250;
+        failures = 0;
+        // A watch that ends at once is not a reason to hammer the server.
+        if (Date.now() - began < 1000) await pause(backoff);
+        backoff = Date.now() - began < 1000 ? Math.min(backoff * 2, 5000) : 250;
       } catch (e) {
         if (this.abort.signal.aborted) return;
-        if (e instanceof ApiError && e.status === 410) { rv = null; continue; }
+        if (e instanceof ApiError && e.status === 410) { rv = null; await pause(100); continue; }
+        if (e instanceof ApiError && e.status === 429) { await pause(Math.max(e.retryAfter || 1, 1) * 1000); continue; }
         if (e instanceof ApiError && (e.status === 403 || e.status === 401)) {
           this.error = e.message;
           this.loaded = true;
@@ -156,7 +168,13 @@ class Live {
           await new Promise((r) => setTimeout(r, 30000));
           continue;
         }
-        await new Promise((r) => setTimeout(r, backoff));
+        // Say so after a few tries (a view waiting on this list stops waiting), and go on.
+        if (++failures >= 3 && !this.error) {
+          this.error = "cannot reach the server (" + e.message + "); retrying";
+          this.loaded = true;
+          this.changed();
+        }
+        await pause(backoff);
         backoff = Math.min(backoff * 2, 5000);
       }
     }
@@ -169,6 +187,15 @@ class Live {
       { headers: this.api.headers(), signal: this.abort.signal, cache: "no-store", credentials: "omit" });
     if (!resp.ok) throw await failure(resp);
     const reader = resp.body.getReader();
+    try {
+      return await this.follow(reader, rv);
+    } finally {
+      // Whatever ended it, the connection goes back (or away).
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  async follow(reader, rv) {
     const decoder = new TextDecoder();
     let buffer = "";
     for (;;) {
@@ -252,18 +279,30 @@ function tokenFromKubeconfig(text) {
     let inSection = false;
     let item = null;
     for (const l of lines) {
-      if (/^\S/.test(l)) { inSection = l.startsWith(section + ":"); continue; }
+      // A top-level key (sequences may sit at column 0: "- name: ...").
+      if (/^[^\s-]/.test(l)) { inSection = l.startsWith(section + ":"); continue; }
       if (!inSection) continue;
       if (/^-\s|^\s{0,2}-\s/.test(l)) { item = {}; out.push(item); }
       const kv = /^[\s-]*([A-Za-z-]+):\s*(.*)$/.exec(l);
-      if (item && kv && kv[2] !== "") item[kv[1]] = scalar(kv[2]);
+      if (item && kv && kv[2] !== "" && !(kv[1] in item)) item[kv[1]] = scalar(kv[2]);
     }
     return out;
   };
   const contexts = blocks("contexts");
   const users = blocks("users");
-  const ctx = contexts.find((c) => c.name === current) || contexts[0];
-  const user = ctx ? users.find((u) => u.name === ctx.user) : users[0];
+  const clusters = blocks("clusters");
+  // Only the current context's own user, and only if its cluster is this server: a token for
+  // another cluster is never sent here.
+  const ctx = contexts.find((c) => c.name === current);
+  if (!ctx) throw new Error("the kubeconfig has no current context");
+  const cluster = clusters.find((c) => c.name === ctx.cluster);
+  let origin = null;
+  try { origin = cluster && new URL(cluster.server).origin; } catch (_) { /* not a URL */ }
+  if (origin !== location.origin) {
+    throw new Error("the kubeconfig's current context is for " + (cluster ? cluster.server : "another cluster") +
+      ", not this server; paste the token instead if you mean to use it here");
+  }
+  const user = users.find((u) => u.name === ctx.user);
   return user && user.token ? user.token : null;
 }
 
@@ -292,7 +331,8 @@ function showSignIn(message) {
   const area = h("textarea", { id: "token", "aria-label": "Bearer token", autocomplete: "off", spellcheck: "false" });
   const file = h("input", { type: "file", id: "kubeconfig", accept: ".yaml,.yml,.conf,text/*" });
   const useText = async (text) => {
-    const token = tokenFromKubeconfig(text);
+    let token = null;
+    try { token = tokenFromKubeconfig(text); } catch (e) { error.textContent = "Not used: " + e.message; return; }
     if (!token) { error.textContent = "No token found in that kubeconfig's current context."; return; }
     try { await signIn(token); } catch (e) { error.textContent = "Sign-in failed: " + e.message; }
   };
@@ -349,7 +389,7 @@ class VTable {
     this.scroller = h("div", { class: "scroller", style: "height:" + height + "px", tabindex: "0" }, this.body);
     this.scroller.addEventListener("scroll", () => this.draw());
     this.template = template;
-    this.count = h("p", { class: "count", "aria-live": "polite" });
+    this.count = h("p", { class: "count" });
     this.el = h("div", {}, this.count, h("div", { class: "table", role: "table", "aria-label": label }, this.head, this.scroller));
     this.markSort();
   }
@@ -367,15 +407,18 @@ class VTable {
 
   setRows(rows) {
     // Unchanged rows (another collection moved) are not redrawn: a row's buttons stay put.
-    const signature = this.sort.index + "/" + this.sort.dir + "/" +
+    const signature = Math.floor(Date.now() / 10000) + "/" + this.sort.index + "/" + this.sort.dir + "/" +
       rows.map((r) => r.metadata.uid + ":" + r.metadata.resourceVersion).join(",");
     if (signature === this.signature) return;
     this.signature = signature;
     const col = this.columns[this.sort.index];
     const key = col.sort || col.value;
+    const clean = (v) => (typeof v === "number" && Number.isNaN(v) ? 0 : v);
+    const id = (o) => (o.metadata.namespace || "") + "/" + o.metadata.name;
     this.rows = rows.slice().sort((a, b) => {
-      const x = key(a), y = key(b);
-      return (x < y ? -1 : x > y ? 1 : 0) * this.sort.dir;
+      const x = clean(key(a)), y = clean(key(b));
+      const byKey = (x < y ? -1 : x > y ? 1 : 0) * this.sort.dir;
+      return byKey || (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0);
     });
     this.count.textContent = this.rows.length + (this.rows.length === 1 ? " item" : " items");
     this.body.style.height = this.rows.length * ROW_HEIGHT + "px";
@@ -383,13 +426,23 @@ class VTable {
   }
 
   draw() {
+    // Keep keyboard focus on the same row and column across redraws.
+    const active = document.activeElement;
+    let focusKey = null, focusCol = -1;
+    if (active && this.body.contains(active)) {
+      const row = active.closest(".row");
+      focusKey = row && row.dataset.key;
+      focusCol = row ? [...row.children].findIndex((c) => c.contains(active)) : -1;
+    }
     const top = this.scroller.scrollTop;
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - 10);
     const last = Math.min(this.rows.length, Math.ceil((top + this.scroller.clientHeight + 1) / ROW_HEIGHT) + 10);
     const out = [];
     for (let i = first; i < last; i++) {
       const row = this.rows[i];
-      const el = h("div", { class: "row", role: "row", style: "top:" + i * ROW_HEIGHT + "px;grid-template-columns:" + this.template });
+      const el = h("div", { class: "row", role: "row", "aria-rowindex": i + 2,
+        "data-key": (row.metadata.namespace || "") + "/" + row.metadata.name,
+        style: "top:" + i * ROW_HEIGHT + "px;grid-template-columns:" + this.template });
       for (const c of this.columns) {
         const content = c.render ? c.render(row) : c.value(row);
         el.append(h("span", { role: "cell", class: c.cls ? c.cls(row) : "" }, content));
@@ -397,6 +450,11 @@ class VTable {
       out.push(el);
     }
     this.body.replaceChildren(...out);
+    if (focusKey !== null) {
+      const row = out.find((r) => r.dataset.key === focusKey);
+      const target = row && row.children[focusCol] && row.children[focusCol].querySelector("a, button");
+      if (target) target.focus({ preventScroll: true });
+    }
   }
 }
 
@@ -414,12 +472,26 @@ function select(label, id, options, onchange) {
 }
 
 function refillSelect(s, options) {
+  const now = JSON.stringify(options);
+  if (s.dataset.options === now) return;
+  s.dataset.options = now;
   const keep = s.value;
   s.replaceChildren(h("option", { value: "" }, "all"), ...options.map((o) => h("option", { value: o }, o)));
   s.value = options.includes(keep) ? keep : "";
 }
 
 const uniq = (xs) => [...new Set(xs.filter(Boolean))].sort();
+
+// Object names as Kubernetes allows them (DNS subdomains): anything else never reaches a path.
+const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+function claimPath(namespace, name) {
+  if (!NAME.test(namespace) || !NAME.test(name)) throw new Error("not a valid claim name: " + namespace + "/" + name);
+  return "/api/v1/namespaces/" + encodeURIComponent(namespace) + "/persistentvolumeclaims/" + encodeURIComponent(name);
+}
+function objectPath(base, name) {
+  if (!NAME.test(name)) throw new Error("not a valid name: " + name);
+  return base + "/" + encodeURIComponent(name);
+}
 const claimClass = (c) => (c.spec && c.spec.storageClassName) || "";
 const claimPhase = (c) => (c.status && c.status.phase) || "Pending";
 const claimRequest = (c) => bytesOf(c.spec && c.spec.resources && c.spec.resources.requests && c.spec.resources.requests.storage);
@@ -435,16 +507,16 @@ function labelMatches(obj, selector) {
   });
 }
 
-// The newest event about an object.
-function lastEvent(kind, namespace, name) {
-  let best = null;
+// The newest event about each object, by kind/namespace/name (built once per update).
+function lastEvents() {
+  const out = new Map();
   for (const e of items("events")) {
     const o = e.involvedObject || {};
-    if (o.kind === kind && o.name === name && (o.namespace || "") === (namespace || "")) {
-      if (!best || timeOf(e) > timeOf(best)) best = e;
-    }
+    const k = o.kind + "/" + (o.namespace || "") + "/" + o.name;
+    const best = out.get(k);
+    if (!best || timeOf(e) > timeOf(best)) out.set(k, e);
   }
-  return best;
+  return out;
 }
 
 function bar(label, value, max, text, cls) {
@@ -462,27 +534,32 @@ const views = {
     const el = h("section", {}, h("h1", {}, "Overview"), cards, h("h2", {}, "Pending claims"), pending);
     return { el, update() {
       const claims = items("claims"), volumes = items("volumes"), caps = items("capacities");
-      const classes = uniq([...items("classes").map((c) => c.metadata.name), ...claims.map(claimClass)]);
+      const NONE = "(no class)";
+      const classOf = (c) => claimClass(c) || NONE;
+      const classes = uniq([...items("classes").map((c) => c.metadata.name), ...claims.map(classOf)]);
       cards.replaceChildren(...classes.map((name) => {
-        const mine = claims.filter((c) => claimClass(c) === name);
+        const mine = claims.filter((c) => classOf(c) === name);
         const phases = {};
         for (const c of mine) phases[claimPhase(c)] = (phases[claimPhase(c)] || 0) + 1;
         const requested = mine.reduce((s, c) => s + claimRequest(c), 0);
         const provisioned = volumes.filter((v) => v.spec.storageClassName === name).reduce((s, v) => s + volumeSize(v), 0);
-        const free = caps.filter((c) => c.storageClassName === name);
+        const free = caps.filter((c) => c.storageClassName === name && c.capacity !== undefined);
         const freeBytes = free.reduce((s, c) => s + bytesOf(c.capacity), 0);
         const total = provisioned + freeBytes;
+        // One scale for the three capacity bars.
+        const scale = Math.max(requested, total, provisioned, 1);
         return h("article", { class: "card", "aria-label": "class " + name }, h("h3", {}, name),
           ...["Bound", "Pending", "Lost"].map((p) => bar(p, phases[p] || 0, mine.length, (phases[p] || 0) + " of " + mine.length + " claims", "phase-" + p)),
-          bar("Requested", requested, Math.max(requested, provisioned, 1), formatBytes(requested)),
-          bar("Provisioned", provisioned, free.length ? total : Math.max(requested, provisioned, 1),
-            formatBytes(provisioned) + (free.length ? " of " + formatBytes(total) : "")),
-          free.length ? bar("Free", freeBytes, total, formatBytes(freeBytes) + " free", freeBytes === 0 ? "full" : "")
+          bar("Requested", requested, scale, formatBytes(requested) + " requested"),
+          bar("Provisioned", provisioned, scale, formatBytes(provisioned) + " provisioned"),
+          free.length ? bar("Free", freeBytes, scale, formatBytes(freeBytes) + " free for new volumes", freeBytes === 0 ? "full" : "")
             : h("p", { class: "count" }, "Free capacity not published"));
       }));
       const waiting = claims.filter((c) => claimPhase(c) === "Pending");
-      pending.replaceChildren(waiting.length ? h("ul", {}, ...waiting.slice(0, 200).map((c) => {
-        const e = lastEvent("PersistentVolumeClaim", c.metadata.namespace, c.metadata.name);
+      const last = lastEvents();
+      pending.replaceChildren(waiting.length > 200 ? h("p", { class: "count" }, "The first 200 of " + waiting.length + " (all in Claims, phase Pending)") : "",
+        waiting.length ? h("ul", {}, ...waiting.slice(0, 200).map((c) => {
+        const e = last.get("PersistentVolumeClaim/" + c.metadata.namespace + "/" + c.metadata.name);
         return h("li", {}, storyLink(c), " (" + c.metadata.namespace + ", " + (claimClass(c) || "no class") + "): ",
           e ? e.reason + ": " + e.message : "no event yet");
       })) : h("p", {}, "None."), forbidden("claims") || "");
@@ -637,7 +714,7 @@ const views = {
       { title: "Expansion", value: (c) => c.allowVolumeExpansion ? "yes" : "no", width: "0.7fr" },
       { title: "Actions", value: () => "", render: (c) => h("span", {},
         isDefault(c) ? "" : h("button", { type: "button", onclick: () => setDefault(c) }, "Make default"), " ",
-        h("button", { type: "button", class: "danger", onclick: () => remove(PATHS.classes + "/" + c.metadata.name, "storage class " + c.metadata.name) }, "Delete")), width: "2fr" },
+        h("button", { type: "button", class: "danger", onclick: () => remove(objectPath(PATHS.classes, c.metadata.name), "storage class " + c.metadata.name) }, "Delete")), width: "2fr" },
     ], { height: 320, label: "Storage classes" });
     const el = h("section", {}, h("h1", {}, "Storage classes"),
       h("p", {}, h("button", { type: "button", class: "primary", onclick: createClass }, "New storage class")), table.el);
@@ -651,17 +728,22 @@ const views = {
   story(namespace, name) {
     const body = h("div");
     // Buttons live outside what each change redraws, so they keep focus and stay clickable.
-    const claimPath = "/api/v1/namespaces/" + namespace + "/persistentvolumeclaims/" + name;
-    const actions = h("p", {}, h("button", { type: "button", onclick: () => {
-      const c = collection("claims").items.get(namespace + "/" + name);
+    // They act only on the claim shown, by its own (checked) name, never on the URL's text.
+    const shown = () => collection("claims").items.get(namespace + "/" + name);
+    const actions = h("p", { hidden: true }, h("button", { type: "button", onclick: () => {
+      const c = shown();
       if (c) resize(c);
     } }, "Resize"), " ",
-    h("button", { type: "button", class: "danger", onclick: () => remove(claimPath, "claim " + namespace + "/" + name) }, "Delete claim"));
+    h("button", { type: "button", class: "danger", onclick: () => {
+      const c = shown();
+      if (c) remove(claimPath(c.metadata.namespace, c.metadata.name), "claim " + c.metadata.namespace + "/" + c.metadata.name);
+    } }, "Delete claim"));
     const volumeBar = h("p");
     let volumeKey = null;
     const el = h("section", {}, h("h1", {}, "Claim " + namespace + "/" + name), actions, body, volumeBar);
     return { el, update() {
       const claim = collection("claims").items.get(namespace + "/" + name);
+      actions.hidden = !claim;
       if (!claim) {
         body.replaceChildren(h("p", {}, collection("claims").loaded ? "This claim does not exist (or your token may not read it)." : "Loading…"));
         return;
@@ -747,6 +829,7 @@ function loaded(name) {
 }
 
 async function remove(path, what) {
+  if (!path) return;
   const r = await dialog("Delete " + what + "?", [h("p", {}, "This deletes " + what + ". It cannot be undone.")], "Delete", true);
   if (!r.ok) return;
   r.close();
@@ -754,14 +837,15 @@ async function remove(path, what) {
 }
 
 async function resize(claim) {
-  const input = h("input", { id: "new-size", value: claim.spec.resources.requests.storage, required: true, "aria-describedby": "size-help" });
+  const input = h("input", { id: "new-size", value: claim.spec.resources.requests.storage, required: true,
+    pattern: "[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", "aria-describedby": "size-help" });
   const r = await dialog("Resize claim " + claim.metadata.name, [h("label", { for: "new-size" }, "New size", input),
     h("p", { id: "size-help", class: "count" }, "A quantity such as 10Gi. The class must allow expansion.")], "Resize");
   if (!r.ok) return;
   if (!validQuantity(input.value)) { r.error.textContent = "Not a quantity: use a number with a unit such as Gi."; r.close(); toast("Not resized: not a quantity", true); return; }
   r.close();
   await act("Resizing " + claim.metadata.name, "Resize of " + claim.metadata.name + " requested", () => api.patch(
-    "/api/v1/namespaces/" + claim.metadata.namespace + "/persistentvolumeclaims/" + claim.metadata.name,
+    claimPath(claim.metadata.namespace, claim.metadata.name),
     { spec: { resources: { requests: { storage: input.value.trim() } } } }));
 }
 
@@ -771,7 +855,7 @@ function volumeActions(v) {
   if (phase === "Released" && v.spec.persistentVolumeReclaimPolicy === "Retain") {
     out.append(h("button", { type: "button", onclick: () => release(v) }, "Release"), " ");
   }
-  out.append(h("button", { type: "button", class: "danger", onclick: () => remove(PATHS.volumes + "/" + v.metadata.name, "volume " + v.metadata.name) }, "Delete"));
+  out.append(h("button", { type: "button", class: "danger", onclick: () => remove(objectPath(PATHS.volumes, v.metadata.name), "volume " + v.metadata.name) }, "Delete"));
   return out;
 }
 
@@ -781,7 +865,7 @@ async function release(v) {
     "). Once available, any claim that matches it may bind to it and read that data. Only do this if the data may be read by whoever claims it next.")], "Release");
   if (!r.ok) return;
   r.close();
-  await act("Releasing " + v.metadata.name, "Volume " + v.metadata.name + " released", () => api.patch(PATHS.volumes + "/" + v.metadata.name, { spec: { claimRef: null } }));
+  await act("Releasing " + v.metadata.name, "Volume " + v.metadata.name + " released", () => api.patch(objectPath(PATHS.volumes, v.metadata.name), { spec: { claimRef: null } }));
 }
 
 const DEFAULT_ANNOTATION = "storageclass.kubernetes.io/is-default-class";
@@ -792,10 +876,10 @@ async function setDefault(c) {
   if (!r.ok) return;
   r.close();
   await act("Making " + c.metadata.name + " the default", c.metadata.name + " is the default class", async () => {
-    await api.patch(PATHS.classes + "/" + c.metadata.name, { metadata: { annotations: { [DEFAULT_ANNOTATION]: "true" } } });
+    await api.patch(objectPath(PATHS.classes, c.metadata.name), { metadata: { annotations: { [DEFAULT_ANNOTATION]: "true" } } });
     for (const other of items("classes")) {
       if (other.metadata.name !== c.metadata.name && isDefault(other)) {
-        await api.patch(PATHS.classes + "/" + other.metadata.name, { metadata: { annotations: { [DEFAULT_ANNOTATION]: null } } });
+        await api.patch(objectPath(PATHS.classes, other.metadata.name), { metadata: { annotations: { [DEFAULT_ANNOTATION]: null } } });
       }
     }
   });
@@ -854,6 +938,7 @@ function route() {
   const make = views[key];
   currentView = make(...args);
   document.getElementById("main").replaceChildren(currentView.el);
+  document.getElementById("main").focus({ preventScroll: true });
   for (const a of document.querySelectorAll("nav a")) {
     if (a.getAttribute("href") === "#/" + key) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -861,7 +946,10 @@ function route() {
   currentView.update();
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  // Only "#/..." is a view; "#main" (the skip link) just moves focus.
+  if (location.hash.startsWith("#/") || location.hash === "") route();
+});
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("signout").addEventListener("click", () => signOut("Signed out."));
   // Start every collection at once: the first view to need one finds it loading already.
