@@ -64,6 +64,9 @@ else
   trap stop_postgres EXIT
 fi
 
+section "Tools the end-to-end tests use (curl, for HTTP/2)"
+ensure_apt curl || { echo "error: curl could not be installed" >&2; exit 1; }
+
 section "Format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -29,9 +29,11 @@ fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<rustls::
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("the TLS certificate and key do not match")?;
-    // HTTP/1.1 only: an idle HTTP/2 connection kept by a client pool would hold a graceful
-    // shutdown open until the drain timeout, while idle HTTP/1.1 connections close at once.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for clients that speak it (kubectl, browsers: one connection carries every watch
+    // of a console page), HTTP/1.1 for the rest. A graceful shutdown says GOAWAY to HTTP/2
+    // connections, and one whose peer keeps it open is dropped after the drain (see
+    // `api::listen`).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

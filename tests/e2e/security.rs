@@ -484,3 +484,45 @@ async fn secrets_never_appear_in_responses_or_logs() {
         "the server log contains the admin token"
     );
 }
+
+#[tokio::test]
+async fn http2_is_offered_over_tls_and_a_shutdown_does_not_wait_for_its_watches() {
+    // curl speaks HTTP/2 over TLS (ALPN) as kubectl and browsers do; the e2e client is
+    // HTTP/1.1. A page's watches share one HTTP/2 connection instead of six HTTP/1.1 ones.
+    let mut s = Server::start().await;
+    let ca = s.data_dir.join("tls").join("ca.crt");
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-s", "--http2", "--cacert", ca.to_str().unwrap()])
+            .args(["-H", &format!("Authorization: Bearer {}", s.token)])
+            .args(args)
+            .output()
+            .expect("curl, to speak HTTP/2 (scripts/test.sh installs it)")
+    };
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &s.url("/api/v1/persistentvolumeclaims"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    // An open HTTP/2 watch: a graceful shutdown says GOAWAY and does not wait for the drain.
+    let mut watch = std::process::Command::new("curl")
+        .args(["-s", "--http2", "--cacert", ca.to_str().unwrap()])
+        .args(["-H", &format!("Authorization: Bearer {}", s.token)])
+        .arg(s.url("/api/v1/persistentvolumeclaims?watch=1"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    assert!(s.terminate(), "the server stopped cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with an HTTP/2 watch open",
+        started.elapsed()
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

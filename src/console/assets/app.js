@@ -913,8 +913,9 @@ async function createClass() {
 
 // ---------------------------------------------------------------- routing
 
-// What each view follows. Only those watches stay open: a browser speaking HTTP/1.1 keeps at
-// most six connections to a server, and every watch holds one.
+// What each view follows. Only those watches stay open: over HTTP/2 (TLS) they share one
+// connection, but over plain HTTP/1.1 a browser keeps at most six connections to a server and
+// every watch holds one.
 const NEEDS = {
   overview: ["claims", "volumes", "classes", "capacities", "events"],
   claims: ["claims"],
