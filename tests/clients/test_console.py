@@ -127,6 +127,9 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     claim(core, namespace, "huge", cls, "500Gi")
 
     sign_in(browser, server, admin_token(server))
+    # The browser speaks HTTP/2 to the server (its watches then share one connection).
+    protocol = browser.execute_script("return performance.getEntriesByType('navigation')[0].nextHopProtocol")
+    assert protocol == "h2", protocol
     wait_text(browser, cls)
     card = browser.find_element(By.CSS_SELECTOR, 'article[aria-label="class %s"]' % cls)
     WebDriverWait(browser, 15).until(lambda d: "2 of 3 claims" in card.text)
