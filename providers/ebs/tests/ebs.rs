@@ -663,26 +663,23 @@ async fn a_clone_left_unfinished_is_listed_as_its_volume_and_deleted_with_it() {
         .create_volume(&request("pvc-origin", GI, &[]))
         .await
         .unwrap();
+    let snapshot_of_source = |name: &'static str| {
+        let (p, handle) = (&p, source.handle.clone());
+        async move {
+            p.create_snapshot(&stowage_provider::SnapshotRequest {
+                name: name.into(),
+                source_handle: handle,
+                source_attributes: BTreeMap::new(),
+                parameters: BTreeMap::new(),
+            })
+            .await
+            .unwrap()
+        }
+    };
     // The temporary snapshot of a clone whose claim was deleted before its volume was made.
-    let temp = p
-        .create_snapshot(&stowage_provider::SnapshotRequest {
-            name: "clone-pvc-gone".into(),
-            source_handle: source.handle.clone(),
-            source_attributes: BTreeMap::new(),
-            parameters: BTreeMap::new(),
-        })
-        .await
-        .unwrap();
+    let temp = snapshot_of_source("clone-pvc-gone").await;
     // A snapshot that is not a clone's is never taken for a volume.
-    let kept = p
-        .create_snapshot(&stowage_provider::SnapshotRequest {
-            name: "snapshot-keep".into(),
-            source_handle: source.handle.clone(),
-            source_attributes: BTreeMap::new(),
-            parameters: BTreeMap::new(),
-        })
-        .await
-        .unwrap();
+    let kept = snapshot_of_source("snapshot-keep").await;
     let listed = p.list_volumes().await.unwrap();
     let unfinished = listed
         .iter()
@@ -728,14 +725,7 @@ async fn a_clone_left_unfinished_is_listed_as_its_volume_and_deleted_with_it() {
     );
 
     // A clone snapshot whose volume exists is the volume's business, not listed twice.
-    p.create_snapshot(&stowage_provider::SnapshotRequest {
-        name: "clone-pvc-origin".into(),
-        source_handle: source.handle.clone(),
-        source_attributes: BTreeMap::new(),
-        parameters: BTreeMap::new(),
-    })
-    .await
-    .unwrap();
+    snapshot_of_source("clone-pvc-origin").await;
     let listed = p.list_volumes().await.unwrap();
     let origin: Vec<_> = listed.iter().filter(|v| v.name == "pvc-origin").collect();
     assert_eq!(origin.len(), 1);
