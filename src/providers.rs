@@ -100,6 +100,7 @@ pub fn describe(p: &dyn Provider) -> serde_json::Value {
             "topology": c.topology,
             "accessModes": c.access_modes.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
             "maxAttachmentsPerNode": c.max_attachments_per_node,
-        }
+        },
+        "parameters": p.class_parameters(),
     })
 }

@@ -207,10 +207,6 @@ pub async fn serve(
         }
     };
     let providers = Providers::build(factories, &config.providers, &env, shared.is_some()).await?;
-    let provider_info: Vec<serde_json::Value> = providers
-        .iter()
-        .map(|p| crate::providers::describe(p.as_ref()))
-        .collect();
     let first_start = store.current_rv() == 0;
     let registry = Registry::new(store.clone());
     let metrics = Metrics::new();
@@ -226,7 +222,7 @@ pub async fn serve(
         clock: crate::runtime::Clock::system(),
         registry: registry.clone(),
         store: store.clone(),
-        providers,
+        providers: providers.clone(),
         recorder: Recorder::start(registry.clone(), shutdown.clone()),
         metrics: metrics.clone(),
     });
@@ -326,7 +322,7 @@ pub async fn serve(
         registry,
         metrics,
         auth,
-        provider_info,
+        providers.clone(),
         shutdown.clone(),
         ApiOptions {
             watch_buffer_bytes: args.watch_buffer_mib.max(1).saturating_mul(1024 * 1024),

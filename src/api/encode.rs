@@ -224,12 +224,29 @@ pub fn success_status(details: Value) -> Value {
 /// Adds a `Warning` header (RFC 7234 style, as Kubernetes sends them).
 pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        let text = format!("299 - {}", ascii_json_string(w));
         if let Ok(v) = HeaderValue::from_str(&text) {
             resp.headers_mut().append(header::WARNING, v);
         }
     }
     resp
+}
+
+/// `s` as a JSON string of ASCII only (a header value cannot carry anything else): other
+/// characters as `\uXXXX` escapes, which every JSON reader decodes.
+fn ascii_json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in serde_json::to_string(s).unwrap_or_default().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// A response with no body other than the bytes given (used by discovery and health).
@@ -240,4 +257,22 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
         body.into(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_of_any_text_become_header_values() {
+        let resp = with_warnings(
+            text(StatusCode::OK, ""),
+            &["io1 IOPS are 100–64000 for \"fast\" 🚀".to_string()],
+        );
+        let v = resp.headers().get(header::WARNING).expect("a warning");
+        assert_eq!(
+            v.to_str().unwrap(),
+            r#"299 - "io1 IOPS are 100\u201364000 for \"fast\" \ud83d\ude80""#
+        );
+    }
 }

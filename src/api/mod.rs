@@ -66,8 +66,9 @@ pub struct ApiState {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
-    /// The providers this server has, as `/apis/stowage.dev/v1/providers` lists them.
-    pub providers: Vec<serde_json::Value>,
+    /// The providers this server runs: `/apis/stowage.dev/v1/providers` lists them, and a
+    /// StorageClass of one gets warnings about parameters it would refuse.
+    pub providers: crate::providers::Providers,
     /// Cancelled when the server shuts down: open watches end.
     pub shutdown: CancellationToken,
     pub options: ApiOptions,
@@ -85,7 +86,7 @@ impl ApiState {
         registry: Registry,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
-        providers: Vec<serde_json::Value>,
+        providers: crate::providers::Providers,
         shutdown: CancellationToken,
         options: ApiOptions,
         leadership: Arc<crate::controllers::leader::Leadership>,
@@ -166,9 +167,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/apis/stowage.dev/v1/providers",
             get(|State(state): State<Arc<ApiState>>| async move {
+                let items: Vec<serde_json::Value> =
+                    state.providers.iter().map(|p| crate::providers::describe(p.as_ref())).collect();
                 encode::json_value(
                     StatusCode::OK,
-                    &json!({"apiVersion": "stowage.dev/v1", "kind": "ProviderList", "items": state.providers}),
+                    &json!({"apiVersion": "stowage.dev/v1", "kind": "ProviderList", "items": items}),
                 )
             })
             .fallback(not_allowed),

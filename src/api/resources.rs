@@ -214,6 +214,8 @@ async fn dispatch<T: KindStrategy>(
                 }
             }
             let stored = state.registry.create::<T>(&ns, obj, &opts).await?;
+            let mut warnings = warnings;
+            warnings.extend(provider_warnings(state, &stored));
             Ok(encode::with_warnings(
                 encode::object(StatusCode::CREATED, &stored, output, query.include_object),
                 &warnings,
@@ -226,7 +228,7 @@ async fn dispatch<T: KindStrategy>(
                 .registry
                 .update::<T>(&ns, name, obj, sub, &opts)
                 .await?;
-            Ok(written_response(&written, output, query, &warnings))
+            Ok(written_response(state, &written, output, query, &warnings))
         }
         (&Method::PATCH, Some(name)) => {
             let output = negotiate::output(&req.headers)?;
@@ -242,7 +244,7 @@ async fn dispatch<T: KindStrategy>(
                 .registry
                 .patch::<T>(&ns, name, patch, sub, &opts)
                 .await?;
-            Ok(written_response(&written, output, query, &warnings))
+            Ok(written_response(state, &written, output, query, &warnings))
         }
         (&Method::DELETE, Some(name)) => {
             let output = negotiate::output(&req.headers)?;
@@ -690,6 +692,7 @@ async fn delete_collection<T: KindStrategy>(
 
 /// The answer to a PUT or PATCH: 201 when it created the object (an upsert), else 200.
 fn written_response(
+    state: &ApiState,
     written: &registry::Written,
     output: Output,
     query: &Query,
@@ -700,10 +703,36 @@ fn written_response(
     } else {
         StatusCode::OK
     };
+    let mut warnings = warnings.to_vec();
+    if written.created {
+        warnings.extend(provider_warnings(state, &written.stored));
+    }
     encode::with_warnings(
         encode::object(code, &written.stored, output, query.include_object),
-        warnings,
+        &warnings,
     )
+}
+
+/// What the provider of a new StorageClass would refuse in its parameters, as a warning (a
+/// class's parameters are fixed once it exists). Kubernetes accepts any parameters and the
+/// claims fail later; the class is still created, as there, but its author hears at once
+/// (kubectl prints warnings, the console shows them). Only for providers this server runs.
+fn provider_warnings(state: &ApiState, stored: &crate::store::Stored) -> Vec<String> {
+    if stored.kind != Kind::StorageClass {
+        return Vec::new();
+    }
+    let class: crate::resources::StorageClass = stored.typed();
+    let Some(provider) = state.providers.get(&class.provisioner) else {
+        return Vec::new();
+    };
+    let parameters = class.parameters.unwrap_or_default();
+    match provider.check_class_parameters(&parameters) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!(
+            "parameters: {} will refuse to provision claims of this class: {}",
+            class.provisioner, e.message
+        )],
+    }
 }
 
 #[cfg(test)]

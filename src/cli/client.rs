@@ -173,6 +173,13 @@ impl Client {
     ) -> CliResult<Value> {
         let resp = self.raw(method, path, content_type, body, accept).await?;
         let status = resp.status();
+        // As kubectl does: the server's warnings go to stderr, whatever the outcome.
+        for w in resp.headers().get_all(reqwest::header::WARNING) {
+            eprintln!(
+                "Warning: {}",
+                super::output::clean_line(&warning_text(w.as_bytes()))
+            );
+        }
         let bytes = resp
             .bytes()
             .await
@@ -294,4 +301,13 @@ fn reason_of(body: &Value, status: StatusCode) -> String {
         .and_then(Value::as_str)
         .map(super::output::clean_line)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_string())
+}
+
+/// The text of a `Warning` header (`299 - "text"`, the text a JSON string); the raw value
+/// when it is not in that form.
+fn warning_text(value: &[u8]) -> String {
+    let raw = String::from_utf8_lossy(value);
+    raw.strip_prefix("299 - ")
+        .and_then(|quoted| serde_json::from_str::<String>(quoted).ok())
+        .unwrap_or_else(|| raw.into_owned())
 }

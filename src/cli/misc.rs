@@ -67,6 +67,7 @@ pub async fn providers(conn: &ConnectionArgs, args: ProvidersArgs) -> CliResult<
         "TOPOLOGY".into(),
         "ACCESS MODES".into(),
         "MAX PER NODE".into(),
+        "PARAMETERS".into(),
     ]];
     for p in list["items"].as_array().into_iter().flatten() {
         let c = &p["capabilities"];
@@ -90,10 +91,35 @@ pub async fn providers(conn: &ConnectionArgs, args: ProvidersArgs) -> CliResult<
                 .as_u64()
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "-".into()),
+            parameter_names(&p["parameters"]),
         ]);
     }
     print!("{}", align(&rows));
     Ok(())
+}
+
+/// A provider's class parameters by name; `*` marks the required ones, `_N` numbered ones.
+fn parameter_names(parameters: &Value) -> String {
+    let names: Vec<String> = parameters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let mut name = s(&p["name"]);
+            if p["numbered"] == true {
+                name.push('N');
+            }
+            if p["required"] == true {
+                name.push('*');
+            }
+            name
+        })
+        .collect();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
 }
 
 pub async fn token(conn: &ConnectionArgs, cmd: TokenCommand) -> CliResult<()> {

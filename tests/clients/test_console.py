@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from kubernetes import client, config
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -25,6 +25,8 @@ from conftest import ROOT, StowageServer
 
 SHOTS = os.path.join(ROOT, "target", "console-screenshots")
 MEMORY = "memory.stowage.dev"
+LOCAL = "local.stowage.dev"
+NFS = "nfs.stowage.dev"
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,12 @@ def browser():
     driver.quit()
 
 
+def Wait(driver, timeout, **kwargs):
+    """A WebDriverWait that looks again when what it looked at was drawn anew meanwhile (the
+    views redraw as changes arrive)."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException], **kwargs)
+
+
 def shot(driver, name):
     os.makedirs(SHOTS, exist_ok=True)
     driver.save_screenshot(os.path.join(SHOTS, name + ".png"))
@@ -75,7 +83,7 @@ def shot(driver, name):
 
 def wait_text(driver, text, timeout=10):
     try:
-        WebDriverWait(driver, timeout).until(lambda d: text in d.find_element(By.TAG_NAME, "main").text)
+        Wait(driver, timeout).until(lambda d: text in d.find_element(By.TAG_NAME, "main").text)
     except TimeoutException:
         raise AssertionError("%r not shown within %ss; the page says:\n%s" % (
             text, timeout, driver.find_element(By.TAG_NAME, "main").text))
@@ -83,14 +91,56 @@ def wait_text(driver, text, timeout=10):
 
 def sign_in(driver, server, token):
     driver.get(server.url + "/ui/")
-    box = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "token")))
+    box = Wait(driver, 10).until(EC.presence_of_element_located((By.ID, "token")))
     box.send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
-    WebDriverWait(driver, 10).until(EC.visibility_of_element_located((By.ID, "nav")))
+    Wait(driver, 10).until(EC.visibility_of_element_located((By.ID, "nav")))
 
 
 def go(driver, view):
     driver.find_element(By.CSS_SELECTOR, 'nav a[href="#/%s"]' % view).click()
+
+
+def open_class_form(driver, name, provisioner):
+    driver.find_element(By.XPATH, "//button[text()='New storage class']").click()
+    Wait(driver, 5).until(EC.visibility_of_element_located((By.ID, "sc-name"))).send_keys(name)
+    Select(driver.find_element(By.ID, "sc-provisioner")).select_by_visible_text(provisioner)
+
+
+def confirm(driver):
+    driver.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
+
+
+def dialog_error(driver, text, timeout=10):
+    """Waits until the open dialog says `text` (and so has not been confirmed)."""
+    try:
+        Wait(driver, timeout).until(lambda d: text in d.find_element(By.CSS_SELECTOR, "dialog p.error").text)
+    except TimeoutException:
+        raise AssertionError("the dialog did not say %r; it says: %r" % (
+            text, driver.find_element(By.CSS_SELECTOR, "dialog p.error").text))
+
+
+def wait_class(storage, name, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return storage.read_storage_class(name)
+        except client.rest.ApiException as e:
+            assert e.status == 404 and time.time() < deadline, "class %s was not created" % name
+            time.sleep(0.1)
+
+
+def make_token(server, role):
+    """A new token (the token API is Stowage's own: plain REST); its secret and its id."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(server.url + "/apis/auth.stowage.dev/v1/tokens", method="POST",
+                                 data=json.dumps({"spec": {"name": "console", "role": role}}).encode(),
+                                 headers={"Authorization": "Bearer " + admin_token(server), "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ctx) as r:
+        made = json.load(r)
+    return made["status"]["token"], made["metadata"]["name"]
 
 
 def claim(core, namespace, name, cls, size="1Gi", labels=None):
@@ -131,11 +181,16 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     protocol = browser.execute_script("return performance.getEntriesByType('navigation')[0].nextHopProtocol")
     assert protocol == "h2", protocol
     wait_text(browser, cls)
-    card = browser.find_element(By.CSS_SELECTOR, 'article[aria-label="class %s"]' % cls)
-    WebDriverWait(browser, 15).until(lambda d: "2 of 3 claims" in card.text)
-    assert "free for new volumes" in card.text, card.text
-    # Plots carry their values as text too.
-    assert card.find_elements(By.CSS_SELECTOR, '[role=img][aria-label*="Bound"]')
+    # The card is drawn again as changes arrive: each look finds it afresh.
+    def card_shows_it_all(d):
+        card = d.find_element(By.CSS_SELECTOR, 'article[aria-label="class %s"]' % cls)
+        # Plots carry their values as text too.
+        return ("2 of 3 claims" in card.text and "free for new volumes" in card.text
+                and card.find_elements(By.CSS_SELECTOR, '[role=img][aria-label*="Bound"]'))
+    try:
+        Wait(browser, 15).until(card_shows_it_all)
+    except TimeoutException:
+        raise AssertionError("the class card is not complete:\n" + browser.find_element(By.TAG_NAME, "main").text)
     pending = browser.find_element(By.TAG_NAME, "main").text
     assert "huge" in pending, pending
     shot(browser, "overview")
@@ -144,7 +199,7 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     wait_text(browser, "cache")
     Select(browser.find_element(By.ID, "f-ns")).select_by_visible_text(namespace)
     browser.find_element(By.ID, "f-label").send_keys("app=shop")
-    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "1 item")
+    Wait(browser, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "1 item")
     assert "cache" not in browser.find_element(By.CSS_SELECTOR, ".scroller").text
     browser.find_element(By.ID, "f-label").clear()
     browser.find_element(By.ID, "f-label").send_keys(Keys.SPACE, Keys.BACKSPACE)
@@ -153,14 +208,14 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     # place to pass or fail on it).
     started = time.time()
     claim(core, namespace, "late", cls)
-    WebDriverWait(browser, 5, poll_frequency=0.02).until(
+    Wait(browser, 5, poll_frequency=0.02).until(
         lambda d: "late" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
     print("\nconsole: a new claim showed %.0f ms after its create returned" % ((time.time() - started) * 1000))
     shot(browser, "claims")
 
     browser.find_element(By.LINK_TEXT, "db").click()
     wait_text(browser, "Claim " + namespace + "/db")
-    WebDriverWait(browser, 15).until(lambda d: "Bound" in d.find_element(By.TAG_NAME, "main").text)
+    Wait(browser, 15).until(lambda d: "Bound" in d.find_element(By.TAG_NAME, "main").text)
     story = browser.find_element(By.TAG_NAME, "main").text
     assert "Provisioning" in story or "ProvisioningSucceeded" in story, story
     shot(browser, "story")
@@ -176,10 +231,14 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
                                 renew_time=datetime.datetime.now(datetime.timezone.utc))))
     go(browser, "nodes")
     wait_text(browser, node)
-    card = browser.find_element(By.CSS_SELECTOR, 'article[aria-label="node %s"]' % node)
-    WebDriverWait(browser, 15).until(lambda d: "of 5 volumes" in card.text)
-    assert "Healthy" in card.text, card.text
-    assert card.find_element(By.CSS_SELECTOR, ".taint-oos").text.startswith("node.kubernetes.io/out-of-service")
+    def node_card_shows_it_all(d):
+        card = d.find_element(By.CSS_SELECTOR, 'article[aria-label="node %s"]' % node)
+        return ("of 5 volumes" in card.text and "Healthy" in card.text
+                and card.find_element(By.CSS_SELECTOR, ".taint-oos").text.startswith("node.kubernetes.io/out-of-service"))
+    try:
+        Wait(browser, 15).until(node_card_shows_it_all)
+    except TimeoutException:
+        raise AssertionError("the node card is not complete:\n" + browser.find_element(By.TAG_NAME, "main").text)
     shot(browser, "nodes")
 
     expected = {"volumes": "pvc-", "attachments": "Attachments", "events": "Provisioning",
@@ -199,11 +258,11 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
     claim(core, namespace, "grow", cls, "1Gi")
     sign_in(browser, server, admin_token(server))
     browser.get(server.url + "/ui/#/story/%s/grow" % namespace)
-    WebDriverWait(browser, 15).until(lambda d: "Bound" in d.find_element(By.TAG_NAME, "main").text)
+    Wait(browser, 15).until(lambda d: "Bound" in d.find_element(By.TAG_NAME, "main").text)
 
     # Resize, confirmed in a dialog.
     browser.find_element(By.XPATH, "//button[text()='Resize']").click()
-    size = WebDriverWait(browser, 5).until(EC.visibility_of_element_located((By.ID, "new-size")))
+    size = Wait(browser, 5).until(EC.visibility_of_element_located((By.ID, "new-size")))
     size.clear()
     size.send_keys("3Gi")
     browser.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
@@ -224,31 +283,58 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
         assert time.time() < deadline, "the class did not become the default"
         time.sleep(0.1)
 
-    # A new class, made through the form.
-    browser.find_element(By.XPATH, "//button[text()='New storage class']").click()
-    WebDriverWait(browser, 5).until(EC.visibility_of_element_located((By.ID, "sc-name"))).send_keys("new-" + namespace)
-    Select(browser.find_element(By.ID, "sc-provisioner")).select_by_visible_text(MEMORY)
+    # A new class, made through the form: the provider's parameters are fields, checked as
+    # the server checks them, and nothing is created while anything is wrong.
+    new = "new-" + namespace
+    open_class_form(browser, new, LOCAL)
+    Select(browser.find_element(By.ID, "sc-param-onDelete")).select_by_visible_text("archive")
+    assert "octal mode" in browser.find_element(By.ID, "sc-param-mountPermissions-help").text
+    mode = browser.find_element(By.ID, "sc-param-mountPermissions")
+    mode.send_keys("999")
+    shot(browser, "class-form")
+    confirm(browser)
+    dialog_error(browser, 'mountPermissions "999" is not valid')
+    mode.clear()
+    mode.send_keys("0750")
+    browser.find_element(By.ID, "sc-params").send_keys("onDelet=retain")
+    confirm(browser)
+    dialog_error(browser, "onDelet is not a parameter of local.stowage.dev; it takes onDelete, mountPermissions")
+    browser.find_element(By.ID, "sc-params").clear()
     Select(browser.find_element(By.ID, "sc-binding")).select_by_visible_text("WaitForFirstConsumer")
+    confirm(browser)
+    made = wait_class(storage, new)
+    assert made.provisioner == LOCAL and made.volume_binding_mode == "WaitForFirstConsumer"
+    assert made.parameters == {"onDelete": "archive", "mountPermissions": "0750"}
+
+    # What the fields' patterns let through but the provider refuses: the server's warning
+    # (from a dry run) is shown, and no class is made.
+    refused = "nfs-" + namespace
+    open_class_form(browser, refused, NFS)
+    assert "(required)" in browser.find_element(By.CSS_SELECTOR, 'label[for="sc-param-server"]').text
+    browser.find_element(By.ID, "sc-param-server").send_keys("nfs.example.com")
+    browser.find_element(By.ID, "sc-param-share").send_keys("/exports/../etc")
+    confirm(browser)
+    dialog_error(browser, "Not created: parameters: nfs.stowage.dev will refuse to provision claims of this class")
+    assert "/exports/../etc" in browser.find_element(By.CSS_SELECTOR, "dialog p.error").text
+    browser.find_element(By.XPATH, "//dialog//button[text()='Cancel']").click()
+    with pytest.raises(client.rest.ApiException) as gone:
+        storage.read_storage_class(refused)
+    assert gone.value.status == 404
+
+    # A provider that describes no parameters takes key=value lines as they are.
+    free = "free-" + namespace
+    open_class_form(browser, free, MEMORY)
+    assert not browser.find_element(By.ID, "sc-known").is_displayed()
     browser.find_element(By.ID, "sc-params").send_keys("tier=fast")
-    browser.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
-    deadline = time.time() + 10
-    while True:
-        try:
-            made = storage.read_storage_class("new-" + namespace)
-            break
-        except client.rest.ApiException as e:
-            assert e.status == 404 and time.time() < deadline, "the class was not created"
-            time.sleep(0.1)
-    assert made.provisioner == MEMORY and made.volume_binding_mode == "WaitForFirstConsumer"
-    assert made.parameters == {"tier": "fast"}
+    confirm(browser)
+    assert wait_class(storage, free).parameters == {"tier": "fast"}
 
     # One the server refuses (the name is taken): its Status message is shown.
-    browser.find_element(By.XPATH, "//button[text()='New storage class']").click()
-    WebDriverWait(browser, 5).until(EC.visibility_of_element_located((By.ID, "sc-name"))).send_keys(cls)
-    browser.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
-    toast = WebDriverWait(browser, 10).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#toast .error")))
-    assert "failed" in toast.text and "already exists" in toast.text, toast.text
+    open_class_form(browser, cls, MEMORY)
+    confirm(browser)
+    dialog_error(browser, "already exists")
     shot(browser, "error")
+    browser.find_element(By.XPATH, "//dialog//button[text()='Cancel']").click()
 
     # A Retained volume released, with the warning, confirmed.
     keep = "keep-" + namespace
@@ -268,7 +354,7 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
     wait_text(browser, volume)
     row = browser.find_element(By.XPATH, "//div[@role='row'][span[text()='%s']]" % volume)
     row.find_element(By.XPATH, ".//button[text()='Release']").click()
-    warning = WebDriverWait(browser, 5).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog .warnbox")))
+    warning = Wait(browser, 5).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog .warnbox")))
     assert "keeps the data" in warning.text
     browser.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
     deadline = time.time() + 15
@@ -278,7 +364,7 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
 
     # Deleting a claim, confirmed.
     browser.get(server.url + "/ui/#/story/%s/grow" % namespace)
-    WebDriverWait(browser, 10).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Delete claim']"))).click()
+    Wait(browser, 10).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Delete claim']"))).click()
     browser.find_element(By.CSS_SELECTOR, "dialog button[type=submit]").click()
     deadline = time.time() + 10
     while True:
@@ -301,20 +387,12 @@ def test_a_tenant_sees_only_its_namespace(server, api, browser, namespace):
     other = namespace + "-other"
     claim(core, namespace, "mine", cls)
     claim(core, other, "theirs", cls)
-    # The token API is Stowage's own: plain REST.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    req = urllib.request.Request(server.url + "/apis/auth.stowage.dev/v1/tokens", method="POST",
-                                 data=json.dumps({"spec": {"name": "tenant", "role": "namespace:" + namespace}}).encode(),
-                                 headers={"Authorization": "Bearer " + admin_token(server), "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, context=ctx) as r:
-        tenant = json.load(r)["status"]["token"]
+    tenant, _ = make_token(server, "namespace:" + namespace)
 
     sign_in(browser, server, tenant)
     go(browser, "claims")
     wait_text(browser, "mine")
-    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "1 item")
+    Wait(browser, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "1 item")
     table = browser.find_element(By.CSS_SELECTOR, ".scroller").text
     assert "theirs" not in table and other not in table, table
     go(browser, "nodes")
@@ -369,7 +447,7 @@ def ten_thousand(server, browser, namespace):
     browser.get("about:blank")
     started = time.time()
     browser.get(server.url + "/ui/#/claims")
-    WebDriverWait(browser, 30).until(lambda d: "c00000" in d.find_element(By.CSS_SELECTOR, ".scroller").text
+    Wait(browser, 30).until(lambda d: "c00000" in d.find_element(By.CSS_SELECTOR, ".scroller").text
                                      or "c09999" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
     first_paint = time.time() - started
     count = browser.find_element(By.CSS_SELECTOR, ".count").text
@@ -378,64 +456,138 @@ def ten_thousand(server, browser, namespace):
     assert rows < 100, "%d rows in the DOM for 10,000 claims: the list is not virtualized" % rows
     # Scrolling to the end shows the last claims.
     browser.execute_script("document.querySelector('.scroller').scrollTop = 1e9")
-    WebDriverWait(browser, 5).until(lambda d: "c09999" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
+    Wait(browser, 5).until(lambda d: "c09999" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
     assert len(browser.find_elements(By.CSS_SELECTOR, ".scroller .row")) < 100
     shot(browser, "claims-10000")
     print("\nconsole: first rows of 10,000 claims after %.2f s (debug build, headless Chromium); %d rows in the DOM" % (first_paint, rows))
 
 
-def test_a_lost_watch_resumes_after_the_server_restarts(browser, namespace):
-    """The server restarts under an open page: its watches end, resume (or list again), and a
-    claim made after the restart shows without a reload."""
-    import socket
-    import subprocess
-    import tempfile
-    from conftest import BINARY
+class RestartableServer:
+    """A server on a fixed port and data directory, so that it can stop and start again under
+    an open page."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = tempfile.mkdtemp(prefix="stowage-console-restart-")
+    def __init__(self, *args):
+        import socket
+        import tempfile
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.args = args
+        self.data = tempfile.mkdtemp(prefix="stowage-console-restart-")
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.proc = None
+        self.start()
 
-    def start():
-        proc = subprocess.Popen([BINARY, "serve", "--listen", "127.0.0.1:%d" % port, "--data-dir", data],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        while "listening on" not in (proc.stdout.readline() or "listening on"):
+    def kubeconfig(self):
+        return os.path.join(self.data, "kubeconfig")
+
+    def start(self):
+        import subprocess
+        from conftest import BINARY
+        self.proc = subprocess.Popen([BINARY, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data,
+                                      *self.args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        while "listening on" not in (self.proc.stdout.readline() or "listening on"):
             pass
-        return proc
 
-    def post_claim(token, name):
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def post_claim(self, namespace, name):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         body = json.dumps({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
                            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local",
                                     "resources": {"requests": {"storage": "1Mi"}}}}).encode()
-        req = urllib.request.Request("https://127.0.0.1:%d/api/v1/namespaces/%s/persistentvolumeclaims" % (port, namespace),
+        req = urllib.request.Request(self.url + "/api/v1/namespaces/%s/persistentvolumeclaims" % namespace,
                                      method="POST", data=body,
-                                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+                                     headers={"Authorization": "Bearer " + admin_token(self), "Content-Type": "application/json"})
         with urllib.request.urlopen(req, context=ctx) as r:
             assert r.status == 201
 
-    proc = start()
+
+def test_a_lost_watch_resumes_after_the_server_restarts(browser, namespace):
+    """The server restarts under an open page: its watches end, resume, and a claim made after
+    the restart shows without a reload."""
+    server = RestartableServer()
     try:
-        server = type("S", (), {"url": "https://127.0.0.1:%d" % port,
-                                "kubeconfig": lambda self: os.path.join(data, "kubeconfig")})()
-        token = admin_token(server)
-        post_claim(token, "before")
-        sign_in(browser, server, token)
+        server.post_claim(namespace, "before")
+        sign_in(browser, server, admin_token(server))
         go(browser, "claims")
-        WebDriverWait(browser, 10).until(lambda d: "before" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
-        proc.terminate()
-        proc.wait(timeout=30)
-        proc = start()
-        post_claim(token, "after")
-        WebDriverWait(browser, 20).until(lambda d: "after" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
+        Wait(browser, 10).until(lambda d: "before" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
+        server.stop()
+        server.start()
+        server.post_claim(namespace, "after")
+        Wait(browser, 20).until(lambda d: "after" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
         assert "before" in browser.find_element(By.CSS_SELECTOR, ".scroller").text
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
+        server.close()
+
+
+def list_requests(driver, path):
+    """How many times the page has listed `path` (a GET of the collection, not a watch)."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter((e) => new URL(e.name).pathname === arguments[0]"
+        " && !new URL(e.name).search.includes('watch=1')).length", path)
+
+
+def test_a_watch_too_far_behind_gets_410_and_the_page_lists_again(browser, namespace):
+    """The server keeps 5 changes for watches to resume from. The page's watch is held back
+    (the browser blocks it) while the server restarts and moves on by more than that: its
+    resume is answered 410 Gone, and the page lists again and shows every claim."""
+    server = RestartableServer("--watch-history", "5")
+    path = "/api/v1/persistentvolumeclaims"
+    try:
+        server.post_claim(namespace, "before")
+        sign_in(browser, server, admin_token(server))
+        go(browser, "claims")
+        Wait(browser, 10).until(lambda d: "before" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
+        assert list_requests(browser, path) == 1
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*watch=1*"]})
+        server.stop()
+        server.start()
+        for i in range(8):
+            server.post_claim(namespace, "after-%d" % i)
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        Wait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "9 items")
+        assert list_requests(browser, path) == 2, "the page did not list again after 410"
+        text = browser.find_element(By.CSS_SELECTOR, ".scroller").text
+        assert "after-0" in text and "before" in text, text
+        # It follows changes again from the new list.
+        server.post_claim(namespace, "later")
+        Wait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "10 items")
+    finally:
+        server.close()
+
+
+def test_a_revoked_token_signs_the_page_out(server, browser, namespace):
+    """Revoking the token ends its watches; the page's next request is refused (401), and the
+    page forgets the token and says why."""
+    token, token_id = make_token(server, "viewer")
+    sign_in(browser, server, token)
+    go(browser, "claims")
+    Wait(browser, 10).until(lambda d: "item" in d.find_element(By.CSS_SELECTOR, ".count").text)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(server.url + "/apis/auth.stowage.dev/v1/tokens/" + token_id, method="DELETE",
+                                 headers={"Authorization": "Bearer " + admin_token(server)})
+    with urllib.request.urlopen(req, context=ctx) as r:
+        assert r.status == 200
+    try:
+        Wait(browser, 20).until(
+            lambda d: "no longer accepted" in d.find_element(By.CSS_SELECTOR, ".signin .error").text)
+    except Exception:
+        raise AssertionError("the page did not sign out; it shows:\n" + browser.find_element(By.TAG_NAME, "body").text)
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert not browser.find_element(By.ID, "nav").is_displayed()
+    shot(browser, "signed-out")
 
 
 def test_kubeconfig_sign_in_sign_out_and_tenant_text_never_runs(server, api, browser, namespace):
@@ -451,10 +603,10 @@ def test_kubeconfig_sign_in_sign_out_and_tenant_text_never_runs(server, api, bro
 
     # The server's own kubeconfig, picked as a file: the token of its current context.
     browser.get(server.url + "/ui/")
-    picker = WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.ID, "kubeconfig")))
+    picker = Wait(browser, 10).until(EC.presence_of_element_located((By.ID, "kubeconfig")))
     picker.send_keys(server.kubeconfig())
     try:
-        WebDriverWait(browser, 10).until(EC.visibility_of_element_located((By.ID, "nav")))
+        Wait(browser, 10).until(EC.visibility_of_element_located((By.ID, "nav")))
     except TimeoutException:
         raise AssertionError("kubeconfig sign-in failed: " + browser.find_element(By.CSS_SELECTOR, ".signin .error").text)
 
@@ -477,5 +629,5 @@ def test_kubeconfig_sign_in_sign_out_and_tenant_text_never_runs(server, api, bro
 
     # Sign-out forgets the token.
     browser.find_element(By.ID, "signout").click()
-    WebDriverWait(browser, 5).until(EC.presence_of_element_located((By.ID, "token")))
+    Wait(browser, 5).until(EC.presence_of_element_located((By.ID, "token")))
     assert browser.execute_script("return sessionStorage.length") == 0

@@ -716,6 +716,17 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
     let r = create("Not_A_Name", &[]);
     assert_eq!(r.code, 5, "{r:?}");
     assert!(r.err.contains("Not_A_Name"), "{r:?}");
+    // Parameters the provider would refuse: made, as in Kubernetes, with the server's warning.
+    let r = create("typo", &["--param", "onDelet=archive"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.err.starts_with(
+            "Warning: parameters: local.stowage.dev will refuse to provision claims of this class: unknown parameter \"onDelet\""
+        ),
+        "{r:?}"
+    );
+    let r = create("right", &["--param", "onDelete=archive"]);
+    assert!(r.code == 0 && r.err.is_empty(), "{r:?}");
     assert_eq!(create("twice", &[]).code, 0);
     let r = create("twice", &[]);
     assert_eq!(r.code, 4, "{r:?}");
@@ -968,6 +979,25 @@ async fn providers_lists_what_the_server_can_do() {
             .iter()
             .any(|p| p["name"] == "local.stowage.dev" && p["capabilities"]["expansion"] == true),
         "{json}"
+    );
+    // The class parameters each provider takes, as the console's class form shows them.
+    let local = items
+        .iter()
+        .find(|p| p["name"] == "local.stowage.dev")
+        .unwrap();
+    assert_eq!(
+        local["parameters"][0],
+        json!({"name": "onDelete", "description": local["parameters"][0]["description"],
+               "values": ["delete", "retain", "archive"], "default": "delete",
+               "required": false, "numbered": false}),
+        "{json}"
+    );
+    assert_eq!(local["parameters"][1]["pattern"], "0?[0-7]{1,4}");
+    assert!(
+        table.lines().any(
+            |l| l.starts_with("local.stowage.dev ") && l.ends_with("onDelete,mountPermissions")
+        ),
+        "{table}"
     );
 }
 

@@ -216,11 +216,28 @@ async fn unknown_provisioners_and_bad_parameters_are_explained() {
         "example.com/not-here"
     );
 
-    s.post(
-        SC,
-        &local_class("typo", json!({"parameters": {"onDelet": "archive"}})),
-    )
-    .await;
+    // The class is made, as in Kubernetes, but its author is warned at once.
+    let (code, warnings) = s
+        .post_warned(
+            SC,
+            &local_class("typo", json!({"parameters": {"onDelet": "archive"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert!(
+        warnings.len() == 1
+            && warnings[0].starts_with("299 - ")
+            && warnings[0].contains("local.stowage.dev will refuse")
+            && warnings[0].contains("unknown parameter \\\"onDelet\\\""),
+        "{warnings:?}"
+    );
+    let (_, warnings) = s
+        .post_warned(
+            SC,
+            &local_class("fine", json!({"parameters": {"onDelete": "archive"}})),
+        )
+        .await;
+    assert!(warnings.is_empty(), "{warnings:?}");
     s.post(&pvcs("u"), &claim_in_class("typo", "1Gi", "typo"))
         .await;
     let msg = s.wait_for_event("u", "typo", "ProvisioningFailed").await;

@@ -378,6 +378,24 @@ impl Server {
         self.send(self.client.post(self.url(path)).json(body)).await
     }
 
+    /// A POST, and the `Warning` headers of its answer (their quoted texts).
+    pub async fn post_warned(&self, path: &str, body: &Value) -> (StatusCode, Vec<String>) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let warnings = resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        (resp.status(), warnings)
+    }
+
     pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.send(self.client.put(self.url(path)).json(body)).await
     }

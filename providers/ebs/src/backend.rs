@@ -205,6 +205,14 @@ impl Provider for EbsProvider {
         }
     }
 
+    fn class_parameters(&self) -> Vec<stowage_provider::params::ClassParameter> {
+        crate::params::CLASS_PARAMETERS.to_vec()
+    }
+
+    fn check_class_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        crate::params::check_class(parameters)
+    }
+
     async fn modify_volume(&self, req: &ModifyRequest) -> Result<()> {
         self.modify(req).await
     }

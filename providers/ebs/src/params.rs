@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use stowage_provider::params::ClassParameter;
 use stowage_provider::{ClaimRef, ProviderError, Result};
 
 pub const GIB: i64 = 1 << 30;
@@ -106,15 +107,64 @@ pub struct VolumeSpec {
     pub tags: BTreeMap<String, String>,
 }
 
-const KNOWN: [&str; 7] = [
-    "type",
-    "iops",
-    "iopsPerGB",
-    "throughput",
-    "encrypted",
-    "kmsKeyId",
-    "fsType",
+/// The parameters this provider takes, described for people; a name not here (or a
+/// `tagSpecification_N`) is refused.
+pub const CLASS_PARAMETERS: [ClassParameter; 8] = [
+    ClassParameter::new("type", "The EBS volume type")
+        .values(&["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"])
+        .default("gp3"),
+    ClassParameter::new(
+        "iops",
+        "Provisioned IOPS (gp3, io1, io2); io1 and io2 need this or iopsPerGB",
+    )
+    .pattern("[0-9]+"),
+    ClassParameter::new(
+        "iopsPerGB",
+        "IOPS per GiB of the requested size (gp3, io1, io2), capped at the type's maximum",
+    )
+    .pattern("[0-9]+"),
+    ClassParameter::new("throughput", "Provisioned throughput in MiB/s (gp3 only)")
+        .pattern("[0-9]+"),
+    ClassParameter::new("encrypted", "Encrypt the volume")
+        .values(&["true", "false"])
+        .default("false"),
+    ClassParameter::new(
+        "kmsKeyId",
+        "The KMS key to encrypt with (needs encrypted: true); the account's default key when absent",
+    ),
+    ClassParameter::new("fsType", "The filesystem a node makes on the volume")
+        .values(&["ext4", "xfs", "ext3"])
+        .default("ext4"),
+    ClassParameter::new(
+        "tagSpecification_",
+        "A tag, key=value; values may use {{ .PVCName }}, {{ .PVCNamespace }} and {{ .PVName }}",
+    )
+    .pattern("[^=]{1,128}=.*")
+    .numbered(),
 ];
+
+fn known(name: &str) -> bool {
+    CLASS_PARAMETERS.iter().any(|p| {
+        if p.numbered {
+            name.starts_with(p.name)
+        } else {
+            name == p.name
+        }
+    })
+}
+
+/// Checks a class's parameters without a claim: refuses what no size could be provisioned
+/// with (the largest size of the type is tried, so only size-independent rules refuse).
+pub fn check_class(params: &BTreeMap<String, String>) -> Result<()> {
+    let type_name = params.get("type").map_or("gp3", String::as_str);
+    let bytes = limits_of(type_name).map_or(GIB, |l| l.max_gib * GIB);
+    let claim = ClaimRef {
+        namespace: "check".into(),
+        name: "check".into(),
+        ..Default::default()
+    };
+    VolumeSpec::parse(params, bytes, &claim, "pvc-check").map(|_| ())
+}
 
 fn number(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
     params
@@ -210,13 +260,16 @@ impl VolumeSpec {
         claim: &ClaimRef,
         volume_name: &str,
     ) -> Result<VolumeSpec> {
-        for key in params.keys() {
-            if !KNOWN.contains(&key.as_str()) && !key.starts_with("tagSpecification_") {
-                return Err(ProviderError::invalid(format!(
-                    "unknown parameter {key:?}; the EBS provider takes {} and tagSpecification_N",
-                    KNOWN.join(", ")
-                )));
-            }
+        if let Some(key) = params.keys().find(|k| !known(k)) {
+            let names: Vec<&str> = CLASS_PARAMETERS
+                .iter()
+                .filter(|p| !p.numbered)
+                .map(|p| p.name)
+                .collect();
+            return Err(ProviderError::invalid(format!(
+                "unknown parameter {key:?}; the EBS provider takes {} and tagSpecification_N",
+                names.join(", ")
+            )));
         }
         let type_name = params.get("type").map_or("gp3", String::as_str);
         let limits = limits_of(type_name).ok_or_else(|| {
@@ -402,6 +455,33 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_class_is_checked_by_the_rules_no_size_can_meet() {
+        let check = |pairs: &[(&str, &str)]| {
+            check_class(&stowage_provider::params::from_pairs(pairs)).map_err(|e| e.message)
+        };
+        // Too many IOPS for a small claim, but a large one can have them: left to the claim.
+        assert!(check(&[("type", "io1"), ("iops", "64000")]).is_ok());
+        assert!(check(&[("type", "gp3"), ("throughput", "1000"), ("iops", "4000")]).is_ok());
+        assert!(check(&[("tagSpecification_1", "team={{ .PVCNamespace }}")]).is_ok());
+        for (pairs, says) in [
+            (vec![("type", "gp4")], "not an EBS volume type"),
+            (
+                vec![("type", "gp2"), ("iops", "100")],
+                "no provisioned IOPS",
+            ),
+            (vec![("type", "io1")], "need iops or iopsPerGB"),
+            (vec![("type", "io2"), ("iops", "999999")], "IOPS are"),
+            (vec![("kmsKeyId", "k")], "needs encrypted"),
+            (vec![("fsType", "zfs")], "fsType"),
+            (vec![("tyep", "gp3")], "unknown parameter"),
+            (vec![("tagSpecification_1", "no-equals")], "not key=value"),
+        ] {
+            let e = check(&pairs).expect_err(says);
+            assert!(e.contains(says), "{pairs:?}: {e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use stowage_provider::factory::{Build, BuildError, Env};
+use stowage_provider::params::ClassParameter;
 use stowage_provider::{
     AccessMode, AttachRequest, Capabilities, CreateVolumeRequest, DeleteVolumeRequest,
     DetachRequest, ExpandRequest, Expanded, Provider, ProviderError, PublishInfo, Result, Volume,
@@ -66,6 +67,14 @@ impl Provider for ExampleProvider {
             volume_modification: false,
             storage_capacity: false,
         }
+    }
+
+    fn class_parameters(&self) -> Vec<ClassParameter> {
+        crate::create::CLASS_PARAMETERS.to_vec()
+    }
+
+    fn check_class_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        crate::create::validate_parameters(parameters)
     }
 
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {

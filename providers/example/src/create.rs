@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use stowage_provider::params::ClassParameter;
 use stowage_provider::{
     CreateVolumeRequest, ProviderError, Result, Volume, VolumeInfo, validate_volume_name,
 };
@@ -11,14 +12,18 @@ use crate::core::{Core, Record, temporary};
 /// `preallocate: "true"` writes the image's blocks now instead of leaving it sparse.
 pub const PARAM_PREALLOCATE: &str = "preallocate";
 
-fn validate(req: &CreateVolumeRequest) -> Result<()> {
-    validate_volume_name(&req.name)?;
-    if req.capacity_bytes <= 0 {
-        return Err(ProviderError::invalid(
-            "the requested size must be positive",
-        ));
-    }
-    for (key, value) in &req.parameters {
+/// The class parameters this provider takes, for people (the console's class form).
+pub const CLASS_PARAMETERS: [ClassParameter; 1] = [ClassParameter::new(
+    PARAM_PREALLOCATE,
+    "Write the image's blocks when the volume is made, instead of leaving it sparse",
+)
+.values(&["true", "false"])
+.default("false")];
+
+/// The class's parameters, as `create_volume` reads them; also the provider's
+/// `check_class_parameters`.
+pub fn validate_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in parameters {
         match key.as_str() {
             PARAM_PREALLOCATE if value == "true" || value == "false" => {}
             PARAM_PREALLOCATE => {
@@ -33,6 +38,17 @@ fn validate(req: &CreateVolumeRequest) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn validate(req: &CreateVolumeRequest) -> Result<()> {
+    validate_volume_name(&req.name)?;
+    if req.capacity_bytes <= 0 {
+        return Err(ProviderError::invalid(
+            "the requested size must be positive",
+        ));
+    }
+    validate_parameters(&req.parameters)?;
     if req.content_source.is_some() {
         return Err(ProviderError::unsupported(
             "the example provider has no snapshots or clones",

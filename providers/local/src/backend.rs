@@ -153,6 +153,17 @@ impl Provider for LocalProvider {
     }
 
     /// The room left on this node: the configured capacity less what volumes were promised.
+    fn class_parameters(&self) -> Vec<stowage_provider::params::ClassParameter> {
+        crate::create::CLASS_PARAMETERS.to_vec()
+    }
+
+    fn check_class_parameters(
+        &self,
+        parameters: &BTreeMap<String, String>,
+    ) -> stowage_provider::Result<()> {
+        crate::create::validate_parameters(parameters).map(|_| ())
+    }
+
     async fn capacity(
         &self,
         _parameters: &BTreeMap<String, String>,

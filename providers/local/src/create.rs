@@ -18,6 +18,12 @@ pub(crate) use stowage_provider::params::{
     MOUNT_PERMISSIONS as PARAM_PERMISSIONS, ON_DELETE as PARAM_ON_DELETE,
 };
 
+/// The parameters this provider takes, described for people; a name not here is refused.
+pub(crate) const CLASS_PARAMETERS: [stowage_provider::params::ClassParameter; 2] = [
+    stowage_provider::params::ON_DELETE_PARAMETER,
+    stowage_provider::params::MOUNT_PERMISSIONS_PARAMETER,
+];
+
 pub(crate) fn validate_parameters(params: &BTreeMap<String, String>) -> Result<u32> {
     if let Some(other) = params
         .keys()

@@ -174,6 +174,14 @@ impl Provider for NfsProvider {
         }
     }
 
+    fn class_parameters(&self) -> Vec<stowage_provider::params::ClassParameter> {
+        crate::params::CLASS_PARAMETERS.to_vec()
+    }
+
+    fn check_class_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        crate::params::ClassParams::parse(parameters).map(|_| ())
+    }
+
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {
         self.create(req).await
     }

@@ -15,6 +15,9 @@
 
 use std::collections::BTreeMap;
 
+use stowage_provider::params::{
+    ClassParameter, MOUNT_PERMISSIONS_PARAMETER, ON_DELETE_PARAMETER, QUANTITY_PATTERN,
+};
 use stowage_provider::quantity::parse_bytes;
 use stowage_provider::{ProviderError, Result};
 
@@ -139,22 +142,45 @@ pub struct ClassParams {
     pub capacity_cap: Option<i64>,
 }
 
-const KNOWN: [&str; 7] = [
-    "server",
-    "share",
-    "nfsvers",
-    "subDir",
-    "onDelete",
-    "mountPermissions",
-    "capacity",
+/// The parameters this provider takes, described for people; a name not here is refused.
+pub const CLASS_PARAMETERS: [ClassParameter; 7] = [
+    ClassParameter::new(
+        "server",
+        "The NFS server: a host name or address, optionally with :port ([v6]:port for IPv6)",
+    )
+    .pattern("(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+    .required(),
+    ClassParameter::new("share", "The exported path, e.g. /exports/k8s")
+        .pattern("/[^\\s#?%]*")
+        .required(),
+    ClassParameter::new("nfsvers", "The NFS version spoken to the server (4 means 4.1)")
+        .values(&["4.1", "4", "3"])
+        .default("4.1"),
+    ClassParameter::new(
+        "subDir",
+        "Where a volume goes in the share; may use ${pvc.metadata.name}, ${pvc.metadata.namespace} and ${pv.metadata.name}",
+    )
+    .default(crate::subdir::DEFAULT),
+    ON_DELETE_PARAMETER,
+    MOUNT_PERMISSIONS_PARAMETER,
+    ClassParameter::new(
+        "capacity",
+        "At most this much may be provisioned on the share, by all classes together",
+    )
+    .pattern(QUANTITY_PATTERN),
 ];
+
+fn known(name: &str) -> bool {
+    CLASS_PARAMETERS.iter().any(|p| p.name == name)
+}
 
 impl ClassParams {
     pub fn parse(params: &BTreeMap<String, String>) -> Result<ClassParams> {
-        if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(unknown) = params.keys().find(|k| !known(k)) {
+            let names: Vec<&str> = CLASS_PARAMETERS.iter().map(|p| p.name).collect();
             return Err(ProviderError::invalid(format!(
                 "unknown parameter {unknown:?}; the NFS provider takes {}",
-                KNOWN.join(", ")
+                names.join(", ")
             )));
         }
         let required = |key: &str| {

@@ -517,6 +517,53 @@ const CUT_POINTS: [usize; 9] = [1, 2, 3, 4, 6, 9, 14, 22, 35];
 fn checks() -> Vec<Check> {
     vec![
         Check {
+            name: "class_parameters_are_checked_as_described",
+            skip: |_, _| None,
+            run: |cx| {
+                Box::pin(async move {
+                    let p = &cx.provider;
+                    let base = &cx.fixture.parameters;
+                    p.check_class_parameters(base)
+                        .map_err(|e| format!("the fixture's parameters are refused: {e}"))?;
+                    let described = p.class_parameters();
+                    if described.is_empty() {
+                        return Ok(());
+                    }
+                    let with = |name: &str, value: &str| {
+                        let mut m = base.clone();
+                        m.insert(name.to_string(), value.to_string());
+                        m
+                    };
+                    expect_kind(
+                        p.check_class_parameters(&with("notAParameter", "x")),
+                        ErrorKind::InvalidArgument,
+                        "a parameter the provider does not describe",
+                    )?;
+                    for d in described.iter().filter(|d| !d.numbered) {
+                        if let Some(default) = d.default {
+                            p.check_class_parameters(&with(d.name, default))
+                                .map_err(|e| {
+                                    format!(
+                                        "{}'s described default {default:?} is refused: {e}",
+                                        d.name
+                                    )
+                                })?;
+                        }
+                        if d.required {
+                            let mut without = base.clone();
+                            without.remove(d.name);
+                            expect_kind(
+                                p.check_class_parameters(&without),
+                                ErrorKind::InvalidArgument,
+                                &format!("no {}, which is described as required", d.name),
+                            )?;
+                        }
+                    }
+                    Ok(())
+                })
+            },
+        },
+        Check {
             name: "create_honours_the_requested_capacity",
             skip: provisioning,
             run: |cx| {

@@ -141,6 +141,14 @@ impl Provider for Faulty {
         self.inner.capabilities()
     }
 
+    fn class_parameters(&self) -> Vec<crate::params::ClassParameter> {
+        self.inner.class_parameters()
+    }
+
+    fn check_class_parameters(&self, parameters: &BTreeMap<String, String>) -> Result<()> {
+        self.inner.check_class_parameters(parameters)
+    }
+
     async fn create_volume(&self, req: &CreateVolumeRequest) -> Result<Volume> {
         self.call("create_volume", self.inner.create_volume(req))
             .await

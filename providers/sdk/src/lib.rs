@@ -473,6 +473,21 @@ pub trait Provider: Send + Sync + 'static {
 
     fn capabilities(&self) -> Capabilities;
 
+    /// The StorageClass parameters this provider takes, described for people: the console's
+    /// class form and `stowage providers` show them. Empty when the provider takes none or
+    /// does not say.
+    fn class_parameters(&self) -> Vec<params::ClassParameter> {
+        Vec::new()
+    }
+
+    /// Checks a class's parameters as `create_volume` would, before any claim exists: refuses
+    /// (with `InvalidArgument` and the message `create_volume` would give) what no claim
+    /// could be provisioned with. Rules that depend on a claim's size are left to
+    /// `create_volume`. Must not call the backend.
+    fn check_class_parameters(&self, _parameters: &BTreeMap<String, String>) -> Result<()> {
+        Ok(())
+    }
+
     /// Creates a volume of at least `capacity_bytes`, named `req.name`.
     ///
     /// Requires `dynamic_provisioning`. Behaviour:

@@ -76,6 +76,89 @@ pub fn mount_permissions(params: &BTreeMap<String, String>) -> Result<u32> {
     }
 }
 
+/// One StorageClass parameter a provider takes, as a form or a listing describes it
+/// ([`crate::Provider::class_parameters`]). The provider's own parser stays the truth; this says
+/// what it accepts, for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassParameter {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The values it takes, when they are a fixed set.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub values: &'static [&'static str],
+    /// A regular expression a whole value must match (written so that JavaScript and Rust's
+    /// `regex` read it alike), when the values are not a fixed set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<&'static str>,
+    /// What an absent parameter means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<&'static str>,
+    pub required: bool,
+    /// `name` is a prefix taking a number: `tagSpecification_1`, `tagSpecification_2`, …
+    pub numbered: bool,
+}
+
+impl ClassParameter {
+    pub const fn new(name: &'static str, description: &'static str) -> Self {
+        ClassParameter {
+            name,
+            description,
+            values: &[],
+            pattern: None,
+            default: None,
+            required: false,
+            numbered: false,
+        }
+    }
+
+    pub const fn values(mut self, values: &'static [&'static str]) -> Self {
+        self.values = values;
+        self
+    }
+
+    pub const fn pattern(mut self, pattern: &'static str) -> Self {
+        self.pattern = Some(pattern);
+        self
+    }
+
+    pub const fn default(mut self, default: &'static str) -> Self {
+        self.default = Some(default);
+        self
+    }
+
+    pub const fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    pub const fn numbered(mut self) -> Self {
+        self.numbered = true;
+        self
+    }
+}
+
+/// An octal file mode, as `mountPermissions` takes it.
+pub const OCTAL_MODE_PATTERN: &str = "0?[0-7]{1,4}";
+/// A size like `500Gi`.
+pub const QUANTITY_PATTERN: &str = "[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?";
+
+/// `onDelete`, described once for every provider that takes it.
+pub const ON_DELETE_PARAMETER: ClassParameter = ClassParameter::new(
+    ON_DELETE,
+    "What happens to a volume's data when the volume is deleted: removed, kept, or renamed to archived-<name>",
+)
+.values(&["delete", "retain", "archive"])
+.default("delete");
+
+/// `mountPermissions`, described once for every provider that takes it.
+pub const MOUNT_PERMISSIONS_PARAMETER: ClassParameter = ClassParameter::new(
+    MOUNT_PERMISSIONS,
+    "The octal mode of a new volume's directory",
+)
+.pattern(OCTAL_MODE_PATTERN)
+.default("0777");
+
 /// The names an archived directory `name` tries, in order: `archived-<name>`, then
 /// `archived-<name>-1`, `-2`, ...
 pub fn archive_names(name: &str) -> impl Iterator<Item = String> + '_ {

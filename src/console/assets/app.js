@@ -107,6 +107,15 @@ class Api {
     return resp.status === 204 ? null : resp.json();
   }
 
+  // A create with nothing written (dryRun=All): the server's Warning texts, or its refusal.
+  async dryRun(path, body) {
+    const resp = await fetch(path + "?dryRun=All", { method: "POST", headers: this.headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify(body), cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" });
+    if (!resp.ok) throw await failure(resp);
+    // Each warning is `299 - "text"`, the text a JSON string; several are joined by ", ".
+    return [...(resp.headers.get("Warning") || "").matchAll(/299 - ("(?:[^"\\]|\\.)*")/g)].map((m) => JSON.parse(m[1]));
+  }
+
   get(path) { return this.request("GET", path); }
   post(path, body) { return this.request("POST", path, body); }
   patch(path, body) { return this.request("PATCH", path, body, "application/merge-patch+json"); }
@@ -795,16 +804,27 @@ const views = {
 
 // ---------------------------------------------------------------- actions
 
-function dialog(title, fields, confirmLabel, danger) {
+// A modal dialog; resolves {ok: true} when confirmed. `check`, if given, runs on confirm and
+// returns what is wrong (shown in the dialog, which stays open) or "" to go on.
+function dialog(title, fields, confirmLabel, danger, check) {
   return new Promise((resolve) => {
     const d = h("dialog", { "aria-label": title });
     const error = h("p", { class: "error", role: "alert" });
-    const form = h("form", { method: "dialog" }, h("h2", {}, title), ...fields, error,
-      h("div", { class: "buttons" }, h("button", { type: "button", value: "cancel", onclick: () => { d.close(); } }, "Cancel"),
-        h("button", { type: "submit", value: "ok", class: danger ? "danger" : "primary" }, confirmLabel)));
+    const submit = h("button", { type: "submit", value: "ok", class: danger ? "danger" : "primary" }, confirmLabel);
+    // The page's own checks say what is wrong in words, so the browser's are off.
+    const form = h("form", { method: "dialog", novalidate: true }, h("h2", {}, title), ...fields, error,
+      h("div", { class: "buttons" }, h("button", { type: "button", value: "cancel", onclick: () => { d.close(); } }, "Cancel"), submit));
     d.append(form);
-    form.addEventListener("submit", (e) => {
+    form.addEventListener("submit", async (e) => {
       e.preventDefault();
+      if (check) {
+        submit.disabled = true;
+        error.textContent = "";
+        let wrong;
+        try { wrong = await check(); } catch (err) { wrong = err.message; }
+        submit.disabled = false;
+        if (wrong) { error.textContent = wrong; return; }
+      }
       resolve({ ok: true, error, close: () => { d.close(); d.remove(); } });
     });
     d.addEventListener("close", () => { d.remove(); resolve({ ok: false }); });
@@ -885,30 +905,106 @@ async function setDefault(c) {
   });
 }
 
+// The class parameters each provider the server runs takes (`/apis/stowage.dev/v1/providers`).
+async function providerDescriptions() {
+  try {
+    return (await api.get("/apis/stowage.dev/v1/providers")).items || [];
+  } catch (_) {
+    return []; // Not for this token, or an older server: the form still takes key=value lines.
+  }
+}
+
+// One field per parameter a provider describes: a list of its values, or text checked
+// against its pattern; its description and default are the field's help.
+function parameterFields(provider) {
+  return (provider ? provider.parameters || [] : []).filter((p) => !p.numbered).map((p) => {
+    const id = "sc-param-" + p.name;
+    const help = h("small", { id: id + "-help" }, p.description + (p.default !== undefined ? " (default " + p.default + ")" : ""));
+    const input = p.values
+      ? h("select", { id, "aria-describedby": id + "-help" }, h("option", { value: "" }, p.required ? "choose…" : "default"),
+        ...p.values.map((v) => h("option", { value: v }, v)))
+      : h("input", { id, "aria-describedby": id + "-help", placeholder: p.default || "", required: p.required });
+    input.dataset.parameter = p.name;
+    return h("label", { for: id }, p.name + (p.required ? " (required)" : ""), input, help);
+  });
+}
+
+// What is wrong with `parameters` for `provider`, by the rules it describes; "" if nothing.
+function parameterProblems(provider, parameters) {
+  const described = provider ? provider.parameters || [] : [];
+  if (!described.length) return "";
+  for (const p of described) {
+    if (p.required && !parameters[p.name]) return p.name + " is required by " + provider.name;
+  }
+  for (const [name, value] of Object.entries(parameters)) {
+    const p = described.find((d) => d.numbered ? name.startsWith(d.name) && /^[0-9]+$/.test(name.slice(d.name.length)) : d.name === name);
+    if (!p) {
+      return name + " is not a parameter of " + provider.name + "; it takes " +
+        described.map((d) => d.numbered ? d.name + "N" : d.name).join(", ");
+    }
+    if (p.values && !p.values.includes(value)) return name + " must be one of " + p.values.join(", ") + ", not \"" + value + "\"";
+    if (p.pattern && !new RegExp("^(?:" + p.pattern + ")$").test(value)) return name + " \"" + value + "\" is not valid: " + p.description;
+  }
+  return "";
+}
+
 async function createClass() {
   await loaded("drivers");
-  const name = h("input", { id: "sc-name", required: true, pattern: "[a-z0-9]([-a-z0-9.]*[a-z0-9])?", maxlength: "253" });
-  const provisioner = h("select", { id: "sc-provisioner" }, ...uniq(items("drivers").map((d) => d.metadata.name)).map((p) => h("option", { value: p }, p)));
+  const described = await providerDescriptions();
+  const names = uniq([...described.map((p) => p.name), ...items("drivers").map((d) => d.metadata.name)]);
+  const name = h("input", { id: "sc-name", required: true, maxlength: "253" });
+  const provisioner = h("select", { id: "sc-provisioner" }, ...names.map((p) => h("option", { value: p }, p)));
   const reclaim = h("select", { id: "sc-reclaim" }, h("option", {}, "Delete"), h("option", {}, "Retain"));
   const binding = h("select", { id: "sc-binding" }, h("option", {}, "Immediate"), h("option", {}, "WaitForFirstConsumer"));
   const expansion = h("input", { id: "sc-expansion", type: "checkbox" });
+  const known = h("fieldset", { id: "sc-known" });
   const params = h("textarea", { id: "sc-params", placeholder: "key=value, one per line" });
+  const provider = () => described.find((p) => p.name === provisioner.value);
+  const showFields = () => {
+    const fields = parameterFields(provider());
+    known.hidden = !fields.length;
+    known.replaceChildren(h("legend", {}, "Parameters of " + provisioner.value), ...fields);
+  };
+  provisioner.addEventListener("change", showFields);
+  showFields();
+
+  let body = null;
+  const check = async () => {
+    const n = name.value.trim();
+    if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(n) || n.length > 253) {
+      return "The name must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit";
+    }
+    const parameters = {};
+    for (const input of known.querySelectorAll("[data-parameter]")) {
+      if (input.value.trim()) parameters[input.dataset.parameter] = input.value.trim();
+    }
+    for (const line of params.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const i = line.indexOf("=");
+      if (i <= 0) return "Parameter line \"" + line + "\" is not key=value";
+      parameters[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+    }
+    const wrong = parameterProblems(provider(), parameters);
+    if (wrong) return wrong;
+    body = { apiVersion: "storage.k8s.io/v1", kind: "StorageClass", metadata: { name: n },
+      provisioner: provisioner.value, reclaimPolicy: reclaim.value, volumeBindingMode: binding.value,
+      allowVolumeExpansion: expansion.checked, parameters };
+    // The server's own word, with nothing written: its validation, and its provider's
+    // warnings about parameters it would refuse when a claim comes.
+    try {
+      const warnings = await api.dryRun(PATHS.classes, body);
+      return warnings.length ? "Not created: " + warnings.join("; ") : "";
+    } catch (e) {
+      return "Not created: " + e.message;
+    }
+  };
   const r = await dialog("New storage class", [
     h("label", { for: "sc-name" }, "Name", name), h("label", { for: "sc-provisioner" }, "Provider", provisioner),
     h("label", { for: "sc-reclaim" }, "Reclaim policy", reclaim), h("label", { for: "sc-binding" }, "Volume binding mode", binding),
-    h("label", { for: "sc-expansion" }, "Allow volume expansion", expansion), h("label", { for: "sc-params" }, "Parameters", params)], "Create");
+    h("label", { for: "sc-expansion" }, "Allow volume expansion", expansion), known,
+    h("label", { for: "sc-params" }, "Other parameters", params)], "Create", false, check);
   if (!r.ok) return;
-  const parameters = {};
-  for (const line of params.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
-    const i = line.indexOf("=");
-    if (i <= 0) { r.close(); toast("Not created: parameter line \"" + line + "\" is not key=value", true); return; }
-    parameters[line.slice(0, i).trim()] = line.slice(i + 1).trim();
-  }
   r.close();
-  await act("Creating storage class " + name.value, "Storage class " + name.value + " created", () => api.post(PATHS.classes, {
-    apiVersion: "storage.k8s.io/v1", kind: "StorageClass", metadata: { name: name.value.trim() },
-    provisioner: provisioner.value, reclaimPolicy: reclaim.value, volumeBindingMode: binding.value,
-    allowVolumeExpansion: expansion.checked, parameters }));
+  await act("Creating storage class " + body.metadata.name, "Storage class " + body.metadata.name + " created", () => api.post(PATHS.classes, body));
 }
 
 // ---------------------------------------------------------------- routing
