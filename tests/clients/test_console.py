@@ -242,11 +242,18 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     shot(browser, "nodes")
 
     expected = {"volumes": "pvc-", "attachments": "Attachments", "events": "Provisioning",
-                "providers": MEMORY, "classes": cls}
+                "providers": "Class parameters", "classes": cls}
     for view, text in expected.items():
         go(browser, view)
         wait_text(browser, text)
         shot(browser, view)
+    # Each provider's capabilities and class parameters, as the server describes them.
+    go(browser, "providers")
+    nfs = Wait(browser, 10).until(EC.presence_of_element_located(
+        (By.CSS_SELECTOR, 'main article[aria-label="provider %s"]' % NFS)))
+    assert "server (required)" in nfs.text and "One of 4.1, 4, 3. Default 4.1." in nfs.text, nfs.text
+    memory = browser.find_element(By.CSS_SELECTOR, 'main article[aria-label="provider %s"]' % MEMORY)
+    assert "Snapshots\nyes" in memory.text and "Not described" in memory.text, memory.text
 
 
 def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api, browser, namespace):

@@ -705,7 +705,11 @@ const views = {
       { title: "fsGroup policy", value: (d) => d.spec.fsGroupPolicy || "", width: "1fr" },
       { title: "Modes", value: (d) => (d.spec.volumeLifecycleModes || []).join(", "), width: "1fr" },
     ], { height: 240, label: "Providers" });
-    const el = h("section", {}, h("h1", {}, "Providers"), table.el);
+    // What each provider the server runs can do, and the class parameters it takes: fixed
+    // while the server runs, so read once.
+    const details = h("div", { class: "cards" });
+    providerDescriptions().then((described) => details.replaceChildren(...described.map(providerCard)));
+    const el = h("section", {}, h("h1", {}, "Providers"), table.el, h("h2", {}, "What they do"), details);
     return { el, update() {
       table.setRows(items("drivers"));
       const f = forbidden("drivers");
@@ -946,6 +950,23 @@ function parameterProblems(provider, parameters) {
     if (p.pattern && !new RegExp("^(?:" + p.pattern + ")$").test(value)) return name + " \"" + value + "\" is not valid: " + p.description;
   }
   return "";
+}
+
+const CAPABILITIES = [["dynamicProvisioning", "Provisions volumes"], ["attachRequired", "Attaches to nodes"],
+  ["expansion", "Expansion"], ["snapshots", "Snapshots"], ["clones", "Clones"], ["volumeModification", "Modification"],
+  ["storageCapacity", "Publishes capacity"], ["topology", "Topology"]];
+
+function providerCard(p) {
+  const c = p.capabilities || {};
+  const facts = h("dl", { class: "facts" },
+    ...CAPABILITIES.flatMap(([k, title]) => [h("dt", {}, title), h("dd", {}, c[k] ? "yes" : "no")]),
+    h("dt", {}, "Access modes"), h("dd", {}, (c.accessModes || []).join(", ")),
+    h("dt", {}, "Volumes per node"), h("dd", {}, c.maxAttachmentsPerNode ? String(c.maxAttachmentsPerNode) : "no limit"));
+  const params = (p.parameters || []).map((q) => h("li", {},
+    h("code", {}, q.name + (q.numbered ? "N" : "")), q.required ? " (required)" : "", ": " + q.description,
+    q.values ? " One of " + q.values.join(", ") + "." : "", q.default !== undefined ? " Default " + q.default + "." : ""));
+  return h("article", { class: "card", "aria-label": "provider " + p.name }, h("h3", {}, p.name), facts,
+    h("h4", {}, "Class parameters"), params.length ? h("ul", { class: "params" }, ...params) : h("p", {}, "Not described: any key=value."));
 }
 
 async function createClass() {
