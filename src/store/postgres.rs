@@ -198,10 +198,13 @@ impl Backend for PostgresBackend {
     async fn begin(&mut self, known: Rv) -> anyhow::Result<CatchUp> {
         // A transaction left over from a failed commit is rolled back by dropping it.
         self.tx = None;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK)
-            .execute(&mut *tx)
+        // BEGIN and the lock in one round trip (a simple query may hold two statements): the
+        // lock is held until COMMIT, so every round trip inside it delays every replica.
+        let mut tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            )))
             .await?;
         let changes = changes_after(&mut *tx, known, None).await?;
         let caught_up = match gap_free(known, changes) {
@@ -221,6 +224,16 @@ impl Backend for PostgresBackend {
             tx.rollback().await?;
             return Ok(());
         }
+        // Each object's last row in the batch is its final state: the one its `objects` row
+        // takes (an upsert may not touch a row twice in one statement).
+        let mut last = std::collections::HashMap::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            last.insert((r.stored.kind, &r.stored.key), i);
+        }
+        let mut is_final = vec![false; rows.len()];
+        for i in last.into_values() {
+            is_final[i] = true;
+        }
         let mut rv = Vec::with_capacity(rows.len());
         let mut kind = Vec::with_capacity(rows.len());
         let mut namespace = Vec::with_capacity(rows.len());
@@ -238,9 +251,22 @@ impl Backend for PostgresBackend {
             data.push(s.json.as_ref());
             at.push(r.committed_at);
         }
+        let newest = rv.last().copied().unwrap_or_default();
+        // The whole batch in one statement, its documents sent once: the change rows, each
+        // object's final state (upserted, or deleted), and the other replicas' wake-up. One
+        // round trip instead of four while this replica holds the write lock.
         sqlx::query(
-            "INSERT INTO changes (rv, kind, namespace, name, type, data, created_at) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bigint[])",
+            "WITH batch AS (SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::bytea[], $7::bigint[], $8::bool[]) \
+                 AS b(rv, kind, namespace, name, type, data, created_at, final)), \
+             changed AS (INSERT INTO changes (rv, kind, namespace, name, type, data, created_at) \
+                 SELECT rv, kind, namespace, name, type, data, created_at FROM batch), \
+             put AS (INSERT INTO objects (kind, namespace, name, rv, data) \
+                 SELECT kind, namespace, name, rv, data FROM batch WHERE final AND type <> 'DELETED' \
+                 ON CONFLICT (kind, namespace, name) DO UPDATE SET rv = excluded.rv, data = excluded.data), \
+             gone AS (DELETE FROM objects o USING batch b WHERE b.final AND b.type = 'DELETED' \
+                 AND o.kind = b.kind AND o.namespace = b.namespace AND o.name = b.name) \
+             SELECT pg_notify($9, $10)",
         )
         .bind(&rv[..])
         .bind(&kind[..])
@@ -249,51 +275,11 @@ impl Backend for PostgresBackend {
         .bind(&type_[..])
         .bind(&data[..])
         .bind(&at[..])
+        .bind(&is_final[..])
+        .bind(CHANNEL)
+        .bind(newest.to_string())
         .execute(&mut *tx)
         .await?;
-
-        // Each object's last row in the batch is its final state: one upsert or delete each
-        // (an upsert may not touch a row twice).
-        let mut last = std::collections::HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            last.insert((r.stored.kind, &r.stored.key), i);
-        }
-        let mut finals: Vec<usize> = last.into_values().collect();
-        finals.sort_unstable();
-        let (puts, deletes): (Vec<usize>, Vec<usize>) = finals
-            .into_iter()
-            .partition(|i| rows[*i].type_ != EventType::Deleted);
-        if !puts.is_empty() {
-            sqlx::query(
-                "INSERT INTO objects (kind, namespace, name, rv, data) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) \
-                 ON CONFLICT (kind, namespace, name) DO UPDATE SET rv = excluded.rv, data = excluded.data",
-            )
-            .bind(puts.iter().map(|i| kind[*i]).collect::<Vec<_>>())
-            .bind(puts.iter().map(|i| namespace[*i]).collect::<Vec<_>>())
-            .bind(puts.iter().map(|i| name[*i]).collect::<Vec<_>>())
-            .bind(puts.iter().map(|i| rv[*i]).collect::<Vec<_>>())
-            .bind(puts.iter().map(|i| data[*i]).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !deletes.is_empty() {
-            sqlx::query(
-                "DELETE FROM objects o USING UNNEST($1::text[], $2::text[], $3::text[]) AS d(kind, namespace, name) \
-                 WHERE o.kind = d.kind AND o.namespace = d.namespace AND o.name = d.name",
-            )
-            .bind(deletes.iter().map(|i| kind[*i]).collect::<Vec<_>>())
-            .bind(deletes.iter().map(|i| namespace[*i]).collect::<Vec<_>>())
-            .bind(deletes.iter().map(|i| name[*i]).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let newest = rv.last().copied().unwrap_or_default();
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(newest.to_string())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -466,7 +466,10 @@ def ten_thousand(server, browser, namespace):
     Wait(browser, 5).until(lambda d: "c09999" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
     assert len(browser.find_elements(By.CSS_SELECTOR, ".scroller .row")) < 100
     shot(browser, "claims-10000")
-    print("\nconsole: first rows of 10,000 claims after %.2f s (debug build, headless Chromium); %d rows in the DOM" % (first_paint, rows))
+    from conftest import BINARY
+    build = "release" if "/release/" in BINARY else "debug"
+    print("\nconsole: first rows of 10,000 claims after %.2f s (%s build, headless Chromium); %d rows in the DOM" % (
+        first_paint, build, rows))
 
 
 class RestartableServer:
