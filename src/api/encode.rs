@@ -224,7 +224,7 @@ pub fn success_status(details: Value) -> Value {
 /// Adds a `Warning` header (RFC 7234 style, as Kubernetes sends them).
 pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let text = format!("299 - {}", ascii_json_string(w));
+        let text = format!("299 - {}", quoted_warning(w));
         if let Ok(v) = HeaderValue::from_str(&text) {
             resp.headers_mut().append(header::WARNING, v);
         }
@@ -232,20 +232,31 @@ pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-/// `s` as a JSON string of ASCII only (a header value cannot carry anything else): other
-/// characters as `\uXXXX` escapes, which every JSON reader decodes.
-fn ascii_json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    for c in serde_json::to_string(s).unwrap_or_default().chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{u:04x}"));
+/// The longest warning text sent, in characters (as Kubernetes truncates them): a warning
+/// may quote what a client sent, and a header line must stay small.
+const MAX_WARNING_CHARS: usize = 256;
+
+/// `s` as the quoted text of a `Warning` header, as Kubernetes writes it and client-go reads
+/// it: UTF-8 as it is, `"` and `\` escaped with a backslash, control characters (which no
+/// header may carry) as spaces, and at most [`MAX_WARNING_CHARS`] characters.
+fn quoted_warning(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * MAX_WARNING_CHARS) + 2);
+    out.push('"');
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(MAX_WARNING_CHARS) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
             }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
         }
     }
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out.push('"');
     out
 }
 
@@ -263,16 +274,26 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn warnings_of_any_text_become_header_values() {
-        let resp = with_warnings(
-            text(StatusCode::OK, ""),
-            &["io1 IOPS are 100–64000 for \"fast\" 🚀".to_string()],
-        );
+    fn sent(warning: &str) -> String {
+        let resp = with_warnings(text(StatusCode::OK, ""), &[warning.to_string()]);
         let v = resp.headers().get(header::WARNING).expect("a warning");
+        String::from_utf8(v.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn warnings_of_any_text_become_header_values_as_kubernetes_writes_them() {
         assert_eq!(
-            v.to_str().unwrap(),
-            r#"299 - "io1 IOPS are 100\u201364000 for \"fast\" \ud83d\ude80""#
+            sent("io1 IOPS are 100–64000 for \"fast\" \\ 🚀"),
+            "299 - \"io1 IOPS are 100–64000 for \\\"fast\\\" \\\\ 🚀\""
         );
+        // No control character reaches the header (DEL and newlines included).
+        assert_eq!(sent("a\u{7f}b\r\nc"), "299 - \"a b  c\"");
+        // A warning quoting a huge parameter stays one short line.
+        let long = sent(&"x".repeat(100_000));
+        assert_eq!(
+            long.chars().count(),
+            "299 - \"\"".len() + MAX_WARNING_CHARS + 1
+        );
+        assert!(long.ends_with("x…\""));
     }
 }

@@ -198,13 +198,13 @@ impl Backend for PostgresBackend {
     async fn begin(&mut self, known: Rv) -> anyhow::Result<CatchUp> {
         // A transaction left over from a failed commit is rolled back by dropping it.
         self.tx = None;
-        // BEGIN and the lock in one round trip (a simple query may hold two statements): the
-        // lock is held until COMMIT, so every round trip inside it delays every replica.
-        let mut tx = self
-            .pool
-            .begin_with(sqlx::AssertSqlSafe(format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-            )))
+        // The lock is its own statement after BEGIN, not sent with it in one simple query:
+        // sqlx does not count a BEGIN whose query then failed (a lock timeout), so nothing would
+        // roll that transaction back and its connection would return to the pool aborted.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
             .await?;
         let changes = changes_after(&mut *tx, known, None).await?;
         let caught_up = match gap_free(known, changes) {

@@ -249,11 +249,15 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
         shot(browser, view)
     # Each provider's capabilities and class parameters, as the server describes them.
     go(browser, "providers")
-    nfs = Wait(browser, 10).until(EC.presence_of_element_located(
-        (By.CSS_SELECTOR, 'main article[aria-label="provider %s"]' % NFS)))
-    assert "server (required)" in nfs.text and "One of 4.1, 4, 3. Default 4.1." in nfs.text, nfs.text
-    memory = browser.find_element(By.CSS_SELECTOR, 'main article[aria-label="provider %s"]' % MEMORY)
-    assert "Snapshots\nyes" in memory.text and "Not described" in memory.text, memory.text
+
+    def provider_text(name):
+        return browser.find_element(By.CSS_SELECTOR, 'main article[aria-label="provider %s"]' % name).text
+    try:
+        Wait(browser, 10).until(lambda d: "server (required)" in provider_text(NFS)
+                                and "One of 4.1, 4, 3. Default 4.1." in provider_text(NFS)
+                                and "Snapshots\nyes" in provider_text(MEMORY) and "Not described" in provider_text(MEMORY))
+    except TimeoutException:
+        raise AssertionError("the providers are not described:\n" + browser.find_element(By.TAG_NAME, "main").text)
 
 
 def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api, browser, namespace):
@@ -319,10 +323,11 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
     open_class_form(browser, refused, NFS)
     assert "(required)" in browser.find_element(By.CSS_SELECTOR, 'label[for="sc-param-server"]').text
     browser.find_element(By.ID, "sc-param-server").send_keys("nfs.example.com")
-    browser.find_element(By.ID, "sc-param-share").send_keys("/exports/../etc")
+    # Not ASCII: the warning's UTF-8 must come through the header intact.
+    browser.find_element(By.ID, "sc-param-share").send_keys("/exports/../été")
     confirm(browser)
     dialog_error(browser, "Not created: parameters: nfs.stowage.dev will refuse to provision claims of this class")
-    assert "/exports/../etc" in browser.find_element(By.CSS_SELECTOR, "dialog p.error").text
+    assert "/exports/../été" in browser.find_element(By.CSS_SELECTOR, "dialog p.error").text
     browser.find_element(By.XPATH, "//dialog//button[text()='Cancel']").click()
     with pytest.raises(client.rest.ApiException) as gone:
         storage.read_storage_class(refused)
@@ -557,7 +562,8 @@ def test_a_watch_too_far_behind_gets_410_and_the_page_lists_again(browser, names
         sign_in(browser, server, admin_token(server))
         go(browser, "claims")
         Wait(browser, 10).until(lambda d: "before" in d.find_element(By.CSS_SELECTOR, ".scroller").text)
-        assert list_requests(browser, path) == 1
+        listed = list_requests(browser, path)
+        assert listed >= 1
         browser.execute_cdp_cmd("Network.enable", {})
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*watch=1*"]})
         server.stop()
@@ -566,7 +572,7 @@ def test_a_watch_too_far_behind_gets_410_and_the_page_lists_again(browser, names
             server.post_claim(namespace, "after-%d" % i)
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
         Wait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, ".count").text == "9 items")
-        assert list_requests(browser, path) == 2, "the page did not list again after 410"
+        assert list_requests(browser, path) > listed, "the page did not list again after 410"
         text = browser.find_element(By.CSS_SELECTOR, ".scroller").text
         assert "after-0" in text and "before" in text, text
         # It follows changes again from the new list.

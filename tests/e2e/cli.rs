@@ -992,7 +992,7 @@ async fn providers_lists_what_the_server_can_do() {
                "required": false, "numbered": false}),
         "{json}"
     );
-    assert_eq!(local["parameters"][1]["pattern"], "0?[0-7]{1,4}");
+    assert_eq!(local["parameters"][1]["pattern"], "\\+?0*[0-7]{1,4}");
     assert!(
         table.lines().any(
             |l| l.starts_with("local.stowage.dev ") && l.ends_with("onDelete,mountPermissions")

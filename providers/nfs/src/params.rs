@@ -151,7 +151,7 @@ pub const CLASS_PARAMETERS: [ClassParameter; 7] = [
     .pattern("(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
     .required(),
     ClassParameter::new("share", "The exported path, e.g. /exports/k8s")
-        .pattern("/[^\\s#?%]*")
+        .pattern("/.*")
         .required(),
     ClassParameter::new("nfsvers", "The NFS version spoken to the server (4 means 4.1)")
         .values(&["4.1", "4", "3"])

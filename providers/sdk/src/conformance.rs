@@ -540,7 +540,9 @@ fn checks() -> Vec<Check> {
                         "a parameter the provider does not describe",
                     )?;
                     for d in described.iter().filter(|d| !d.numbered) {
-                        if let Some(default) = d.default {
+                        // A default is what leaving the parameter out means, so writing it out
+                        // where the fixture leaves it out must be taken.
+                        if let (Some(default), false) = (d.default, base.contains_key(d.name)) {
                             p.check_class_parameters(&with(d.name, default))
                                 .map_err(|e| {
                                     format!(

@@ -474,8 +474,9 @@ pub trait Provider: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// The StorageClass parameters this provider takes, described for people: the console's
-    /// class form and `stowage providers` show them. Empty when the provider takes none or
-    /// does not say.
+    /// class form and `stowage providers` show them. Empty when the provider does not say. A
+    /// provider that describes its parameters describes all of them and refuses any other
+    /// name (the conformance kit checks it), so a typo is an error, not a silent default.
     fn class_parameters(&self) -> Vec<params::ClassParameter> {
         Vec::new()
     }

@@ -139,9 +139,10 @@ impl ClassParameter {
 }
 
 /// An octal file mode, as `mountPermissions` takes it.
-pub const OCTAL_MODE_PATTERN: &str = "0?[0-7]{1,4}";
+pub const OCTAL_MODE_PATTERN: &str = "\\+?0*[0-7]{1,4}";
 /// A size like `500Gi`.
-pub const QUANTITY_PATTERN: &str = "[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?";
+pub const QUANTITY_PATTERN: &str =
+    "\\+?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?";
 
 /// `onDelete`, described once for every provider that takes it.
 pub const ON_DELETE_PARAMETER: ClassParameter = ClassParameter::new(

@@ -112,8 +112,11 @@ class Api {
     const resp = await fetch(path + "?dryRun=All", { method: "POST", headers: this.headers({ "Content-Type": "application/json" }),
       body: JSON.stringify(body), cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" });
     if (!resp.ok) throw await failure(resp);
-    // Each warning is `299 - "text"`, the text a JSON string; several are joined by ", ".
-    return [...(resp.headers.get("Warning") || "").matchAll(/299 - ("(?:[^"\\]|\\.)*")/g)].map((m) => JSON.parse(m[1]));
+    // Each warning is `299 - "text"`, `"` and `\` escaped with a backslash; several are joined
+    // by ", ". A header's bytes arrive one per character: its UTF-8 is decoded here.
+    const raw = resp.headers.get("Warning") || "";
+    const text = new TextDecoder().decode(Uint8Array.from(raw, (c) => c.charCodeAt(0) & 255));
+    return [...text.matchAll(/299 - "((?:[^"\\]|\\.)*)"/g)].map((m) => m[1].replace(/\\(.)/g, "$1"));
   }
 
   get(path) { return this.request("GET", path); }
@@ -815,8 +818,8 @@ function dialog(title, fields, confirmLabel, danger, check) {
     const d = h("dialog", { "aria-label": title });
     const error = h("p", { class: "error", role: "alert" });
     const submit = h("button", { type: "submit", value: "ok", class: danger ? "danger" : "primary" }, confirmLabel);
-    // The page's own checks say what is wrong in words, so the browser's are off.
-    const form = h("form", { method: "dialog", novalidate: true }, h("h2", {}, title), ...fields, error,
+    // With a check of its own, the page says what is wrong in words, so the browser's are off.
+    const form = h("form", { method: "dialog", novalidate: !!check }, h("h2", {}, title), ...fields, error,
       h("div", { class: "buttons" }, h("button", { type: "button", value: "cancel", onclick: () => { d.close(); } }, "Cancel"), submit));
     d.append(form);
     form.addEventListener("submit", async (e) => {
@@ -941,13 +944,15 @@ function parameterProblems(provider, parameters) {
     if (p.required && !parameters[p.name]) return p.name + " is required by " + provider.name;
   }
   for (const [name, value] of Object.entries(parameters)) {
-    const p = described.find((d) => d.numbered ? name.startsWith(d.name) && /^[0-9]+$/.test(name.slice(d.name.length)) : d.name === name);
+    const p = described.find((d) => d.numbered ? name.startsWith(d.name) : d.name === name);
     if (!p) {
       return name + " is not a parameter of " + provider.name + "; it takes " +
         described.map((d) => d.numbered ? d.name + "N" : d.name).join(", ");
     }
     if (p.values && !p.values.includes(value)) return name + " must be one of " + p.values.join(", ") + ", not \"" + value + "\"";
-    if (p.pattern && !new RegExp("^(?:" + p.pattern + ")$").test(value)) return name + " \"" + value + "\" is not valid: " + p.description;
+    let pattern = null;
+    try { pattern = p.pattern && new RegExp("^(?:" + p.pattern + ")$"); } catch (_) { /* the server's dry run still checks */ }
+    if (pattern && !pattern.test(value)) return name + " \"" + value + "\" is not valid: " + p.description;
   }
   return "";
 }
