@@ -144,6 +144,24 @@ def test_unknown_fields_are_refused_by_strict_validation(kubectl, namespace):
     assert "colour" in bad.stderr
 
 
+def test_a_class_its_provider_would_refuse_is_made_with_a_warning_kubectl_prints(kubectl, namespace):
+    """The server's Warning header as client-go reads it: quotes and UTF-8 come through."""
+    name = "refused-" + namespace
+    made = kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+        "provisioner": "local.stowage.dev", "parameters": {"onDelete": "détruire"},
+    }))
+    assert ('Warning: parameters: local.stowage.dev will refuse to provision claims of this class: '
+            'onDelete "détruire": use delete, retain or archive') in made.stderr, made.stderr
+    assert "created" in made.stdout
+    fine = kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name + "-ok"},
+        "provisioner": "local.stowage.dev", "parameters": {"onDelete": "retain"},
+    }))
+    assert "Warning" not in fine.stderr, fine.stderr
+    kubectl("delete", "storageclass", name, name + "-ok")
+
+
 def test_get_watch_prints_changes(kubectl, namespace):
     proc = subprocess.Popen(
         [KUBECTL, "--kubeconfig", kubectl.kubeconfig, "get", "pvc", "-n", namespace, "-w", "--request-timeout=20s"],
