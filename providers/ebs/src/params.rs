@@ -143,16 +143,6 @@ pub const CLASS_PARAMETERS: [ClassParameter; 8] = [
     .numbered(),
 ];
 
-fn known(name: &str) -> bool {
-    CLASS_PARAMETERS.iter().any(|p| {
-        if p.numbered {
-            name.starts_with(p.name)
-        } else {
-            name == p.name
-        }
-    })
-}
-
 /// Checks a class's parameters without a claim: refuses what no size could be provisioned
 /// with (the largest size of the type is tried, so only size-independent rules refuse).
 pub fn check_class(params: &BTreeMap<String, String>) -> Result<()> {
@@ -256,17 +246,7 @@ impl VolumeSpec {
         claim: &ClaimRef,
         volume_name: &str,
     ) -> Result<VolumeSpec> {
-        if let Some(key) = params.keys().find(|k| !known(k)) {
-            let names: Vec<&str> = CLASS_PARAMETERS
-                .iter()
-                .filter(|p| !p.numbered)
-                .map(|p| p.name)
-                .collect();
-            return Err(ProviderError::invalid(format!(
-                "unknown parameter {key:?}; the EBS provider takes {} and tagSpecification_N",
-                names.join(", ")
-            )));
-        }
+        stowage_provider::params::refuse_undescribed(params, &CLASS_PARAMETERS, "EBS")?;
         let type_name = params.get("type").map_or("gp3", String::as_str);
         let limits = limits_of(type_name).ok_or_else(|| {
             ProviderError::invalid(format!(

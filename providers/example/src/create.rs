@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use stowage_provider::params::ClassParameter;
+use stowage_provider::params::{ClassParameter, refuse_undescribed};
 use stowage_provider::{
     CreateVolumeRequest, ProviderError, Result, Volume, VolumeInfo, validate_volume_name,
 };
@@ -23,22 +23,14 @@ pub const CLASS_PARAMETERS: [ClassParameter; 1] = [ClassParameter::new(
 /// The class's parameters, as `create_volume` reads them; also the provider's
 /// `check_class_parameters`.
 pub fn validate_parameters(parameters: &BTreeMap<String, String>) -> Result<()> {
-    for (key, value) in parameters {
-        match key.as_str() {
-            PARAM_PREALLOCATE if value == "true" || value == "false" => {}
-            PARAM_PREALLOCATE => {
-                return Err(ProviderError::invalid(format!(
-                    "preallocate must be \"true\" or \"false\", not {value:?}"
-                )));
-            }
-            other => {
-                return Err(ProviderError::invalid(format!(
-                    "unknown parameter {other:?}: the example provider takes preallocate"
-                )));
-            }
-        }
+    // The names come from the descriptions, so the two cannot drift apart.
+    refuse_undescribed(parameters, &CLASS_PARAMETERS, "example")?;
+    match parameters.get(PARAM_PREALLOCATE).map(String::as_str) {
+        None | Some("true" | "false") => Ok(()),
+        Some(other) => Err(ProviderError::invalid(format!(
+            "preallocate must be \"true\" or \"false\", not {other:?}"
+        ))),
     }
-    Ok(())
 }
 
 fn validate(req: &CreateVolumeRequest) -> Result<()> {

@@ -14,9 +14,7 @@ use crate::core::{Core, Record};
 use crate::{HOSTNAME_LABEL, quota};
 
 /// Class parameters this provider understands.
-pub(crate) use stowage_provider::params::{
-    MOUNT_PERMISSIONS as PARAM_PERMISSIONS, ON_DELETE as PARAM_ON_DELETE,
-};
+pub(crate) use stowage_provider::params::ON_DELETE as PARAM_ON_DELETE;
 
 /// The parameters this provider takes, described for people; a name not here is refused.
 pub(crate) const CLASS_PARAMETERS: [stowage_provider::params::ClassParameter; 2] = [
@@ -25,14 +23,7 @@ pub(crate) const CLASS_PARAMETERS: [stowage_provider::params::ClassParameter; 2]
 ];
 
 pub(crate) fn validate_parameters(params: &BTreeMap<String, String>) -> Result<u32> {
-    if let Some(other) = params
-        .keys()
-        .find(|k| *k != PARAM_ON_DELETE && *k != PARAM_PERMISSIONS)
-    {
-        return Err(ProviderError::invalid(format!(
-            "unknown parameter {other:?} (the local provider knows onDelete and mountPermissions)"
-        )));
-    }
+    stowage_provider::params::refuse_undescribed(params, &CLASS_PARAMETERS, "local")?;
     stowage_provider::params::OnDelete::of(params)?;
     stowage_provider::params::mount_permissions(params)
 }

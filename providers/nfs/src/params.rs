@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use stowage_provider::params::{
     ClassParameter, MOUNT_PERMISSIONS_PARAMETER, ON_DELETE_PARAMETER, QUANTITY_PATTERN,
+    refuse_undescribed,
 };
 use stowage_provider::quantity::parse_bytes;
 use stowage_provider::{ProviderError, Result};
@@ -170,19 +171,9 @@ pub const CLASS_PARAMETERS: [ClassParameter; 7] = [
     .pattern(QUANTITY_PATTERN),
 ];
 
-fn known(name: &str) -> bool {
-    CLASS_PARAMETERS.iter().any(|p| p.name == name)
-}
-
 impl ClassParams {
     pub fn parse(params: &BTreeMap<String, String>) -> Result<ClassParams> {
-        if let Some(unknown) = params.keys().find(|k| !known(k)) {
-            let names: Vec<&str> = CLASS_PARAMETERS.iter().map(|p| p.name).collect();
-            return Err(ProviderError::invalid(format!(
-                "unknown parameter {unknown:?}; the NFS provider takes {}",
-                names.join(", ")
-            )));
-        }
+        refuse_undescribed(params, &CLASS_PARAMETERS, "NFS")?;
         let required = |key: &str| {
             params
                 .get(key)

@@ -138,6 +138,41 @@ impl ClassParameter {
     }
 }
 
+/// Refuses a parameter `described` does not name (a numbered one by its prefix), with one
+/// message for every provider: a typo is an error on the claim, never a silent default.
+pub fn refuse_undescribed(
+    params: &BTreeMap<String, String>,
+    described: &[ClassParameter],
+    provider: &str,
+) -> Result<()> {
+    let known = |key: &str| {
+        described.iter().any(|p| {
+            if p.numbered {
+                key.starts_with(p.name)
+            } else {
+                key == p.name
+            }
+        })
+    };
+    let Some(unknown) = params.keys().find(|k| !known(k)) else {
+        return Ok(());
+    };
+    let names: Vec<String> = described
+        .iter()
+        .map(|p| {
+            if p.numbered {
+                format!("{}N", p.name)
+            } else {
+                p.name.to_string()
+            }
+        })
+        .collect();
+    Err(ProviderError::invalid(format!(
+        "unknown parameter {unknown:?}; the {provider} provider takes {}",
+        names.join(", ")
+    )))
+}
+
 /// An octal file mode, as `mountPermissions` takes it.
 pub const OCTAL_MODE_PATTERN: &str = "\\+?0*[0-7]{1,4}";
 /// A size like `500Gi`.
