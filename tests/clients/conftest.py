@@ -69,6 +69,21 @@ def server():
     s.stop()
 
 
+def memory_server(name):
+    """A server with the memory provider on (20Gi), its config written as target/<name>.yaml."""
+    config_path = os.path.join(ROOT, "target", name + ".yaml")
+    with open(config_path, "w") as f:
+        f.write("providers:\n  memory:\n    enabled: true\n    capacity: 20Gi\n")
+    return StowageServer(["--config", config_path])
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    """The official Python client on the module's `server`, with its admin kubeconfig."""
+    from kubernetes import config
+    return config.new_client_from_config(config_file=server.kubeconfig())
+
+
 @pytest.fixture
 def namespace():
     return "t-" + uuid.uuid4().hex[:8]

@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -21,7 +21,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import ROOT, StowageServer
+from conftest import ROOT, StowageServer, memory_server
 
 SHOTS = os.path.join(ROOT, "target", "console-screenshots")
 MEMORY = "memory.stowage.dev"
@@ -31,17 +31,9 @@ NFS = "nfs.stowage.dev"
 
 @pytest.fixture(scope="module")
 def server():
-    config_path = os.path.join(ROOT, "target", "console.yaml")
-    with open(config_path, "w") as f:
-        f.write("providers:\n  memory:\n    enabled: true\n    capacity: 20Gi\n")
-    s = StowageServer(["--config", config_path])
+    s = memory_server("console")
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    return config.new_client_from_config(config_file=server.kubeconfig())
 
 
 def admin_token(server):
@@ -143,6 +135,10 @@ def make_token(server, role):
     return made["status"]["token"], made["metadata"]["name"]
 
 
+def memory_class(storage, name, **spec):
+    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=name), provisioner=MEMORY, **spec))
+
+
 def claim(core, namespace, name, cls, size="1Gi", labels=None):
     core.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name=name, labels=labels),
@@ -169,8 +165,7 @@ def test_an_admin_sees_the_overview_claims_live_and_a_claims_story(server, api, 
     core = client.CoreV1Api(api)
     storage = client.StorageV1Api(api)
     cls = "console-" + namespace
-    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=cls), provisioner=MEMORY,
-                                                       allow_volume_expansion=True))
+    memory_class(storage, cls, allow_volume_expansion=True)
     claim(core, namespace, "db", cls, "2Gi", labels={"app": "shop"})
     claim(core, namespace, "cache", cls, "1Gi")
     # A claim that cannot be provisioned (more than the provider has) stays Pending with an event.
@@ -264,8 +259,7 @@ def test_actions_resize_delete_default_and_errors_go_through_the_api(server, api
     core = client.CoreV1Api(api)
     storage = client.StorageV1Api(api)
     cls = "act-" + namespace
-    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name=cls), provisioner=MEMORY,
-                                                       allow_volume_expansion=True))
+    memory_class(storage, cls, allow_volume_expansion=True)
     claim(core, namespace, "grow", cls, "1Gi")
     sign_in(browser, server, admin_token(server))
     browser.get(server.url + "/ui/#/story/%s/grow" % namespace)

@@ -9,7 +9,7 @@ import tempfile
 import time
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import StowageServer
@@ -29,11 +29,6 @@ def server():
     s = StowageServer(["--config", config_path])
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    return config.new_client_from_config(config_file=server.kubeconfig())
 
 
 def eventually(what, f, timeout=20):

@@ -3,15 +3,14 @@ unchanged: CSIDriver and CSINode kept by the server, VolumeAttributesClass from 
 live modification of a volume, and recovery from a failed expansion (the in-memory provider:
 20 GiB in all, volumes that take `iops` and `tier`)."""
 
-import os
 import subprocess
 import time
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import StowageServer
+from conftest import memory_server
 from test_kubectl import KUBECTL
 
 MEMORY = "memory.stowage.dev"
@@ -19,17 +18,9 @@ MEMORY = "memory.stowage.dev"
 
 @pytest.fixture(scope="module")
 def server():
-    config_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "storage-kinds.yaml")
-    with open(config_path, "w") as f:
-        f.write("providers:\n  memory:\n    enabled: true\n    capacity: 20Gi\n")
-    s = StowageServer(["--config", config_path])
+    s = memory_server("storage-kinds")
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    return config.new_client_from_config(config_file=server.kubeconfig())
 
 
 def eventually(what, f, timeout=15):
