@@ -836,20 +836,21 @@ async fn writer_loop(
                 continue;
             }
         };
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                WriterMessage::Write { ops, reply } => batch.push((ops, reply)),
-                WriterMessage::Close { done } => {
-                    closing = Some(done);
-                    break;
-                }
+        take_queued(
+            Some(first),
+            &mut rx,
+            &mut batch,
+            &mut closing,
+            inner.options.max_batch,
+        );
+        if !batch.is_empty() && begin_commit(&inner, backend.as_mut(), &mut batch).await {
+            // Writes that arrived while the commit began join it. With replicas, beginning
+            // waits for the database's write lock while others commit: the longer that wait,
+            // the larger this batch, so the lock is taken once for more writes.
+            if closing.is_none() {
+                let max = inner.options.max_batch;
+                take_queued(None, &mut rx, &mut batch, &mut closing, max);
             }
-            if batch.len() < inner.options.max_batch {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
             commit_batch(&inner, backend.as_mut(), std::mem::take(&mut batch)).await;
         }
         if last_compaction.elapsed() > Duration::from_secs(5) {
@@ -928,22 +929,63 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
     inner.published.send_replace(rv);
 }
 
-async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
-    // Under the database's write lock, the cache first takes in what other replicas committed,
-    // so the preconditions below are checked against the current state.
+/// Moves `first` and then queued messages into `batch`, without waiting, until the batch is
+/// full, the queue empty, or a close comes (which ends the loop: later writes are refused).
+fn take_queued(
+    first: Option<WriterMessage>,
+    rx: &mut mpsc::Receiver<WriterMessage>,
+    batch: &mut Vec<(Vec<WriteOp>, Reply)>,
+    closing: &mut Option<oneshot::Sender<()>>,
+    max_batch: usize,
+) {
+    let mut next = first.or_else(|| {
+        (batch.len() < max_batch)
+            .then(|| rx.try_recv().ok())
+            .flatten()
+    });
+    while let Some(msg) = next.take() {
+        match msg {
+            WriterMessage::Write { ops, reply } => batch.push((ops, reply)),
+            WriterMessage::Close { done } => {
+                *closing = Some(done);
+                break;
+            }
+        }
+        if batch.len() < max_batch {
+            next = rx.try_recv().ok();
+        }
+    }
+}
+
+/// Starts a commit: under the database's write lock, the cache first takes in what other
+/// replicas committed, so that [`commit_batch`] checks preconditions against the current
+/// state. On failure every write of `batch` is answered (and `batch` emptied), and this
+/// returns false.
+async fn begin_commit(
+    inner: &Inner,
+    backend: &mut dyn Backend,
+    batch: &mut Vec<(Vec<WriteOp>, Reply)>,
+) -> bool {
     let known = inner.state.read().rv;
     match backend.begin(known).await {
-        Ok(caught_up) => apply_remote(inner, caught_up),
+        Ok(caught_up) => {
+            apply_remote(inner, caught_up);
+            true
+        }
         Err(e) => {
             tracing::error!(error = %e, "store commit could not start");
-            for (_, reply) in batch {
+            for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Err(WriteError::Unavailable(
                     "the database is unavailable".into(),
                 )));
             }
-            return;
+            false
         }
     }
+}
+
+/// Checks and applies a batch whose commit [`begin_commit`] started.
+async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
     // The writer is the only mutator of the cache, so state read here stays current until we
     // publish below; earlier writes of this batch are seen through `overlay`.
     let mut rv = inner.state.read().rv;

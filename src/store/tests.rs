@@ -158,6 +158,7 @@ on_both_engines!(
     watchers_see_each_change_once_in_order,
     a_closed_store_refuses_writes_after_finishing_queued_ones,
     everything_survives_a_reopen,
+    several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_last,
     history_read_back_shares_current_versions,
 );
 
@@ -254,6 +255,73 @@ async fn concurrent_writes_share_commits(engine: Engine) {
     assert!(n < 250, "500 concurrent writes took {n} commits");
 }
 
+/// Holds each `begin` until the test lets it go, as a replica waits for the database's write
+/// lock while others commit; records how many rows each commit carried.
+struct Gated {
+    began: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+    commits: Arc<parking_lot::Mutex<Vec<usize>>>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Gated {
+    async fn load(&mut self) -> anyhow::Result<Loaded> {
+        Ok(Loaded::default())
+    }
+    async fn begin(&mut self, _known: Rv) -> anyhow::Result<CatchUp> {
+        self.began.notify_one();
+        self.gate.acquire().await?.forget();
+        Ok(CatchUp::Changes(Vec::new()))
+    }
+    async fn commit(&mut self, rows: &[Row]) -> anyhow::Result<()> {
+        self.commits.lock().push(rows.len());
+        Ok(())
+    }
+    async fn compact(&mut self, _up_to: Rv) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn writes_that_arrive_while_a_commit_waits_for_the_lock_join_it() {
+    let (began, gate) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let commits = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let backend = Gated {
+        began: began.clone(),
+        gate: gate.clone(),
+        commits: commits.clone(),
+    };
+    let store = Store::with_backend(Box::new(backend), StoreOptions::default())
+        .await
+        .unwrap();
+    let write = |i: usize| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(vec![WriteOp::create(claim("ns", &format!("c{i}")))])
+                .await
+        })
+    };
+    let first = write(0);
+    began.notified().await;
+    // The writer now waits in `begin`; these queue behind it (a current-thread runtime runs
+    // each spawned task up to its wait for an answer when this one yields).
+    let later: Vec<_> = (1..10).map(write).collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(100);
+    first.await.unwrap().unwrap();
+    for w in later {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(*commits.lock(), vec![10], "one commit for all ten writes");
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), 10);
+}
+
 async fn watchers_see_each_change_once_in_order(engine: Engine) {
     let store = engine.open().await;
     let (_, rv, mut watcher) = store.snapshot_and_watch(&[]);
@@ -332,6 +400,90 @@ async fn everything_survives_a_reopen(engine: Engine) {
     let mut w = again.watch_from(a.rv).unwrap();
     let e = w.next().await.unwrap();
     assert_eq!(e.rv, a.rv + 1);
+}
+
+/// One commit may change an object more than once (writers' operations grouped into one
+/// commit) and may span the backend's statement chunks; the stored object is always its last
+/// version, however it came to be. Driven through the backend, to make such a commit exactly.
+async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_last(engine: Engine) {
+    let mut rv = 0;
+    let mut row = |type_: EventType, name: &str, label: &str| {
+        rv += 1;
+        let mut c = class(name);
+        c.meta_mut()
+            .labels
+            .get_or_insert_default()
+            .insert("v".into(), label.into());
+        Row {
+            type_,
+            stored: Arc::new(Stored::new(c, rv)),
+            committed_at: 0,
+        }
+    };
+    use EventType::{Added, Deleted, Modified};
+    let first = vec![
+        row(Added, "deleted", "first"),
+        row(Added, "recreated", "first"),
+        row(Added, "updated", "first"),
+    ];
+    let mut second = vec![
+        // Created, then changed: stored as its second version.
+        row(Added, "added", "first"),
+        row(Modified, "added", "second"),
+        // Existing, changed, then deleted.
+        row(Modified, "deleted", "second"),
+        row(Deleted, "deleted", "second"),
+        // Existing, deleted, then created again: stored as the new object.
+        row(Deleted, "recreated", "first"),
+        row(Added, "recreated", "new"),
+        // Created, then deleted: never stored.
+        row(Added, "fleeting", "first"),
+        row(Deleted, "fleeting", "first"),
+        row(Modified, "updated", "second"),
+    ];
+    // Past a chunk of rows (128 in SQLite), then a change to an object an earlier chunk made.
+    second.extend((0..140).map(|i| row(Added, &format!("many-{i:03}"), "first")));
+    second.push(row(Modified, "many-000", "later"));
+    let last_rv = rv;
+
+    let mut backend = engine.backend().await;
+    for rows in [first, second] {
+        backend.begin(0).await.unwrap();
+        backend.commit(&rows).await.unwrap();
+    }
+    drop(backend);
+    let loaded = engine.backend().await.load().await.unwrap();
+    assert_eq!(loaded.last_rv, last_rv);
+    let mut stored: Vec<(String, String)> = loaded
+        .objects
+        .iter()
+        .map(|s| {
+            let labels = s.meta().labels.unwrap_or_default();
+            (s.key.name.clone(), labels["v"].clone())
+        })
+        .collect();
+    stored.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("added", "second"),
+        ("recreated", "new"),
+        ("updated", "second"),
+        ("many-000", "later"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .chain((1..140).map(|i| (format!("many-{i:03}"), "first".to_string())))
+    .collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+    // Each at the version of its last change, with that version's JSON.
+    for s in &loaded.objects {
+        assert_eq!(
+            s.meta().resource_version.as_deref(),
+            Some(s.rv.to_string().as_str()),
+            "{}",
+            s.key.name
+        );
+    }
 }
 
 async fn history_read_back_shares_current_versions(engine: Engine) {
