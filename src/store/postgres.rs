@@ -145,6 +145,11 @@ where
     .bind(limit)
     .fetch_all(executor)
     .await?;
+    decode_changes(rows)
+}
+
+/// Change rows (kind, namespace, name, rv, type, data, created_at), decoded.
+fn decode_changes(rows: Vec<sqlx::postgres::PgRow>) -> anyhow::Result<Vec<Change>> {
     let mut changes = Vec::with_capacity(rows.len());
     for r in rows {
         let (kind, rv, type_, at): (String, i64, String, i64) =
@@ -202,11 +207,16 @@ impl Backend for PostgresBackend {
         // sqlx does not count a BEGIN whose query then failed (a lock timeout), so nothing would
         // roll that transaction back and its connection would return to the pool aborted.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let changes = changes_after(&mut *tx, known, None).await?;
+        // The lock and the read of what others committed, in one round trip (see the
+        // migration that defines the function for why the read cannot miss a commit).
+        let rows = sqlx::query(
+            "SELECT kind, namespace, name, rv, type, data, created_at FROM stowage_lock_and_read($1, $2)",
+        )
+        .bind(WRITE_LOCK)
+        .bind(known as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let changes = decode_changes(rows)?;
         let caught_up = match gap_free(known, changes) {
             Some(c) => c,
             None => CatchUp::Reload(load_all(&mut tx).await?),
