@@ -206,7 +206,14 @@ impl Backend for PostgresBackend {
         // The lock is its own statement after BEGIN, not sent with it in one simple query:
         // sqlx does not count a BEGIN whose query then failed (a lock timeout), so nothing would
         // roll that transaction back and its connection would return to the pool aborted.
-        let mut tx = self.pool.begin().await?;
+        // READ COMMITTED whatever the database's default: the read below must take its
+        // snapshot after the lock is granted, which a REPEATABLE READ transaction would not
+        // (its snapshot is its first statement's). The lock wait and the read share one
+        // statement timeout.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         // The lock and the read of what others committed, in one round trip (see the
         // migration that defines the function for why the read cannot miss a commit).
         let rows = sqlx::query(

@@ -364,15 +364,32 @@ impl Backend for SqliteBackend {
                         .bind(s.rv as i64)
                         .bind(s.json.as_ref());
                 }
-                q.execute(&mut *tx).await?;
+                let updated = q.execute(&mut *tx).await?.rows_affected();
+                // An update that found no row would lose a write in silence; the table and
+                // the cache disagreeing is worth failing the commit (and rolling it back).
+                anyhow::ensure!(
+                    updated == writes.updates.len() as u64,
+                    "{updated} of {} objects to update were in the database",
+                    writes.updates.len()
+                );
             }
             for s in &writes.deletes {
-                sqlx::query("DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?")
-                    .bind(s.kind.info().kind)
-                    .bind(s.key.namespace.as_str())
-                    .bind(s.key.name.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                let deleted = sqlx::query(
+                    "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+                )
+                .bind(s.kind.info().kind)
+                .bind(s.key.namespace.as_str())
+                .bind(s.key.name.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                anyhow::ensure!(
+                    deleted == 1,
+                    "{} {}/{} to delete was not in the database",
+                    s.kind.info().kind,
+                    s.key.namespace,
+                    s.key.name
+                );
             }
         }
         tx.commit().await?;

@@ -425,6 +425,7 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
         row(Added, "deleted", "first"),
         row(Added, "recreated", "first"),
         row(Added, "updated", "first"),
+        row(Added, "span-recreated", "first"),
     ];
     let mut second = vec![
         // Created, then changed: stored as its second version.
@@ -441,8 +442,21 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
         row(Deleted, "fleeting", "first"),
         row(Modified, "updated", "second"),
     ];
-    // Past a chunk of rows (128 in SQLite), then a change to an object an earlier chunk made.
-    second.extend((0..140).map(|i| row(Added, &format!("many-{i:03}"), "first")));
+    // Past a chunk of rows (128 in SQLite), with changes to one object on both sides of the
+    // boundary, then a change to an object an earlier chunk made.
+    let mut many = (0..140).map(|i| format!("many-{i:03}"));
+    while second.len() < 126 {
+        second.push(row(Added, &many.next().unwrap(), "first"));
+    }
+    second.extend([
+        row(Added, "span-fleeting", "first"),
+        row(Deleted, "span-recreated", "first"),
+        // Row 128: the next chunk.
+        row(Added, "span-recreated", "new"),
+        row(Deleted, "span-fleeting", "first"),
+    ]);
+    assert_eq!(second[128].stored.key.name, "span-recreated");
+    second.extend(many.map(|name| row(Added, &name, "first")));
     second.push(row(Modified, "many-000", "later"));
     let last_rv = rv;
 
@@ -468,6 +482,7 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
         ("recreated", "new"),
         ("updated", "second"),
         ("many-000", "later"),
+        ("span-recreated", "new"),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -483,6 +498,50 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
             "{}",
             s.key.name
         );
+    }
+}
+
+/// SQLite writes an object by an insert or an update, chosen by its first change in the
+/// batch. If the table ever disagrees (an update finding no row, a delete nothing), the commit
+/// fails and leaves nothing behind instead of losing the write in silence.
+#[tokio::test]
+async fn a_sqlite_commit_whose_objects_disagree_with_the_table_fails_whole() {
+    let engine = Engine::sqlite().await;
+    let row = |type_: EventType, rv: Rv| Row {
+        type_,
+        stored: Arc::new(Stored::new(class("ghost"), rv)),
+        committed_at: 0,
+    };
+    let mut backend = engine.backend().await;
+    for (rows, what) in [
+        (
+            vec![row(EventType::Added, 1), row(EventType::Modified, 2)],
+            "fine",
+        ),
+        (
+            vec![row(EventType::Added, 3)],
+            "an insert of an object that is there",
+        ),
+    ] {
+        let result = backend.commit(&rows).await;
+        assert_eq!(result.is_ok(), what == "fine", "{what}: {result:?}");
+    }
+    let other = Engine::sqlite().await;
+    let mut fresh = other.backend().await;
+    for (rows, what) in [
+        (
+            vec![row(EventType::Modified, 1)],
+            "an update of a missing object",
+        ),
+        (
+            vec![row(EventType::Deleted, 1)],
+            "a delete of a missing object",
+        ),
+    ] {
+        assert!(fresh.commit(&rows).await.is_err(), "{what} commits");
+        let loaded = fresh.load().await.unwrap();
+        assert_eq!(loaded.last_rv, 0, "{what} left its change row");
+        assert!(loaded.objects.is_empty());
     }
 }
 
