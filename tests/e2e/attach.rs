@@ -7,12 +7,19 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// A server with the local provider on node-a and the in-memory provider (network-disk-like
-/// volumes that can move between nodes) behind the class `mem`.
+/// A server with the in-memory provider (network-disk-like volumes that can move between
+/// nodes) behind the class `mem`, and the local provider on node-a. Replicas refuse node-local
+/// storage, so there the local provider is left out, and the three tests of local volumes are
+/// run on one SQLite server only (`scripts/test.sh` lists them).
 async fn server(extra: &[&str]) -> (Server, tempfile::TempDir) {
-    let (dir, config) = config_file(
-        "providers:\n  local:\n    node: node-a\n    capacity: 100Gi\n  memory:\n    enabled: true\n    attachDelay: 20ms\n",
-    );
+    let local = if on_sqlite() {
+        "  local:\n    node: node-a\n    capacity: 100Gi\n"
+    } else {
+        ""
+    };
+    let (dir, config) = config_file(&format!(
+        "providers:\n{local}  memory:\n    enabled: true\n    attachDelay: 20ms\n"
+    ));
     let mut args = vec!["--config", config.as_str()];
     args.extend_from_slice(extra);
     let s = Server::start_with(&args).await;
