@@ -270,6 +270,24 @@ impl<'a> ObjectWrites<'a> {
     }
 }
 
+/// `sql` with its "?" placeholders bound to each object's kind, namespace, name, rv and data,
+/// in that order. Only placeholders are formatted into `sql`; every value is bound.
+fn with_objects<'q>(
+    sql: String,
+    objects: &[&'q Stored],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for s in objects {
+        q = q
+            .bind(s.kind.info().kind)
+            .bind(s.key.namespace.as_str())
+            .bind(s.key.name.as_str())
+            .bind(s.rv as i64)
+            .bind(s.json.as_ref());
+    }
+    q
+}
+
 fn placeholders(rows: usize, columns: usize) -> String {
     let one = format!("({})", vec!["?"; columns].join(","));
     vec![one; rows].join(",")
@@ -334,17 +352,7 @@ impl Backend for SqliteBackend {
                     "INSERT OR FAIL INTO objects (kind, namespace, name, rv, data) VALUES {}",
                     placeholders(writes.inserts.len(), 5)
                 );
-                // Only "?" placeholders are formatted into the text; every value is bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for s in &writes.inserts {
-                    q = q
-                        .bind(s.kind.info().kind)
-                        .bind(s.key.namespace.as_str())
-                        .bind(s.key.name.as_str())
-                        .bind(s.rv as i64)
-                        .bind(s.json.as_ref());
-                }
-                q.execute(&mut *tx).await?;
+                with_objects(sql, &writes.inserts).execute(&mut *tx).await?;
             }
             if !writes.updates.is_empty() {
                 // The VALUES rows are joined to their objects through the key's unique index;
@@ -354,17 +362,10 @@ impl Backend for SqliteBackend {
                      WHERE objects.kind = v.column1 AND objects.namespace = v.column2 AND objects.name = v.column3",
                     placeholders(writes.updates.len(), 5)
                 );
-                // Only "?" placeholders are formatted into the text; every value is bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for s in &writes.updates {
-                    q = q
-                        .bind(s.kind.info().kind)
-                        .bind(s.key.namespace.as_str())
-                        .bind(s.key.name.as_str())
-                        .bind(s.rv as i64)
-                        .bind(s.json.as_ref());
-                }
-                let updated = q.execute(&mut *tx).await?.rows_affected();
+                let updated = with_objects(sql, &writes.updates)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 // An update that found no row would lose a write in silence; the table and
                 // the cache disagreeing is worth failing the commit (and rolling it back).
                 anyhow::ensure!(
