@@ -208,8 +208,12 @@ async fn huge_strategic_merges_do_not_stall_other_requests() {
     .await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{}", v["message"]);
     let worst = probe.await.unwrap();
+    // A merge that held the runtime (or went quadratic on 40,000 finalizers) stalls the probe
+    // for many seconds. The budget leaves room for what a debug build on two cores shared with
+    // the suite's other test thread costs a 20 ms probe loop: 750 ms was exceeded once (1.3 s)
+    // in a full run with nothing blocked.
     assert!(
-        worst < Duration::from_millis(750),
+        worst < Duration::from_millis(1500),
         "/healthz took {worst:?}"
     );
     s.assert_alive_within(500 * MIB).await;
