@@ -938,21 +938,18 @@ fn take_queued(
     closing: &mut Option<oneshot::Sender<()>>,
     max_batch: usize,
 ) {
-    let mut next = first.or_else(|| {
-        (batch.len() < max_batch)
-            .then(|| rx.try_recv().ok())
-            .flatten()
-    });
-    while let Some(msg) = next.take() {
-        match msg {
-            WriterMessage::Write { ops, reply } => batch.push((ops, reply)),
-            WriterMessage::Close { done } => {
+    let mut next = first;
+    loop {
+        if next.is_none() && batch.len() < max_batch {
+            next = rx.try_recv().ok();
+        }
+        match next.take() {
+            None => break,
+            Some(WriterMessage::Write { ops, reply }) => batch.push((ops, reply)),
+            Some(WriterMessage::Close { done }) => {
                 *closing = Some(done);
                 break;
             }
-        }
-        if batch.len() < max_batch {
-            next = rx.try_recv().ok();
         }
     }
 }

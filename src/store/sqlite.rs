@@ -374,22 +374,24 @@ impl Backend for SqliteBackend {
                     writes.updates.len()
                 );
             }
-            for s in &writes.deletes {
-                let deleted = sqlx::query(
-                    "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
-                )
-                .bind(s.kind.info().kind)
-                .bind(s.key.namespace.as_str())
-                .bind(s.key.name.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            if !writes.deletes.is_empty() {
+                let sql = format!(
+                    "DELETE FROM objects WHERE (kind, namespace, name) IN (VALUES {})",
+                    placeholders(writes.deletes.len(), 3)
+                );
+                // Only "?" placeholders are formatted into the text; every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for s in &writes.deletes {
+                    q = q
+                        .bind(s.kind.info().kind)
+                        .bind(s.key.namespace.as_str())
+                        .bind(s.key.name.as_str());
+                }
+                let deleted = q.execute(&mut *tx).await?.rows_affected();
                 anyhow::ensure!(
-                    deleted == 1,
-                    "{} {}/{} to delete was not in the database",
-                    s.kind.info().kind,
-                    s.key.namespace,
-                    s.key.name
+                    deleted == writes.deletes.len() as u64,
+                    "{deleted} of {} objects to delete were in the database",
+                    writes.deletes.len()
                 );
             }
         }
