@@ -60,9 +60,11 @@ pub(crate) fn create(core: &Arc<Core>, req: &CreateVolumeRequest) -> Result<Volu
             "the local provider makes directories: volumeMode Block is not supported",
         ));
     }
-    let here = BTreeMap::from([(HOSTNAME_LABEL.to_string(), core.node.clone())]);
-    if !req.topology.requisite.is_empty() && !req.topology.requisite.iter().any(|t| t.admits(&here))
-    {
+    // A term is a selected node's topology labels (its zone, its region, ...) or a class's
+    // allowed topology. Only the hostname is this provider's key: a term admits this node when
+    // it names it. (A zone-only term cannot be checked from here, so it is refused.)
+    let names_us = |t: &Topology| t.0.get(HOSTNAME_LABEL) == Some(&core.node);
+    if !req.topology.requisite.is_empty() && !req.topology.requisite.iter().any(names_us) {
         return Err(ProviderError::invalid(format!(
             "the local provider serves node {:?} only, outside the requested topology",
             core.node

@@ -246,7 +246,25 @@ async fn volumes_are_pinned_to_their_node() {
         p.create_volume(&req).await.unwrap_err().kind,
         ErrorKind::InvalidArgument
     );
-    req.topology.requisite = vec![Topology::one("kubernetes.io/hostname", "node-a")];
+    // A zone-only term: this provider cannot tell its node's zone, so it does not promise it.
+    req.topology.requisite = vec![Topology::one("topology.kubernetes.io/zone", "zone-1")];
+    assert_eq!(
+        p.create_volume(&req).await.unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+    // A selected node's topology carries its other labels too (a zone): its hostname decides.
+    let mut on_b = Topology::one("kubernetes.io/hostname", "node-b");
+    on_b.0
+        .insert("topology.kubernetes.io/zone".into(), "zone-1".into());
+    req.topology.requisite = vec![on_b];
+    assert_eq!(
+        p.create_volume(&req).await.unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+    let mut on_a = Topology::one("kubernetes.io/hostname", "node-a");
+    on_a.0
+        .insert("topology.kubernetes.io/zone".into(), "zone-1".into());
+    req.topology.requisite = vec![on_a];
     let v = p.create_volume(&req).await.unwrap();
     assert_eq!(
         v.accessible_topology,
