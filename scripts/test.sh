@@ -81,23 +81,15 @@ section "End-to-end tests again, on PostgreSQL: three replicas per server"
 if skipping postgres; then
   :
 else
-  # Tests of what is one SQLite server's own, excluded here on purpose:
-  # - the local provider: its volumes are one machine's directories, which replicas refuse
-  #   until the node agent provisions them on their node;
-  # - one process's own counters and limits: /metrics (and the provider calls the tests count
-  #   there) and per-token rate limits are per replica (as kube-apiserver's are per instance).
-  # The attach tests of network-like (in-memory) volumes do run here; those of local volumes
-  # do not.
+  # Excluded here on purpose: the tests of the server's own local provider. Its volumes are
+  # directories on the server's machine, which replicas refuse (node agents make node-local
+  # volumes there instead, and node_agent:: runs here with them). Everything else runs here,
+  # /metrics counts summed over the replicas and per-replica limits checked on one replica.
   not_on_replicas=(
     attach::attachments_follow_pods_and_tell_how_to_mount_local_volumes
     attach::a_local_volume_is_refused_on_another_node
     attach::a_restart_in_the_middle_of_attaches_converges_without_duplicates
-    provisioning:: cli::describe cli::providers cli::apply cli::pv_release
-    cli::storageclass cli::tokens cli::pvc_resize cli::wait snapshots::local_
-    discovery::health_version_and_metrics_answer nfs::nfs_claims_become_directories
-    snapshots::deleting_a_snapshot_deletes_its_content snapshots::a_retained_snapshot
-    security::rate_and_watch_limits_apply_per_token
-    node_agent::a_
+    provisioning:: snapshots::local_
   )
   skip_args=()
   for t in "${not_on_replicas[@]}"; do skip_args+=(--skip "$t"); done

@@ -148,6 +148,37 @@ fn golden(actual_table: &str, expected: &str) {
     assert_eq!(cells(actual_table), expected, "table:\n{actual_table}");
 }
 
+/// The provisioner of the classes these tests provision from: in-memory volumes that behave
+/// like network disks. The CLI is the subject here, and any replica's controllers can serve
+/// these, so the same commands run on one SQLite server and on PostgreSQL replicas (where the
+/// server refuses the local provider: its directories are one machine's; `provisioning::` and
+/// `node_agent::` test it).
+const PROVISIONER: &str = "memory.stowage.dev";
+
+/// The class claims of [`server`] get when they name none.
+const DEFAULT_CLASS: &str = "standard";
+
+/// A server that provisions [`PROVISIONER`] volumes from a pool of 100Gi, whose default class
+/// is [`DEFAULT_CLASS`] (Delete, Immediate, expandable), made with the CLI.
+async fn server() -> (Server, tempfile::TempDir) {
+    let (dir, config) =
+        config_file("providers:\n  memory:\n    enabled: true\n    capacity: 100Gi\n");
+    let s = Server::start_with(&["--config", &config, "--no-default-class"]).await;
+    ok(
+        &s,
+        &[
+            "storageclass",
+            "create",
+            DEFAULT_CLASS,
+            "--provisioner",
+            PROVISIONER,
+            "--allow-expansion",
+            "--default",
+        ],
+    );
+    (s, dir)
+}
+
 /// A server with two classes, two static volumes and two claims, one bound, one pending.
 async fn static_world() -> Server {
     let s = Server::start_with(&["--no-default-class"]).await;
@@ -380,8 +411,7 @@ async fn get_watch_prints_changes_as_they_happen() {
 
 #[tokio::test]
 async fn describe_shows_the_chain_from_claim_to_pod_and_events_newest_last() {
-    let (_dir, config) = config_file("providers:\n  local:\n    node: node-a\n");
-    let s = Server::start_with(&["--config", &config]).await;
+    let (s, _dir) = server().await;
     s.post(
         NODES,
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}),
@@ -421,7 +451,7 @@ async fn describe_shows_the_chain_from_claim_to_pod_and_events_newest_last() {
     for (key, value) in [
         ("Name", "db"),
         ("Namespace", "app"),
-        ("StorageClass", "local"),
+        ("StorageClass", DEFAULT_CLASS),
         ("Status", "Bound"),
         ("Volume", volume.as_str()),
         ("Used By", "db-0 (on node-a)"),
@@ -445,9 +475,9 @@ async fn describe_shows_the_chain_from_claim_to_pod_and_events_newest_last() {
         field(&out, "Attachments").contains("node node-a, attached"),
         "{out}"
     );
-    let out = ok(&s, &["describe", "sc/local"]);
+    let out = ok(&s, &["describe", &format!("sc/{DEFAULT_CLASS}")]);
     assert_eq!(field(&out, "IsDefaultClass"), "Yes", "{out}");
-    assert_eq!(field(&out, "Provisioner"), "local.stowage.dev", "{out}");
+    assert_eq!(field(&out, "Provisioner"), PROVISIONER, "{out}");
     let out = ok(&s, &["describe", "pod", "db-0", "-n", "app"]);
     assert_eq!(field(&out, "Node"), "node-a", "{out}");
     assert!(field(&out, "Volumes").contains("db"), "{out}");
@@ -488,7 +518,7 @@ apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
   name: applied
-provisioner: local.stowage.dev
+provisioner: memory.stowage.dev
 reclaimPolicy: Retain
 ---
 # a comment-only document is skipped
@@ -507,7 +537,7 @@ spec:
 
 #[tokio::test]
 async fn apply_create_and_delete_work_from_files_directories_and_stdin() {
-    let s = Server::start().await;
+    let (s, _cfg) = server().await;
     let dir = tempfile::tempdir().unwrap();
     let manifest = file(dir.path(), "app.yaml", CLASS_AND_CLAIM);
 
@@ -603,8 +633,7 @@ async fn apply_create_and_delete_work_from_files_directories_and_stdin() {
 
 #[tokio::test]
 async fn storageclass_commands_create_default_use_and_delete_classes() {
-    let (_dir, config) = config_file("providers:\n  local:\n    capacity: 100Gi\n");
-    let s = Server::start_with(&["--config", config.as_str()]).await;
+    let (s, _cfg) = server().await;
     let out = ok(
         &s,
         &[
@@ -612,7 +641,7 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
             "create",
             "gold",
             "--provisioner",
-            "local.stowage.dev",
+            PROVISIONER,
             "--param",
             "tier=gold",
             "--param",
@@ -629,9 +658,11 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
     );
     assert_eq!(
         out,
-        "storageclass.storage.k8s.io/gold created\n\
-         storageclass.storage.k8s.io/local is no longer the default\n\
-         storageclass.storage.k8s.io/gold is the default\n"
+        format!(
+            "storageclass.storage.k8s.io/gold created\n\
+             storageclass.storage.k8s.io/{DEFAULT_CLASS} is no longer the default\n\
+             storageclass.storage.k8s.io/gold is the default\n"
+        )
     );
     let (_, gold) = s.get(&format!("{SC}/gold")).await;
     assert_eq!(gold["parameters"], json!({"tier": "gold", "note": "a=b"}));
@@ -654,19 +685,19 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
     };
     let (_, list) = s.get(SC).await;
     assert_eq!(defaults(&list), ["gold"]);
-    ok(&s, &["sc", "set-default", "local"]);
+    ok(&s, &["sc", "set-default", DEFAULT_CLASS]);
     let (_, list) = s.get(SC).await;
-    assert_eq!(defaults(&list), ["local"], "exactly one default");
+    assert_eq!(defaults(&list), [DEFAULT_CLASS], "exactly one default");
     fails(&s, &["storageclass", "set-default", "nope"], 3);
 
     // Usage: claims, volumes and capacity per class.
     for name in ["u1", "u2"] {
-        s.post(&pvcs("use"), &claim_in_class(name, "2Gi", "local"))
+        s.post(&pvcs("use"), &claim_in_class(name, "2Gi", DEFAULT_CLASS))
             .await;
         s.wait_for_phase(&format!("{}/{name}", pvcs("use")), "Bound")
             .await;
     }
-    // FREE: what the local provider reports (CSIStorageCapacity), current within moments.
+    // FREE: what the provider reports (CSIStorageCapacity), current within moments.
     let usage = s
         .eventually(
             Duration::from_secs(10),
@@ -682,50 +713,60 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
         &usage,
         "CLASS | CLAIMS | BOUND | REQUESTED | VOLUMES | CAPACITY | FREE
          gold | 0 | 0 | 0 | 0 | 0 | 96Gi
-         local | 2 | 2 | 4Gi | 2 | 4Gi | 96Gi",
+         standard | 2 | 2 | 4Gi | 2 | 4Gi | 96Gi",
     );
 
     // A class in use is not deleted by accident.
-    let err = fails(&s, &["storageclass", "delete", "local"], 4);
+    let err = fails(&s, &["storageclass", "delete", DEFAULT_CLASS], 4);
     assert!(err.contains("used by 2 claim(s)"), "{err}");
-    let (code, _) = s.get(&format!("{SC}/local")).await;
+    let (code, _) = s.get(&format!("{SC}/{DEFAULT_CLASS}")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(
-        ok(&s, &["storageclass", "delete", "local", "--force"]),
-        "storageclass.storage.k8s.io \"local\" deleted\n"
+        ok(&s, &["storageclass", "delete", DEFAULT_CLASS, "--force"]),
+        format!("storageclass.storage.k8s.io \"{DEFAULT_CLASS}\" deleted\n")
     );
-    let (code, _) = s.get(&format!("{SC}/local")).await;
+    let (code, _) = s.get(&format!("{SC}/{DEFAULT_CLASS}")).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     ok(&s, &["storageclass", "delete", "gold"]);
     fails(&s, &["storageclass", "delete", "gold"], 3);
 
     // Bad input.
-    let create = |name: &str, extra: &[&str]| {
-        let mut args = vec![
-            "storageclass",
-            "create",
-            name,
-            "--provisioner",
-            "local.stowage.dev",
-        ];
+    let create_of = |provisioner: &str, name: &str, extra: &[&str]| {
+        let mut args = vec!["storageclass", "create", name, "--provisioner", provisioner];
         args.extend_from_slice(extra);
         stowage(&s, &args)
     };
+    let create = |name: &str, extra: &[&str]| create_of(PROVISIONER, name, extra);
     assert_eq!(create("x", &["--param", "novalue"]).code, 2);
     assert_eq!(create("x", &["--reclaim-policy", "Recycle"]).code, 2);
     let r = create("Not_A_Name", &[]);
     assert_eq!(r.code, 5, "{r:?}");
     assert!(r.err.contains("Not_A_Name"), "{r:?}");
     // Parameters the provider would refuse: made, as in Kubernetes, with the server's warning.
-    let r = create("typo", &["--param", "onDelet=archive"]);
+    // (NFS declares its parameters; the memory provider takes any.)
+    let nfs = |name: &str, on_delete: &str| {
+        create_of(
+            "nfs.stowage.dev",
+            name,
+            &[
+                "--param",
+                "server=nfs.example.com",
+                "--param",
+                "share=/exports",
+                "--param",
+                on_delete,
+            ],
+        )
+    };
+    let r = nfs("typo", "onDelet=archive");
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.err.starts_with(
-            "Warning: parameters: local.stowage.dev will refuse to provision claims of this class: unknown parameter \"onDelet\""
+            "Warning: parameters: nfs.stowage.dev will refuse to provision claims of this class: unknown parameter \"onDelet\""
         ),
         "{r:?}"
     );
-    let r = create("right", &["--param", "onDelete=archive"]);
+    let r = nfs("right", "onDelete=archive");
     assert!(r.code == 0 && r.err.is_empty(), "{r:?}");
     assert_eq!(create("twice", &[]).code, 0);
     let r = create("twice", &[]);
@@ -735,7 +776,7 @@ async fn storageclass_commands_create_default_use_and_delete_classes() {
 
 #[tokio::test]
 async fn pv_release_makes_a_retained_volume_available_after_confirmation() {
-    let s = Server::start().await;
+    let (s, _cfg) = server().await;
     ok(
         &s,
         &[
@@ -743,7 +784,7 @@ async fn pv_release_makes_a_retained_volume_available_after_confirmation() {
             "create",
             "keep",
             "--provisioner",
-            "local.stowage.dev",
+            PROVISIONER,
             "--reclaim-policy",
             "Retain",
         ],
@@ -801,7 +842,7 @@ async fn pv_release_makes_a_retained_volume_available_after_confirmation() {
 
 #[tokio::test]
 async fn pvc_resize_grows_claims_of_expandable_classes_only() {
-    let s = Server::start().await;
+    let (s, _cfg) = server().await;
     s.post(&pvcs("g"), &pvc_of_default_class("grow")).await;
     let item = format!("{}/grow", pvcs("g"));
     s.wait_for_phase(&item, "Bound").await;
@@ -827,7 +868,7 @@ async fn pvc_resize_grows_claims_of_expandable_classes_only() {
             "create",
             "fixed",
             "--provisioner",
-            "local.stowage.dev",
+            PROVISIONER,
         ],
     );
     s.post(&pvcs("g"), &claim_in_class("stuck", "1Gi", "fixed"))
@@ -840,7 +881,7 @@ async fn pvc_resize_grows_claims_of_expandable_classes_only() {
 
 #[tokio::test]
 async fn wait_returns_when_the_state_is_reached_and_fails_on_timeout() {
-    let s = Server::start().await;
+    let (s, _cfg) = server().await;
     s.post(&pvcs("wt"), &pvc_of_default_class("soon")).await;
     assert_eq!(
         ok(
@@ -954,6 +995,8 @@ async fn wait_returns_when_the_state_is_reached_and_fails_on_timeout() {
 
 #[tokio::test]
 async fn providers_lists_what_the_server_can_do() {
+    // NFS is on by default on both engines (the local provider is one machine's, so not on
+    // replicas), and declares its class parameters.
     let s = Server::start().await;
     let table = ok(&s, &["providers"]);
     let header = table.lines().next().unwrap();
@@ -969,41 +1012,47 @@ async fn providers_lists_what_the_server_can_do() {
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("local.stowage.dev ") && l.contains("ReadWriteOnce")),
+            .any(|l| l.starts_with("nfs.stowage.dev ") && l.contains("ReadWriteMany")),
         "{table}"
     );
     let json: Value = serde_json::from_str(&ok(&s, &["providers", "--json"])).expect("JSON");
     let items = json["items"].as_array().expect("items");
-    assert!(
-        items
-            .iter()
-            .any(|p| p["name"] == "local.stowage.dev" && p["capabilities"]["expansion"] == true),
-        "{json}"
-    );
-    // The class parameters each provider takes, as the console's class form shows them.
-    let local = items
+    let nfs = items
         .iter()
-        .find(|p| p["name"] == "local.stowage.dev")
-        .unwrap();
+        .find(|p| p["name"] == "nfs.stowage.dev")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(nfs["capabilities"]["expansion"], true, "{json}");
+    // The class parameters each provider takes, as the console's class form shows them.
+    let parameter = |name: &str| {
+        nfs["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+            .clone()
+    };
+    assert_eq!(parameter("server")["required"], true, "{json}");
+    let on_delete = parameter("onDelete");
     assert_eq!(
-        local["parameters"][0],
-        json!({"name": "onDelete", "description": local["parameters"][0]["description"],
+        on_delete,
+        json!({"name": "onDelete", "description": on_delete["description"],
                "values": ["delete", "retain", "archive"], "default": "delete",
                "required": false, "numbered": false}),
         "{json}"
     );
-    assert_eq!(local["parameters"][1]["pattern"], "\\+?0*[0-7]{1,4}");
+    assert_eq!(parameter("mountPermissions")["pattern"], "\\+?0*[0-7]{1,4}");
+    // Required parameters are starred.
     assert!(
-        table.lines().any(
-            |l| l.starts_with("local.stowage.dev ") && l.ends_with("onDelete,mountPermissions")
-        ),
+        table.lines().any(|l| l.starts_with("nfs.stowage.dev ")
+            && l.ends_with("server*,share*,nfsvers,subDir,onDelete,mountPermissions,capacity")),
         "{table}"
     );
 }
 
 #[tokio::test]
 async fn tokens_are_created_listed_used_and_revoked() {
-    let s = Server::start().await;
+    let (s, _cfg) = server().await;
     let r = stowage(
         &s,
         &["token", "create", "--role", "viewer", "--name", "reader"],
@@ -1036,13 +1085,16 @@ async fn tokens_are_created_listed_used_and_revoked() {
     };
     let r = as_reader(&["get", "sc", "-o", "name"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(r.out, "storageclass.storage.k8s.io/local\n");
+    assert_eq!(
+        r.out,
+        format!("storageclass.storage.k8s.io/{DEFAULT_CLASS}\n")
+    );
     let r = as_reader(&[
         "storageclass",
         "create",
         "mine",
         "--provisioner",
-        "local.stowage.dev",
+        PROVISIONER,
     ]);
     assert_eq!(r.code, 7, "a viewer cannot write: {r:?}");
     assert!(r.err.contains("forbidden"), "{r:?}");

@@ -73,8 +73,29 @@ pub struct NodeAgent {
 
 impl NodeAgent {
     pub async fn start(s: &Server, name: &str, extra: &[&str]) -> NodeAgent {
-        let token = token(s, &format!("node:{name}"), None).await;
+        Self::start_in(tempfile::tempdir().unwrap(), s, name, extra).await
+    }
+
+    /// The agent of a node whose volumes of class `local` a test mounts. On one SQLite server,
+    /// the server's local provider makes them; replicas refuse that provider (see
+    /// [`local_server`]), so there this agent makes them on its own disk, under its directory.
+    pub async fn start_local(s: &Server, name: &str, extra: &[&str]) -> NodeAgent {
         let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk");
+        let mut args = extra.to_vec();
+        if !on_sqlite() {
+            args.extend([
+                "--local-root",
+                disk.to_str().unwrap(),
+                "--local-capacity",
+                "10Gi",
+            ]);
+        }
+        Self::start_in(tmp, s, name, &args).await
+    }
+
+    async fn start_in(tmp: tempfile::TempDir, s: &Server, name: &str, extra: &[&str]) -> NodeAgent {
+        let token = token(s, &format!("node:{name}"), None).await;
         let root = tmp.path().join("root");
         let port = free_port();
         let mut args: Vec<String> = [
@@ -176,12 +197,25 @@ impl Drop for NodeAgent {
     }
 }
 
-/// A server whose local provider's volumes are on node `node`.
+/// A server with a class `local` whose volumes are directories on node `node`. On SQLite the
+/// server's local provider makes them as soon as they are claimed. Replicas refuse that
+/// provider (the controllers may run on any machine), so there the class waits for a consumer
+/// and the agent of its node makes them ([`NodeAgent::start_local`]): the agent then mounts
+/// them by the same path.
 async fn local_server(node: &str) -> (Server, tempfile::TempDir) {
-    let (dir, config) = config_file(&format!(
-        "providers:\n  local:\n    node: {node}\n    capacity: 10Gi\n"
-    ));
+    if on_sqlite() {
+        let (dir, config) = config_file(&format!(
+            "providers:\n  local:\n    node: {node}\n    capacity: 10Gi\n"
+        ));
+        let s = Server::start_with(&["--config", config.as_str()]).await;
+        return (s, dir);
+    }
+    let (dir, config) = config_file("providers:\n  local:\n    enabled: false\n");
     let s = Server::start_with(&["--config", config.as_str()]).await;
+    let mut class = storage_class("local", "local.stowage.dev");
+    class["volumeBindingMode"] = json!("WaitForFirstConsumer");
+    let (code, v) = s.post(SC, &class).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
     (s, dir)
 }
 
@@ -195,6 +229,11 @@ async fn bound_claim(s: &Server, ns: &str, claim: Value) -> Value {
     let name = claim["metadata"]["name"].as_str().unwrap().to_string();
     let (code, v) = s.post(&pvcs(ns), &claim).await;
     assert_eq!(code, StatusCode::CREATED, "{v}");
+    volume_of(s, ns, &name).await
+}
+
+/// The volume claim `name` is bound to, once it is.
+async fn volume_of(s: &Server, ns: &str, name: &str) -> Value {
     let c = s
         .wait_for_phase(&format!("{}/{name}", pvcs(ns)), "Bound")
         .await;
@@ -205,6 +244,19 @@ async fn bound_claim(s: &Server, ns: &str, claim: Value) -> Value {
         ))
         .await;
     pv
+}
+
+/// Claims `claim` (of class `local`), starts `pod` (which uses it) on its node, and returns
+/// the bound volume and the pod's uid. The pod comes before the binding: a class that waits
+/// for its first consumer (on replicas, see [`local_server`]) binds only then.
+async fn local_claim_and_pod(s: &Server, ns: &str, claim: Value, pod: Value) -> (Value, String) {
+    let name = claim["metadata"]["name"].as_str().unwrap().to_string();
+    let (code, v) = s.post(&pvcs(ns), &claim).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let (code, v) = s.post(&pods(ns), &pod).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let uid = v["metadata"]["uid"].as_str().unwrap().to_string();
+    (volume_of(s, ns, &name).await, uid)
 }
 
 fn unique_of(pv: &Value) -> String {
@@ -293,7 +345,7 @@ async fn wait_event(s: &Server, namespace: &str, reason: &str, about: &str) -> S
 async fn a_pods_local_volume_is_mounted_written_through_and_unmounted_before_detach() {
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
-    let agent = NodeAgent::start(&s, "node-a", &["--zone", "zone-1"]).await;
+    let agent = NodeAgent::start_local(&s, "node-a", &["--zone", "zone-1"]).await;
     // The agent registers its node and heartbeats.
     let node = s
         .wait_for(&format!("{NODES}/node-a"), "node-a registered", |n| {
@@ -311,9 +363,14 @@ async fn a_pods_local_volume_is_mounted_written_through_and_unmounted_before_det
     )
     .await;
 
-    let pv = bound_claim(&s, "team-a", claim_in_class("data", "1Gi", "local")).await;
+    let (pv, uid) = local_claim_and_pod(
+        &s,
+        "team-a",
+        claim_in_class("data", "1Gi", "local"),
+        pod_using("app", "data", Some("node-a")),
+    )
+    .await;
     let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
-    let uid = pod_on(&s, "team-a", "app", "data", "node-a").await;
     let target = agent.target(&uid, "data");
     wait_mounted(&s, &agent, &target).await;
     assert!(in_use(&s, "node-a").await.contains(&unique_of(&pv)));
@@ -368,9 +425,14 @@ async fn a_pods_local_volume_is_mounted_written_through_and_unmounted_before_det
 async fn a_killed_agent_restarts_without_mounting_twice_and_cleans_up_after_gone_pods() {
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
-    let mut agent = NodeAgent::start(&s, "node-a", &[]).await;
-    let pv = bound_claim(&s, "team-a", claim_in_class("data", "1Gi", "local")).await;
-    let first = pod_on(&s, "team-a", "first", "data", "node-a").await;
+    let mut agent = NodeAgent::start_local(&s, "node-a", &[]).await;
+    let (pv, first) = local_claim_and_pod(
+        &s,
+        "team-a",
+        claim_in_class("data", "1Gi", "local"),
+        pod_using("first", "data", Some("node-a")),
+    )
+    .await;
     let first_target = agent.target(&first, "data");
     wait_mounted(&s, &agent, &first_target).await;
 
@@ -397,10 +459,15 @@ async fn a_killed_agent_restarts_without_mounting_twice_and_cleans_up_after_gone
 async fn a_busy_mount_is_retried_with_an_event_and_never_lazily_detached() {
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
-    let agent = NodeAgent::start(&s, "node-a", &[]).await;
-    let pv = bound_claim(&s, "team-a", claim_in_class("data", "1Gi", "local")).await;
+    let agent = NodeAgent::start_local(&s, "node-a", &[]).await;
+    let (pv, uid) = local_claim_and_pod(
+        &s,
+        "team-a",
+        claim_in_class("data", "1Gi", "local"),
+        pod_using("app", "data", Some("node-a")),
+    )
+    .await;
     let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
-    let uid = pod_on(&s, "team-a", "app", "data", "node-a").await;
     let target = agent.target(&uid, "data");
     wait_mounted(&s, &agent, &target).await;
 
@@ -427,13 +494,12 @@ async fn a_busy_mount_is_retried_with_an_event_and_never_lazily_detached() {
 async fn a_read_only_claim_is_mounted_read_only() {
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
-    let agent = NodeAgent::start(&s, "node-a", &[]).await;
-    bound_claim(&s, "team-a", claim_in_class("data", "1Gi", "local")).await;
+    let agent = NodeAgent::start_local(&s, "node-a", &[]).await;
     let mut pod = pod_using("reader", "data", Some("node-a"));
     pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(true);
-    let (code, v) = s.post(&pods("team-a"), &pod).await;
-    assert_eq!(code, StatusCode::CREATED, "{v}");
-    let target = agent.target(v["metadata"]["uid"].as_str().unwrap(), "data");
+    let (_, uid) =
+        local_claim_and_pod(&s, "team-a", claim_in_class("data", "1Gi", "local"), pod).await;
+    let target = agent.target(&uid, "data");
     wait_mounted(&s, &agent, &target).await;
     // A bind mount becomes read-only in a second step (a remount): wait for that step.
     s.eventually(
@@ -1126,11 +1192,16 @@ async fn node_capacity(s: &Server, node: &str, class: &str) -> String {
 async fn a_read_write_once_pod_volume_is_published_to_one_pod_only() {
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
-    let agent = NodeAgent::start(&s, "node-a", &[]).await;
+    let agent = NodeAgent::start_local(&s, "node-a", &[]).await;
     let mut claim = claim_in_class("solo", "1Gi", "local");
     claim["spec"]["accessModes"] = json!(["ReadWriteOncePod"]);
-    bound_claim(&s, "team-a", claim).await;
-    let first = pod_on(&s, "team-a", "first", "solo", "node-a").await;
+    let (_, first) = local_claim_and_pod(
+        &s,
+        "team-a",
+        claim,
+        pod_using("first", "solo", Some("node-a")),
+    )
+    .await;
     wait_mounted(&s, &agent, &agent.target(&first, "data")).await;
     let second = pod_on(&s, "team-a", "second", "solo", "node-a").await;
     let message = wait_event(&s, "team-a", "FailedMount", "second").await;

@@ -57,16 +57,13 @@ async fn server() -> (Server, tempfile::TempDir) {
     (s, dir)
 }
 
-/// The server's count of a provider operation with outcome ok.
+/// How many times the service (any replica) called the memory provider's `operation`, with
+/// outcome ok.
 async fn provider_calls(s: &Server, operation: &str) -> u64 {
-    let (_, text) = s.get("/metrics").await;
-    let text = text.as_str().unwrap_or_default().to_string();
-    let prefix = format!(
-        "stowage_provider_operations_total{{provider=\"memory.stowage.dev\",operation=\"{operation}\",outcome=\"ok\"}} "
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    s.counter(&format!(
+        "stowage_provider_operations_total{{provider=\"memory.stowage.dev\",operation=\"{operation}\",outcome=\"ok\"}}"
+    ))
+    .await
 }
 
 async fn bound_claim(s: &Server, ns: &str, name: &str, class: &str) -> Value {

@@ -357,6 +357,34 @@ impl Server {
         format!("{}{}", self.next_base(), path)
     }
 
+    /// Each replica's `/metrics` text (one, on SQLite). Counters are per process.
+    pub async fn metrics_of_each(&self) -> Vec<String> {
+        let mut texts = Vec::new();
+        for base in self.bases() {
+            let resp = self
+                .client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .expect("metrics request");
+            assert_eq!(resp.status(), StatusCode::OK, "/metrics of {base}");
+            texts.push(resp.text().await.expect("metrics text"));
+        }
+        texts
+    }
+
+    /// A counter (its name and labels exactly as exposed) summed over the replicas: what the
+    /// whole service did, whichever replica did it. 0 when no replica has the series yet.
+    pub async fn counter(&self, series: &str) -> u64 {
+        let prefix = format!("{series} ");
+        self.metrics_of_each()
+            .await
+            .iter()
+            .filter_map(|text| text.lines().find_map(|l| l.strip_prefix(&prefix)))
+            .map(|n| n.trim().parse::<u64>().expect("a counter's value"))
+            .sum()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
     }
