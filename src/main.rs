@@ -5,5 +5,12 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // No transparent huge pages. mimalloc asks for them on its arenas, and then memory it gave
+    // back to the OS and touches again comes as fresh 2 MiB pages that the kernel zeroes inside
+    // the request that faulted: 7% of the server's CPU samples under create load, and a p99 of
+    // 64-115 ms against 39-62 ms without them, at the same throughput (wrk, 64 connections).
+    // Failing to switch them off changes only latency.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     stowage::cli::main()
 }
