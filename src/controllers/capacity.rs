@@ -202,7 +202,7 @@ impl Reconciler for Capacity {
             Kind::StorageClass => vec![object.key.name.clone()],
             // Ours or not: a change or deletion is looked at, so that ours are put back.
             Kind::CSIStorageCapacity if object.key.namespace == SYSTEM_NAMESPACE => {
-                match &object.object() {
+                match &*object.decoded() {
                     AnyObject::CSIStorageCapacity(c) => vec![c.storage_class_name.clone()],
                     _ => Vec::new(),
                 }

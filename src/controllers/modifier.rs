@@ -305,7 +305,7 @@ impl Reconciler for Modifier {
         match object.kind {
             // Only claims that name a class; the prefilter spares decoding the rest.
             Kind::PersistentVolumeClaim if object.may_have_field("volumeAttributesClassName") => {
-                match &object.object() {
+                match &*object.decoded() {
                     AnyObject::PersistentVolumeClaim(c)
                         if c.spec
                             .as_ref()

@@ -153,7 +153,7 @@ impl Reconciler for Protection {
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
-        let AnyObject::Pod(p) = &object.object() else {
+        let AnyObject::Pod(p) = &*object.decoded() else {
             return;
         };
         let mut idx = self.pods.lock();
@@ -178,7 +178,7 @@ impl Reconciler for Protection {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
-        match &event.object.object() {
+        match &*event.object.decoded() {
             // A pod that finished or went away may free its claims.
             AnyObject::Pod(p) => pod::claim_names(p)
                 .map(|c| Key::Claim(ObjectKey::new(event.object.key.namespace.clone(), c)))
@@ -200,7 +200,7 @@ impl Reconciler for Protection {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::PersistentVolumeClaim(c) if has(&c.metadata, PVC_PROTECTION) => {
                 vec![Key::Claim(object.key.clone())]
             }

@@ -41,9 +41,9 @@ impl Reconciler for QuotaStatus {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<ObjectKey> {
-        let limits_changed = match (&event.object.object(), event.prev.as_deref()) {
+        let limits_changed = match (&*event.object.decoded(), event.prev.as_deref()) {
             (_, None) => true,
-            (AnyObject::ResourceQuota(new), Some(prev)) => match &prev.object() {
+            (AnyObject::ResourceQuota(new), Some(prev)) => match &*prev.decoded() {
                 AnyObject::ResourceQuota(old) => new.spec != old.spec,
                 _ => true,
             },

@@ -155,7 +155,7 @@ impl Reconciler for Resizer {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<ObjectKey> {
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::PersistentVolumeClaim(c) if wants_more(c) => vec![object.key.clone()],
             _ => Vec::new(),
         }

@@ -90,7 +90,8 @@ impl std::fmt::Display for ObjectKey {
 /// The store holds objects only in their serialized form (as etcd does). A typed copy beside
 /// it would take two to five times the JSON's memory for every object and every version in the
 /// change log; instead [`Stored::object`] and [`Stored::typed`] decode on demand, and readers
-/// that need a field decode the object they look at, when they look.
+/// that need a field decode the object they look at, when they look. Readers that only look
+/// share one decode of a version while it is fresh ([`Stored::decoded`]).
 #[derive(Debug)]
 pub struct Stored {
     pub kind: Kind,
@@ -121,6 +122,23 @@ impl Stored {
     pub fn object(&self) -> AnyObject {
         AnyObject::from_json(self.kind, &self.json)
             .expect("the store holds JSON it serialized itself")
+    }
+
+    /// The object, decoded, shared with whoever decodes this same version soon after: every
+    /// controller looks at every change, so without sharing one change was decoded a dozen
+    /// times over (15% of the server's CPU under create load). For reading; [`Self::object`]
+    /// gives an object of one's own to change.
+    pub fn decoded(&self) -> Arc<AnyObject> {
+        recently_decoded::get_or_decode(self)
+    }
+
+    /// [`Self::decoded`], seen as its concrete type (`let c: &PersistentVolumeClaim =
+    /// &stored.decoded_as();`).
+    pub fn decoded_as<T: Typed>(&self) -> DecodedAs<T> {
+        DecodedAs {
+            object: self.decoded(),
+            kind: std::marker::PhantomData,
+        }
     }
 
     /// The object as its concrete type. Panics only if the store mixed kinds up, which it never does.
@@ -156,6 +174,64 @@ impl Stored {
     pub fn may_have_field(&self, field: &str) -> bool {
         let needle = format!("\"{field}\":");
         memchr::memmem::find(&self.json, needle.as_bytes()).is_some()
+    }
+}
+
+/// A shared decoded version as its concrete type: see [`Stored::decoded_as`].
+pub struct DecodedAs<T> {
+    object: Arc<AnyObject>,
+    kind: std::marker::PhantomData<T>,
+}
+
+impl<T: Typed> std::ops::Deref for DecodedAs<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        T::from_any(&self.object).expect("stored object has the kind it is filed under")
+    }
+}
+
+/// The last versions [`Stored::decoded`] decoded, newest last. Bounded by count, so it holds a
+/// few hundred KiB at most; it is a cache of what is being looked at right now, not a second
+/// copy of the store.
+mod recently_decoded {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::Stored;
+    use crate::resources::AnyObject;
+
+    /// Enough for the versions of one commit batch that every controller is working through.
+    const KEPT: usize = 128;
+
+    /// Each entry holds its JSON, so an address found here is still that JSON's (never reused
+    /// by other bytes): a hit is the same version, whichever store it came from.
+    static RECENT: Mutex<VecDeque<(Bytes, Arc<AnyObject>)>> = Mutex::new(VecDeque::new());
+
+    fn same(a: &Bytes, b: &Bytes) -> bool {
+        a.as_ptr() == b.as_ptr() && a.len() == b.len()
+    }
+
+    pub(super) fn get_or_decode(stored: &Stored) -> Arc<AnyObject> {
+        if let Some((_, hit)) = RECENT
+            .lock()
+            .iter()
+            .rev()
+            .find(|(j, _)| same(j, &stored.json))
+        {
+            return hit.clone();
+        }
+        // Decoded outside the lock: two callers may both decode a version; both results are
+        // the same object.
+        let decoded = Arc::new(stored.object());
+        let mut recent = RECENT.lock();
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((stored.json.clone(), decoded.clone()));
+        decoded
     }
 }
 

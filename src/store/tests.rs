@@ -788,6 +788,36 @@ fn may_have_finds_a_field_value_in_the_json_and_never_misses_one() {
     assert!(Stored::new(odd, 8).may_have("k", "a\"b"));
 }
 
+#[test]
+fn a_decoded_version_is_shared_and_never_taken_for_another() {
+    let name = |s: &Stored| s.decoded().meta().name.clone().unwrap();
+    let a = Stored::new(claim("ns", "a"), 1);
+    let first = a.decoded();
+    assert!(
+        Arc::ptr_eq(&first, &a.decoded()),
+        "decoded once, then shared"
+    );
+    assert_eq!(*first, a.object());
+    // The same JSON in other bytes (another store's copy) is its own entry, and right.
+    let copy = Stored {
+        kind: a.kind,
+        key: a.key.clone(),
+        rv: a.rv,
+        json: Bytes::copy_from_slice(&a.json),
+    };
+    assert!(!Arc::ptr_eq(&first, &copy.decoded()));
+    assert_eq!(name(&copy), "a");
+    // Many versions later (more than are kept), each still decodes as itself.
+    let others: Vec<Stored> = (0..300)
+        .map(|i| Stored::new(claim("ns", &format!("x{i}")), 10 + i))
+        .collect();
+    for (i, o) in others.iter().enumerate() {
+        assert_eq!(name(o), format!("x{i}"));
+    }
+    assert_eq!(name(&a), "a");
+    assert_eq!(name(&others[0]), "x0");
+}
+
 /// A pool on a test database, with the migrations applied (as a replica's store applies
 /// them).
 async fn pool_on(engine: &Engine) -> sqlx::PgPool {

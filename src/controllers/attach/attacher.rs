@@ -320,7 +320,7 @@ impl Reconciler for Attacher {
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
-        if let AnyObject::VolumeAttachment(va) = &object.object() {
+        if let AnyObject::VolumeAttachment(va) = &*object.decoded() {
             let mut by_node = self.by_node.lock();
             let set = by_node.entry(va.spec.node_name.clone()).or_default();
             if deleted {
@@ -332,7 +332,7 @@ impl Reconciler for Attacher {
     }
 
     fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
-        match &event.object.object() {
+        match &*event.object.decoded() {
             AnyObject::VolumeAttachment(va) => {
                 let status_changed = event.prev.as_ref().is_none_or(|p| {
                     p.typed::<VolumeAttachment>()

@@ -525,7 +525,7 @@ impl Reconciler for AttachDetach {
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
         let mut index = self.index.lock();
         let key = &object.key;
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::Pod(p) => {
                 index.remove_pod(key);
                 if !deleted {
@@ -591,7 +591,7 @@ impl Reconciler for AttachDetach {
         let index = self.index.lock();
         let mut keys = Vec::new();
         let pod_pairs = |obj: &Stored, index: &Index, keys: &mut Vec<Pair>| {
-            if let AnyObject::Pod(p) = &obj.object()
+            if let AnyObject::Pod(p) = &*obj.decoded()
                 && let Some(node) = pod::node_name(p)
             {
                 for c in pod::claim_names(p) {
@@ -607,7 +607,7 @@ impl Reconciler for AttachDetach {
                 }
             }
         };
-        match &event.object.object() {
+        match &*event.object.decoded() {
             AnyObject::Pod(_) => {
                 pod_pairs(&event.object, &index, &mut keys);
                 if let Some(prev) = &event.prev {
@@ -668,7 +668,7 @@ impl Reconciler for AttachDetach {
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Pair> {
         let index = self.index.lock();
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::VolumeAttachment(va) => va
                 .spec
                 .source

@@ -29,7 +29,7 @@ impl Binder {
         else {
             return Ok(Action::await_change());
         };
-        let c: &PersistentVolumeClaim = &claim.typed();
+        let c: &PersistentVolumeClaim = &claim.decoded_as();
         if c.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
@@ -46,7 +46,7 @@ impl Binder {
 
     /// An unbound claim: pre-bound volumes first, then the smallest fit, else provisioning.
     async fn find_volume(&self, claim: &Arc<Stored>) -> Result<Action, Error> {
-        let c: &PersistentVolumeClaim = &claim.typed();
+        let c: &PersistentVolumeClaim = &claim.decoded_as();
         let class_name = c
             .spec
             .as_ref()
@@ -63,7 +63,7 @@ impl Binder {
                 None => {
                     self.ctx.recorder.normal(
                         COMPONENT,
-                        &claim.object(),
+                        &claim.decoded(),
                         "WaitForFirstConsumer",
                         "waiting for first consumer to be created before binding",
                     );
@@ -84,7 +84,7 @@ impl Binder {
         let prebound = self.index.lock().prebound_for(&claim.key);
         for name in prebound {
             if let Some(v) = self.ctx.store.get_typed::<PersistentVolume>("", &name) {
-                let pv: &PersistentVolume = &v.typed();
+                let pv: &PersistentVolume = &v.decoded_as();
                 let r = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
                 let free = r.is_some_and(|r| {
                     let uid = r.uid.as_deref().unwrap_or_default();
@@ -113,7 +113,7 @@ impl Binder {
                 self.index.lock().release(&name);
                 return Ok(Action::requeue(AFTER_CONFLICT));
             };
-            let pv: &PersistentVolume = &v.typed();
+            let pv: &PersistentVolume = &v.decoded_as();
             if pv.spec.as_ref().is_some_and(|s| s.claim_ref.is_some()) || !needs.satisfied_by(pv) {
                 // The index was behind the store; it will catch up from the feed.
                 self.index.lock().release(&name);
@@ -139,7 +139,7 @@ impl Binder {
                 if !known {
                     self.ctx.recorder.normal(
                         COMPONENT,
-                        &claim.object(),
+                        &claim.decoded(),
                         "ExternalProvisioning",
                         format!(
                             "Waiting for a volume to be created either by the external provisioner \"{provisioner}\" \
@@ -152,7 +152,7 @@ impl Binder {
             None if !class_name.is_empty() => {
                 self.ctx.recorder.warning(
                     COMPONENT,
-                    &claim.object(),
+                    &claim.decoded(),
                     "ProvisioningFailed",
                     format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
                 );
@@ -160,7 +160,7 @@ impl Binder {
             None => {
                 self.ctx.recorder.normal(
                     COMPONENT,
-                    &claim.object(),
+                    &claim.decoded(),
                     "FailedBinding",
                     "no persistent volumes available for this claim and no storage class is set",
                 );
@@ -195,7 +195,7 @@ impl Binder {
 
     /// The node of the first running pod that uses the claim, or the node already selected.
     fn consumer_node(&self, claim: &Arc<Stored>) -> Option<String> {
-        let c: &PersistentVolumeClaim = &claim.typed();
+        let c: &PersistentVolumeClaim = &claim.decoded_as();
         if let Some(n) = c
             .metadata
             .annotations
@@ -216,7 +216,7 @@ impl Binder {
         claim: &Arc<Stored>,
         volume_name: &str,
     ) -> Result<Action, Error> {
-        let c: &PersistentVolumeClaim = &claim.typed();
+        let c: &PersistentVolumeClaim = &claim.decoded_as();
         let bound = pvc::is_bound(c);
         let Some(volume) = self
             .ctx
@@ -228,14 +228,14 @@ impl Binder {
             } else {
                 self.ctx.recorder.normal(
                     COMPONENT,
-                    &claim.object(),
+                    &claim.decoded(),
                     "FailedBinding",
                     format!("volume \"{volume_name}\" not found"),
                 );
             }
             return Ok(Action::await_change());
         };
-        let v: &PersistentVolume = &volume.typed();
+        let v: &PersistentVolume = &volume.decoded_as();
         let claim_ref = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         let uid = c.metadata.uid.as_deref();
         let points_here = claim_ref.is_some_and(|r| {
@@ -255,7 +255,7 @@ impl Binder {
                 if !Needs::of(c).satisfied_by(v) {
                     self.ctx.recorder.warning(
                         COMPONENT,
-                        &claim.object(),
+                        &claim.decoded(),
                         "VolumeMismatch",
                         format!("Cannot bind to requested volume \"{volume_name}\": the volume does not satisfy the claim (class, access modes, volume mode, size or volume attributes class)"),
                     );
@@ -281,7 +281,7 @@ impl Binder {
                 } else {
                     self.ctx.recorder.warning(
                         COMPONENT,
-                        &claim.object(),
+                        &claim.decoded(),
                         "FailedBinding",
                         format!("volume \"{volume_name}\" already bound to a different claim."),
                     );
@@ -300,7 +300,7 @@ impl Binder {
         if changed {
             self.ctx
                 .recorder
-                .warning(COMPONENT, &claim.object(), "ClaimLost", message);
+                .warning(COMPONENT, &claim.decoded(), "ClaimLost", message);
         }
         Ok(())
     }

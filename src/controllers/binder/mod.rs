@@ -126,7 +126,7 @@ impl Reconciler for Binder {
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
         let mut index = self.index.lock();
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::PersistentVolume(_) if deleted => index.remove_volume(&object.key.name),
             AnyObject::PersistentVolume(v) => index.upsert_volume(&object.key.name, v),
             AnyObject::PersistentVolumeClaim(_) if deleted => index.remove_claim(&object.key),
@@ -140,7 +140,7 @@ impl Reconciler for Binder {
     fn keys_for(&self, event: &WatchEvent) -> Vec<Key> {
         let obj = &event.object;
         let index = self.index.lock();
-        match &obj.object() {
+        match &*obj.decoded() {
             AnyObject::PersistentVolumeClaim(c) => {
                 let mut keys = vec![Key::Claim(obj.key.clone())];
                 if let Some(v) = c
@@ -201,7 +201,7 @@ impl Reconciler for Binder {
                 let mut keys = vec![Key::Volume(object.key.name.clone())];
                 // A volume pre-bound to a claim (made for it outside this server, or by an
                 // admin) wakes that claim, whose sync binds it.
-                if let crate::resources::AnyObject::PersistentVolume(v) = &object.object()
+                if let crate::resources::AnyObject::PersistentVolume(v) = &*object.decoded()
                     && let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
                     && v.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
                 {

@@ -134,7 +134,7 @@ impl Reconciler for Provisioner {
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
-        let AnyObject::PersistentVolumeClaim(c) = &object.object() else {
+        let AnyObject::PersistentVolumeClaim(c) = &*object.decoded() else {
             return;
         };
         let class = c
@@ -161,7 +161,7 @@ impl Reconciler for Provisioner {
         let mut keys = self.keys_for_object(&event.object);
         // A volume going away frees capacity: claims of its class waiting for room retry now.
         if let (crate::store::EventType::Deleted, AnyObject::PersistentVolume(v)) =
-            (event.type_, &event.object.object())
+            (event.type_, &*event.object.decoded())
         {
             let class = v
                 .spec
@@ -212,7 +212,7 @@ impl Reconciler for Provisioner {
         };
         let waiting_on =
             |f: &dyn Fn(&PersistentVolumeClaim) -> bool| waiting_in(&object.key.namespace, f);
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::PersistentVolumeClaim(c) => {
                 let mut keys = Vec::new();
                 if annotation(&c.metadata, STORAGE_PROVISIONER).is_some() {

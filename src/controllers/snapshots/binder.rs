@@ -564,7 +564,7 @@ impl Reconciler for SnapshotBinder {
                 .map(|s| s.key.clone())
                 .collect::<Vec<_>>()
         };
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::VolumeSnapshot(_) => vec![object.key.clone()],
             // A content's status is mirrored by its snapshot, and its going lets the snapshot go.
             AnyObject::VolumeSnapshotContent(c) => {

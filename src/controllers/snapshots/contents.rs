@@ -437,7 +437,7 @@ impl Reconciler for ContentSnapshotter {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<ObjectKey> {
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::VolumeSnapshotContent(_) => vec![object.key.clone()],
             // A snapshot's deletion lets its content go (or be let go).
             AnyObject::VolumeSnapshot(s) => s

@@ -90,7 +90,7 @@ impl Reconciler for SourceProtection {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<ObjectKey> {
-        match &object.object() {
+        match &*object.decoded() {
             AnyObject::PersistentVolumeClaim(c) => {
                 let mut keys = Vec::new();
                 if has(&c.metadata, PVC_AS_SNAPSHOT_SOURCE) || has(&c.metadata, PVC_CLONE_SOURCE) {
