@@ -190,9 +190,9 @@ impl<T: Typed> std::ops::Deref for DecodedAs<T> {
     }
 }
 
-/// The last versions [`Stored::decoded`] decoded, newest last. Bounded by count, so it holds a
-/// few hundred KiB at most; it is a cache of what is being looked at right now, not a second
-/// copy of the store.
+/// The last versions [`Stored::decoded`] decoded, newest last. Bounded by count and by the size
+/// of their JSON (a tenant's large objects cannot make it hold much), it is a cache of what is
+/// being looked at right now, not a second copy of the store.
 mod recently_decoded {
     use std::collections::VecDeque;
     use std::sync::Arc;
@@ -205,34 +205,65 @@ mod recently_decoded {
 
     /// Enough for the versions of one commit batch that every controller is working through.
     const KEPT: usize = 128;
+    /// The JSON of the kept versions, at most; decoded, they take a few times that. A larger
+    /// version is decoded for each reader, as every version was before this cache.
+    const KEPT_BYTES: usize = 4 << 20;
 
-    /// Each entry holds its JSON, so an address found here is still that JSON's (never reused
-    /// by other bytes): a hit is the same version, whichever store it came from.
-    static RECENT: Mutex<VecDeque<(Bytes, Arc<AnyObject>)>> = Mutex::new(VecDeque::new());
+    struct Recent {
+        /// Each entry holds its JSON, so an address found here is still that JSON's (never
+        /// reused by other bytes): a hit is the same version, whichever store it came from.
+        entries: VecDeque<(Bytes, Arc<AnyObject>)>,
+        bytes: usize,
+    }
+
+    static RECENT: Mutex<Recent> = Mutex::new(Recent {
+        entries: VecDeque::new(),
+        bytes: 0,
+    });
 
     fn same(a: &Bytes, b: &Bytes) -> bool {
         a.as_ptr() == b.as_ptr() && a.len() == b.len()
     }
 
     pub(super) fn get_or_decode(stored: &Stored) -> Arc<AnyObject> {
-        if let Some((_, hit)) = RECENT
+        let found = RECENT
             .lock()
+            .entries
             .iter()
             .rev()
             .find(|(j, _)| same(j, &stored.json))
-        {
-            return hit.clone();
+            .map(|(_, hit)| hit.clone());
+        if let Some(hit) = found {
+            return hit;
         }
         // Decoded outside the lock: two callers may both decode a version; both results are
         // the same object.
         let decoded = Arc::new(stored.object());
-        let mut recent = RECENT.lock();
-        if recent.len() == KEPT {
-            recent.pop_front();
+        let size = stored.json.len();
+        if size <= KEPT_BYTES / 8 {
+            let mut recent = RECENT.lock();
+            while recent.entries.len() >= KEPT || recent.bytes + size > KEPT_BYTES {
+                let Some((old, _)) = recent.entries.pop_front() else {
+                    break;
+                };
+                recent.bytes -= old.len();
+            }
+            recent.bytes += size;
+            recent
+                .entries
+                .push_back((stored.json.clone(), decoded.clone()));
         }
-        recent.push_back((stored.json.clone(), decoded.clone()));
         decoded
     }
+
+    /// The JSON bytes of the versions kept now.
+    #[cfg(test)]
+    pub(super) fn kept_bytes() -> usize {
+        RECENT.lock().bytes
+    }
+
+    #[cfg(test)]
+    pub(super) const LIMIT_BYTES: usize = KEPT_BYTES;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -816,6 +816,19 @@ fn a_decoded_version_is_shared_and_never_taken_for_another() {
     }
     assert_eq!(name(&a), "a");
     assert_eq!(name(&others[0]), "x0");
+
+    // Large versions (a tenant's objects near the size limit) never make it hold more than
+    // its byte bound.
+    let big = |i: usize| {
+        let mut c = claim("ns", &format!("big{i}"));
+        c.meta_mut().annotations = Some([("pad".to_string(), "x".repeat(400 * 1024))].into());
+        Stored::new(c, 1000 + i as Rv)
+    };
+    for i in 0..40 {
+        let b = big(i);
+        assert_eq!(name(&b), format!("big{i}"));
+        assert!(recently_decoded::kept_bytes() <= recently_decoded::LIMIT_BYTES);
+    }
 }
 
 /// A pool on a test database, with the migrations applied (as a replica's store applies

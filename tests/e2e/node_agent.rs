@@ -259,6 +259,18 @@ async fn local_claim_and_pod(s: &Server, ns: &str, claim: Value, pod: Value) -> 
     (volume_of(s, ns, &name).await, uid)
 }
 
+/// [`local_claim_and_pod`] for the usual case: claim `data` (1Gi) in `team-a`, used by pod
+/// `pod` on node-a.
+async fn data_and_pod(s: &Server, pod: &str) -> (Value, String) {
+    local_claim_and_pod(
+        s,
+        "team-a",
+        claim_in_class("data", "1Gi", "local"),
+        pod_using(pod, "data", Some("node-a")),
+    )
+    .await
+}
+
 fn unique_of(pv: &Value) -> String {
     format!(
         "kubernetes.io/csi/{}^{}",
@@ -363,13 +375,7 @@ async fn a_pods_local_volume_is_mounted_written_through_and_unmounted_before_det
     )
     .await;
 
-    let (pv, uid) = local_claim_and_pod(
-        &s,
-        "team-a",
-        claim_in_class("data", "1Gi", "local"),
-        pod_using("app", "data", Some("node-a")),
-    )
-    .await;
+    let (pv, uid) = data_and_pod(&s, "app").await;
     let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
     let target = agent.target(&uid, "data");
     wait_mounted(&s, &agent, &target).await;
@@ -426,13 +432,7 @@ async fn a_killed_agent_restarts_without_mounting_twice_and_cleans_up_after_gone
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
     let mut agent = NodeAgent::start_local(&s, "node-a", &[]).await;
-    let (pv, first) = local_claim_and_pod(
-        &s,
-        "team-a",
-        claim_in_class("data", "1Gi", "local"),
-        pod_using("first", "data", Some("node-a")),
-    )
-    .await;
+    let (pv, first) = data_and_pod(&s, "first").await;
     let first_target = agent.target(&first, "data");
     wait_mounted(&s, &agent, &first_target).await;
 
@@ -460,13 +460,7 @@ async fn a_busy_mount_is_retried_with_an_event_and_never_lazily_detached() {
     need_mounts!();
     let (s, _cfg) = local_server("node-a").await;
     let agent = NodeAgent::start_local(&s, "node-a", &[]).await;
-    let (pv, uid) = local_claim_and_pod(
-        &s,
-        "team-a",
-        claim_in_class("data", "1Gi", "local"),
-        pod_using("app", "data", Some("node-a")),
-    )
-    .await;
+    let (pv, uid) = data_and_pod(&s, "app").await;
     let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
     let target = agent.target(&uid, "data");
     wait_mounted(&s, &agent, &target).await;

@@ -253,18 +253,17 @@ async fn volumes_are_pinned_to_their_node() {
         ErrorKind::InvalidArgument
     );
     // A selected node's topology carries its other labels too (a zone): its hostname decides.
-    let mut on_b = Topology::one("kubernetes.io/hostname", "node-b");
-    on_b.0
-        .insert("topology.kubernetes.io/zone".into(), "zone-1".into());
-    req.topology.requisite = vec![on_b];
+    let zoned_node = |name: &str| {
+        let mut t = Topology::one("kubernetes.io/hostname", name);
+        t.0.insert("topology.kubernetes.io/zone".into(), "zone-1".into());
+        t
+    };
+    req.topology.requisite = vec![zoned_node("node-b")];
     assert_eq!(
         p.create_volume(&req).await.unwrap_err().kind,
         ErrorKind::InvalidArgument
     );
-    let mut on_a = Topology::one("kubernetes.io/hostname", "node-a");
-    on_a.0
-        .insert("topology.kubernetes.io/zone".into(), "zone-1".into());
-    req.topology.requisite = vec![on_a];
+    req.topology.requisite = vec![zoned_node("node-a")];
     let v = p.create_volume(&req).await.unwrap();
     assert_eq!(
         v.accessible_topology,
