@@ -13,18 +13,28 @@ impl Path {
     pub fn root(name: &str) -> Self {
         Path(name.to_string())
     }
+    // Validation builds a path for every field it checks, valid or not, so these append
+    // rather than go through `format!` (whose machinery was 1.5% of a create's CPU).
     pub fn child(&self, name: &str) -> Self {
         if self.0.is_empty() {
-            Path(name.to_string())
-        } else {
-            Path(format!("{}.{name}", self.0))
+            return Path(name.to_string());
         }
+        self.joined(&[".", name])
     }
     pub fn index(&self, i: usize) -> Self {
-        Path(format!("{}[{i}]", self.0))
+        self.joined(&["[", &i.to_string(), "]"])
     }
     pub fn key(&self, k: &str) -> Self {
-        Path(format!("{}[{k}]", self.0))
+        self.joined(&["[", k, "]"])
+    }
+    fn joined(&self, parts: &[&str]) -> Self {
+        let mut s =
+            String::with_capacity(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        s.push_str(&self.0);
+        for p in parts {
+            s.push_str(p);
+        }
+        Path(s)
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -93,6 +93,10 @@ pub trait Backend: Send {
         None
     }
 
-    /// Drops change-log rows at or below `up_to` (never the newest row).
-    async fn compact(&mut self, up_to: Rv) -> anyhow::Result<()>;
+    /// Drops change-log rows at or below `up_to` (never the newest row): the log no longer
+    /// holds them. `released` lists the versions at or below `up_to` that are not current
+    /// either (replaced or deleted since), for a backend that keeps each version once, as the
+    /// object's current version and as its change row together: it drops exactly those, and
+    /// keeps every other version at or below `up_to` as the current one of its object.
+    async fn compact(&mut self, up_to: Rv, released: &[Rv]) -> anyhow::Result<()>;
 }

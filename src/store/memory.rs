@@ -17,7 +17,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn compact(&mut self, _up_to: Rv) -> anyhow::Result<()> {
+    async fn compact(&mut self, _up_to: Rv, _released: &[Rv]) -> anyhow::Result<()> {
         Ok(())
     }
 }

@@ -15,8 +15,11 @@
 //!   a claim one atomic step.
 //! - Every write gets its own resourceVersion from a single counter that only grows, across
 //!   restarts.
-//! - The change log (in memory and in the `changes` table) keeps recent writes for watch resume,
-//!   and is compacted to a bounded window.
+//! - The change log keeps recent writes for watch resume, and is compacted to a bounded window.
+//!   In memory, a log entry whose object is still current shares that version with the cache.
+//!   On disk, SQLite keeps each version once, in one table: an object's current version and
+//!   the log's versions are the same rows, and a version leaves the table once it is neither
+//!   (the store tells the backend which, see [`Backend::compact`]).
 //!
 //! The store knows objects only as [`AnyObject`] plus kind, namespace and name; it applies no API
 //! semantics (validation, finalizers, status rules). That is the registry's job.
@@ -102,6 +105,16 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// Another handle on this version: the key is copied, the JSON shared.
+    pub(crate) fn share(&self) -> Stored {
+        Stored {
+            kind: self.kind,
+            key: self.key.clone(),
+            rv: self.rv,
+            json: self.json.clone(),
+        }
+    }
+
     fn new(mut object: AnyObject, rv: Rv) -> Self {
         object.meta_mut().resource_version = Some(rv.to_string());
         let mut json = object.to_json();
@@ -415,6 +428,8 @@ pub struct StoreOptions {
     pub log_max_bytes: usize,
     /// Age after which change-log entries are compacted.
     pub log_window: Duration,
+    /// How often the writer compacts the database's change log (and once more when closing).
+    pub compact_every: Duration,
 }
 
 impl Default for StoreOptions {
@@ -424,6 +439,7 @@ impl Default for StoreOptions {
             log_max_events: 100_000,
             log_max_bytes: 64 * 1024 * 1024,
             log_window: Duration::from_secs(600),
+            compact_every: Duration::from_secs(5),
         }
     }
 }
@@ -457,6 +473,9 @@ struct State {
     log_bytes: usize,
     /// Changes at or below this rv are no longer in the log.
     compacted_rv: Rv,
+    /// Versions at or below `compacted_rv` that are neither in the log nor current any more:
+    /// the next compaction removes them from the database (see [`Backend::compact`]).
+    released: Vec<Rv>,
 }
 
 enum WriterMessage {
@@ -588,6 +607,7 @@ impl State {
             log,
             log_bytes,
             compacted_rv,
+            released: Vec::new(),
         };
         trim_log(&mut state, options, rv);
         state
@@ -960,7 +980,7 @@ async fn writer_loop(
             }
             commit_batch(&inner, backend.as_mut(), std::mem::take(&mut batch)).await;
         }
-        if last_compaction.elapsed() > Duration::from_secs(5) {
+        if last_compaction.elapsed() >= inner.options.compact_every {
             compact(&inner, backend.as_mut()).await;
             last_compaction = std::time::Instant::now();
         }
@@ -974,6 +994,8 @@ async fn writer_loop(
             )));
         }
     }
+    // What the log let go leaves the database now, not after the restart.
+    compact(&inner, backend.as_mut()).await;
     if let Some(done) = closing {
         let _ = done.send(());
     }
@@ -1010,6 +1032,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                     } else {
                         map.insert(stored.clone())
                     };
+                    release_replaced(&mut state, prev.as_deref());
                     let event = Arc::new(WatchEvent {
                         rv: stored.rv,
                         type_,
@@ -1028,7 +1051,9 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                 // state. Watchers behind the new log's start are cut off and relist, as after
                 // a compaction.
                 tracing::warn!("fell behind the shared change log; reloading every object");
+                let released = std::mem::take(&mut state.released);
                 *state = State::from_loaded(loaded, &inner.options);
+                state.released.extend(released);
             }
         }
         state.rv
@@ -1217,6 +1242,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         state.rv = rv;
         for (_, events, _) in &accepted {
             for e in events {
+                release_replaced(&mut state, e.prev.as_deref());
                 state.log_bytes += e.cost();
                 state.log.push_back(e.clone());
             }
@@ -1245,19 +1271,38 @@ fn trim_log(state: &mut State, options: &StoreOptions, keep_after: Rv) {
         if let Some(e) = state.log.pop_front() {
             state.compacted_rv = e.rv;
             state.log_bytes -= e.cost();
+            // Out of the log: its version is still needed only as its object's current one.
+            let current = state.objects[e.kind() as usize]
+                .get(&e.object.key)
+                .is_some_and(|c| c.rv == e.rv);
+            if !current {
+                state.released.push(e.rv);
+            }
         }
     }
 }
 
+/// A write replaced (or deleted) `prev`. If `prev` has already left the log, nothing needs its
+/// version any more; if it is still in the log, [`trim_log`] releases it when it leaves.
+fn release_replaced(state: &mut State, prev: Option<&Stored>) {
+    if let Some(prev) = prev
+        && prev.rv <= state.compacted_rv
+    {
+        state.released.push(prev.rv);
+    }
+}
+
 async fn compact(inner: &Inner, backend: &mut dyn Backend) {
-    let up_to = {
+    let (up_to, released) = {
         let mut state = inner.state.write();
         let newest = state.rv;
         trim_log(&mut state, &inner.options, newest);
-        state.compacted_rv
+        (state.compacted_rv, std::mem::take(&mut state.released))
     };
-    if let Err(e) = backend.compact(up_to).await {
+    if let Err(e) = backend.compact(up_to, &released).await {
         tracing::warn!(error = %e, "change log compaction failed; will retry");
+        // Kept for the next attempt: the database still holds these versions.
+        inner.state.write().released.extend(released);
     }
 }
 

@@ -329,7 +329,7 @@ impl Backend for PostgresBackend {
         Some(Arc::new(PgHead(self.pool.clone())))
     }
 
-    async fn compact(&mut self, up_to: Rv) -> anyhow::Result<()> {
+    async fn compact(&mut self, up_to: Rv, _released: &[Rv]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(COMPACTION_LOCK)

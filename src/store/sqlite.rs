@@ -1,5 +1,7 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so an acknowledged commit
-//! survives a crash or power loss. One connection, owned by the store's writer task, makes
+//! survives a crash or power loss. Each object version is one row of `versions`, keyed by its
+//! resourceVersion: a commit only appends, and start-up replays the rows in order (migration
+//! `0004` says why). One connection, owned by the store's writer task, makes
 //! every write; a second one checkpoints the WAL into the database file in the background, so
 //! the copying and the database file's fsync stay off the writer's path (SQLite would otherwise
 //! checkpoint inside whichever commit crosses the threshold, stalling every request in it).
@@ -15,6 +17,7 @@
 //! [`IDLE_BEFORE_TRUNCATE`], the checkpointer truncates the WAL to nothing, so an idle store
 //! takes only its database file on disk.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,6 +55,8 @@ pub struct SqliteBackend {
     commits: Arc<AtomicU64>,
     page_size: i64,
     commits_since_look: u32,
+    /// The change log's start on disk: rows at or below it are current versions only.
+    compacted_rv: Rv,
 }
 
 impl Drop for SqliteBackend {
@@ -152,6 +157,7 @@ impl SqliteBackend {
             commits,
             page_size: page_size.max(512),
             commits_since_look: 0,
+            compacted_rv: 0,
         })
     }
 
@@ -184,108 +190,109 @@ async fn checkpoint(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
     Ok(row.try_get::<i64, _>(1).unwrap_or(0))
 }
 
-/// Every object, as stored (see [`decode`]).
-async fn read_objects(conn: &mut SqliteConnection) -> anyhow::Result<Vec<Stored>> {
-    use futures::TryStreamExt as _;
-    let mut objects = Vec::new();
-    let mut rows = sqlx::query("SELECT kind, namespace, name, rv, data FROM objects").fetch(conn);
-    while let Some(r) = rows.try_next().await? {
-        objects.extend(decode(
-            &r.get::<String, _>(0),
-            r.get(1),
-            r.get(2),
-            r.get(3),
-            r.get(4),
-        ));
-    }
-    Ok(objects)
+/// One row of `versions`, as read at start-up.
+struct VersionRow {
+    type_: EventType,
+    stored: Stored,
+    created_at: i64,
 }
 
-/// The retained change log, oldest first. A change that made an object's current version is
-/// read without its data: the store shares the version it already has (see `Loaded::log`).
-async fn read_log(conn: &mut SqliteConnection) -> anyhow::Result<Vec<(EventType, Stored, i64)>> {
+/// The rows of `versions` in `range` of resourceVersions, oldest first (see [`decode`]).
+async fn read_versions(
+    conn: &mut SqliteConnection,
+    after: i64,
+    up_to: i64,
+) -> anyhow::Result<Vec<VersionRow>> {
     use futures::TryStreamExt as _;
-    let mut log = Vec::new();
+    let mut versions = Vec::new();
     let mut rows = sqlx::query(
-        "SELECT c.kind, c.namespace, c.name, c.rv, c.type, \
-                CASE WHEN o.rv = c.rv THEN x'' ELSE c.data END, c.created_at \
-         FROM changes c LEFT JOIN objects o \
-           ON o.kind = c.kind AND o.namespace = c.namespace AND o.name = c.name \
-         ORDER BY c.rv",
+        "SELECT rv, kind, namespace, name, type, data, created_at FROM versions \
+         WHERE rv > ? AND rv <= ? ORDER BY rv",
     )
+    .bind(after)
+    .bind(up_to)
     .fetch(conn);
     while let Some(r) = rows.try_next().await? {
         let type_ = EventType::parse(&r.get::<String, _>(4)).context("unknown change type")?;
         if let Some(stored) = decode(
-            &r.get::<String, _>(0),
-            r.get(1),
+            &r.get::<String, _>(1),
             r.get(2),
             r.get(3),
+            r.get(0),
             r.get(5),
         ) {
-            log.push((type_, stored, r.get(6)));
+            versions.push(VersionRow {
+                type_,
+                stored,
+                created_at: r.get(6),
+            });
         }
     }
-    Ok(log)
+    Ok(versions)
 }
 
-/// What a run of changes does to the `objects` table: each object touched ends as its last
-/// change left it. Whether it was in the table before the run is told by its first change:
-/// the store marks a write ADDED exactly when the object did not exist (and the table holds
-/// what the store's cache holds, since both follow only committed writes).
-#[derive(Default)]
-struct ObjectWrites<'a> {
-    inserts: Vec<&'a Stored>,
-    updates: Vec<&'a Stored>,
-    deletes: Vec<&'a Stored>,
-}
-
-impl<'a> ObjectWrites<'a> {
-    fn of(rows: &'a [Row]) -> Self {
-        let mut last: std::collections::HashMap<(Kind, &str, &str), (bool, &Row)> =
-            std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
+/// Replays the rows of `versions`, oldest first, into the objects' current versions and the
+/// change log (the rows after `compacted_rv`). Below `compacted_rv` every row is the current
+/// version of its object, unless a later row in the log replaced or deleted it; only the
+/// log's keys need a map, so start-up's extra memory is bounded by the log, not the store.
+/// Also returns the rows below `compacted_rv` that nothing needs: a compaction that did not
+/// happen (the process stopped first) left them.
+fn replay(mut versions: Vec<VersionRow>, compacted_rv: Rv) -> (Loaded, Vec<Rv>) {
+    let last_rv = versions.last().map_or(0, |v| v.stored.rv).max(compacted_rv);
+    let log_rows = versions.split_off(versions.partition_point(|v| v.stored.rv <= compacted_rv));
+    let mut objects = Vec::with_capacity(versions.len());
+    let mut unneeded = Vec::new();
+    {
+        // Each key the log touches, with its last row there.
+        let mut last_in_log: HashMap<(Kind, &str, &str), &VersionRow> =
+            HashMap::with_capacity(log_rows.len());
+        for row in &log_rows {
             let s = &row.stored;
-            last.entry((s.kind, s.key.namespace.as_str(), s.key.name.as_str()))
-                .and_modify(|(_, r)| *r = row)
-                .or_insert((row.type_ != EventType::Added, row));
+            last_in_log.insert((s.kind, &s.key.namespace, &s.key.name), row);
         }
-        let mut writes = Self::default();
-        // In the rows' order, so that the statements (and the tests) are deterministic.
-        for row in rows {
+        for row in versions {
             let s = &row.stored;
-            let Some((existed, last)) =
-                last.remove(&(s.kind, s.key.namespace.as_str(), s.key.name.as_str()))
-            else {
-                continue;
-            };
-            match (existed, last.type_ == EventType::Deleted) {
-                (true, true) => writes.deletes.push(&last.stored),
-                (true, false) => writes.updates.push(&last.stored),
-                (false, false) => writes.inserts.push(&last.stored),
-                (false, true) => {}
+            let key = (s.kind, s.key.namespace.as_str(), s.key.name.as_str());
+            if row.type_ == EventType::Deleted || last_in_log.contains_key(&key) {
+                unneeded.push(s.rv);
+            } else {
+                objects.push(row.stored);
             }
         }
-        writes
+        objects.extend(
+            last_in_log
+                .into_values()
+                .filter(|row| row.type_ != EventType::Deleted)
+                .map(|row| row.stored.share()),
+        );
     }
+    let log = log_rows
+        .into_iter()
+        .map(|row| (row.type_, row.stored, row.created_at))
+        .collect();
+    let loaded = Loaded {
+        objects,
+        log,
+        last_rv,
+    };
+    (loaded, unneeded)
 }
 
-/// `sql` with its "?" placeholders bound to each object's kind, namespace, name, rv and data,
-/// in that order. Only placeholders are formatted into `sql`; every value is bound.
-fn with_objects<'q>(
-    sql: String,
-    objects: &[&'q Stored],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for s in objects {
-        q = q
-            .bind(s.kind.info().kind)
-            .bind(s.key.namespace.as_str())
-            .bind(s.key.name.as_str())
-            .bind(s.rv as i64)
-            .bind(s.json.as_ref());
+/// Deletes the versions `rvs` (in statements of [`CHUNK`] each).
+async fn delete_versions(conn: &mut SqliteConnection, rvs: &[Rv]) -> anyhow::Result<()> {
+    for chunk in rvs.chunks(CHUNK) {
+        let sql = format!(
+            "DELETE FROM versions WHERE rv IN ({})",
+            vec!["?"; chunk.len()].join(",")
+        );
+        // Only "?" placeholders are formatted into the text; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for rv in chunk {
+            q = q.bind(*rv as i64);
+        }
+        q.execute(&mut *conn).await?;
     }
-    q
+    Ok(())
 }
 
 fn placeholders(rows: usize, columns: usize) -> String {
@@ -296,39 +303,53 @@ fn placeholders(rows: usize, columns: usize) -> String {
 #[async_trait::async_trait]
 impl Backend for SqliteBackend {
     async fn load(&mut self) -> anyhow::Result<Loaded> {
-        // Objects and changes are read at once, on two connections (SQLite runs each on a
-        // thread of its own): start-up time is mostly these reads. Nothing writes yet.
+        let compacted_rv: i64 =
+            sqlx::query_scalar("SELECT compacted_rv FROM compaction WHERE id = 0")
+                .fetch_one(&mut self.conn)
+                .await?;
+        let (first, last): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(rv), MAX(rv) FROM versions")
+                .fetch_one(&mut self.conn)
+                .await?;
+        // Start-up time is mostly reading the rows: the two halves of the table are read at
+        // once, on two connections (SQLite runs each on a thread of its own). Nothing writes yet.
+        let (first, last) = (first.unwrap_or(0), last.unwrap_or(0));
+        let middle = first + (last - first) / 2;
         let mut second = SqliteConnection::connect_with(&self.options).await?;
-        let (objects, log) = tokio::try_join!(read_objects(&mut self.conn), read_log(&mut second))?;
+        let (mut older, newer) = tokio::try_join!(
+            read_versions(&mut self.conn, i64::MIN, middle),
+            read_versions(&mut second, middle, i64::MAX)
+        )?;
         second.close().await?;
-        let last_rv: i64 = sqlx::query_scalar(
-            "SELECT MAX(rv) FROM (SELECT MAX(rv) AS rv FROM changes UNION ALL SELECT MAX(rv) FROM objects)",
-        )
-        .fetch_one(&mut self.conn)
-        .await
-        .map(|v: Option<i64>| v.unwrap_or(0))?;
-        Ok(Loaded {
-            objects,
-            log,
-            last_rv: last_rv as Rv,
-        })
+        older.extend(newer);
+        let (loaded, unneeded) = replay(older, compacted_rv as Rv);
+        if !unneeded.is_empty() {
+            tracing::info!(
+                versions = unneeded.len(),
+                "removing versions an interrupted compaction left"
+            );
+            let mut tx = self.conn.begin().await?;
+            delete_versions(&mut tx, &unneeded).await?;
+            tx.commit().await?;
+        }
+        self.compacted_rv = compacted_rv as Rv;
+        Ok(loaded)
     }
 
     async fn commit(&mut self, rows: &[Row]) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        // Every statement is `OR FAIL`, and objects are written by plain inserts and updates,
-        // never an upsert. A multi-row statement that may abort halfway (the default `OR
-        // ABORT`, and an upsert's DO UPDATE always) makes SQLite copy each page it touches
-        // into a statement journal first, to undo just that statement: 4% of the CPU under
-        // write load. No constraint fails here unless the store is corrupt, and then the whole
-        // transaction is rolled back anyway when `tx` drops, so a statement journal would have
-        // nothing to undo.
+        // Every version is appended, in resourceVersion order: the table's only b-tree grows at
+        // its end, so a commit dirties few pages however scattered its objects' names are.
+        // `OR FAIL`: a multi-row statement that may abort halfway (the default `OR ABORT`)
+        // makes SQLite copy each page it touches into a statement journal first, to undo just
+        // that statement. No constraint fails here unless the store is corrupt, and then the
+        // whole transaction is rolled back anyway when `tx` drops.
         let mut tx = self.conn.begin().await?;
         for chunk in rows.chunks(CHUNK) {
             let sql = format!(
-                "INSERT OR FAIL INTO changes (rv, kind, namespace, name, type, data, created_at) VALUES {}",
+                "INSERT OR FAIL INTO versions (rv, kind, namespace, name, type, data, created_at) VALUES {}",
                 placeholders(chunk.len(), 7)
             );
             // Only "?" placeholders are formatted into the text; every value is bound.
@@ -345,55 +366,6 @@ impl Backend for SqliteBackend {
                     .bind(row.committed_at);
             }
             q.execute(&mut *tx).await?;
-
-            let writes = ObjectWrites::of(chunk);
-            if !writes.inserts.is_empty() {
-                let sql = format!(
-                    "INSERT OR FAIL INTO objects (kind, namespace, name, rv, data) VALUES {}",
-                    placeholders(writes.inserts.len(), 5)
-                );
-                with_objects(sql, &writes.inserts).execute(&mut *tx).await?;
-            }
-            if !writes.updates.is_empty() {
-                // The VALUES rows are joined to their objects through the key's unique index;
-                // each key is in them once (`ObjectWrites` keeps an object's last version).
-                let sql = format!(
-                    "UPDATE OR FAIL objects SET rv = v.column4, data = v.column5 FROM (VALUES {}) AS v \
-                     WHERE objects.kind = v.column1 AND objects.namespace = v.column2 AND objects.name = v.column3",
-                    placeholders(writes.updates.len(), 5)
-                );
-                let updated = with_objects(sql, &writes.updates)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                // An update that found no row would lose a write in silence; the table and
-                // the cache disagreeing is worth failing the commit (and rolling it back).
-                anyhow::ensure!(
-                    updated == writes.updates.len() as u64,
-                    "{updated} of {} objects to update were in the database",
-                    writes.updates.len()
-                );
-            }
-            if !writes.deletes.is_empty() {
-                let sql = format!(
-                    "DELETE FROM objects WHERE (kind, namespace, name) IN (VALUES {})",
-                    placeholders(writes.deletes.len(), 3)
-                );
-                // Only "?" placeholders are formatted into the text; every value is bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for s in &writes.deletes {
-                    q = q
-                        .bind(s.kind.info().kind)
-                        .bind(s.key.namespace.as_str())
-                        .bind(s.key.name.as_str());
-                }
-                let deleted = q.execute(&mut *tx).await?.rows_affected();
-                anyhow::ensure!(
-                    deleted == writes.deletes.len() as u64,
-                    "{deleted} of {} objects to delete were in the database",
-                    writes.deletes.len()
-                );
-            }
         }
         tx.commit().await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -401,11 +373,21 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    async fn compact(&mut self, up_to: Rv) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM changes WHERE rv <= ? AND rv < (SELECT MAX(rv) FROM changes)")
+    async fn compact(&mut self, up_to: Rv, released: &[Rv]) -> anyhow::Result<()> {
+        if up_to <= self.compacted_rv && released.is_empty() {
+            return Ok(());
+        }
+        // One transaction: a version leaves exactly when the log's start moves past it, so
+        // after a crash every row at or below `compacted_rv` is a current version (or one that
+        // start-up finds replaced, see `replay`).
+        let mut tx = self.conn.begin().await?;
+        delete_versions(&mut tx, released).await?;
+        sqlx::query("UPDATE compaction SET compacted_rv = MAX(compacted_rv, ?) WHERE id = 0")
             .bind(up_to as i64)
-            .execute(&mut self.conn)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        self.compacted_rv = self.compacted_rv.max(up_to);
         Ok(())
     }
 }

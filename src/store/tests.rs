@@ -122,8 +122,8 @@ impl Backend for Counting {
     fn head(&self) -> Option<Arc<dyn Head>> {
         self.inner.head()
     }
-    async fn compact(&mut self, up_to: Rv) -> anyhow::Result<()> {
-        self.inner.compact(up_to).await
+    async fn compact(&mut self, up_to: Rv, released: &[Rv]) -> anyhow::Result<()> {
+        self.inner.compact(up_to, released).await
     }
 }
 
@@ -277,7 +277,7 @@ impl Backend for Gated {
         self.commits.lock().push(rows.len());
         Ok(())
     }
-    async fn compact(&mut self, _up_to: Rv) -> anyhow::Result<()> {
+    async fn compact(&mut self, _up_to: Rv, _released: &[Rv]) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -501,48 +501,207 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
     }
 }
 
-/// SQLite writes an object by an insert or an update, chosen by its first change in the
-/// batch. If the table ever disagrees (an update finding no row, a delete nothing), the commit
-/// fails and leaves nothing behind instead of losing the write in silence.
+/// The resourceVersions of the rows in a SQLite store's `versions` table.
+async fn sqlite_versions(engine: &Engine) -> Vec<i64> {
+    let Engine::Sqlite(dir) = engine else {
+        unreachable!("a SQLite engine")
+    };
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", dir.path().join("stowage.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar("SELECT rv FROM versions ORDER BY rv")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// SQLite keeps each version once: as its object's current version, as a change in the log,
+/// or both. A version leaves the table when it is neither any more, and only then.
 #[tokio::test]
-async fn a_sqlite_commit_whose_objects_disagree_with_the_table_fails_whole() {
+async fn sqlite_keeps_a_version_while_it_is_current_or_in_the_log() {
     let engine = Engine::sqlite().await;
-    let row = |type_: EventType, rv: Rv| Row {
+    let options = StoreOptions {
+        log_max_events: 3,
+        compact_every: Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let store = Store::with_backend(engine.backend().await, options.clone())
+        .await
+        .unwrap();
+    let create = |name: &str| WriteOp::create(class(name));
+    let mut rvs = Vec::new();
+    for op in [create("a"), create("b"), create("c")] {
+        rvs.push(store.write(vec![op]).await.unwrap()[0].rv);
+    }
+    assert_eq!(rvs, [1, 2, 3]);
+    for v in ["2", "3"] {
+        let a = store
+            .get(Kind::StorageClass, &ObjectKey::cluster("a"))
+            .unwrap();
+        let mut changed = a.object();
+        changed.meta_mut().labels = Some([("v".to_string(), v.to_string())].into());
+        store
+            .write(vec![WriteOp::update(changed, a.rv)])
+            .await
+            .unwrap(); // rv 4, then 5
+    }
+    store
+        .write(vec![WriteOp::delete(
+            Kind::StorageClass,
+            ObjectKey::cluster("b"),
+            2,
+        )])
+        .await
+        .unwrap(); // rv 6
+    for op in [create("d"), create("e")] {
+        store.write(vec![op]).await.unwrap(); // rv 7, 8
+    }
+    store.close().await;
+    // The log holds 6 (b's deletion), 7 and 8. Below it only current versions stay: c at 3
+    // and a at 5; a's versions 1 and 4 were replaced, and b's version 2 was deleted.
+    assert_eq!(sqlite_versions(&engine).await, [3, 5, 6, 7, 8]);
+
+    let again = Store::with_backend(engine.backend().await, options)
+        .await
+        .unwrap();
+    let names: Vec<(String, Rv)> = again
+        .list(Kind::StorageClass, None)
+        .0
+        .iter()
+        .map(|s| (s.key.name.clone(), s.rv))
+        .collect();
+    assert_eq!(
+        names,
+        [("a", 5), ("c", 3), ("d", 7), ("e", 8)].map(|(n, rv)| (n.to_string(), rv))
+    );
+    assert_eq!(again.current_rv(), 8);
+    let mut w = again.watch_from(5).unwrap();
+    let deleted = w.next().await.unwrap();
+    assert_eq!(
+        (deleted.rv, deleted.type_, deleted.object.key.name.as_str()),
+        (6, EventType::Deleted, "b")
+    );
+    assert_eq!(w.next().await.unwrap().rv, 7);
+    assert!(matches!(
+        again.watch_from(4),
+        Err(WatchError::Expired { .. })
+    ));
+}
+
+/// A process that stops between a commit and the next compaction leaves versions that nothing
+/// needs. Start-up finds them by replaying the rows, removes them, and never brings a deleted
+/// object back, even after the deletion itself is compacted away.
+#[tokio::test]
+async fn sqlite_start_up_removes_what_an_interrupted_compaction_left() {
+    let engine = Engine::sqlite().await;
+    let row = |type_: EventType, name: &str, rv: Rv| Row {
         type_,
-        stored: Arc::new(Stored::new(class("ghost"), rv)),
+        stored: Arc::new(Stored::new(class(name), rv)),
         committed_at: 0,
     };
     let mut backend = engine.backend().await;
-    for (rows, what) in [
-        (
-            vec![row(EventType::Added, 1), row(EventType::Modified, 2)],
-            "fine",
+    backend.load().await.unwrap();
+    backend
+        .commit(&[row(EventType::Added, "a", 1), row(EventType::Added, "b", 2)])
+        .await
+        .unwrap();
+    backend.compact(2, &[]).await.unwrap();
+    backend
+        .commit(&[
+            row(EventType::Modified, "a", 3),
+            row(EventType::Deleted, "b", 4),
+            row(EventType::Added, "c", 5),
+        ])
+        .await
+        .unwrap();
+    drop(backend); // stopped before it compacted again
+
+    let mut backend = engine.backend().await;
+    let loaded = backend.load().await.unwrap();
+    let mut objects: Vec<(String, Rv)> = loaded
+        .objects
+        .iter()
+        .map(|s| (s.key.name.clone(), s.rv))
+        .collect();
+    objects.sort();
+    assert_eq!(objects, [("a".to_string(), 3), ("c".to_string(), 5)]);
+    let log: Vec<Rv> = loaded.log.iter().map(|(_, s, _)| s.rv).collect();
+    assert_eq!(log, [3, 4, 5], "the log after the last compaction");
+    assert_eq!(
+        sqlite_versions(&engine).await,
+        [3, 4, 5],
+        "a's replaced and b's deleted version are gone"
+    );
+    // The deletion leaves the log: b stays deleted.
+    backend.compact(4, &[4]).await.unwrap();
+    drop(backend);
+    assert_eq!(sqlite_versions(&engine).await, [3, 5]);
+    let loaded = engine.backend().await.load().await.unwrap();
+    let names: Vec<&str> = loaded.objects.iter().map(|s| s.key.name.as_str()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(!names.contains(&"b"), "{names:?}");
+    assert_eq!(loaded.last_rv, 5);
+}
+
+/// A database written before versions were stored once (`objects` and `changes`, made by the
+/// release before migration 0004: `tests/fixtures/store-before-0004.db`) opens with every
+/// object at its version and the change log intact. Its log held 7 (kept's label), 8 (gone's
+/// deletion), 9 and 10 (late, created and changed); 1 to 4 were compacted.
+#[tokio::test]
+async fn a_sqlite_store_from_before_versions_opens_with_its_objects_and_history() {
+    let engine = Engine::sqlite().await;
+    let Engine::Sqlite(dir) = &engine else {
+        unreachable!()
+    };
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/store-before-0004.db"
         ),
-        (
-            vec![row(EventType::Added, 3)],
-            "an insert of an object that is there",
-        ),
-    ] {
-        let result = backend.commit(&rows).await;
-        assert_eq!(result.is_ok(), what == "fine", "{what}: {result:?}");
-    }
-    let other = Engine::sqlite().await;
-    let mut fresh = other.backend().await;
-    for (rows, what) in [
-        (
-            vec![row(EventType::Modified, 1)],
-            "an update of a missing object",
-        ),
-        (
-            vec![row(EventType::Deleted, 1)],
-            "a delete of a missing object",
-        ),
-    ] {
-        assert!(fresh.commit(&rows).await.is_err(), "{what} commits");
-        let loaded = fresh.load().await.unwrap();
-        assert_eq!(loaded.last_rv, 0, "{what} left its change row");
-        assert!(loaded.objects.is_empty());
-    }
+        dir.path().join("stowage.db"),
+    )
+    .unwrap();
+    // A window that reaches back to when the fixture was made.
+    let options = StoreOptions {
+        log_window: Duration::from_secs(100 * 365 * 24 * 3600),
+        ..StoreOptions::default()
+    };
+    let store = Store::with_backend(engine.backend().await, options)
+        .await
+        .unwrap();
+    assert_eq!(store.current_rv(), 10);
+    let kept = store
+        .get(Kind::StorageClass, &ObjectKey::cluster("kept"))
+        .unwrap();
+    assert_eq!(kept.rv, 7);
+    assert_eq!(kept.meta().labels.unwrap_or_default()["v"], "2");
+    assert!(
+        store
+            .get(Kind::StorageClass, &ObjectKey::cluster("gone"))
+            .is_none()
+    );
+    assert_eq!(store.count(Kind::CSIDriver), 2, "compacted objects stay");
+    let mut w = store.watch_from(6).unwrap();
+    let got: Vec<(Rv, EventType)> = [
+        w.next().await.unwrap(),
+        w.next().await.unwrap(),
+        w.next().await.unwrap(),
+        w.next().await.unwrap(),
+    ]
+    .iter()
+    .map(|e| (e.rv, e.type_))
+    .collect();
+    use EventType::{Added, Deleted, Modified};
+    assert_eq!(
+        got,
+        [(7, Modified), (8, Deleted), (9, Added), (10, Modified)]
+    );
+    assert!(matches!(
+        store.watch_from(5),
+        Err(WatchError::Expired { .. })
+    ));
+    store.close().await;
+    assert_eq!(sqlite_versions(&engine).await, [1, 2, 3, 4, 7, 8, 9, 10]);
 }
 
 async fn history_read_back_shares_current_versions(engine: Engine) {
