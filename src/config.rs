@@ -99,7 +99,9 @@ pub type ProvidersConfig = BTreeMap<String, serde_json::Value>;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllersConfig {
-    /// How often every object is reconciled even without changes.
+    /// How often every object is reconciled even without changes. A resync looks at no more
+    /// than 1,000 objects a second per controller, so beyond that many objects per period it
+    /// takes longer than the period (the next one starts when it ends).
     #[serde(default = "default_resync", with = "duration")]
     pub resync: Duration,
     /// How long volumes in use stay attached to an unhealthy node before a forced detach

@@ -117,6 +117,15 @@ impl Default for ControllerOptions {
 /// not hold a runtime thread that serves requests.
 const WALK_CHUNK: usize = 256;
 
+/// The most objects one controller's periodic resync looks at per second. A resync is a safety
+/// net (changes arrive by the watch, and failures requeue themselves), so it may take longer
+/// than its period where there are many objects; what it must not do is take the CPU from the
+/// requests being served. Unpaced, the resync of a dozen controllers over 300,000 objects held
+/// both cores for over ten seconds, and listing one namespace took 527 ms instead of 0.6 ms.
+/// At this pace a dozen controllers cost a few percent of a core; a million objects are walked
+/// in about 17 minutes.
+const RESYNC_OBJECTS_PER_SECOND: u32 = 1_000;
+
 /// Replays the store's current objects into the reconciler's indexes and the queue.
 async fn sync_snapshot<R: Reconciler>(r: &R, queue: &Queue<R::Key>, objects: &[Arc<Stored>]) {
     r.reset();
@@ -289,7 +298,9 @@ async fn resync<R: Reconciler>(
     period: Duration,
     shutdown: CancellationToken,
 ) {
+    // A walk that outlasts the period delays the next one, rather than starting it at once.
     let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
         tokio::select! {
@@ -300,14 +311,26 @@ async fn resync<R: Reconciler>(
             queue.add(k);
         }
         for kind in reconciler.kinds() {
-            let (objects, _) = store.list(*kind, None);
-            for chunk in objects.chunks(WALK_CHUNK) {
-                for o in chunk {
+            // Page by page, in key order, so that a long walk holds no snapshot: versions
+            // replaced meanwhile are freed, and objects created meanwhile are walked too.
+            let mut after: Option<crate::store::ObjectKey> = None;
+            loop {
+                let (page, _, more) =
+                    store.list_page(*kind, None, after.as_ref(), WALK_CHUNK, |_| true);
+                for o in &page {
                     for k in reconciler.keys_for_object(o) {
                         queue.add(k);
                     }
                 }
-                tokio::task::yield_now().await;
+                let pause = Duration::from_secs(1) * page.len() as u32 / RESYNC_OBJECTS_PER_SECOND;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                match page.last() {
+                    Some(last) if more => after = Some(last.key.clone()),
+                    _ => break,
+                }
             }
         }
     }
@@ -315,7 +338,78 @@ async fn resync<R: Reconciler>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::resources::{StorageClass, Typed as _};
+    use crate::store::{StoreOptions, WriteOp};
+
+    /// Looks at storage classes, and counts the looks.
+    #[derive(Default)]
+    struct Walker {
+        looked: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Reconciler for Walker {
+        type Key = String;
+        fn name(&self) -> &'static str {
+            "walker"
+        }
+        fn kinds(&self) -> &'static [Kind] {
+            &[Kind::StorageClass]
+        }
+        fn keys_for(&self, _event: &WatchEvent) -> Vec<String> {
+            Vec::new()
+        }
+        fn keys_for_object(&self, object: &Stored) -> Vec<String> {
+            self.looked.fetch_add(1, Ordering::SeqCst);
+            vec![object.key.name.clone()]
+        }
+        async fn reconcile(&self, _key: &String) -> Result<Action, Error> {
+            Ok(Action::await_change())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_looks_at_no_more_than_a_thousand_objects_a_second() {
+        let store = Store::in_memory(StoreOptions::default()).await;
+        for batch in 0..30 {
+            let ops = (0..100)
+                .map(|i| {
+                    let mut sc = StorageClass::default();
+                    sc.metadata.name = Some(format!("c{:04}", batch * 100 + i));
+                    sc.provisioner = "example.com/x".into();
+                    WriteOp::create(sc.into_any())
+                })
+                .collect();
+            store.write(ops).await.unwrap();
+        }
+        let walker = Arc::new(Walker::default());
+        let queue = Arc::new(Queue::<String>::new());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(resync(
+            walker.clone(),
+            store.clone(),
+            queue.clone(),
+            Duration::from_secs(60),
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(59_900)).await;
+        assert_eq!(
+            walker.looked.load(Ordering::SeqCst),
+            0,
+            "not before the period"
+        );
+        // Half a second into the resync: about 500 of the 3,000, a page of 256 at a time.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(walker.looked.load(Ordering::SeqCst), 512);
+        // Every object within about three seconds, each key queued once.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(walker.looked.load(Ordering::SeqCst), 3000);
+        assert_eq!(queue.len(), 3000);
+        shutdown.cancel();
+    }
 
     #[test]
     fn backoff_doubles_from_five_milliseconds_to_two_minutes() {

@@ -99,4 +99,10 @@ pub trait Backend: Send {
     /// object's current version and as its change row together: it drops exactly those, and
     /// keeps every other version at or below `up_to` as the current one of its object.
     async fn compact(&mut self, up_to: Rv, released: &[Rv]) -> anyhow::Result<()>;
+
+    /// Whether this backend keeps each version once, as the object's current version and as
+    /// its change row together, and so needs `released` in [`Backend::compact`].
+    fn keeps_versions_once(&self) -> bool {
+        false
+    }
 }

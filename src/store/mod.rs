@@ -474,8 +474,11 @@ struct State {
     /// Changes at or below this rv are no longer in the log.
     compacted_rv: Rv,
     /// Versions at or below `compacted_rv` that are neither in the log nor current any more:
-    /// the next compaction removes them from the database (see [`Backend::compact`]).
-    released: Vec<Rv>,
+    /// the next compaction removes them from the database (see [`Backend::compact`]). `None`
+    /// for a backend that keeps its current objects apart from its log
+    /// ([`Backend::keeps_versions_once`] is false): it has no use for the list, and a replica
+    /// that only follows others would otherwise collect it forever.
+    released: Option<Vec<Rv>>,
 }
 
 enum WriterMessage {
@@ -573,7 +576,7 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 impl State {
     /// The cache and change log for what a backend loaded.
-    fn from_loaded(loaded: Loaded, options: &StoreOptions) -> State {
+    fn from_loaded(loaded: Loaded, options: &StoreOptions, keeps_versions_once: bool) -> State {
         let mut objects: Vec<Objects> = Kind::ALL.iter().map(|_| Objects::default()).collect();
         for row in loaded.objects {
             let stored = Arc::new(row);
@@ -607,7 +610,7 @@ impl State {
             log,
             log_bytes,
             compacted_rv,
-            released: Vec::new(),
+            released: keeps_versions_once.then(Vec::new),
         };
         trim_log(&mut state, options, rv);
         state
@@ -636,6 +639,7 @@ impl Store {
         let (inner, rx) = Self::inner(
             loaded,
             options,
+            backend.keeps_versions_once(),
             backend.head(),
             backend
                 .remote_commits()
@@ -666,6 +670,7 @@ impl Store {
         let (inner, rx) = Self::inner(
             Loaded::default(),
             options,
+            false,
             None,
             Arc::new(tokio::sync::Notify::new()),
         );
@@ -681,10 +686,11 @@ impl Store {
     fn inner(
         loaded: Loaded,
         options: StoreOptions,
+        keeps_versions_once: bool,
         head: Option<Arc<dyn Head>>,
         follow: Arc<tokio::sync::Notify>,
     ) -> (Arc<Inner>, mpsc::Receiver<WriterMessage>) {
-        let state = State::from_loaded(loaded, &options);
+        let state = State::from_loaded(loaded, &options, keeps_versions_once);
         let (published, _) = notify::channel(state.rv);
         let (writer, rx) = mpsc::channel(options.max_batch * 4);
         let inner = Arc::new(Inner {
@@ -1051,9 +1057,11 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                 // state. Watchers behind the new log's start are cut off and relist, as after
                 // a compaction.
                 tracing::warn!("fell behind the shared change log; reloading every object");
-                let released = std::mem::take(&mut state.released);
-                *state = State::from_loaded(loaded, &inner.options);
-                state.released.extend(released);
+                let released = state.released.take();
+                *state = State::from_loaded(loaded, &inner.options, released.is_some());
+                if let (Some(now), Some(before)) = (&mut state.released, released) {
+                    now.extend(before);
+                }
             }
         }
         state.rv
@@ -1276,7 +1284,7 @@ fn trim_log(state: &mut State, options: &StoreOptions, keep_after: Rv) {
                 .get(&e.object.key)
                 .is_some_and(|c| c.rv == e.rv);
             if !current {
-                state.released.push(e.rv);
+                release(state, e.rv);
             }
         }
     }
@@ -1288,7 +1296,13 @@ fn release_replaced(state: &mut State, prev: Option<&Stored>) {
     if let Some(prev) = prev
         && prev.rv <= state.compacted_rv
     {
-        state.released.push(prev.rv);
+        release(state, prev.rv);
+    }
+}
+
+fn release(state: &mut State, rv: Rv) {
+    if let Some(released) = &mut state.released {
+        released.push(rv);
     }
 }
 
@@ -1297,12 +1311,15 @@ async fn compact(inner: &Inner, backend: &mut dyn Backend) {
         let mut state = inner.state.write();
         let newest = state.rv;
         trim_log(&mut state, &inner.options, newest);
-        (state.compacted_rv, std::mem::take(&mut state.released))
+        let released = state.released.as_mut().map(std::mem::take);
+        (state.compacted_rv, released.unwrap_or_default())
     };
     if let Err(e) = backend.compact(up_to, &released).await {
         tracing::warn!(error = %e, "change log compaction failed; will retry");
         // Kept for the next attempt: the database still holds these versions.
-        inner.state.write().released.extend(released);
+        if let Some(pending) = &mut inner.state.write().released {
+            pending.extend(released);
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct SqliteBackend {
     commits_since_look: u32,
     /// The change log's start on disk: rows at or below it are current versions only.
     compacted_rv: Rv,
+    /// Rows of kinds this version does not know, already replaced or deleted, that are still
+    /// in the log's range: they leave when compaction passes them (see [`settle_unknown`]).
+    unknown_released: Vec<Rv>,
 }
 
 impl Drop for SqliteBackend {
@@ -158,6 +161,7 @@ impl SqliteBackend {
             page_size: page_size.max(512),
             commits_since_look: 0,
             compacted_rv: 0,
+            unknown_released: Vec::new(),
         })
     }
 
@@ -197,14 +201,24 @@ struct VersionRow {
     created_at: i64,
 }
 
-/// The rows of `versions` in `range` of resourceVersions, oldest first (see [`decode`]).
+/// A row of a kind this version does not know (written by a newer one): never decoded or
+/// served, but kept, and released like any other once replaced or deleted.
+struct UnknownRow {
+    rv: Rv,
+    key: (String, String, String),
+    type_: EventType,
+}
+
+/// The rows of `versions` in `range` of resourceVersions, oldest first (see [`decode`]), and
+/// apart from them the rows of kinds this version does not know.
 async fn read_versions(
     conn: &mut SqliteConnection,
     after: i64,
     up_to: i64,
-) -> anyhow::Result<Vec<VersionRow>> {
+) -> anyhow::Result<(Vec<VersionRow>, Vec<UnknownRow>)> {
     use futures::TryStreamExt as _;
     let mut versions = Vec::new();
+    let mut unknown = Vec::new();
     let mut rows = sqlx::query(
         "SELECT rv, kind, namespace, name, type, data, created_at FROM versions \
          WHERE rv > ? AND rv <= ? ORDER BY rv",
@@ -214,21 +228,46 @@ async fn read_versions(
     .fetch(conn);
     while let Some(r) = rows.try_next().await? {
         let type_ = EventType::parse(&r.get::<String, _>(4)).context("unknown change type")?;
-        if let Some(stored) = decode(
-            &r.get::<String, _>(1),
-            r.get(2),
-            r.get(3),
-            r.get(0),
-            r.get(5),
-        ) {
-            versions.push(VersionRow {
+        let kind: String = r.get(1);
+        match decode(&kind, r.get(2), r.get(3), r.get(0), r.get(5)) {
+            Some(stored) => versions.push(VersionRow {
                 type_,
                 stored,
                 created_at: r.get(6),
-            });
+            }),
+            None => unknown.push(UnknownRow {
+                rv: r.get::<i64, _>(0) as Rv,
+                key: (kind, r.get(2), r.get(3)),
+                type_,
+            }),
         }
     }
-    Ok(versions)
+    Ok((versions, unknown))
+}
+
+/// Which rows of unknown kinds nothing needs: every one but the last of its object, and the
+/// last too when it is a deletion. This version never writes those kinds, so what it reads is
+/// all they will ever be. Returns those at or below `compacted_rv` (to remove now, as
+/// [`replay`]'s), then those in the log's range (to remove once compaction passes them),
+/// each oldest first. Without this, a newer version's deleted object would come back after
+/// a downgrade and an upgrade: start-up takes every row at or below `compacted_rv` for a
+/// current version.
+fn settle_unknown(rows: Vec<UnknownRow>, compacted_rv: Rv) -> (Vec<Rv>, Vec<Rv>) {
+    let mut last: HashMap<&(String, String, String), &UnknownRow> = HashMap::new();
+    let mut released = Vec::new();
+    for row in &rows {
+        if let Some(before) = last.insert(&row.key, row) {
+            released.push(before.rv);
+        }
+    }
+    released.extend(
+        last.values()
+            .filter(|row| row.type_ == EventType::Deleted)
+            .map(|row| row.rv),
+    );
+    released.sort_unstable();
+    let later = released.split_off(released.partition_point(|rv| *rv <= compacted_rv));
+    (released, later)
 }
 
 /// Replays the rows of `versions`, oldest first, into the objects' current versions and the
@@ -316,13 +355,20 @@ impl Backend for SqliteBackend {
         let (first, last) = (first.unwrap_or(0), last.unwrap_or(0));
         let middle = first + (last - first) / 2;
         let mut second = SqliteConnection::connect_with(&self.options).await?;
-        let (mut older, newer) = tokio::try_join!(
+        let ((mut older, mut unknown), (newer, unknown_newer)) = tokio::try_join!(
             read_versions(&mut self.conn, i64::MIN, middle),
             read_versions(&mut second, middle, i64::MAX)
         )?;
         second.close().await?;
         older.extend(newer);
-        let (loaded, unneeded) = replay(older, compacted_rv as Rv);
+        unknown.extend(unknown_newer);
+        let (mut loaded, mut unneeded) = replay(older, compacted_rv as Rv);
+        // The newest row may be of a kind this version does not know: the next write's
+        // resourceVersion still comes after it.
+        loaded.last_rv = loaded.last_rv.max(last as Rv);
+        let (unknown_unneeded, unknown_later) = settle_unknown(unknown, compacted_rv as Rv);
+        unneeded.extend(unknown_unneeded);
+        self.unknown_released = unknown_later;
         if !unneeded.is_empty() {
             tracing::info!(
                 versions = unneeded.len(),
@@ -377,17 +423,24 @@ impl Backend for SqliteBackend {
         if up_to <= self.compacted_rv && released.is_empty() {
             return Ok(());
         }
+        let unknown = self.unknown_released.partition_point(|rv| *rv <= up_to);
         // One transaction: a version leaves exactly when the log's start moves past it, so
         // after a crash every row at or below `compacted_rv` is a current version (or one that
         // start-up finds replaced, see `replay`).
         let mut tx = self.conn.begin().await?;
         delete_versions(&mut tx, released).await?;
+        delete_versions(&mut tx, &self.unknown_released[..unknown]).await?;
         sqlx::query("UPDATE compaction SET compacted_rv = MAX(compacted_rv, ?) WHERE id = 0")
             .bind(up_to as i64)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         self.compacted_rv = self.compacted_rv.max(up_to);
+        self.unknown_released.drain(..unknown);
         Ok(())
+    }
+
+    fn keeps_versions_once(&self) -> bool {
+        true
     }
 }

@@ -125,6 +125,9 @@ impl Backend for Counting {
     async fn compact(&mut self, up_to: Rv, released: &[Rv]) -> anyhow::Result<()> {
         self.inner.compact(up_to, released).await
     }
+    fn keeps_versions_once(&self) -> bool {
+        self.inner.keeps_versions_once()
+    }
 }
 
 /// Instantiates each listed test (an `async fn(Engine)`) for both engines.
@@ -502,15 +505,18 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
 }
 
 /// The resourceVersions of the rows in a SQLite store's `versions` table.
-async fn sqlite_versions(engine: &Engine) -> Vec<i64> {
+async fn sqlite_connection(engine: &Engine) -> sqlx::SqliteConnection {
     let Engine::Sqlite(dir) = engine else {
         unreachable!("a SQLite engine")
     };
     use sqlx::Connection as _;
     let url = format!("sqlite://{}", dir.path().join("stowage.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::SqliteConnection::connect(&url).await.unwrap()
+}
+
+async fn sqlite_versions(engine: &Engine) -> Vec<i64> {
     sqlx::query_scalar("SELECT rv FROM versions ORDER BY rv")
-        .fetch_all(&mut conn)
+        .fetch_all(&mut sqlite_connection(engine).await)
         .await
         .unwrap()
 }
@@ -641,6 +647,96 @@ async fn sqlite_start_up_removes_what_an_interrupted_compaction_left() {
     assert_eq!(names.len(), 2);
     assert!(!names.contains(&"b"), "{names:?}");
     assert_eq!(loaded.last_rv, 5);
+}
+
+/// Rows of a kind this version does not know (a newer one wrote them, then the server was
+/// downgraded) are kept while current, and released like any other once replaced or deleted:
+/// had they stayed, a deleted object would come back when a version that knows the kind reads
+/// every row below the log's start as current again.
+#[tokio::test]
+async fn sqlite_releases_replaced_versions_of_kinds_it_does_not_know() {
+    let engine = Engine::sqlite().await;
+    engine.backend().await.load().await.unwrap(); // applies the migrations
+    let mut conn = sqlite_connection(&engine).await;
+    for (rv, name, type_) in [
+        (1, "x", "ADDED"),
+        (2, "x", "DELETED"),
+        (3, "y", "ADDED"),
+        (4, "y", "MODIFIED"),
+        (5, "z", "ADDED"),
+        (6, "z", "MODIFIED"),
+    ] {
+        sqlx::query(
+            "INSERT INTO versions (rv, kind, namespace, name, type, data, created_at) \
+             VALUES (?, 'Widget', '', ?, ?, '{}', 0)",
+        )
+        .bind(rv)
+        .bind(name)
+        .bind(type_)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    // Compacted past x and y, not past z's replaced version: a newer version's compaction
+    // that had not yet deleted what it released.
+    sqlx::query("UPDATE compaction SET compacted_rv = 4 WHERE id = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let mut backend = engine.backend().await;
+    let loaded = backend.load().await.unwrap();
+    assert!(loaded.objects.is_empty() && loaded.log.is_empty());
+    assert_eq!(loaded.last_rv, 6);
+    assert_eq!(
+        sqlite_versions(&engine).await,
+        [4, 5, 6],
+        "at start-up: x's versions and y's replaced one are gone"
+    );
+    backend.compact(4, &[]).await.unwrap();
+    assert_eq!(
+        sqlite_versions(&engine).await,
+        [4, 5, 6],
+        "5 is still in the log"
+    );
+    backend.compact(6, &[]).await.unwrap();
+    assert_eq!(
+        sqlite_versions(&engine).await,
+        [4, 6],
+        "each object's current version"
+    );
+}
+
+/// A replica that only follows others collects nothing to release: PostgreSQL keeps its
+/// current objects apart from its log, and a follower never compacts, so anything it
+/// collected would grow with every write in the cluster.
+#[tokio::test]
+async fn a_following_replica_holds_no_list_of_released_versions() {
+    let Some(engine) = Engine::postgres().await else {
+        return;
+    };
+    let options = StoreOptions {
+        log_max_events: 3,
+        ..StoreOptions::default()
+    };
+    let a = engine.open().await;
+    let b = Store::with_backend(engine.backend().await, options)
+        .await
+        .unwrap();
+    let mut rv = a.write(vec![WriteOp::create(class("c"))]).await.unwrap()[0].rv;
+    for v in 0..20 {
+        let mut changed = a
+            .get(Kind::StorageClass, &ObjectKey::cluster("c"))
+            .unwrap()
+            .object();
+        changed.meta_mut().labels = Some([("v".to_string(), v.to_string())].into());
+        rv = a.write(vec![WriteOp::update(changed, rv)]).await.unwrap()[0].rv;
+        b.sync().await.unwrap(); // one change at a time, so that each trims the log
+    }
+    assert_eq!(b.current_rv(), rv);
+    let state = b.inner.state.read();
+    assert!(state.log.len() <= 3, "the log was trimmed");
+    assert!(state.released.is_none());
 }
 
 /// A database written before versions were stored once (`objects` and `changes`, made by the
