@@ -41,7 +41,6 @@ pub use crate::controllers::Error;
 pub use provision::{create_request, new_volume, provider_parameters};
 use reclaim::needs_backing_delete;
 pub use reclaim::sweep_orphans_periodically;
-use restore::snapshot_source;
 
 pub const COMPONENT: &str = "provisioner";
 /// Provider calls in flight per StorageClass.
@@ -60,10 +59,46 @@ pub struct Provisioner {
     per_class: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Volume names being created right now (the orphan sweep leaves them alone).
     in_flight: Mutex<HashSet<String>>,
-    /// Claims waiting for a volume, by class: a volume of the class going away may make room.
-    waiting: Mutex<HashMap<String, BTreeSet<ObjectKey>>>,
+    /// Claims waiting for a volume: handed to a provisioner and not bound.
+    waiting: Mutex<Waiting>,
     /// How far the copies into new volumes (restores, clones) have been reported.
     copy_progress: crate::controllers::snapshots::ProgressReports,
+}
+
+/// What a claim starts from, when that must be ready before its volume can be made.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum DataSource {
+    /// A clone of this claim, once it is bound.
+    Claim(String),
+    /// A restore of this snapshot, once it is ready.
+    Snapshot(String),
+}
+
+/// The claims waiting for a volume, indexed by what lets them go ahead. Kept from the change
+/// feed (`observe`), so that a change finds the claims it concerns without a look at every
+/// claim: a claim becoming bound used to decode its whole namespace to find its clones, which
+/// at a million objects cost more than the store could write.
+#[derive(Default)]
+struct Waiting {
+    /// By class: a volume of the class going away may make room.
+    by_class: HashMap<String, BTreeSet<ObjectKey>>,
+    /// By namespace and data source: the source claim bound, or the snapshot ready.
+    by_source: HashMap<(String, DataSource), BTreeSet<ObjectKey>>,
+}
+
+impl Waiting {
+    fn claims_on(&self, namespace: &str, source: DataSource) -> Vec<Key> {
+        self.by_source
+            .get(&(namespace.to_string(), source))
+            .map(|claims| claims.iter().cloned().map(Key::Claim).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn data_source(c: &PersistentVolumeClaim) -> Option<DataSource> {
+    restore::clone_source(c)
+        .map(DataSource::Claim)
+        .or_else(|| restore::snapshot_source(c).map(DataSource::Snapshot))
 }
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -89,7 +124,7 @@ impl Provisioner {
             ctx,
             per_class: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Waiting::default()),
             copy_progress: Default::default(),
         }
     }
@@ -130,7 +165,7 @@ impl Reconciler for Provisioner {
     }
 
     fn reset(&self) {
-        self.waiting.lock().clear();
+        *self.waiting.lock() = Waiting::default();
     }
 
     fn observe(&self, object: &Arc<Stored>, deleted: bool) {
@@ -142,18 +177,36 @@ impl Reconciler for Provisioner {
             .as_ref()
             .and_then(|s| s.storage_class_name.clone())
             .unwrap_or_default();
-        let mut waiting = self.waiting.lock();
-        let set = waiting.entry(class).or_default();
         let pending = annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
             && c.spec
                 .as_ref()
                 .and_then(|s| s.volume_name.as_deref())
                 .unwrap_or_default()
                 .is_empty();
+        // A claim's class and data source do not change (the API refuses it), so the entries
+        // to leave are the ones its last version names.
+        let source = data_source(c).map(|s| (object.key.namespace.clone(), s));
+        let mut waiting = self.waiting.lock();
+        let by_class = waiting.by_class.entry(class).or_default();
         if pending && !deleted {
-            set.insert(object.key.clone());
+            by_class.insert(object.key.clone());
+            if let Some(source) = source {
+                waiting
+                    .by_source
+                    .entry(source)
+                    .or_default()
+                    .insert(object.key.clone());
+            }
         } else {
-            set.remove(&object.key);
+            by_class.remove(&object.key);
+            if let Some(source) = source
+                && let Some(claims) = waiting.by_source.get_mut(&source)
+            {
+                claims.remove(&object.key);
+                if claims.is_empty() {
+                    waiting.by_source.remove(&source);
+                }
+            }
         }
     }
 
@@ -168,7 +221,7 @@ impl Reconciler for Provisioner {
                 .as_ref()
                 .and_then(|s| s.storage_class_name.clone())
                 .unwrap_or_default();
-            if let Some(set) = self.waiting.lock().get(&class) {
+            if let Some(set) = self.waiting.lock().by_class.get(&class) {
                 keys.extend(set.iter().take(64).cloned().map(Key::Claim));
             }
         }
@@ -189,29 +242,10 @@ impl Reconciler for Provisioner {
     }
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
-        // Unbound claims of the namespace, handed to a provisioner, whose data source is `f`.
-        let waiting_in = |namespace: &str, f: &dyn Fn(&PersistentVolumeClaim) -> bool| {
-            let (claims, _) = self
-                .ctx
-                .store
-                .list(Kind::PersistentVolumeClaim, Some(namespace));
-            claims
-                .iter()
-                .filter(|c| {
-                    let c: &PersistentVolumeClaim = &c.typed();
-                    annotation(&c.metadata, STORAGE_PROVISIONER).is_some()
-                        && c.spec
-                            .as_ref()
-                            .and_then(|s| s.volume_name.as_deref())
-                            .unwrap_or_default()
-                            .is_empty()
-                        && f(c)
-                })
-                .map(|c| Key::Claim(c.key.clone()))
-                .collect::<Vec<_>>()
-        };
         let waiting_on =
-            |f: &dyn Fn(&PersistentVolumeClaim) -> bool| waiting_in(&object.key.namespace, f);
+            |namespace: &str, source: DataSource| self.waiting.lock().claims_on(namespace, source);
+        let namespace = object.key.namespace.as_str();
+        let name = &object.key.name;
         match &*object.decoded() {
             AnyObject::PersistentVolumeClaim(c) => {
                 let mut keys = Vec::new();
@@ -220,9 +254,7 @@ impl Reconciler for Provisioner {
                 }
                 // A claim becoming bound lets the claims waiting to clone it go ahead.
                 if crate::resources::pvc::is_bound(c) {
-                    keys.extend(waiting_on(&|w| {
-                        restore::clone_source(w).as_deref() == Some(object.key.name.as_str())
-                    }));
+                    keys.extend(waiting_on(namespace, DataSource::Claim(name.clone())));
                 }
                 keys
             }
@@ -231,15 +263,13 @@ impl Reconciler for Provisioner {
             }
             // A snapshot becoming ready lets the claims waiting to be restored from it go ahead.
             AnyObject::VolumeSnapshot(s) if volumesnapshot::is_ready(s) => {
-                waiting_on(&|c| snapshot_source(c).as_deref() == Some(object.key.name.as_str()))
+                waiting_on(namespace, DataSource::Snapshot(name.clone()))
             }
             // An admin's change to a content (allowing a mode change) lets the claims waiting
             // to be restored from its snapshot try again.
             AnyObject::VolumeSnapshotContent(c) if c.is_ready() => {
                 let (namespace, snapshot) = c.snapshot_ref();
-                waiting_in(namespace, &|c| {
-                    snapshot_source(c).as_deref() == Some(snapshot)
-                })
+                waiting_on(namespace, DataSource::Snapshot(snapshot.to_string()))
             }
             _ => Vec::new(),
         }

@@ -235,6 +235,33 @@ async fn a_snapshot_takes_the_default_class_and_claims_restore_and_clone_from_it
     assert!(state.lock().snapshot_ids().contains(&handle));
 }
 
+/// A clone of a claim that is not bound yet waits; the source binding lets it go ahead at once
+/// (the waiting claim is found by its data source, not by a retry, which comes after 30 s).
+#[tokio::test(start_paused = true)]
+async fn a_clone_goes_ahead_when_its_source_binds() {
+    let h = plain().await;
+    h.create(claim(
+        "copy",
+        "1Gi",
+        Some(("", "PersistentVolumeClaim", "late")),
+    ))
+    .await;
+    h.eventually("the clone waits", MINUTE, |h| {
+        h.event_reasons("copy")
+            .iter()
+            .any(|r| r == "WaitingForDataSource")
+            .then_some(())
+    })
+    .await;
+    h.create(claim("late", "1Gi", None)).await;
+    h.eventually("the source binds", MINUTE, |h| bound(h, "late"))
+        .await;
+    h.eventually("the clone binds", Duration::from_secs(5), |h| {
+        bound(h, "copy")
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn long_copies_report_progress_and_finish() {
     let memory = MemoryProvider::new(memory::NAME)
