@@ -298,7 +298,8 @@ async fn resync<R: Reconciler>(
     period: Duration,
     shutdown: CancellationToken,
 ) {
-    // A walk that outlasts the period delays the next one, rather than starting it at once.
+    // A walk that outlasts the period is followed by the next one at once, and the period
+    // counts from there: no burst of missed ticks.
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -312,11 +313,15 @@ async fn resync<R: Reconciler>(
         }
         for kind in reconciler.kinds() {
             // Page by page, in key order, so that a long walk holds no snapshot: versions
-            // replaced meanwhile are freed, and objects created meanwhile are walked too.
+            // replaced meanwhile are freed. It looks at as many objects as there were when it
+            // began: objects created meanwhile ahead of it would otherwise keep a walk under
+            // sustained creates from ever reaching the next kind. The next resync has them.
             let mut after: Option<crate::store::ObjectKey> = None;
-            loop {
+            let mut left = store.count(*kind);
+            while left > 0 {
                 let (page, _, more) =
-                    store.list_page(*kind, None, after.as_ref(), WALK_CHUNK, |_| true);
+                    store.list_page(*kind, None, after.as_ref(), WALK_CHUNK.min(left), |_| true);
+                left -= page.len();
                 for o in &page {
                     for k in reconciler.keys_for_object(o) {
                         queue.add(k);
@@ -374,17 +379,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_resync_looks_at_no_more_than_a_thousand_objects_a_second() {
         let store = Store::in_memory(StoreOptions::default()).await;
-        for batch in 0..30 {
-            let ops = (0..100)
-                .map(|i| {
-                    let mut sc = StorageClass::default();
-                    sc.metadata.name = Some(format!("c{:04}", batch * 100 + i));
-                    sc.provisioner = "example.com/x".into();
-                    WriteOp::create(sc.into_any())
-                })
-                .collect();
-            store.write(ops).await.unwrap();
-        }
+        let create = |prefix: &'static str, batches: usize| {
+            let store = store.clone();
+            async move {
+                for batch in 0..batches {
+                    let ops = (0..100)
+                        .map(|i| {
+                            let mut sc = StorageClass::default();
+                            sc.metadata.name = Some(format!("{prefix}{:04}", batch * 100 + i));
+                            sc.provisioner = "example.com/x".into();
+                            WriteOp::create(sc.into_any())
+                        })
+                        .collect();
+                    store.write(ops).await.unwrap();
+                }
+            }
+        };
+        create("c", 30).await;
         let walker = Arc::new(Walker::default());
         let queue = Arc::new(Queue::<String>::new());
         let shutdown = CancellationToken::new();
@@ -404,10 +415,19 @@ mod tests {
         // Half a second into the resync: about 500 of the 3,000, a page of 256 at a time.
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(walker.looked.load(Ordering::SeqCst), 512);
-        // Every object within about three seconds, each key queued once.
+        // Objects created meanwhile, ahead of the walk, do not lengthen it: under sustained
+        // creates it would never end.
+        create("d", 10).await;
+        // Every object there was within about three seconds, each key queued once.
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(walker.looked.load(Ordering::SeqCst), 3000);
         assert_eq!(queue.len(), 3000);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            walker.looked.load(Ordering::SeqCst),
+            3000,
+            "until the next resync"
+        );
         shutdown.cancel();
     }
 
