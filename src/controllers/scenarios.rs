@@ -396,12 +396,8 @@ async fn a_claims_attributes_class_is_created_with_then_modified_and_an_impossib
     .await;
     assert_eq!(attrs(&h)["iops"], "20000");
     // Events are recorded apart from the writes they are about.
-    h.eventually("a warning", SECOND, |h| {
-        h.event_reasons("data")
-            .contains(&"VolumeModifyFailed".into())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("data", "VolumeModifyFailed", SECOND)
+        .await;
 
     // Asked back to where it is: nothing is in progress any more.
     target_class(&h, "data", "platinum").await;
@@ -477,12 +473,8 @@ async fn a_class_another_driver_owns_is_infeasible_and_a_missing_one_holds_provi
     h.start(settings());
     h.create(memory_class()).await;
     h.create(claim_with_class("data", "gold")).await;
-    h.eventually("waiting for the class", SECOND, |h| {
-        h.event_reasons("data")
-            .contains(&"WaitingForVolumeAttributesClass".into())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("data", "WaitingForVolumeAttributesClass", SECOND)
+        .await;
     assert!(bound(&h, "data").is_none());
     h.create(attributes_class("gold", &[("iops", "4000")]))
         .await;
@@ -769,12 +761,8 @@ async fn an_infeasible_expansion_is_recovered_by_asking_for_less() {
         })
         .await;
     assert_eq!((state.1.as_str(), state.2.as_str()), ("1Gi", "100Gi"));
-    h.eventually("a failure event", SECOND, |h| {
-        h.event_reasons("data")
-            .contains(&"VolumeResizeFailed".into())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("data", "VolumeResizeFailed", SECOND)
+        .await;
 
     // Back down, above the capacity: the claim recovers, and allocatedResources follows.
     request(&h, "data", "2Gi").await;
@@ -783,12 +771,8 @@ async fn an_infeasible_expansion_is_recovered_by_asking_for_less() {
             .then_some(())
     })
     .await;
-    h.eventually("a success event", SECOND, |h| {
-        h.event_reasons("data")
-            .contains(&"VolumeResizeSuccessful".into())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("data", "VolumeResizeSuccessful", SECOND)
+        .await;
 }
 
 #[tokio::test(start_paused = true)]

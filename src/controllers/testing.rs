@@ -126,6 +126,19 @@ impl Harness {
         }
     }
 
+    /// Waits (in tokio's time) until an event of `reason` is recorded about an object named
+    /// `name`; panics after `limit`.
+    pub async fn eventually_event(&self, name: &str, reason: &str, limit: Duration) {
+        let what = format!("an event {reason} about {name}");
+        self.eventually(&what, limit, |h| {
+            h.event_reasons(name)
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await
+    }
+
     /// Reasons of the events recorded about objects named `name`.
     pub fn event_reasons(&self, name: &str) -> Vec<String> {
         let (events, _) = self.ctx.store.list(crate::resources::Kind::Event, None);

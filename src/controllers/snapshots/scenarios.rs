@@ -200,12 +200,8 @@ async fn a_snapshot_takes_the_default_class_and_claims_restore_and_clone_from_it
         Some(("", "PersistentVolumeClaim", "data")),
     ))
     .await;
-    h.eventually("the small clone is refused", MINUTE, |h| {
-        h.event_reasons("tiny-clone")
-            .contains(&"ProvisioningFailed".to_string())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("tiny-clone", "ProvisioningFailed", MINUTE)
+        .await;
     assert!(bound(&h, "tiny-clone").is_none());
 
     // Deleting a Retain snapshot keeps its content and the provider's snapshot.
@@ -246,13 +242,8 @@ async fn a_clone_goes_ahead_when_its_source_binds() {
         Some(("", "PersistentVolumeClaim", "late")),
     ))
     .await;
-    h.eventually("the clone waits", MINUTE, |h| {
-        h.event_reasons("copy")
-            .iter()
-            .any(|r| r == "WaitingForDataSource")
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("copy", "WaitingForDataSource", MINUTE)
+        .await;
     h.create(claim("late", "1Gi", None)).await;
     h.eventually("the source binds", MINUTE, |h| bound(h, "late"))
         .await;
@@ -363,12 +354,8 @@ async fn a_claim_being_snapshotted_waits_for_it_but_not_for_ever() {
             .then_some(())
     })
     .await;
-    h.eventually("the snapshot is told", MINUTE, |h| {
-        h.event_reasons("slow")
-            .contains(&"SourceClaimDeleted".to_string())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("slow", "SourceClaimDeleted", MINUTE)
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -511,12 +498,8 @@ async fn a_restore_keeps_the_volume_mode_unless_the_content_allows_a_change() {
     );
     block.spec.as_mut().unwrap().volume_mode = Some("Block".into());
     h.create(block).await;
-    h.eventually("the mode change is refused", MINUTE, |h| {
-        h.event_reasons("as-block")
-            .contains(&"ProvisioningFailed".to_string())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("as-block", "ProvisioningFailed", MINUTE)
+        .await;
     assert!(bound(&h, "as-block").is_none());
     // An admin allows it on the content: the claim goes ahead.
     let content = content_of(&h, &s).metadata.name.unwrap();
@@ -552,12 +535,8 @@ async fn a_snapshot_being_deleted_serves_the_restore_under_way_and_no_new_one() 
         Some(("snapshot.storage.k8s.io", "VolumeSnapshot", "snap")),
     ))
     .await;
-    h.eventually("the restore started", MINUTE, |h| {
-        h.event_reasons("restoring")
-            .contains(&"Provisioning".to_string())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("restoring", "Provisioning", MINUTE)
+        .await;
     h.ctx
         .registry
         .delete::<VolumeSnapshot>("default", "snap", &Default::default(), &Default::default())
@@ -570,12 +549,8 @@ async fn a_snapshot_being_deleted_serves_the_restore_under_way_and_no_new_one() 
         Some(("snapshot.storage.k8s.io", "VolumeSnapshot", "snap")),
     ))
     .await;
-    h.eventually("a new restore is refused", MINUTE, |h| {
-        h.event_reasons("too-late")
-            .contains(&"ProvisioningFailed".to_string())
-            .then_some(())
-    })
-    .await;
+    h.eventually_event("too-late", "ProvisioningFailed", MINUTE)
+        .await;
     // ...while the running one holds the snapshot until it is done.
     h.eventually("the restore binds", MINUTE, |h| bound(h, "restoring"))
         .await;
