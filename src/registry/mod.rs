@@ -34,7 +34,7 @@ use crate::machinery::offload;
 use crate::machinery::patch::{self, FieldSet, PatchError};
 use crate::machinery::validation::FieldErrors;
 use crate::resources::{AnyObject, Kind, KindStrategy, Subresource, Typed, validate};
-use crate::store::{Change, ObjectKey, Rv, Store, Stored, WriteError, WriteOp};
+use crate::store::{Change, Encoded, ObjectKey, Rv, Store, Stored, WriteError, WriteOp};
 
 pub mod admission;
 pub mod quota;
@@ -182,12 +182,12 @@ fn transient(object: AnyObject, rv: Option<Rv>) -> Arc<Stored> {
     let mut object = object;
     object.meta_mut().resource_version = rv.map(|r| r.to_string());
     let json = bytes::Bytes::from(object.to_json());
-    Arc::new(Stored {
-        kind: object.kind(),
-        key: ObjectKey::of(&object),
-        rv: rv.unwrap_or(0),
+    Arc::new(Stored::from_parts(
+        object.kind(),
+        ObjectKey::of(&object),
+        rv.unwrap_or(0),
         json,
-    })
+    ))
 }
 
 fn generated_name(prefix: &str) -> String {
@@ -202,9 +202,10 @@ fn generated_name(prefix: &str) -> String {
 }
 
 /// The size and depth limits on what is stored, checked on the object as it would be stored.
-fn check_stored_limits(obj: &AnyObject) -> ApiResult<()> {
+fn check_stored_limits(encoded: &Encoded) -> ApiResult<()> {
     let mut meter = TextMeter::default();
-    obj.write_json(&mut meter);
+    meter.feed(encoded.json());
+    let obj = encoded.object();
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let i = obj.kind().info();
     if meter.bytes > MAX_OBJECT_BYTES {
@@ -268,7 +269,7 @@ impl Staged {
     /// What a dry run answers: the object as it would be stored, or the one it would delete.
     fn dry_run(self) -> Arc<Stored> {
         match (self.op.change, self.old) {
-            (Change::Put(obj), old) => transient(obj, old.as_ref().map(|o| o.rv)),
+            (Change::Put(obj), old) => transient(obj.into_object(), old.as_ref().map(|o| o.rv)),
             (Change::Delete | Change::Check, Some(old)) => old,
             (Change::Delete | Change::Check, None) => {
                 unreachable!("deletes and checks are staged with the object they name")
@@ -332,7 +333,7 @@ impl Registry {
         new: T,
         old: Option<&Arc<Stored>>,
         opts: &WriteOptions,
-    ) -> ApiResult<T> {
+    ) -> ApiResult<Encoded> {
         let mut any = new.into_any();
         // The current version, decoded once for every rule below.
         let old_object = old.map(|o| o.object());
@@ -354,8 +355,11 @@ impl Registry {
         if let Some(guard) = &opts.guard {
             (guard.0)(old_object.as_ref(), &any)?;
         }
-        check_stored_limits(&any)?;
-        Ok(T::from_any_owned(any).expect("the kind is unchanged"))
+        // Serialized here, once: the limits are measured on these bytes, and the store keeps
+        // them (with the resourceVersion put in).
+        let encoded = Encoded::new(any);
+        check_stored_limits(&encoded)?;
+        Ok(encoded)
     }
 
     /// Commits staged changes in one transaction, together with the quota charges they need;
@@ -464,7 +468,7 @@ impl Registry {
                 obj.metadata_mut().name = Some(generated_name(&prefix));
             }
             let checked = self.finish(obj.clone(), None, opts)?;
-            let name = checked.metadata().name.clone().unwrap_or_default();
+            let name = checked.object().meta().name.clone().unwrap_or_default();
             if opts.dry_run
                 && self
                     .store
@@ -474,7 +478,7 @@ impl Registry {
                 return Err(ApiError::already_exists(i.plural, i.group, &name));
             }
             let staged = vec![Staged {
-                op: WriteOp::create(checked.into_any()),
+                op: WriteOp::create(checked),
                 old: None,
                 enforced: true,
             }];
@@ -631,7 +635,8 @@ impl Registry {
         if old.metadata().deletion_timestamp.is_some() {
             let before: HashSet<&String> = old.metadata().finalizers.iter().flatten().collect();
             if let Some(added) = new
-                .metadata()
+                .object()
+                .meta()
                 .finalizers
                 .iter()
                 .flatten()
@@ -645,16 +650,17 @@ impl Registry {
                 return Err(ApiError::invalid(i.kind, i.group, &name, &errs.0));
             }
         }
-        new.metadata_mut().resource_version = old.metadata().resource_version.clone();
-        if &new == old && at == current.rv {
+        new.set_resource_version(old.metadata().resource_version.clone());
+        if T::from_any(new.object()) == Some(old) && at == current.rv {
             return Ok(None);
         }
-        let finished_deleting = new.metadata().deletion_timestamp.is_some()
-            && new.metadata().finalizers.as_ref().is_none_or(Vec::is_empty);
+        let meta = new.object().meta();
+        let finished_deleting =
+            meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty);
         let op = if finished_deleting {
             WriteOp::delete(<T as Typed>::KIND, current.key.clone(), at)
         } else {
-            WriteOp::update(new.into_any(), at)
+            WriteOp::update(new, at)
         };
         Ok(Some(Staged {
             op,
@@ -864,7 +870,7 @@ impl Registry {
         }
         let checked = self.finish(new, None, opts)?;
         Ok(Staged {
-            op: WriteOp::create(checked.into_any()),
+            op: WriteOp::create(checked),
             old: None,
             enforced: true,
         })

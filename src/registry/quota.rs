@@ -94,7 +94,7 @@ pub(super) fn charge(store: &Store, staged: &[Staged]) -> ApiResult<Vec<WriteOp>
                     (obj, usage)
                 }),
                 after: match &s.op.change {
-                    Change::Put(obj) => Some((obj, resourcequota::usage(obj))),
+                    Change::Put(obj) => Some((obj.object(), resourcequota::usage(obj.object()))),
                     _ => None,
                 },
                 enforced: s.enforced,

@@ -264,6 +264,19 @@ struct Gated {
     began: Arc<tokio::sync::Notify>,
     gate: Arc<tokio::sync::Semaphore>,
     commits: Arc<parking_lot::Mutex<Vec<usize>>>,
+    /// Every version the store released to compaction, in order.
+    released: Arc<parking_lot::Mutex<Vec<Rv>>>,
+}
+
+impl Gated {
+    fn new() -> Gated {
+        Gated {
+            began: Arc::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            commits: Arc::default(),
+            released: Arc::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -280,23 +293,23 @@ impl Backend for Gated {
         self.commits.lock().push(rows.len());
         Ok(())
     }
-    async fn compact(&mut self, _up_to: Rv, _released: &[Rv]) -> anyhow::Result<()> {
+    async fn compact(&mut self, _up_to: Rv, released: &[Rv]) -> anyhow::Result<()> {
+        self.released.lock().extend_from_slice(released);
         Ok(())
+    }
+    fn keeps_versions_once(&self) -> bool {
+        true
     }
 }
 
 #[tokio::test]
 async fn writes_that_arrive_while_a_commit_waits_for_the_lock_join_it() {
-    let (began, gate) = (
-        Arc::new(tokio::sync::Notify::new()),
-        Arc::new(tokio::sync::Semaphore::new(0)),
+    let backend = Gated::new();
+    let (began, gate, commits) = (
+        backend.began.clone(),
+        backend.gate.clone(),
+        backend.commits.clone(),
     );
-    let commits = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let backend = Gated {
-        began: began.clone(),
-        gate: gate.clone(),
-        commits: commits.clone(),
-    };
     let store = Store::with_backend(Box::new(backend), StoreOptions::default())
         .await
         .unwrap();
@@ -323,6 +336,172 @@ async fn writes_that_arrive_while_a_commit_waits_for_the_lock_join_it() {
     }
     assert_eq!(*commits.lock(), vec![10], "one commit for all ten writes");
     assert_eq!(store.count(Kind::PersistentVolumeClaim), 10);
+}
+
+#[tokio::test]
+async fn after_a_commit_of_several_writes_the_writer_waits_for_more_but_a_lone_writer_does_not() {
+    let backend = Gated::new();
+    let (began, gate, commits) = (
+        backend.began.clone(),
+        backend.gate.clone(),
+        backend.commits.clone(),
+    );
+    let wait = Duration::from_millis(400);
+    let options = StoreOptions {
+        commit_wait: wait,
+        ..StoreOptions::default()
+    };
+    let store = Store::with_backend(Box::new(backend), options)
+        .await
+        .unwrap();
+    let write = |i: usize| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store
+                .write(vec![WriteOp::create(claim("ns", &format!("c{i}")))])
+                .await
+                .unwrap();
+            started.elapsed()
+        })
+    };
+    // Four writes queue behind a commit held at its start: one commit of four.
+    let first = write(0);
+    began.notified().await;
+    let queued: Vec<_> = (1..4).map(write).collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1000);
+    first.await.unwrap();
+    for w in queued {
+        w.await.unwrap();
+    }
+    assert_eq!(*commits.lock(), vec![4]);
+
+    // Writers are queueing, so the next write waits for company: one arriving 50 ms later
+    // joins its commit.
+    let a = write(4);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = write(5);
+    a.await.unwrap();
+    b.await.unwrap();
+    assert_eq!(
+        *commits.lock(),
+        vec![4, 2],
+        "the second write joined the first"
+    );
+
+    // That commit had two, so a lone write still waits once; after it, the next commits at
+    // once.
+    write(6).await.unwrap();
+    let alone = write(7).await.unwrap();
+    assert_eq!(*commits.lock(), vec![4, 2, 1, 1]);
+    assert!(alone < wait / 2, "a lone write waited {alone:?}");
+}
+
+#[tokio::test]
+async fn a_version_replaced_within_the_batch_that_wrote_it_is_released() {
+    let backend = Gated::new();
+    let (began, gate, released) = (
+        backend.began.clone(),
+        backend.gate.clone(),
+        backend.released.clone(),
+    );
+    let options = StoreOptions {
+        log_max_events: 1,
+        compact_every: Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let store = Store::with_backend(Box::new(backend), options)
+        .await
+        .unwrap();
+    gate.add_permits(1);
+    store
+        .write(vec![WriteOp::create(class("a"))])
+        .await
+        .unwrap(); // rv 1
+    let version = |v: &str| {
+        let mut sc = class("a");
+        sc.meta_mut().labels = Some([("v".to_string(), v.to_string())].into());
+        WriteOp::update(sc, 0)
+    };
+    // Two more versions of `a` in one commit (with `b`, at rv 2): the first never reaches
+    // the cache, only the log.
+    let (two, three) = (version("2"), version("3"));
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move { store.write(vec![WriteOp::create(class("b"))]).await })
+    };
+    began.notified().await;
+    let queued: Vec<_> = [(two, 1), (three, 3)]
+        .into_iter()
+        .map(|(mut op, at)| {
+            op.precondition = Precondition::AtRv(at);
+            let store = store.clone();
+            tokio::spawn(async move { store.write(vec![op]).await })
+        })
+        .collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1000);
+    assert_eq!(first.await.unwrap().unwrap()[0].rv, 2, "b");
+    let rvs: Vec<Rv> = futures::future::join_all(queued)
+        .await
+        .into_iter()
+        .map(|w| w.unwrap().unwrap()[0].rv)
+        .collect();
+    assert_eq!(rvs, [3, 4]);
+    store
+        .write(vec![WriteOp::create(class("c"))])
+        .await
+        .unwrap(); // rv 5
+    store.close().await;
+    // The log keeps only rv 5. Of `a`, the versions at rv 1 and 3 were replaced; 4 is
+    // current, as is b at 2.
+    let mut gone = released.lock().clone();
+    gone.sort();
+    assert_eq!(gone, [1, 3]);
+}
+
+#[test]
+fn a_version_from_an_encoded_object_is_the_object_serialized_with_its_rv() {
+    let mut c = claim("ns", "c");
+    c.meta_mut().annotations = Some([("note".to_string(), "rv".to_string())].into());
+    let encoded = Encoded::new(c.clone());
+    assert!(encoded.rv_at.is_some());
+    for rv in [1, 42, Rv::MAX] {
+        let spliced = Stored::from_encoded(encoded.clone(), rv);
+        assert_eq!(spliced.json, Stored::new(c.clone(), rv).json);
+        assert_eq!(spliced.rv, rv);
+        assert_eq!(spliced.key, ObjectKey::new("ns", "c"));
+        let meta = spliced.meta();
+        assert_eq!(
+            meta.resource_version.as_deref(),
+            Some(rv.to_string().as_str())
+        );
+        assert_eq!(meta.annotations.unwrap()["note"], "rv");
+    }
+}
+
+#[test]
+fn an_object_carrying_the_placeholder_elsewhere_is_serialized_afresh() {
+    // Not something a tenant can do (the placeholder never leaves the process), but if it
+    // were, the placeholder is not where the number goes.
+    let mut c = claim("ns", "c");
+    c.meta_mut().annotations =
+        Some([("resourceVersion".to_string(), RV_PLACEHOLDER.to_string())].into());
+    let encoded = Encoded::new(c.clone());
+    assert_eq!(encoded.rv_at, None);
+    let stored = Stored::from_encoded(encoded, 7);
+    assert_eq!(stored.json, Stored::new(c, 7).json);
+    let meta = stored.meta();
+    assert_eq!(meta.resource_version.as_deref(), Some("7"));
+    assert_eq!(
+        meta.annotations.unwrap()["resourceVersion"],
+        *RV_PLACEHOLDER
+    );
 }
 
 async fn watchers_see_each_change_once_in_order(engine: Engine) {
@@ -1054,12 +1233,7 @@ fn a_decoded_version_is_shared_and_never_taken_for_another() {
     );
     assert_eq!(*first, a.object());
     // The same JSON in other bytes (another store's copy) is its own entry, and right.
-    let copy = Stored {
-        kind: a.kind,
-        key: a.key.clone(),
-        rv: a.rv,
-        json: Bytes::copy_from_slice(&a.json),
-    };
+    let copy = Stored::from_parts(a.kind, a.key.clone(), a.rv, Bytes::copy_from_slice(&a.json));
     assert!(!Arc::ptr_eq(&first, &copy.decoded()));
     assert_eq!(name(&copy), "a");
     // Many versions later (more than are kept), each still decodes as itself.
