@@ -4,9 +4,9 @@
 //! Repeats of the same event on the same object are aggregated, as Kubernetes' event
 //! correlator does: the first is written at once, repeats increase `count` in memory and are
 //! written at most every [`FLUSH_EVERY`], so a controller retrying in a loop cannot flood the
-//! store.
+//! store. At most [`REMEMBER_AT_MOST`] events are remembered for that, as Kubernetes does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,11 @@ use crate::resources::{AnyObject, Event, Subresource};
 const FLUSH_EVERY: Duration = Duration::from_secs(15);
 /// How long an event is remembered for aggregation.
 const REMEMBER: Duration = Duration::from_secs(600);
+/// How many events are remembered for aggregation; beyond this the oldest is forgotten, and
+/// its next repeat is written as a new event. Kubernetes' correlator keeps 4,096 as well.
+/// Without a bound, objects created as fast as a tenant can (each with its own event) grew
+/// this by one entry per object for ten minutes: about 300 bytes each, gigabytes under load.
+const REMEMBER_AT_MOST: usize = 4096;
 /// Records waiting to be written; beyond this, new records are dropped (and logged).
 const BUFFER: usize = 4096;
 
@@ -144,7 +149,7 @@ impl Recorder {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct AggregateKey {
     uid: String,
     reason: &'static str,
@@ -160,8 +165,56 @@ struct Aggregate {
     last_written: Instant,
 }
 
+/// The events written recently, to aggregate their repeats: at most [`REMEMBER_AT_MOST`], for
+/// at most [`REMEMBER`].
+#[derive(Default)]
+struct Correlator {
+    seen: HashMap<AggregateKey, Aggregate>,
+    /// The keys of `seen`, oldest first.
+    order: VecDeque<AggregateKey>,
+}
+
+impl Correlator {
+    /// Counts a repeat of a remembered event; false if it is not remembered.
+    fn repeat(&mut self, key: &AggregateKey, now: &Time) -> bool {
+        match self.seen.get_mut(key) {
+            Some(a) => {
+                a.count += 1;
+                a.last_seen = now.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers a new event. Returns the one forgotten to make room, if its count changed
+    /// since it was written (the caller writes it one last time).
+    fn remember(&mut self, key: AggregateKey, aggregate: Aggregate) -> Option<Aggregate> {
+        let mut forgotten = None;
+        if self.seen.len() >= REMEMBER_AT_MOST
+            && let Some(oldest) = self.order.pop_front()
+        {
+            forgotten = self
+                .seen
+                .remove(&oldest)
+                .filter(|a| a.count != a.written_count);
+        }
+        self.order.push_back(key.clone());
+        self.seen.insert(key, aggregate);
+        forgotten
+    }
+
+    /// Forgets the events last written longer than [`REMEMBER`] ago.
+    fn forget_old(&mut self, now: Instant) {
+        self.seen
+            .retain(|_, a| now.duration_since(a.last_written) < REMEMBER);
+        let seen = &self.seen;
+        self.order.retain(|k| seen.contains_key(k));
+    }
+}
+
 async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: CancellationToken) {
-    let mut seen: HashMap<AggregateKey, Aggregate> = HashMap::new();
+    let mut correlator = Correlator::default();
     let writes = Arc::new(Semaphore::new(64));
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     loop {
@@ -169,8 +222,8 @@ async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: Ca
             _ = shutdown.cancelled() => return,
             _ = flush.tick() => {
                 let now = Instant::now();
-                seen.retain(|_, a| now.duration_since(a.last_written) < REMEMBER);
-                for a in seen.values_mut().filter(|a| a.count != a.written_count) {
+                correlator.forget_old(now);
+                for a in correlator.seen.values_mut().filter(|a| a.count != a.written_count) {
                     a.written_count = a.count;
                     a.last_written = now;
                     spawn_count_update(&registry, &writes, a).await;
@@ -184,9 +237,7 @@ async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: Ca
                     message: r.message.clone(),
                 };
                 let now = Time(jiff::Timestamp::now());
-                if let Some(a) = seen.get_mut(&key) {
-                    a.count += 1;
-                    a.last_seen = now;
+                if correlator.repeat(&key, &now) {
                     continue;
                 }
                 let name = format!(
@@ -194,7 +245,7 @@ async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: Ca
                     r.involved.name.as_deref().unwrap_or("object"),
                     jiff::Timestamp::now().as_nanosecond()
                 );
-                seen.insert(key, Aggregate {
+                let forgotten = correlator.remember(key, Aggregate {
                     name: name.clone(),
                     namespace: r.namespace.clone(),
                     count: 1,
@@ -202,6 +253,9 @@ async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: Ca
                     last_seen: now.clone(),
                     last_written: Instant::now(),
                 });
+                if let Some(a) = forgotten {
+                    spawn_count_update(&registry, &writes, &a).await;
+                }
                 let event = Event {
                     metadata: ObjectMeta {
                         name: Some(name),
@@ -270,4 +324,68 @@ fn truncate(mut message: String) -> String {
         message.push_str("...");
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> AggregateKey {
+        AggregateKey {
+            uid: format!("uid-{i}"),
+            reason: "FailedBinding",
+            message: "no persistent volumes available".to_string(),
+        }
+    }
+
+    fn written(name: &str) -> Aggregate {
+        Aggregate {
+            name: name.to_string(),
+            namespace: "ns".to_string(),
+            count: 1,
+            written_count: 1,
+            last_seen: Time(jiff::Timestamp::now()),
+            last_written: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_oldest_event_is_forgotten_beyond_the_bound() {
+        let mut c = Correlator::default();
+        let now = Time(jiff::Timestamp::now());
+        for i in 0..REMEMBER_AT_MOST {
+            assert!(c.remember(key(i), written(&format!("e{i}"))).is_none());
+        }
+        // The first has a repeat not yet written: forgetting it hands it back to be written.
+        assert!(c.repeat(&key(0), &now));
+        let forgotten = c.remember(key(REMEMBER_AT_MOST), written("last"));
+        assert_eq!(
+            forgotten.map(|a| (a.name, a.count)),
+            Some(("e0".to_string(), 2))
+        );
+        assert_eq!(c.seen.len(), REMEMBER_AT_MOST);
+        assert_eq!(c.order.len(), REMEMBER_AT_MOST);
+        // Forgotten: its next repeat is a new event. The newest is still aggregated.
+        assert!(!c.repeat(&key(0), &now));
+        assert!(c.repeat(&key(REMEMBER_AT_MOST), &now));
+        // One forgotten with nothing unwritten is simply dropped.
+        assert!(
+            c.remember(key(REMEMBER_AT_MOST + 1), written("next"))
+                .is_none()
+        );
+        assert!(!c.repeat(&key(1), &now));
+    }
+
+    #[test]
+    fn events_last_written_long_ago_are_forgotten() {
+        let mut c = Correlator::default();
+        let mut old = written("old");
+        old.last_written = Instant::now() - REMEMBER - Duration::from_secs(1);
+        c.remember(key(0), old);
+        c.remember(key(1), written("new"));
+        c.forget_old(Instant::now());
+        assert_eq!(c.order, [key(1)]);
+        assert!(!c.repeat(&key(0), &Time(jiff::Timestamp::now())));
+        assert!(c.repeat(&key(1), &Time(jiff::Timestamp::now())));
+    }
 }

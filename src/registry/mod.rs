@@ -205,6 +205,8 @@ fn generated_name(prefix: &str) -> String {
 fn check_stored_limits(encoded: &Encoded) -> ApiResult<()> {
     let mut meter = TextMeter::default();
     meter.feed(encoded.json());
+    // Measured as it will be stored, with the longest resourceVersion in the placeholder's place.
+    meter.bytes -= Encoded::placeholder_excess();
     let obj = encoded.object();
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let i = obj.kind().info();
@@ -1176,4 +1178,54 @@ pub fn decode_patched<T: KindStrategy>(mut doc: Value) -> ApiResult<T> {
             e.inner()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::PersistentVolumeClaim;
+    use crate::store::StoreOptions;
+
+    /// A claim of about 1.4 MiB (in labels), and `pad` bytes more in an annotation.
+    fn padded_claim(name: &str, pad: usize) -> PersistentVolumeClaim {
+        let labels: serde_json::Map<String, serde_json::Value> = (0..22_000)
+            .map(|i| (format!("k{i:06}"), "v".repeat(50).into()))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels, "annotations": {"pad": "x".repeat(pad)}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_size_limit_counts_the_object_as_stored_with_the_longest_resource_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        let r = Registry::new(store);
+        let opts = WriteOptions::default();
+        let small = r
+            .create("ns", padded_claim("pad0", 1000), &opts)
+            .await
+            .unwrap();
+        // Its size with a 20-digit resourceVersion in place of its own.
+        let at_most = small.json.len() - small.rv.to_string().len() + 20;
+        let largest = 1000 + MAX_OBJECT_BYTES - at_most;
+        let fits = r
+            .create("ns", padded_claim("pad1", largest), &opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            fits.json.len() - fits.rv.to_string().len() + 20,
+            MAX_OBJECT_BYTES
+        );
+        let err = r
+            .create("ns", padded_claim("pad2", largest + 1), &opts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 413, "{err}");
+    }
 }

@@ -266,6 +266,8 @@ struct Gated {
     commits: Arc<parking_lot::Mutex<Vec<usize>>>,
     /// Every version the store released to compaction, in order.
     released: Arc<parking_lot::Mutex<Vec<Rv>>>,
+    /// How many of the next commits fail.
+    failing: Arc<AtomicUsize>,
 }
 
 impl Gated {
@@ -275,6 +277,7 @@ impl Gated {
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             commits: Arc::default(),
             released: Arc::default(),
+            failing: Arc::default(),
         }
     }
 }
@@ -290,6 +293,11 @@ impl Backend for Gated {
         Ok(CatchUp::Changes(Vec::new()))
     }
     async fn commit(&mut self, rows: &[Row]) -> anyhow::Result<()> {
+        let fail = self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        anyhow::ensure!(!fail, "the disk is full");
         self.commits.lock().push(rows.len());
         Ok(())
     }
@@ -392,12 +400,15 @@ async fn after_a_commit_of_several_writes_the_writer_waits_for_more_but_a_lone_w
         "the second write joined the first"
     );
 
-    // That commit had two, so a lone write still waits once; after it, the next commits at
-    // once.
-    write(6).await.unwrap();
-    let alone = write(7).await.unwrap();
-    assert_eq!(*commits.lock(), vec![4, 2, 1, 1]);
+    // After a pause longer than the wait, a lone write commits at once.
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let alone = write(6).await.unwrap();
+    assert_eq!(*commits.lock(), vec![4, 2, 1]);
     assert!(alone < wait / 2, "a lone write waited {alone:?}");
+    // After a commit of one, the next write does not wait either.
+    let next = write(7).await.unwrap();
+    assert_eq!(*commits.lock(), vec![4, 2, 1, 1]);
+    assert!(next < wait / 2, "a lone write waited {next:?}");
 }
 
 #[tokio::test]
@@ -501,6 +512,57 @@ fn an_object_carrying_the_placeholder_elsewhere_is_serialized_afresh() {
     assert_eq!(
         meta.annotations.unwrap()["resourceVersion"],
         *RV_PLACEHOLDER
+    );
+}
+
+#[tokio::test]
+async fn a_version_whose_replacement_failed_to_commit_stays() {
+    let backend = Gated::new();
+    let (gate, released, failing) = (
+        backend.gate.clone(),
+        backend.released.clone(),
+        backend.failing.clone(),
+    );
+    gate.add_permits(1000);
+    let options = StoreOptions {
+        log_max_events: 1,
+        compact_every: Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let store = Store::with_backend(Box::new(backend), options)
+        .await
+        .unwrap();
+    let a = store
+        .write(vec![WriteOp::create(class("a"))])
+        .await
+        .unwrap();
+    let mut changed = class("a");
+    changed.meta_mut().labels = Some([("v".to_string(), "2".to_string())].into());
+    failing.store(1, Ordering::SeqCst);
+    let refused = store.write(vec![WriteOp::update(changed, a[0].rv)]).await;
+    assert!(
+        matches!(refused, Err(WriteError::Unavailable(_))),
+        "{refused:?}"
+    );
+    // `a` at rv 1 is still current; the writes after it push it out of the log.
+    for name in ["b", "c"] {
+        store
+            .write(vec![WriteOp::create(class(name))])
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    assert_eq!(
+        *released.lock(),
+        Vec::<Rv>::new(),
+        "a current version was released"
+    );
+    assert_eq!(
+        store
+            .get(Kind::StorageClass, &ObjectKey::cluster("a"))
+            .unwrap()
+            .rv,
+        1
     );
 }
 
