@@ -105,10 +105,13 @@ pub struct Stored {
     pub json: Bytes,
     /// Set by the writer once a later write replaced or deleted this version (or this version
     /// is a deletion): when it leaves the change log, nothing needs it any more. The writer
-    /// reads it there rather than looking the key up in the cache again, which cost a third
-    /// of its time under create load. It fits in the padding after `kind`.
+    /// reads it there rather than looking the key up in the cache again (one of its three
+    /// searches of the cache per write). It fits in the padding after `kind`.
     superseded: AtomicBool,
 }
+
+// The flag costs no memory: a version is as large as it was without it.
+const _: () = assert!(std::mem::size_of::<Stored>() == 96);
 
 impl Stored {
     /// A version of an object from its parts; `json` must carry `rv` as its resourceVersion.
@@ -531,13 +534,6 @@ pub enum WriteError {
 pub struct StoreOptions {
     /// Most writes committed in one transaction.
     pub max_batch: usize,
-    /// Group commit under load: when the previous commit carried more than one write and
-    /// ended less than this long ago, the writer waits up to this long for as many writes as
-    /// it carried before it begins the next, so that one commit (one sync, one pass over the
-    /// database's pages, one hand-off to its thread) serves more writes. After a commit of a
-    /// single write, or a pause, it begins at once: a lone writer waits at most once, right
-    /// after a burst. Zero turns it off.
-    pub commit_wait: Duration,
     /// Change-log entries kept for watch resume.
     pub log_max_events: usize,
     /// Memory the change log may take, in bytes (see [`WatchEvent::cost`]). Watchers read the
@@ -553,9 +549,6 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_batch: 1024,
-            // Measured with `scripts/bench-cpu.sh`: 200 µs took 4% off the server's CPU per
-            // create under 64 connections; 1 ms saved no more and cost latency.
-            commit_wait: Duration::from_micros(200),
             log_max_events: 100_000,
             log_max_bytes: 64 * 1024 * 1024,
             log_window: Duration::from_secs(600),
@@ -789,10 +782,7 @@ impl Store {
 
     /// A store that keeps nothing on disk, whose writer is a task of the current runtime: for
     /// tests of controllers, where everything must follow one (paused) clock.
-    pub async fn in_memory(mut options: StoreOptions) -> Store {
-        // Its writer is a task on the caller's runtime, which a blocking wait would stall; and
-        // with no sync to share, waiting would gain nothing.
-        options.commit_wait = Duration::ZERO;
+    pub async fn in_memory(options: StoreOptions) -> Store {
         let (inner, rx) = Self::inner(
             Loaded::default(),
             options,
@@ -1071,9 +1061,6 @@ impl Objects {
     }
 }
 
-/// How often a group-commit wait looks for more writes (see [`StoreOptions::commit_wait`]).
-const COMMIT_WAIT_STEP: Duration = Duration::from_micros(50);
-
 /// The single writer: batches queued writes into one transaction each.
 async fn writer_loop(
     inner: Arc<Inner>,
@@ -1083,10 +1070,6 @@ async fn writer_loop(
     let mut batch: Vec<(Vec<WriteOp>, Reply)> = Vec::new();
     let mut last_compaction = std::time::Instant::now();
     let mut closing: Option<oneshot::Sender<()>> = None;
-    // How many writes the previous commit carried (more than one means writers are queueing),
-    // and when it ended.
-    let mut last_batch = 0;
-    let mut last_commit = std::time::Instant::now();
     let shared = inner.head.is_some();
     let mut follow_tick = tokio::time::interval(FOLLOW_EVERY);
     follow_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1104,27 +1087,6 @@ async fn writer_loop(
         };
         let max = inner.options.max_batch;
         take_queued(Some(first), &mut rx, &mut batch, &mut closing, max);
-        let wait = inner.options.commit_wait;
-        if last_batch > 1 && !wait.is_zero() && last_commit.elapsed() < wait {
-            // This thread runs only the writer, so it may block; a timer of the runtime would
-            // round the wait up to a millisecond. The wait ends early once writes stop coming
-            // and the batch is as large as the last: a few writers that each wait for their
-            // answer have then all sent theirs.
-            let deadline = std::time::Instant::now() + wait;
-            let expected = last_batch.min(max);
-            while batch.len() < max && closing.is_none() {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                std::thread::sleep(left.min(COMMIT_WAIT_STEP));
-                let before = batch.len();
-                take_queued(None, &mut rx, &mut batch, &mut closing, max);
-                if batch.len() == before && batch.len() >= expected {
-                    break;
-                }
-            }
-        }
         if !batch.is_empty() && begin_commit(&inner, backend.as_mut(), &mut batch).await {
             // Writes that arrived while the commit began join it. With replicas, beginning
             // waits for the database's write lock while others commit: the longer that wait,
@@ -1132,9 +1094,7 @@ async fn writer_loop(
             if closing.is_none() {
                 take_queued(None, &mut rx, &mut batch, &mut closing, max);
             }
-            last_batch = batch.len();
             commit_batch(&inner, backend.as_mut(), std::mem::take(&mut batch)).await;
-            last_commit = std::time::Instant::now();
         }
         if last_compaction.elapsed() >= inner.options.compact_every {
             compact(&inner, backend.as_mut()).await;
