@@ -346,6 +346,19 @@ async fn writes_that_arrive_while_a_commit_waits_for_the_lock_join_it() {
     assert_eq!(store.count(Kind::PersistentVolumeClaim), 10);
 }
 
+/// A store on `backend` whose watch history keeps one change and compacts at every write, so
+/// versions are released as soon as they can be.
+async fn keeping_one_change(backend: Gated) -> Store {
+    let options = StoreOptions {
+        log_max_events: 1,
+        compact_every: Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    Store::with_backend(Box::new(backend), options)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_version_replaced_within_the_batch_that_wrote_it_is_released() {
     let backend = Gated::new();
@@ -354,14 +367,7 @@ async fn a_version_replaced_within_the_batch_that_wrote_it_is_released() {
         backend.gate.clone(),
         backend.released.clone(),
     );
-    let options = StoreOptions {
-        log_max_events: 1,
-        compact_every: Duration::ZERO,
-        ..StoreOptions::default()
-    };
-    let store = Store::with_backend(Box::new(backend), options)
-        .await
-        .unwrap();
+    let store = keeping_one_change(backend).await;
     gate.add_permits(1);
     store
         .write(vec![WriteOp::create(class("a"))])
@@ -459,14 +465,7 @@ async fn a_version_whose_replacement_failed_to_commit_stays() {
         backend.failing.clone(),
     );
     gate.add_permits(1000);
-    let options = StoreOptions {
-        log_max_events: 1,
-        compact_every: Duration::ZERO,
-        ..StoreOptions::default()
-    };
-    let store = Store::with_backend(Box::new(backend), options)
-        .await
-        .unwrap();
+    let store = keeping_one_change(backend).await;
     let a = store
         .write(vec![WriteOp::create(class("a"))])
         .await
