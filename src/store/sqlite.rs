@@ -31,7 +31,7 @@ use super::backend::{Backend, Loaded, Row};
 use super::{EventType, Kind, Rv, Stored, decode};
 
 /// Rows per multi-row INSERT. Fixed sizes keep the prepared-statement cache small.
-const CHUNK: usize = 128;
+pub(super) const CHUNK: usize = 128;
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -334,6 +334,29 @@ async fn delete_versions(conn: &mut SqliteConnection, rvs: &[Rv]) -> anyhow::Res
     Ok(())
 }
 
+/// Appends `rows` to `versions` in one statement (`verb` is `INSERT` or `INSERT OR FAIL`).
+async fn insert(conn: &mut SqliteConnection, verb: &str, rows: &[Row]) -> sqlx::Result<()> {
+    let sql = format!(
+        "{verb} INTO versions (rv, kind, namespace, name, type, data, created_at) VALUES {}",
+        placeholders(rows.len(), 7)
+    );
+    // Only the verb and "?" placeholders are formatted into the text; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for row in rows {
+        let s = &row.stored;
+        q = q
+            .bind(s.rv as i64)
+            .bind(s.kind.info().kind)
+            .bind(s.key.namespace.as_str())
+            .bind(s.key.name.as_str())
+            .bind(row.type_.as_str())
+            .bind(s.json.as_ref())
+            .bind(row.committed_at);
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
 fn placeholders(rows: usize, columns: usize) -> String {
     let one = format!("({})", vec!["?"; columns].join(","));
     vec![one; rows].join(",")
@@ -388,32 +411,24 @@ impl Backend for SqliteBackend {
         }
         // Every version is appended, in resourceVersion order: the table's only b-tree grows at
         // its end, so a commit dirties few pages however scattered its objects' names are.
-        // `OR FAIL`: a multi-row statement that may abort halfway (the default `OR ABORT`)
-        // makes SQLite copy each page it touches into a statement journal first, to undo just
-        // that statement. No constraint fails here unless the store is corrupt, and then the
-        // whole transaction is rolled back anyway when `tx` drops.
-        let mut tx = self.conn.begin().await?;
-        for chunk in rows.chunks(CHUNK) {
-            let sql = format!(
-                "INSERT OR FAIL INTO versions (rv, kind, namespace, name, type, data, created_at) VALUES {}",
-                placeholders(chunk.len(), 7)
-            );
-            // Only "?" placeholders are formatted into the text; every value is bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                let s = &row.stored;
-                q = q
-                    .bind(s.rv as i64)
-                    .bind(s.kind.info().kind)
-                    .bind(s.key.namespace.as_str())
-                    .bind(s.key.name.as_str())
-                    .bind(row.type_.as_str())
-                    .bind(s.json.as_ref())
-                    .bind(row.committed_at);
+        if rows.len() <= CHUNK {
+            // One statement outside a transaction is a transaction of its own: one hand-off to
+            // SQLite's thread instead of three (BEGIN, INSERT, COMMIT). A plain INSERT (`OR
+            // ABORT`): in autocommit mode a failing statement undoes itself whole, and needs
+            // no statement journal (SQLite keeps one only inside an explicit transaction).
+            // `OR FAIL` here would commit the rows before a failing one.
+            insert(&mut self.conn, "INSERT", rows).await?;
+        } else {
+            // `OR FAIL` inside the transaction: a multi-row statement that may abort halfway
+            // (`OR ABORT`) makes SQLite copy each page it touches into a statement journal
+            // first, to undo just that statement. No constraint fails here unless the store is
+            // corrupt, and then the whole transaction is rolled back anyway when `tx` drops.
+            let mut tx = self.conn.begin().await?;
+            for chunk in rows.chunks(CHUNK) {
+                insert(&mut tx, "INSERT OR FAIL", chunk).await?;
             }
-            q.execute(&mut *tx).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.bound_wal().await;
         Ok(())

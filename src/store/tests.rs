@@ -696,6 +696,31 @@ async fn sqlite_versions(engine: &Engine) -> Vec<i64> {
         .unwrap()
 }
 
+/// A commit is all or nothing on SQLite, whether its rows go in one statement outside a
+/// transaction or in several inside one.
+#[tokio::test]
+async fn a_sqlite_commit_that_fails_leaves_none_of_its_rows() {
+    for size in [3, sqlite::CHUNK + 2] {
+        let engine = Engine::sqlite().await;
+        let mut backend = engine.backend().await;
+        backend.load().await.unwrap();
+        let row = |rv: Rv| Row {
+            type_: EventType::Added,
+            stored: Arc::new(Stored::new(class(&format!("c{rv}")), rv)),
+            committed_at: 0,
+        };
+        backend.begin(0).await.unwrap();
+        backend.commit(&[row(1)]).await.unwrap();
+        // New versions, and last one whose resourceVersion is taken: the commit fails there.
+        let mut rows: Vec<Row> = (2..size as Rv).map(row).collect();
+        rows.push(row(1));
+        backend.begin(1).await.unwrap();
+        assert!(backend.commit(&rows).await.is_err(), "{size} rows");
+        drop(backend);
+        assert_eq!(sqlite_versions(&engine).await, [1], "{size} rows");
+    }
+}
+
 /// SQLite keeps each version once: as its object's current version, as a change in the log,
 /// or both. A version leaves the table when it is neither any more, and only then.
 #[tokio::test]
