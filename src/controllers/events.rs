@@ -22,8 +22,9 @@ use crate::resources::{AnyObject, Event, Subresource};
 const FLUSH_EVERY: Duration = Duration::from_secs(15);
 /// How long an event is remembered for aggregation.
 const REMEMBER: Duration = Duration::from_secs(600);
-/// How many events are remembered for aggregation; beyond this the oldest is forgotten, and
-/// its next repeat is written as a new event. Kubernetes' correlator keeps 4,096 as well.
+/// How many events are remembered for aggregation; beyond this the one least recently seen is
+/// forgotten, and its next repeat is written as a new event. Kubernetes' correlator is an LRU
+/// cache of 4,096 as well.
 /// Without a bound, objects created as fast as a tenant can (each with its own event) grew
 /// this by one entry per object for ten minutes: about 300 bytes each, gigabytes under load.
 const REMEMBER_AT_MOST: usize = 4096;
@@ -163,43 +164,58 @@ struct Aggregate {
     written_count: i32,
     last_seen: Time,
     last_written: Instant,
+    /// When it was last seen, in [`Correlator`]'s own count.
+    used: u64,
 }
 
-/// The events written recently, to aggregate their repeats: at most [`REMEMBER_AT_MOST`], for
-/// at most [`REMEMBER`].
+/// The events written recently, to aggregate their repeats: at most [`REMEMBER_AT_MOST`]
+/// (forgetting the one least recently seen), for at most [`REMEMBER`].
 #[derive(Default)]
 struct Correlator {
     seen: HashMap<AggregateKey, Aggregate>,
-    /// The keys of `seen`, oldest first.
-    order: VecDeque<AggregateKey>,
+    /// Each use of a key, oldest first, with the count it had then. An entry whose count is
+    /// not its aggregate's `used` any more is stale: it was seen again since. Rebuilt when
+    /// stale entries outnumber live ones, so it stays within twice [`REMEMBER_AT_MOST`].
+    order: VecDeque<(u64, AggregateKey)>,
+    /// Uses so far.
+    uses: u64,
 }
 
 impl Correlator {
     /// Counts a repeat of a remembered event; false if it is not remembered.
     fn repeat(&mut self, key: &AggregateKey, now: &Time) -> bool {
-        match self.seen.get_mut(key) {
-            Some(a) => {
-                a.count += 1;
-                a.last_seen = now.clone();
-                true
-            }
-            None => false,
+        let Some(a) = self.seen.get_mut(key) else {
+            return false;
+        };
+        a.count += 1;
+        a.last_seen = now.clone();
+        self.uses += 1;
+        a.used = self.uses;
+        self.order.push_back((self.uses, key.clone()));
+        if self.order.len() > 2 * REMEMBER_AT_MOST {
+            self.drop_stale();
         }
+        true
     }
 
     /// Remembers a new event. Returns the one forgotten to make room, if its count changed
     /// since it was written (the caller writes it one last time).
-    fn remember(&mut self, key: AggregateKey, aggregate: Aggregate) -> Option<Aggregate> {
+    fn remember(&mut self, key: AggregateKey, mut aggregate: Aggregate) -> Option<Aggregate> {
         let mut forgotten = None;
-        if self.seen.len() >= REMEMBER_AT_MOST
-            && let Some(oldest) = self.order.pop_front()
-        {
-            forgotten = self
-                .seen
-                .remove(&oldest)
-                .filter(|a| a.count != a.written_count);
+        if self.seen.len() >= REMEMBER_AT_MOST {
+            while let Some((used, oldest)) = self.order.pop_front() {
+                if self.seen.get(&oldest).is_some_and(|a| a.used == used) {
+                    forgotten = self
+                        .seen
+                        .remove(&oldest)
+                        .filter(|a| a.count != a.written_count);
+                    break;
+                }
+            }
         }
-        self.order.push_back(key.clone());
+        self.uses += 1;
+        aggregate.used = self.uses;
+        self.order.push_back((self.uses, key.clone()));
         self.seen.insert(key, aggregate);
         forgotten
     }
@@ -208,8 +224,13 @@ impl Correlator {
     fn forget_old(&mut self, now: Instant) {
         self.seen
             .retain(|_, a| now.duration_since(a.last_written) < REMEMBER);
+        self.drop_stale();
+    }
+
+    fn drop_stale(&mut self) {
         let seen = &self.seen;
-        self.order.retain(|k| seen.contains_key(k));
+        self.order
+            .retain(|(used, k)| seen.get(k).is_some_and(|a| a.used == *used));
     }
 }
 
@@ -252,6 +273,7 @@ async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: Ca
                     written_count: 1,
                     last_seen: now.clone(),
                     last_written: Instant::now(),
+                    used: 0,
                 });
                 if let Some(a) = forgotten {
                     spawn_count_update(&registry, &writes, &a).await;
@@ -346,34 +368,57 @@ mod tests {
             written_count: 1,
             last_seen: Time(jiff::Timestamp::now()),
             last_written: Instant::now(),
+            used: 0,
         }
     }
 
     #[test]
-    fn the_oldest_event_is_forgotten_beyond_the_bound() {
+    fn the_event_least_recently_seen_is_forgotten_beyond_the_bound() {
         let mut c = Correlator::default();
         let now = Time(jiff::Timestamp::now());
-        for i in 0..REMEMBER_AT_MOST {
+        // The first has a repeat not yet written.
+        let mut unwritten = written("e0");
+        unwritten.count = 2;
+        assert!(c.remember(key(0), unwritten).is_none());
+        for i in 1..REMEMBER_AT_MOST {
             assert!(c.remember(key(i), written(&format!("e{i}"))).is_none());
         }
-        // The first has a repeat not yet written: forgetting it hands it back to be written.
-        assert!(c.repeat(&key(0), &now));
-        let forgotten = c.remember(key(REMEMBER_AT_MOST), written("last"));
+        // Seen again, the second is now the most recent.
+        assert!(c.repeat(&key(1), &now));
+        // Room for a new one: the first goes, and is handed back to have its count written.
+        let forgotten = c.remember(key(REMEMBER_AT_MOST), written("new"));
         assert_eq!(
             forgotten.map(|a| (a.name, a.count)),
             Some(("e0".to_string(), 2))
         );
-        assert_eq!(c.seen.len(), REMEMBER_AT_MOST);
-        assert_eq!(c.order.len(), REMEMBER_AT_MOST);
-        // Forgotten: its next repeat is a new event. The newest is still aggregated.
-        assert!(!c.repeat(&key(0), &now));
-        assert!(c.repeat(&key(REMEMBER_AT_MOST), &now));
-        // One forgotten with nothing unwritten is simply dropped.
+        // The next goes without a word (nothing unwritten): the third, not the second.
         assert!(
-            c.remember(key(REMEMBER_AT_MOST + 1), written("next"))
+            c.remember(key(REMEMBER_AT_MOST + 1), written("newer"))
                 .is_none()
         );
-        assert!(!c.repeat(&key(1), &now));
+        assert_eq!(c.seen.len(), REMEMBER_AT_MOST);
+        assert!(!c.repeat(&key(0), &now));
+        assert!(!c.repeat(&key(2), &now));
+        assert!(c.repeat(&key(1), &now));
+        assert!(c.repeat(&key(REMEMBER_AT_MOST + 1), &now));
+    }
+
+    #[test]
+    fn repeats_keep_the_order_bounded() {
+        let mut c = Correlator::default();
+        let now = Time(jiff::Timestamp::now());
+        for i in 0..REMEMBER_AT_MOST {
+            c.remember(key(i), written(&format!("e{i}")));
+        }
+        for _ in 0..10 * REMEMBER_AT_MOST {
+            assert!(c.repeat(&key(7), &now));
+        }
+        assert!(c.order.len() <= 2 * REMEMBER_AT_MOST, "{}", c.order.len());
+        assert_eq!(c.seen[&key(7)].count, 1 + 10 * REMEMBER_AT_MOST as i32);
+        // The oldest is still the first remembered, and it is the one to go.
+        c.remember(key(REMEMBER_AT_MOST), written("new"));
+        assert!(!c.repeat(&key(0), &now));
+        assert!(c.repeat(&key(1), &now));
     }
 
     #[test]
@@ -384,7 +429,7 @@ mod tests {
         c.remember(key(0), old);
         c.remember(key(1), written("new"));
         c.forget_old(Instant::now());
-        assert_eq!(c.order, [key(1)]);
+        assert_eq!(c.order.len(), 1);
         assert!(!c.repeat(&key(0), &Time(jiff::Timestamp::now())));
         assert!(c.repeat(&key(1), &Time(jiff::Timestamp::now())));
     }
