@@ -157,6 +157,7 @@ struct AggregateKey {
     message: String,
 }
 
+#[derive(Clone)]
 struct Aggregate {
     name: String,
     namespace: String,
@@ -220,6 +221,22 @@ impl Correlator {
         forgotten
     }
 
+    /// The events with repeats not yet written, to write now (each then counts as written),
+    /// and forgets those last written longer than [`REMEMBER`] ago. In that order: an event
+    /// repeated just before it would be forgotten still has its count written.
+    fn flush(&mut self, now: Instant) -> Vec<Aggregate> {
+        let mut due = Vec::new();
+        for a in self.seen.values_mut() {
+            if a.count != a.written_count {
+                a.written_count = a.count;
+                a.last_written = now;
+                due.push(a.clone());
+            }
+        }
+        self.forget_old(now);
+        due
+    }
+
     /// Forgets the events last written longer than [`REMEMBER`] ago.
     fn forget_old(&mut self, now: Instant) {
         self.seen
@@ -242,12 +259,8 @@ async fn writer(registry: Registry, mut rx: mpsc::Receiver<Record>, shutdown: Ca
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = flush.tick() => {
-                let now = Instant::now();
-                correlator.forget_old(now);
-                for a in correlator.seen.values_mut().filter(|a| a.count != a.written_count) {
-                    a.written_count = a.count;
-                    a.last_written = now;
-                    spawn_count_update(&registry, &writes, a).await;
+                for a in correlator.flush(Instant::now()) {
+                    spawn_count_update(&registry, &writes, &a).await;
                 }
             }
             record = rx.recv() => {
@@ -419,6 +432,30 @@ mod tests {
         c.remember(key(REMEMBER_AT_MOST), written("new"));
         assert!(!c.repeat(&key(0), &now));
         assert!(c.repeat(&key(1), &now));
+    }
+
+    #[test]
+    fn a_repeat_is_written_even_when_its_event_is_due_to_be_forgotten() {
+        let mut c = Correlator::default();
+        let long_ago = Instant::now() - REMEMBER - Duration::from_secs(1);
+        let (mut repeated, mut quiet) = (written("repeated"), written("quiet"));
+        repeated.last_written = long_ago;
+        quiet.last_written = long_ago;
+        c.remember(key(0), repeated);
+        c.remember(key(1), quiet);
+        assert!(c.repeat(&key(0), &Time(jiff::Timestamp::now())));
+        let due = c.flush(Instant::now());
+        assert_eq!(
+            due.iter()
+                .map(|a| (a.name.as_str(), a.count))
+                .collect::<Vec<_>>(),
+            [("repeated", 2)]
+        );
+        // Written just now, it is remembered; the quiet one is forgotten.
+        assert_eq!(c.seen.len(), 1);
+        assert!(c.flush(Instant::now()).is_empty(), "written once");
+        assert!(c.repeat(&key(0), &Time(jiff::Timestamp::now())));
+        assert!(!c.repeat(&key(1), &Time(jiff::Timestamp::now())));
     }
 
     #[test]

@@ -30,7 +30,10 @@ use sqlx::{ConnectOptions, Connection, Row as _, SqliteConnection};
 use super::backend::{Backend, Loaded, Row};
 use super::{EventType, Kind, Rv, Stored, decode};
 
-/// Rows per multi-row INSERT. Fixed sizes keep the prepared-statement cache small.
+/// Rows per multi-row INSERT (and DELETE). Each size of each statement is prepared once and
+/// cached (256 statements: the lone `INSERT`s of commits and the `DELETE`s of compaction, each
+/// up to 128 sizes; a commit of more rows, rare, may re-prepare one). Each holds a compiled
+/// program of up to a few hundred KiB, so the cache is kept no larger.
 pub(super) const CHUNK: usize = 128;
 
 /// How often the background checkpoint runs.
