@@ -131,7 +131,7 @@ impl Stored {
     }
 
     /// Whether a later write replaced or deleted this version (see `superseded`). Only the
-    /// writer sets and reads it, on its own thread.
+    /// writer sets and reads it.
     fn is_superseded(&self) -> bool {
         self.superseded.load(AtomicOrdering::Relaxed)
     }
@@ -389,6 +389,13 @@ pub struct Encoded {
 
 static RV_PLACEHOLDER: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("rv-{}", uuid::Uuid::new_v4().simple()));
+/// Finds the placeholder as the value of a `resourceVersion` field; built once, as every write
+/// looks for it.
+static RV_FIELD: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| {
+        let field = format!("\"resourceVersion\":\"{}\"", *RV_PLACEHOLDER);
+        memchr::memmem::Finder::new(field.as_bytes()).into_owned()
+    });
 
 impl Encoded {
     pub fn new(mut object: AnyObject) -> Encoded {
@@ -399,12 +406,12 @@ impl Encoded {
             .replace(placeholder.to_string());
         let json = object.to_json();
         object.meta_mut().resource_version = own;
-        let needle = format!("\"resourceVersion\":\"{placeholder}\"");
-        let rv_at = memchr::memmem::find(&json, needle.as_bytes())
-            .filter(|at| {
-                memchr::memmem::find(&json[at + needle.len()..], needle.as_bytes()).is_none()
-            })
-            .map(|at| at + needle.len() - placeholder.len() - 1);
+        let field = &*RV_FIELD;
+        let len = field.needle().len();
+        let rv_at = field
+            .find(&json)
+            .filter(|at| field.find(&json[at + len..]).is_none())
+            .map(|at| at + len - placeholder.len() - 1);
         Encoded {
             object,
             json,
