@@ -25,7 +25,7 @@
 //! semantics (validation, finalizers, status rules). That is the registry's job.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -987,53 +987,79 @@ impl Store {
     }
 }
 
-/// One kind's objects, ordered by namespace then name. A set of the stored versions ordered by
-/// their own key, rather than a map from a key to a version: the key lives once, in the
-/// version (a map would hold a second copy of every namespace and name).
+/// One kind's objects, ordered by namespace then name: a set of names per namespace.
+///
+/// Each set holds the stored versions ordered by their own name, rather than a map from a key
+/// to a version: the key lives once, in the version. Grouping by namespace first means a
+/// search inside the set compares names only, never the namespace, which each version keeps
+/// in its own allocation: one memory access fewer per comparison, on the writer's path
+/// (every write searches its kind twice) and every reader's.
 #[derive(Default)]
-struct Objects(BTreeSet<ByKey>);
+struct Objects {
+    namespaces: BTreeMap<String, BTreeSet<ByName>>,
+    len: usize,
+}
 
-/// A stored version, ordered and looked up by its key.
-struct ByKey(Arc<Stored>);
+/// A stored version, ordered and looked up by its name (within its namespace's set).
+struct ByName(Arc<Stored>);
 
-impl Borrow<ObjectKey> for ByKey {
-    fn borrow(&self) -> &ObjectKey {
-        &self.0.key
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.key.name
     }
 }
-impl PartialEq for ByKey {
+impl PartialEq for ByName {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
+        self.0.key.name == other.0.key.name
     }
 }
-impl Eq for ByKey {}
-impl PartialOrd for ByKey {
+impl Eq for ByName {}
+impl PartialOrd for ByName {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for ByKey {
+impl Ord for ByName {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.key.cmp(&other.0.key)
+        self.0.key.name.cmp(&other.0.key.name)
     }
 }
 
 impl Objects {
     fn get(&self, key: &ObjectKey) -> Option<&Arc<Stored>> {
-        self.0.get(key).map(|v| &v.0)
+        let names = self.namespaces.get(key.namespace.as_str())?;
+        names.get(key.name.as_str()).map(|v| &v.0)
     }
 
     /// Puts a version in place of the one under its key; returns that one.
     fn insert(&mut self, stored: Arc<Stored>) -> Option<Arc<Stored>> {
-        self.0.replace(ByKey(stored)).map(|v| v.0)
+        // Looked up by `&str` first: `entry` would allocate the namespace on every write.
+        let names = match self.namespaces.get_mut(stored.key.namespace.as_str()) {
+            Some(names) => names,
+            None => self
+                .namespaces
+                .entry(stored.key.namespace.clone())
+                .or_default(),
+        };
+        let prev = names.replace(ByName(stored)).map(|v| v.0);
+        if prev.is_none() {
+            self.len += 1;
+        }
+        prev
     }
 
     fn remove(&mut self, key: &ObjectKey) -> Option<Arc<Stored>> {
-        self.0.take(key).map(|v| v.0)
+        let names = self.namespaces.get_mut(key.namespace.as_str())?;
+        let prev = names.take(key.name.as_str()).map(|v| v.0)?;
+        if names.is_empty() {
+            self.namespaces.remove(key.namespace.as_str());
+        }
+        self.len -= 1;
+        Some(prev)
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     /// The objects after `after` (exclusive), in `namespace` if given, in key order.
@@ -1042,27 +1068,42 @@ impl Objects {
         namespace: Option<&str>,
         after: Option<&ObjectKey>,
     ) -> Box<dyn Iterator<Item = &'a Arc<Stored>> + 'a> {
+        // Names after `after` in its own namespace; every name in a later one.
+        fn names_after<'a>(
+            names: &'a BTreeSet<ByName>,
+            after: Option<&str>,
+        ) -> impl Iterator<Item = &'a Arc<Stored>> + use<'a> {
+            let start = match after {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            names
+                .range::<str, _>((start, Bound::Unbounded))
+                .map(|v| &v.0)
+        }
         match namespace {
             Some(ns) => {
-                let start = match after {
-                    Some(a) if a.namespace == ns => Bound::Excluded(a.clone()),
-                    _ => Bound::Included(ObjectKey::new(ns, "")),
+                let Some(names) = self.namespaces.get(ns) else {
+                    return Box::new(std::iter::empty());
                 };
-                let ns = ns.to_string();
-                Box::new(
-                    self.0
-                        .range::<ObjectKey, _>((start, Bound::Unbounded))
-                        .map(|v| &v.0)
-                        .take_while(move |v| v.key.namespace == ns),
-                )
+                let after = after.filter(|a| a.namespace == ns).map(|a| a.name.as_str());
+                Box::new(names_after(names, after))
             }
             None => match after {
-                Some(a) => Box::new(
-                    self.0
-                        .range::<ObjectKey, _>((Bound::Excluded(a), Bound::Unbounded))
-                        .map(|v| &v.0),
+                None => Box::new(
+                    self.namespaces
+                        .values()
+                        .flat_map(|names| names_after(names, None)),
                 ),
-                None => Box::new(self.0.iter().map(|v| &v.0)),
+                Some(a) => {
+                    let rest = self
+                        .namespaces
+                        .range::<str, _>((Bound::Excluded(a.namespace.as_str()), Bound::Unbounded))
+                        .flat_map(|(_, names)| names_after(names, None));
+                    let first = self.namespaces.get(a.namespace.as_str());
+                    let first = first.map(|names| names_after(names, Some(a.name.as_str())));
+                    Box::new(first.into_iter().flatten().chain(rest))
+                }
             },
         }
     }
@@ -1243,27 +1284,41 @@ async fn begin_commit(
 }
 
 /// Checks and applies a batch whose commit [`begin_commit`] started.
-async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
-    // The writer is the only mutator of the cache, so state read here stays current until we
-    // publish below; earlier writes of this batch are seen through `overlay`.
-    let mut rv = inner.state.read().rv;
-    let mut overlay: HashMap<(Kind, ObjectKey), Option<Arc<Stored>>> = HashMap::new();
+/// What [`check_batch`] accepted: the rv of its last change, each kind's changed objects (a
+/// deletion as `None`), who to answer with what, and the rows to write.
+type Checked = (
+    Rv,
+    Vec<HashMap<ObjectKey, Option<Arc<Stored>>>>,
+    Vec<Accepted>,
+    Vec<Row>,
+);
+
+/// Checks each write of a batch against the cache and assigns rvs to those that pass; answers
+/// those that fail. Nothing is published yet.
+fn check_batch(state: &State, batch: Vec<(Vec<WriteOp>, Reply)>, committed_at: i64) -> Checked {
+    // Earlier writes of this batch are seen through `overlay`.
+    let mut rv = state.rv;
+    // Per kind, so that a key is looked up by reference, not copied into a tuple each time.
+    let mut overlay: Vec<HashMap<ObjectKey, Option<Arc<Stored>>>> =
+        Kind::ALL.iter().map(|_| HashMap::new()).collect();
     let mut accepted: Vec<Accepted> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
-    let committed_at = now_unix();
 
     for (ops, reply) in batch {
         let current =
-            |kind: Kind, key: &ObjectKey, overlay: &HashMap<_, Option<Arc<Stored>>>| match overlay
-                .get(&(kind, key.clone()))
-            {
-                Some(v) => v.clone(),
-                None => inner.state.read().objects[kind as usize].get(key).cloned(),
+            |kind: Kind, key: &ObjectKey, overlay: &[HashMap<ObjectKey, Option<Arc<Stored>>>]| {
+                match overlay[kind as usize].get(key) {
+                    Some(v) => v.clone(),
+                    None => state.objects[kind as usize].get(key).cloned(),
+                }
             };
         // Two ops on the same object in one group would make the second's precondition
-        // meaningless; refuse rather than guess.
-        let mut seen = std::collections::HashSet::new();
-        if !ops.iter().all(|op| seen.insert((op.kind, op.key.clone()))) {
+        // meaningless; refuse rather than guess. (Most writes are one op: nothing to compare.)
+        let touches_one_each = ops.len() < 2 || {
+            let mut seen = std::collections::HashSet::new();
+            ops.iter().all(|op| seen.insert((op.kind, &op.key)))
+        };
+        if !touches_one_each {
             let _ = reply.send(Err(WriteError::Unavailable(
                 "a write may touch each object once".into(),
             )));
@@ -1328,8 +1383,8 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
                 stored: stored.clone(),
                 committed_at,
             });
-            overlay.insert(
-                (op.kind, op.key),
+            overlay[op.kind as usize].insert(
+                op.key,
                 (type_ != EventType::Deleted).then(|| stored.clone()),
             );
             results.push(stored.clone());
@@ -1344,6 +1399,14 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         accepted.push((reply, events, results));
     }
 
+    (rv, overlay, accepted, rows)
+}
+
+async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    let committed_at = now_unix();
+    // The writer is the only mutator of the cache, so what this reads stays current until we
+    // publish below. The read ends before the commit: publishing takes the write lock.
+    let (rv, overlay, accepted, rows) = check_batch(&inner.state.read(), batch, committed_at);
     // Even with nothing to write, this ends what `begin` started (and releases its lock).
     if let Err(e) = backend.commit(&rows).await {
         tracing::error!(error = %e, "store commit failed");
@@ -1358,14 +1421,15 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
     // Durable: publish to the cache, the log and watchers, then acknowledge.
     {
         let mut state = inner.state.write();
-        for ((kind, key), value) in overlay {
-            let map = &mut state.objects[kind as usize];
-            match value {
-                Some(v) => {
-                    map.insert(v);
-                }
-                None => {
-                    map.remove(&key);
+        for (map, changes) in state.objects.iter_mut().zip(overlay) {
+            for (key, value) in changes {
+                match value {
+                    Some(v) => {
+                        map.insert(v);
+                    }
+                    None => {
+                        map.remove(&key);
+                    }
                 }
             }
         }

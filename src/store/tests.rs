@@ -232,6 +232,105 @@ async fn preconditions_name_the_failing_operation(engine: Engine) {
     );
 }
 
+/// Objects are kept per namespace, then by name: lists and pages must still run in key order
+/// across namespaces, resume after a key in any namespace, and forget emptied namespaces.
+#[tokio::test]
+async fn lists_and_pages_run_in_key_order_across_namespaces() {
+    let engine = Engine::sqlite().await;
+    let store = engine.open().await;
+    for ns in ["b", "a", "ab", "c"] {
+        for name in ["y", "x", "z"] {
+            store
+                .write(vec![WriteOp::create(claim(ns, name))])
+                .await
+                .unwrap();
+        }
+    }
+    let keys = |items: &[Arc<Stored>]| -> Vec<String> {
+        items.iter().map(|s| s.key.to_string()).collect()
+    };
+    let all = keys(&store.list(Kind::PersistentVolumeClaim, None).0);
+    let mut sorted = all.clone();
+    sorted.sort_by_key(|k| {
+        let (ns, name) = k.split_once('/').unwrap();
+        (ns.to_string(), name.to_string())
+    });
+    assert_eq!(all, sorted);
+    assert_eq!(all.len(), 12);
+    assert_eq!(all[..4], ["a/x", "a/y", "a/z", "ab/x"]);
+
+    // Pages of two, each after the last key of the one before, give the whole list.
+    let mut paged = Vec::new();
+    let mut after: Option<ObjectKey> = None;
+    for _ in 0..6 {
+        let (page, _, more) =
+            store.list_page(Kind::PersistentVolumeClaim, None, after.as_ref(), 2, |_| {
+                true
+            });
+        paged.extend(keys(&page));
+        after = page.last().map(|s| s.key.clone());
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(paged, all);
+
+    // In one namespace: only its objects; a key elsewhere starts it from the beginning.
+    let (ab, _) = store.list(Kind::PersistentVolumeClaim, Some("ab"));
+    assert_eq!(keys(&ab), ["ab/x", "ab/y", "ab/z"]);
+    let (b, _, more) = store.list_page(
+        Kind::PersistentVolumeClaim,
+        Some("b"),
+        Some(&ObjectKey::new("a", "z")),
+        10,
+        |_| true,
+    );
+    assert_eq!(
+        (keys(&b), more),
+        (vec!["b/x".into(), "b/y".into(), "b/z".into()], false)
+    );
+    let (b, _, _) = store.list_page(
+        Kind::PersistentVolumeClaim,
+        Some("b"),
+        Some(&ObjectKey::new("b", "x")),
+        10,
+        |_| true,
+    );
+    assert_eq!(keys(&b), ["b/y", "b/z"]);
+    assert!(
+        store
+            .list(Kind::PersistentVolumeClaim, Some("nope"))
+            .0
+            .is_empty()
+    );
+
+    // A namespace emptied is gone from lists; the count follows every change.
+    for s in ab {
+        store
+            .write(vec![WriteOp::delete(s.kind, s.key.clone(), s.rv)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), 9);
+    let (page, _, _) = store.list_page(
+        Kind::PersistentVolumeClaim,
+        None,
+        Some(&ObjectKey::new("a", "z")),
+        1,
+        |_| true,
+    );
+    assert_eq!(keys(&page), ["b/x"]);
+    store
+        .write(vec![WriteOp::create(claim("ab", "w"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&store.list(Kind::PersistentVolumeClaim, None).0)[2..5],
+        ["a/z", "ab/w", "b/x"]
+    );
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), 10);
+}
+
 async fn concurrent_writes_share_commits(engine: Engine) {
     let commits = Arc::new(AtomicUsize::new(0));
     let backend = Counting {
