@@ -1025,6 +1025,8 @@ impl Ord for ByName {
     }
 }
 
+// A version's `superseded` flag is its only interior mutability, and ordering never reads it.
+#[allow(clippy::mutable_key_type)]
 impl Objects {
     fn get(&self, key: &ObjectKey) -> Option<&Arc<Stored>> {
         let names = self.namespaces.get(key.namespace.as_str())?;
