@@ -356,7 +356,7 @@ async fn namespaces(state: &ApiState, rest: &str, req: resources::Request) -> Re
                 .filter(|k| k.info().namespaced)
             {
                 let (items, _) = state.registry.store().list(*k, None);
-                names.extend(items.iter().map(|s| s.key.namespace.clone()));
+                names.extend(items.iter().map(|s| s.key.namespace.to_string()));
             }
             encode::json_value(
                 StatusCode::OK,

@@ -71,7 +71,7 @@ impl Capacity {
                 let c: CSIStorageCapacity = o.typed();
                 c.storage_class_name == class && is_ours(&c)
             })
-            .map(|o| (o.key.name.clone(), o.clone()))
+            .map(|o| (o.key.name.to_string(), o.clone()))
             .collect()
     }
 
@@ -188,7 +188,7 @@ impl Reconciler for Capacity {
                             .is_some_and(|d| c.may_have("provisioner", d))
                             && Some(c.typed::<StorageClass>().provisioner) == driver
                     })
-                    .map(|c| c.key.name.clone())
+                    .map(|c| c.key.name.to_string())
                     .collect();
                 keys.extend(own_class);
                 keys.into_iter().collect()
@@ -199,7 +199,7 @@ impl Reconciler for Capacity {
 
     fn keys_for_object(&self, object: &Stored) -> Vec<String> {
         match object.kind {
-            Kind::StorageClass => vec![object.key.name.clone()],
+            Kind::StorageClass => vec![object.key.name.to_string()],
             // Ours or not: a change or deletion is looked at, so that ours are put back.
             Kind::CSIStorageCapacity if object.key.namespace == SYSTEM_NAMESPACE => {
                 match &*object.decoded() {

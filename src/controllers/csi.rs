@@ -152,7 +152,7 @@ impl Reconciler for CsiObjects {
 
     fn keys_for_object(&self, object: &Stored) -> Vec<CsiKey> {
         match object.kind {
-            Kind::Node | Kind::CSINode => vec![CsiKey::Node(object.key.name.clone())],
+            Kind::Node | Kind::CSINode => vec![CsiKey::Node(object.key.name.to_string())],
             Kind::CSIDriver => vec![CsiKey::Drivers],
             _ => Vec::new(),
         }

@@ -51,8 +51,10 @@ impl Reconciler for NodeHealth {
 
     fn keys_for_object(&self, object: &Stored) -> Vec<String> {
         match object.kind {
-            Kind::Node => vec![object.key.name.clone()],
-            Kind::Lease if object.key.namespace == LEASE_NAMESPACE => vec![object.key.name.clone()],
+            Kind::Node => vec![object.key.name.to_string()],
+            Kind::Lease if object.key.namespace == LEASE_NAMESPACE => {
+                vec![object.key.name.to_string()]
+            }
             _ => Vec::new(),
         }
     }

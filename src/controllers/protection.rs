@@ -159,7 +159,7 @@ impl Reconciler for Protection {
         let mut idx = self.pods.lock();
         for c in idx.claims_of_pod.remove(&object.key).unwrap_or_default() {
             if let Some(s) = idx.pods_of_claim.get_mut(&c) {
-                s.remove(&object.key.name);
+                s.remove(object.key.name.as_str());
             }
         }
         if deleted {
@@ -172,7 +172,7 @@ impl Reconciler for Protection {
             idx.pods_of_claim
                 .entry(c.clone())
                 .or_default()
-                .insert(object.key.name.clone());
+                .insert(object.key.name.to_string());
         }
         idx.claims_of_pod.insert(object.key.clone(), claims);
     }
@@ -205,7 +205,7 @@ impl Reconciler for Protection {
                 vec![Key::Claim(object.key.clone())]
             }
             AnyObject::PersistentVolume(v) if has(&v.metadata, PV_PROTECTION) => {
-                vec![Key::Volume(object.key.name.clone())]
+                vec![Key::Volume(object.key.name.to_string())]
             }
             // Being deleted with the finalizer, or without it at all (a replace that dropped
             // it): both are this controller's to settle.
@@ -213,7 +213,7 @@ impl Reconciler for Protection {
                 if has(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER)
                     || !carries(&c.metadata, volumeattributesclass::PROTECTION_FINALIZER) =>
             {
-                vec![Key::AttributesClass(object.key.name.clone())]
+                vec![Key::AttributesClass(object.key.name.to_string())]
             }
             _ => Vec::new(),
         }

@@ -34,7 +34,9 @@ use crate::machinery::offload;
 use crate::machinery::patch::{self, FieldSet, PatchError};
 use crate::machinery::validation::FieldErrors;
 use crate::resources::{AnyObject, Kind, KindStrategy, Subresource, Typed, validate};
-use crate::store::{Change, Encoded, ObjectKey, Rv, Store, Stored, WriteError, WriteOp};
+use crate::store::{
+    Change, CompactString, Encoded, ObjectKey, Rv, Store, Stored, WriteError, WriteOp,
+};
 
 pub mod admission;
 pub mod quota;
@@ -248,7 +250,7 @@ enum CommitError {
 }
 
 /// Maps a store error on operation `op` to the API error the client sees.
-fn write_error(e: WriteError, names: &[(Kind, String)]) -> CommitError {
+fn write_error(e: WriteError, names: &[(Kind, CompactString)]) -> CommitError {
     let named = |op: usize| {
         let (kind, name) = &names[op.min(names.len().saturating_sub(1))];
         (kind.info(), name.as_str())
@@ -281,7 +283,7 @@ impl Staged {
 }
 
 impl CommitError {
-    fn into_api(self, staged_names: &[(Kind, String)]) -> ApiError {
+    fn into_api(self, staged_names: &[(Kind, CompactString)]) -> ApiError {
         match self {
             CommitError::Refused(e) => e,
             CommitError::Stale(op) => {
@@ -372,7 +374,7 @@ impl Registry {
         mut staged: Vec<Staged>,
         dry_run: bool,
     ) -> Result<Vec<Arc<Stored>>, CommitError> {
-        let names: Vec<(Kind, String)> = staged
+        let names: Vec<(Kind, CompactString)> = staged
             .iter()
             .map(|s| (s.op.kind, s.op.key.name.clone()))
             .collect();
@@ -487,7 +489,7 @@ impl Registry {
             match self.commit(staged, opts.dry_run).await {
                 Ok(mut stored) => return Ok(stored.remove(0)),
                 Err(CommitError::Refused(e)) if generate && e.is_already_exists() => continue,
-                Err(e) => return Err(e.into_api(&[(<T as Typed>::KIND, name)])),
+                Err(e) => return Err(e.into_api(&[(<T as Typed>::KIND, name.into())])),
             }
         }
         Err(ApiError::already_exists(
@@ -745,7 +747,7 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Deleted> {
         let i = info::<T>();
-        let names = [(<T as Typed>::KIND, name.to_string())];
+        let names = [(<T as Typed>::KIND, CompactString::from(name))];
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.get::<T>(namespace, name)?;
             let obj: &T = &current.typed();

@@ -369,7 +369,7 @@ mod tests {
         }
         fn keys_for_object(&self, object: &Stored) -> Vec<String> {
             self.looked.fetch_add(1, Ordering::SeqCst);
-            vec![object.key.name.clone()]
+            vec![object.key.name.to_string()]
         }
         async fn reconcile(&self, _key: &String) -> Result<Action, Error> {
             Ok(Action::await_change())

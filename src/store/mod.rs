@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch as notify};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::resources::{AnyObject, Kind, Typed};
+pub use compact_str::CompactString;
 
 pub mod backend;
 mod memory;
@@ -54,20 +55,25 @@ pub use watch::{WatchError, Watcher};
 pub type Rv = u64;
 
 /// Namespace ('' for cluster-scoped kinds) and name.
+///
+/// Each is a `CompactString`: up to 24 bytes are kept inline, so most keys own no allocation.
+/// The cache's searches then read a version's name from the version itself (one memory access
+/// fewer per comparison), and the copies of keys controllers keep in queues and indexes cost
+/// no allocation. Longer names and namespaces (up to Kubernetes' 253) go to the heap as before.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: CompactString,
+    pub name: CompactString,
 }
 
 impl ObjectKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<CompactString>, name: impl Into<CompactString>) -> Self {
         ObjectKey {
             namespace: namespace.into(),
             name: name.into(),
         }
     }
-    pub fn cluster(name: impl Into<String>) -> Self {
+    pub fn cluster(name: impl Into<CompactString>) -> Self {
         Self::new("", name)
     }
     pub fn of(obj: &AnyObject) -> Self {
@@ -628,7 +634,7 @@ fn decode(kind: &str, namespace: String, name: String, rv: i64, data: Vec<u8>) -
     };
     Some(Stored::from_parts(
         kind,
-        ObjectKey { namespace, name },
+        ObjectKey::new(namespace, name),
         rv as Rv,
         Bytes::from(data),
     ))
@@ -996,7 +1002,7 @@ impl Store {
 /// (every write searches its kind twice) and every reader's.
 #[derive(Default)]
 struct Objects {
-    namespaces: BTreeMap<String, BTreeSet<ByName>>,
+    namespaces: BTreeMap<CompactString, BTreeSet<ByName>>,
     len: usize,
 }
 

@@ -329,6 +329,28 @@ async fn lists_and_pages_run_in_key_order_across_namespaces() {
         ["a/z", "ab/w", "b/x"]
     );
     assert_eq!(store.count(Kind::PersistentVolumeClaim), 10);
+
+    // A name too long to be kept inline in its key sorts among short ones as its text does.
+    let long = "x".repeat(60);
+    store
+        .write(vec![WriteOp::create(claim("b", &long))])
+        .await
+        .unwrap();
+    let (b, _) = store.list(Kind::PersistentVolumeClaim, Some("b"));
+    assert_eq!(
+        keys(&b),
+        [
+            "b/x".to_string(),
+            format!("b/{long}"),
+            "b/y".into(),
+            "b/z".into()
+        ]
+    );
+    assert!(
+        store
+            .get(Kind::PersistentVolumeClaim, &ObjectKey::new("b", long))
+            .is_some()
+    );
 }
 
 async fn concurrent_writes_share_commits(engine: Engine) {
@@ -750,7 +772,7 @@ async fn several_changes_to_one_object_in_one_commit_survive_a_reopen_as_the_las
         .iter()
         .map(|s| {
             let labels = s.meta().labels.unwrap_or_default();
-            (s.key.name.clone(), labels["v"].clone())
+            (s.key.name.to_string(), labels["v"].clone())
         })
         .collect();
     stored.sort();
@@ -874,7 +896,7 @@ async fn sqlite_keeps_a_version_while_it_is_current_or_in_the_log() {
         .list(Kind::StorageClass, None)
         .0
         .iter()
-        .map(|s| (s.key.name.clone(), s.rv))
+        .map(|s| (s.key.name.to_string(), s.rv))
         .collect();
     assert_eq!(
         names,
@@ -927,7 +949,7 @@ async fn sqlite_start_up_removes_what_an_interrupted_compaction_left() {
     let mut objects: Vec<(String, Rv)> = loaded
         .objects
         .iter()
-        .map(|s| (s.key.name.clone(), s.rv))
+        .map(|s| (s.key.name.to_string(), s.rv))
         .collect();
     objects.sort();
     assert_eq!(objects, [("a".to_string(), 3), ("c".to_string(), 5)]);

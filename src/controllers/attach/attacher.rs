@@ -324,9 +324,9 @@ impl Reconciler for Attacher {
             let mut by_node = self.by_node.lock();
             let set = by_node.entry(va.spec.node_name.clone()).or_default();
             if deleted {
-                set.remove(&object.key.name);
+                set.remove(object.key.name.as_str());
             } else {
-                set.insert(object.key.name.clone());
+                set.insert(object.key.name.to_string());
             }
         }
     }
@@ -341,7 +341,7 @@ impl Reconciler for Attacher {
                         .map(|s| s.attached)
                         != va.status.as_ref().map(|s| s.attached)
                 }) || event.type_ == crate::store::EventType::Deleted;
-                let mut keys = vec![Key::Attachment(event.object.key.name.clone())];
+                let mut keys = vec![Key::Attachment(event.object.key.name.to_string())];
                 if status_changed {
                     keys.push(Key::Node(va.spec.node_name.clone()));
                 }
@@ -349,7 +349,7 @@ impl Reconciler for Attacher {
             }
             // A node (re)appearing gets its volumesAttached written.
             AnyObject::Node(_) if event.type_ == crate::store::EventType::Added => {
-                vec![Key::Node(event.object.key.name.clone())]
+                vec![Key::Node(event.object.key.name.to_string())]
             }
             _ => Vec::new(),
         }
@@ -357,8 +357,8 @@ impl Reconciler for Attacher {
 
     fn keys_for_object(&self, object: &Stored) -> Vec<Key> {
         match object.kind {
-            Kind::VolumeAttachment => vec![Key::Attachment(object.key.name.clone())],
-            Kind::Node => vec![Key::Node(object.key.name.clone())],
+            Kind::VolumeAttachment => vec![Key::Attachment(object.key.name.to_string())],
+            Kind::Node => vec![Key::Node(object.key.name.to_string())],
             _ => Vec::new(),
         }
     }

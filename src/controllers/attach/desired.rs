@@ -61,7 +61,7 @@ impl Index {
             for c in claims {
                 let ck = ObjectKey::new(key.namespace.clone(), c);
                 if let Some(s) = self.pods_of_claim.get_mut(&ck) {
-                    s.remove(&key.name);
+                    s.remove(key.name.as_str());
                 }
             }
             if let Some(n) = node
@@ -536,7 +536,7 @@ impl Reconciler for AttachDetach {
                             .pods_of_claim
                             .entry(ObjectKey::new(key.namespace.clone(), c.clone()))
                             .or_default()
-                            .insert(key.name.clone());
+                            .insert(key.name.to_string());
                     }
                     if let Some(n) = &node {
                         index
@@ -580,7 +580,7 @@ impl Reconciler for AttachDetach {
                         .entry(pair.node.clone())
                         .or_default()
                         .insert(v);
-                    index.attachments.insert(key.name.clone(), pair);
+                    index.attachments.insert(key.name.to_string(), pair);
                 }
             }
             _ => {}
@@ -628,11 +628,11 @@ impl Reconciler for AttachDetach {
                 keys.extend(
                     index
                         .nodes_of_volume
-                        .get(&event.object.key.name)
+                        .get(event.object.key.name.as_str())
                         .into_iter()
                         .flatten()
                         .map(|n| Pair {
-                            volume: event.object.key.name.clone(),
+                            volume: event.object.key.name.to_string(),
                             node: n.clone(),
                         }),
                 );

@@ -268,7 +268,7 @@ impl Index {
             self.pods_of_claim
                 .entry(c.clone())
                 .or_default()
-                .insert(key.name.clone());
+                .insert(key.name.to_string());
         }
         self.claims_of_pod.insert(key.clone(), claims);
     }
@@ -276,7 +276,7 @@ impl Index {
     pub fn remove_pod(&mut self, key: &ObjectKey) {
         for c in self.claims_of_pod.remove(key).unwrap_or_default() {
             if let Some(set) = self.pods_of_claim.get_mut(&c) {
-                set.remove(&key.name);
+                set.remove(key.name.as_str());
                 if set.is_empty() {
                     self.pods_of_claim.remove(&c);
                 }
@@ -472,7 +472,7 @@ mod tests {
         let woken: Vec<String> = i
             .claims_for_volume("v", 8)
             .into_iter()
-            .map(|k| k.name)
+            .map(|k| k.name.to_string())
             .collect();
         assert_eq!(woken, vec!["b", "a"]);
     }

@@ -156,7 +156,7 @@ impl Reconciler for Binder {
                 keys
             }
             AnyObject::PersistentVolume(v) => {
-                let mut keys = vec![Key::Volume(obj.key.name.clone())];
+                let mut keys = vec![Key::Volume(obj.key.name.to_string())];
                 if let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
                     keys.push(Key::Claim(claim_key_of_ref(r)));
                 }
@@ -198,7 +198,7 @@ impl Reconciler for Binder {
         match object.kind {
             Kind::PersistentVolumeClaim => vec![Key::Claim(object.key.clone())],
             Kind::PersistentVolume => {
-                let mut keys = vec![Key::Volume(object.key.name.clone())];
+                let mut keys = vec![Key::Volume(object.key.name.to_string())];
                 // A volume pre-bound to a claim (made for it outside this server, or by an
                 // admin) wakes that claim, whose sync binds it.
                 if let crate::resources::AnyObject::PersistentVolume(v) = &*object.decoded()

@@ -54,7 +54,10 @@ fn check_invariants(store: &Store) -> Result<(), String> {
     for o in &objects {
         match o.kind {
             Kind::PersistentVolume => {
-                volumes.insert(o.key.name.clone(), o.typed::<PersistentVolume>().clone());
+                volumes.insert(
+                    o.key.name.to_string(),
+                    o.typed::<PersistentVolume>().clone(),
+                );
             }
             Kind::PersistentVolumeClaim => claims.push(o.typed::<PersistentVolumeClaim>().clone()),
             _ => {}

@@ -185,7 +185,7 @@ impl Reconciler for Provisioner {
                 .is_empty();
         // A claim's class and data source do not change (the API refuses it), so the entries
         // to leave are the ones its last version names.
-        let source = data_source(c).map(|s| (object.key.namespace.clone(), s));
+        let source = data_source(c).map(|s| (object.key.namespace.to_string(), s));
         let mut waiting = self.waiting.lock();
         let by_class = waiting.by_class.entry(class).or_default();
         if pending && !deleted {
@@ -245,7 +245,7 @@ impl Reconciler for Provisioner {
         let waiting_on =
             |namespace: &str, source: DataSource| self.waiting.lock().claims_on(namespace, source);
         let namespace = object.key.namespace.as_str();
-        let name = &object.key.name;
+        let name = object.key.name.as_str();
         match &*object.decoded() {
             AnyObject::PersistentVolumeClaim(c) => {
                 let mut keys = Vec::new();
@@ -254,16 +254,16 @@ impl Reconciler for Provisioner {
                 }
                 // A claim becoming bound lets the claims waiting to clone it go ahead.
                 if crate::resources::pvc::is_bound(c) {
-                    keys.extend(waiting_on(namespace, DataSource::Claim(name.clone())));
+                    keys.extend(waiting_on(namespace, DataSource::Claim(name.to_string())));
                 }
                 keys
             }
             AnyObject::PersistentVolume(v) if needs_backing_delete(v) => {
-                vec![Key::Volume(object.key.name.clone())]
+                vec![Key::Volume(object.key.name.to_string())]
             }
             // A snapshot becoming ready lets the claims waiting to be restored from it go ahead.
             AnyObject::VolumeSnapshot(s) if volumesnapshot::is_ready(s) => {
-                waiting_on(namespace, DataSource::Snapshot(name.clone()))
+                waiting_on(namespace, DataSource::Snapshot(name.to_string()))
             }
             // An admin's change to a content (allowing a mode change) lets the claims waiting
             // to be restored from its snapshot try again.

@@ -206,8 +206,8 @@ impl Provisioner {
         let request = create_request(
             c,
             &ClaimRef {
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
+                namespace: key.namespace.to_string(),
+                name: key.name.to_string(),
                 uid: claim.uid().to_string(),
                 annotations: c.metadata.annotations.clone().unwrap_or_default(),
             },

@@ -327,8 +327,8 @@ impl SnapshotBinder {
         ObjectReference {
             api_version: Some(crate::resources::volumesnapshot::API_VERSION.to_string()),
             kind: Some(crate::resources::volumesnapshot::KIND.to_string()),
-            namespace: Some(stored.key.namespace.clone()),
-            name: Some(stored.key.name.clone()),
+            namespace: Some(stored.key.namespace.to_string()),
+            name: Some(stored.key.name.to_string()),
             uid: Some(stored.uid()),
             resource_version: None,
             field_path: None,
@@ -407,7 +407,7 @@ impl SnapshotBinder {
         let old = s.status.clone().unwrap_or_default();
         let cs: VolumeSnapshotContentStatus = c.status.clone().unwrap_or_default();
         let status = VolumeSnapshotStatus {
-            bound_volume_snapshot_content_name: Some(content.key.name.clone()),
+            bound_volume_snapshot_content_name: Some(content.key.name.to_string()),
             creation_time: cs.creation_time.and_then(time_of),
             ready_to_use: Some(cs.ready_to_use.unwrap_or(false)),
             restore_size: cs.restore_size.map(quantity_of),
@@ -608,7 +608,7 @@ impl Reconciler for SnapshotBinder {
                 }
                 if let Some(snapshot) = crate::controllers::provisioner::restore::snapshot_source(c)
                 {
-                    keys.push(ObjectKey::new(&object.key.namespace, &snapshot));
+                    keys.push(ObjectKey::new(object.key.namespace.as_str(), &snapshot));
                 }
                 keys
             }

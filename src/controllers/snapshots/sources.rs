@@ -97,12 +97,12 @@ impl Reconciler for SourceProtection {
                     keys.push(object.key.clone());
                 }
                 if let Some(source) = clone_source(c) {
-                    keys.push(ObjectKey::new(&object.key.namespace, &source));
+                    keys.push(ObjectKey::new(object.key.namespace.as_str(), &source));
                 }
                 keys
             }
             AnyObject::VolumeSnapshot(s) => source_claim(s)
-                .map(|claim| vec![ObjectKey::new(&object.key.namespace, claim)])
+                .map(|claim| vec![ObjectKey::new(object.key.namespace.as_str(), claim)])
                 .unwrap_or_default(),
             _ => Vec::new(),
         }
