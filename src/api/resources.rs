@@ -398,7 +398,8 @@ async fn decode_body<T: KindStrategy>(
         let doc = parse_document(&bytes, format)?;
         registry::check_type_meta::<T>(&doc)?;
         let warnings = check_unknown_fields(<T as crate::resources::Typed>::KIND, &doc, mode)?;
-        Ok((registry::decode_patched::<T>(doc)?, warnings))
+        let object = registry::decode_body_document::<T>(doc, || parse_document(&bytes, format))?;
+        Ok((object, warnings))
     };
     if heavy {
         offload::run(decode).await

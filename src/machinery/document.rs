@@ -162,14 +162,24 @@ pub struct TextMeter {
 impl TextMeter {
     pub fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len();
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some((&b, after)) = rest.split_first() {
             if self.in_string {
-                match (self.escaped, b) {
-                    (true, _) => self.escaped = false,
-                    (false, b'\\') => self.escaped = true,
-                    (false, b'"') => self.in_string = false,
-                    _ => {}
+                if self.escaped {
+                    self.escaped = false;
+                    rest = after;
+                    continue;
                 }
+                // Most of a JSON text is inside strings: jump to the next quote or backslash
+                // rather than looking at every byte (every write is measured).
+                let Some(at) = memchr::memchr2(b'"', b'\\', rest) else {
+                    return;
+                };
+                match rest[at] {
+                    b'\\' => self.escaped = true,
+                    _ => self.in_string = false,
+                }
+                rest = &rest[at + 1..];
                 continue;
             }
             match b {
@@ -181,6 +191,7 @@ impl TextMeter {
                 b'}' | b']' => self.depth = self.depth.saturating_sub(1),
                 _ => {}
             }
+            rest = after;
         }
     }
 }
@@ -411,5 +422,23 @@ mod tests {
         assert_eq!(json_text_depth(v.to_string().as_bytes()), 3);
         assert_eq!(json_text_depth(br#"{"a":"[[[{{{"}"#), 1);
         assert_eq!(json_text_depth(br#"{"a":"\"[["}"#), 1);
+    }
+
+    /// A text fed in pieces, split anywhere (between a backslash and what it escapes, say),
+    /// measures as the whole does.
+    #[test]
+    fn a_text_measures_the_same_however_it_is_split() {
+        let text = br#"{"a":"x\\","b":[["\"[{","\\\"]"],{"c":"]]]}}"}],"d":"\u005b"}"#;
+        assert_eq!(json_text_depth(text), 3);
+        for at in 0..=text.len() {
+            let mut m = TextMeter::default();
+            m.feed(&text[..at]);
+            m.feed(&text[at..]);
+            assert_eq!(
+                (m.bytes, m.max_depth, m.depth),
+                (text.len(), 3, 0),
+                "split at {at}"
+            );
+        }
     }
 }

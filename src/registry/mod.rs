@@ -1160,14 +1160,34 @@ pub fn check_type_meta<T: KindStrategy>(body: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// Decodes a JSON body or patch result into `T`; type errors are 400s that say where.
-pub fn decode_patched<T: KindStrategy>(mut doc: Value) -> ApiResult<T> {
+/// Decodes a request body's document into `T`, as [`decode_patched`] does; `again` parses the
+/// body anew. Saying where a type error is means tracking the path, which copies every key
+/// the decoder passes; most bodies decode, so a body is decoded without that first, and only
+/// one that fails is parsed and decoded again, to say where.
+pub fn decode_body_document<T: KindStrategy>(
+    doc: Value,
+    again: impl FnOnce() -> ApiResult<Value>,
+) -> ApiResult<T> {
     check_type_meta::<T>(&doc)?;
+    match serde_json::from_value(with_type_meta::<T>(doc)) {
+        Ok(object) => Ok(object),
+        Err(_) => decode_patched(again()?),
+    }
+}
+
+/// `doc` with `T`'s apiVersion and kind (which [`check_type_meta`] found absent or equal).
+fn with_type_meta<T: KindStrategy>(mut doc: Value) -> Value {
     if let Some(m) = doc.as_object_mut() {
         m.insert("apiVersion".into(), Value::from(info::<T>().api_version));
         m.insert("kind".into(), Value::from(info::<T>().kind));
     }
-    serde_path_to_error::deserialize(doc).map_err(|e| {
+    doc
+}
+
+/// Decodes a JSON body or patch result into `T`; type errors are 400s that say where.
+pub fn decode_patched<T: KindStrategy>(doc: Value) -> ApiResult<T> {
+    check_type_meta::<T>(&doc)?;
+    serde_path_to_error::deserialize(with_type_meta::<T>(doc)).map_err(|e| {
         let path = e.path().to_string();
         ApiError::bad_request(format!(
             "{} in body: {}: {}",
