@@ -37,6 +37,14 @@ async fn malformed_bodies_are_bad_requests() {
             .await;
         assert_status(code, &v, 400, "BadRequest");
     }
+    // A type error says where it is (the body is decoded again, tracking the path, to say so).
+    let body = br#"{"metadata": {"name": "x"}, "spec": {"accessModes": "ReadWriteOnce"}}"#;
+    let (code, v) = s
+        .raw(Method::POST, &path, Some("application/json"), body.to_vec())
+        .await;
+    assert_status(code, &v, 400, "BadRequest");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.accessModes"), "{message}");
 }
 
 #[tokio::test]
