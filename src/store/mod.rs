@@ -775,8 +775,9 @@ impl Store {
                 .unwrap_or_else(|| Arc::new(tokio::sync::Notify::new())),
         );
         // The writer gets a thread and a runtime of its own: it is the one serial step every
-        // write passes through, and each commit is several hand-offs to SQLite's thread. On
-        // the shared runtime each hand-off would wait behind every request being served.
+        // write passes through. SQLite's commits run on it, blocking it until they are durable
+        // (nothing else waits on this thread meanwhile), and PostgreSQL's answers would wait
+        // behind every request being served on the shared runtime.
         let writer = writer_loop(inner.clone(), backend, rx);
         std::thread::Builder::new()
             .name("stowage-store-writer".into())
