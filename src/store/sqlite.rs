@@ -24,7 +24,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -36,10 +35,12 @@ use super::backend::{Backend, Loaded, Row};
 use super::{EventType, Kind, Rv, Stored, decode};
 
 /// Rows per multi-row INSERT (and DELETE). Each size of each statement is prepared once and
-/// cached (256 statements: the lone `INSERT`s of commits and the `DELETE`s of compaction, each
-/// up to 128 sizes; a commit of more rows, rare, may re-prepare one). Each holds a compiled
-/// program of up to a few hundred KiB, so the cache is kept no larger.
+/// cached, on the connection that runs it: [`STATEMENTS_CACHED`] each, enough for every size
+/// of the committer's lone `INSERT`s and of compaction's `DELETE`s (a commit of more rows,
+/// rare, may re-prepare its `INSERT OR FAIL`). Each holds a compiled program of up to a few
+/// hundred KiB, so the caches are kept no larger.
 pub(super) const CHUNK: usize = 128;
+const STATEMENTS_CACHED: usize = CHUNK + 16;
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -84,12 +85,15 @@ impl SqliteBackend {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        // The path as it is, not through a URL (which would read `%` escapes and cut at `?`):
+        // the committer below opens exactly this file.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(5))
-            .statement_cache_capacity(256)
+            .statement_cache_capacity(STATEMENTS_CACHED)
             .disable_statement_logging()
             // SQLite writes whole pages, and the unused parts of a fresh page buffer hold
             // whatever the process had in that memory before (request headers with bearer
@@ -118,6 +122,9 @@ impl SqliteBackend {
         )))
         .execute(&mut conn)
         .await?;
+        // Before the checkpointer starts: a failure here leaves no task behind.
+        let committer = open_committer(path)
+            .with_context(|| format!("opening {} for commits", path.display()))?;
         let mut checkpoint_conn = SqliteConnection::connect_with(&options)
             .await
             .with_context(|| format!("opening {} for checkpoints", path.display()))?;
@@ -162,8 +169,6 @@ impl SqliteBackend {
         let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&mut conn)
             .await?;
-        let committer = open_committer(path)
-            .with_context(|| format!("opening {} for commits", path.display()))?;
         Ok(SqliteBackend {
             conn,
             committer,
@@ -230,7 +235,7 @@ fn open_committer(path: &Path) -> anyhow::Result<rusqlite::Connection> {
         synchronous == 2,
         "synchronous is {synchronous}, not FULL (2)"
     );
-    conn.set_prepared_statement_cache_capacity(2 * CHUNK);
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
     Ok(conn)
 }
 
@@ -457,6 +462,13 @@ impl Backend for SqliteBackend {
         if rows.is_empty() {
             return Ok(());
         }
+        // A failed commit's transaction is rolled back when it drops, and an error there is
+        // not reported: were it still open, each INSERT below would join it, and be answered
+        // as durable without ever being committed.
+        anyhow::ensure!(
+            self.committer.is_autocommit(),
+            "the committing connection is inside a transaction that did not roll back"
+        );
         // Every version is appended, in resourceVersion order: the table's only b-tree grows at
         // its end, so a commit dirties few pages however scattered its objects' names are.
         if rows.len() <= CHUNK {

@@ -353,6 +353,136 @@ async fn lists_and_pages_run_in_key_order_across_namespaces() {
     );
 }
 
+/// A namespace's set compares the first 8 bytes of names before the rest: names that share
+/// them, end within them or differ after them must still list, page, resolve and leave in
+/// plain name order.
+#[tokio::test]
+async fn names_sort_as_text_whatever_their_first_bytes() {
+    let engine = Engine::sqlite().await;
+    let store = engine.open().await;
+    let mut names = vec![
+        "a",
+        "a-",
+        "a-b",
+        "aaaaaaa",
+        "aaaaaaaa",
+        "aaaaaaaa-",
+        "aaaaaaab",
+        "aaaaaaaaa",
+        "b",
+        "claim-aa",
+        "claim-aaa",
+        "claim-ab",
+        "claim-a",
+        "claim-b.1",
+        "z",
+        "0",
+        "9-9",
+        "pvc-00000000-0000",
+        "pvc-00000000-0001",
+        "pvc-0000000",
+    ];
+    for name in &names {
+        store
+            .write(vec![WriteOp::create(claim("ns", name))])
+            .await
+            .unwrap();
+    }
+    names.sort();
+    let listed = |store: &Store| -> Vec<String> {
+        store
+            .list(Kind::PersistentVolumeClaim, Some("ns"))
+            .0
+            .iter()
+            .map(|s| s.key.name.to_string())
+            .collect()
+    };
+    assert_eq!(listed(&store), names);
+    for (i, name) in names.iter().enumerate() {
+        let key = ObjectKey::new("ns", *name);
+        assert!(
+            store.get(Kind::PersistentVolumeClaim, &key).is_some(),
+            "{name}"
+        );
+        let (page, _, _) = store.list_page(
+            Kind::PersistentVolumeClaim,
+            Some("ns"),
+            Some(&key),
+            1,
+            |_| true,
+        );
+        let next: Vec<String> = page.iter().map(|s| s.key.name.to_string()).collect();
+        assert_eq!(
+            next,
+            names
+                .get(i + 1)
+                .into_iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        store
+            .get(
+                Kind::PersistentVolumeClaim,
+                &ObjectKey::new("ns", "aaaaaaaa-x")
+            )
+            .is_none()
+    );
+    // Every other one deleted: the rest still in order, each still found.
+    for name in names.iter().step_by(2) {
+        let s = store
+            .get(Kind::PersistentVolumeClaim, &ObjectKey::new("ns", *name))
+            .unwrap();
+        store
+            .write(vec![WriteOp::delete(s.kind, s.key.clone(), s.rv)])
+            .await
+            .unwrap();
+    }
+    let left: Vec<&str> = names.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(listed(&store), left);
+    for name in &left {
+        assert!(
+            store
+                .get(Kind::PersistentVolumeClaim, &ObjectKey::new("ns", *name))
+                .is_some()
+        );
+    }
+}
+
+/// Start-up and commits go through different connections: both must open the very file
+/// named, even when its path reads like a URL's escapes and query.
+#[tokio::test]
+async fn a_data_directory_named_like_a_url_holds_one_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data%41?mode=memory#x");
+    let path = data.join("stowage.db");
+    let open = || async {
+        let backend = SqliteBackend::open(&path).await.unwrap();
+        Store::with_backend(Box::new(backend), StoreOptions::default())
+            .await
+            .unwrap()
+    };
+    let store = open().await;
+    store
+        .write(vec![WriteOp::create(class("kept"))])
+        .await
+        .unwrap();
+    store.close().await;
+    let again = open().await;
+    assert!(
+        again
+            .get(Kind::StorageClass, &ObjectKey::cluster("kept"))
+            .is_some()
+    );
+    let mut databases: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    databases.sort();
+    assert_eq!(databases, ["data%41?mode=memory#x"]);
+}
+
 async fn concurrent_writes_share_commits(engine: Engine) {
     let commits = Arc::new(AtomicUsize::new(0));
     let backend = Counting {
