@@ -266,10 +266,8 @@ async fn follow_changes<R: Reconciler>(
             e = watcher.next() => e,
         };
         match event {
+            // The watcher gives only changes of the kinds it was started for.
             Ok(e) => {
-                if !kinds.contains(&e.kind()) {
-                    continue;
-                }
                 reconciler.observe(&e.object, e.type_ == crate::store::EventType::Deleted);
                 for k in reconciler.keys_for(&e) {
                     queue.add(k);

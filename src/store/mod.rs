@@ -49,6 +49,7 @@ mod watch;
 pub use backend::{Backend, CatchUp, Head, Loaded, Row};
 pub use postgres::{PostgresBackend, PostgresOptions};
 pub use sqlite::SqliteBackend;
+use watch::KindSet;
 pub use watch::{WatchError, Watcher};
 
 /// A resourceVersion.
@@ -610,6 +611,8 @@ struct Inner {
     head: Option<HeadQueries>,
     /// Wakes the writer to follow other replicas' commits.
     follow: Arc<tokio::sync::Notify>,
+    /// The watchers of a few kinds (controllers'), woken only by commits of those kinds.
+    subscriptions: parking_lot::Mutex<Vec<Arc<watch::Subscription>>>,
 }
 
 struct State {
@@ -623,6 +626,9 @@ struct State {
     log_bytes: usize,
     /// Changes at or below this rv are no longer in the log.
     compacted_rv: Rv,
+    /// Per kind (indexed by `Kind as usize`), the newest of its changes that left the log: a
+    /// watcher of a few kinds behind it missed one.
+    trimmed: Vec<Rv>,
     /// Versions at or below `compacted_rv` that are neither in the log nor current any more:
     /// the next compaction removes them from the database (see [`Backend::compact`]). `None`
     /// for a backend that keeps its current objects apart from its log
@@ -763,6 +769,8 @@ impl State {
             log,
             log_bytes,
             compacted_rv,
+            // What was trimmed before this load is not known by kind.
+            trimmed: vec![compacted_rv; Kind::ALL.len()],
             released: keeps_versions_once.then(Vec::new),
         };
         trim_log(&mut state, options, rv);
@@ -854,6 +862,7 @@ impl Store {
             options,
             head: head.map(HeadQueries::start),
             follow,
+            subscriptions: parking_lot::Mutex::new(Vec::new()),
         });
         (inner, rx)
     }
@@ -983,16 +992,21 @@ impl Store {
         Ok(Watcher::new(self.inner.clone(), after))
     }
 
-    /// Takes a snapshot of every object of the given kinds and starts a watch right after it,
-    /// with no gap and no overlap. `kinds` empty means all kinds.
+    /// Takes a snapshot of every object of the given kinds and starts a watch of their
+    /// changes right after it, with no gap and no overlap. `kinds` empty means all kinds.
     pub fn snapshot_and_watch(&self, kinds: &[Kind]) -> (Vec<Arc<Stored>>, Rv, Watcher) {
         let state = self.inner.state.read();
+        let watcher = if kinds.is_empty() {
+            Watcher::new(self.inner.clone(), state.rv)
+        } else {
+            Watcher::of_kinds(self.inner.clone(), state.rv, KindSet::of(kinds))
+        };
         let kinds = if kinds.is_empty() { Kind::ALL } else { kinds };
         let mut items = Vec::new();
         for k in kinds {
             items.extend(state.objects[*k as usize].range(None, None).cloned());
         }
-        (items, state.rv, Watcher::new(self.inner.clone(), state.rv))
+        (items, state.rv, watcher)
     }
 
     /// Like [`Store::snapshot_and_watch`] for one kind and optional namespace.
@@ -1217,6 +1231,7 @@ async fn follow(inner: &Inner, backend: &mut dyn Backend) {
 
 /// Puts other replicas' commits into the cache and the log, and wakes watchers.
 fn apply_remote(inner: &Inner, caught_up: CatchUp) {
+    let mut touched = KindSet::default();
     let rv = {
         let mut state = inner.state.write();
         match caught_up {
@@ -1227,6 +1242,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                 let batch_start = state.rv;
                 for (type_, stored, committed_at) in changes {
                     let stored = Arc::new(stored);
+                    touched.insert(stored.kind);
                     let map = &mut state.objects[stored.kind as usize];
                     let prev = if type_ == EventType::Deleted {
                         stored.supersede();
@@ -1258,6 +1274,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                 tracing::warn!("fell behind the shared change log; reloading every object");
                 let released = state.released.take();
                 *state = State::from_loaded(loaded, &inner.options, released.is_some());
+                touched = KindSet::ALL;
                 if let (Some(now), Some(before)) = (&mut state.released, released) {
                     now.extend(before);
                 }
@@ -1266,6 +1283,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
         state.rv
     };
     inner.published.send_replace(rv);
+    watch::wake_followers(inner, touched);
 }
 
 /// Moves `first` and then queued messages into `batch`, without waiting, until the batch is
@@ -1456,6 +1474,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
     }
 
     // Durable: publish to the cache, the log and watchers, then acknowledge.
+    let mut touched = KindSet::default();
     {
         let mut state = inner.state.write();
         for (map, changes) in state.objects.iter_mut().zip(overlay) {
@@ -1474,6 +1493,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         state.rv = rv;
         for (_, events, _) in &accepted {
             for e in events {
+                touched.insert(e.kind());
                 // Each write's previous version, including one written earlier in this batch
                 // (which never reached the cache).
                 if let Some(prev) = &e.prev {
@@ -1490,6 +1510,7 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
     }
     // Watchers read the log, which now has every change up to `rv`.
     inner.published.send_replace(rv);
+    watch::wake_followers(inner, touched);
     for (reply, _, results) in accepted {
         let _ = reply.send(Ok(results));
     }
@@ -1507,6 +1528,7 @@ fn trim_log(state: &mut State, options: &StoreOptions, keep_after: Rv) {
     {
         if let Some(e) = state.log.pop_front() {
             state.compacted_rv = e.rv;
+            state.trimmed[e.kind() as usize] = e.rv;
             state.log_bytes -= e.cost();
             // Out of the log: its version is still needed only as its object's current one.
             if e.object.is_superseded() {

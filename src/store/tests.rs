@@ -779,6 +779,100 @@ async fn watchers_see_each_change_once_in_order(engine: Engine) {
     assert!(watcher.try_next().is_none());
 }
 
+#[tokio::test]
+async fn a_watcher_of_some_kinds_sees_theirs_and_is_woken_by_nothing_else() {
+    let store = Store::in_memory(StoreOptions::default()).await;
+    let (_, start, mut claims) = store.snapshot_and_watch(&[Kind::PersistentVolumeClaim]);
+    let (_, _, mut everything) = store.snapshot_and_watch(&[]);
+    let mut written = Vec::new();
+    for i in 0..6 {
+        let object = if i % 3 == 1 {
+            claim("ns", &format!("c{i}"))
+        } else {
+            class(&format!("s{i}"))
+        };
+        let stored = store.write(vec![WriteOp::create(object)]).await.unwrap();
+        written.push(stored[0].clone());
+    }
+    // Only the two claims, in order; the classes between them are passed over.
+    let claim_rvs: Vec<Rv> = written
+        .iter()
+        .filter(|s| s.kind == Kind::PersistentVolumeClaim)
+        .map(|s| s.rv)
+        .collect();
+    for rv in &claim_rvs {
+        assert_eq!(claims.next().await.unwrap().rv, *rv);
+    }
+    assert!(claims.try_next().is_none());
+    assert_eq!(claims.position(), start + 6, "every change looked at");
+    assert!(claims.is_idle());
+    // The watcher of every kind sees all six.
+    for s in &written {
+        assert_eq!(everything.next().await.unwrap().rv, s.rv);
+    }
+
+    // Commits of other kinds do not wake it; one of its kind does.
+    let _ = claims.take_wake_up();
+    store
+        .write(vec![WriteOp::create(class("quiet"))])
+        .await
+        .unwrap();
+    assert!(!claims.take_wake_up(), "woken by a class");
+    store
+        .write(vec![WriteOp::create(claim("ns", "loud"))])
+        .await
+        .unwrap();
+    assert!(claims.take_wake_up(), "not woken by a claim");
+    assert_eq!(claims.next().await.unwrap().object.key.name, "loud");
+
+    // A dropped watcher is no longer woken.
+    assert_eq!(store.inner.subscriptions.lock().len(), 1);
+    drop(claims);
+    assert!(store.inner.subscriptions.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_watcher_of_some_kinds_lags_only_when_one_of_its_changes_left_the_log() {
+    let options = StoreOptions {
+        log_max_events: 2,
+        ..StoreOptions::default()
+    };
+    let store = Store::in_memory(options).await;
+    let (_, _, mut claims) = store.snapshot_and_watch(&[Kind::PersistentVolumeClaim]);
+    let (_, _, mut classes) = store.snapshot_and_watch(&[Kind::StorageClass]);
+    let (_, _, mut everything) = store.snapshot_and_watch(&[]);
+    // Five classes: the log keeps two. Only classes left it.
+    for i in 0..5 {
+        store
+            .write(vec![WriteOp::create(class(&format!("s{i}")))])
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        everything.try_next(),
+        Some(Err(WatchError::Lagged))
+    ));
+    assert!(matches!(classes.try_next(), Some(Err(WatchError::Lagged))));
+    assert!(claims.try_next().is_none(), "no claim was missed");
+    let c = store
+        .write(vec![WriteOp::create(claim("ns", "c"))])
+        .await
+        .unwrap();
+    assert_eq!(claims.next().await.unwrap().rv, c[0].rv);
+    // Now a claim leaves the log before the watcher has looked: it missed one.
+    store
+        .write(vec![WriteOp::create(claim("ns", "d"))])
+        .await
+        .unwrap();
+    for i in 5..8 {
+        store
+            .write(vec![WriteOp::create(class(&format!("s{i}")))])
+            .await
+            .unwrap();
+    }
+    assert!(matches!(claims.try_next(), Some(Err(WatchError::Lagged))));
+}
+
 async fn a_closed_store_refuses_writes_after_finishing_queued_ones(engine: Engine) {
     let store = engine.open().await;
     let queued = {
@@ -1429,6 +1523,27 @@ async fn every_replica_follows_every_commit_in_one_gapless_order() {
     a.sync().await.unwrap();
     assert_eq!(a.count(Kind::PersistentVolumeClaim), 100);
     assert_eq!(a.current_rv(), b.current_rv());
+}
+
+#[tokio::test]
+async fn a_replica_wakes_its_watchers_of_the_kinds_another_replica_wrote() {
+    let Some((_engine, a, b)) = replicas().await else {
+        return;
+    };
+    let (_, _, mut claims_on_b) = b.snapshot_and_watch(&[Kind::PersistentVolumeClaim]);
+    let _ = claims_on_b.take_wake_up();
+    a.write(vec![WriteOp::create(class("s"))]).await.unwrap();
+    let written = a
+        .write(vec![WriteOp::create(claim("ns", "c"))])
+        .await
+        .unwrap();
+    // Only the claim reaches B's watcher of claims, woken by B following A's commits.
+    let e = next_within(&mut claims_on_b, Duration::from_secs(5)).await;
+    assert_eq!(
+        (e.kind(), e.rv),
+        (Kind::PersistentVolumeClaim, written[0].rv)
+    );
+    assert!(claims_on_b.try_next().is_none());
 }
 
 #[tokio::test]
