@@ -63,7 +63,9 @@ pub trait Reconciler: Send + Sync + 'static {
 
     fn name(&self) -> &'static str;
 
-    /// The kinds whose changes this controller follows.
+    /// The kinds whose changes this controller follows: its watcher is woken only by commits
+    /// that touch them, and gives only their changes (none listed: every kind, as the store's
+    /// `snapshot_and_watch` reads it).
     fn kinds(&self) -> &'static [Kind];
 
     /// Clears the controller's own indexes before a full snapshot is replayed through `observe`.

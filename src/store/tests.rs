@@ -1533,6 +1533,10 @@ async fn a_replica_wakes_its_watchers_of_the_kinds_another_replica_wrote() {
     let (_, _, mut claims_on_b) = b.snapshot_and_watch(&[Kind::PersistentVolumeClaim]);
     let _ = claims_on_b.take_wake_up();
     a.write(vec![WriteOp::create(class("s"))]).await.unwrap();
+    // B has followed A's class (a consistent read waits for that), which woke no watcher of
+    // claims.
+    b.sync().await.unwrap();
+    assert!(!claims_on_b.take_wake_up(), "woken by a class");
     let written = a
         .write(vec![WriteOp::create(claim("ns", "c"))])
         .await
