@@ -28,7 +28,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -613,6 +613,10 @@ struct Inner {
     follow: Arc<tokio::sync::Notify>,
     /// The watchers of a few kinds (controllers'), woken only by commits of those kinds.
     subscriptions: parking_lot::Mutex<Vec<Arc<watch::Subscription>>>,
+    /// Objects per kind (indexed by `Kind as usize`), as the cache holds them: set by the
+    /// writer under the cache's write lock, read without any lock. Every write asks whether
+    /// any quota exists, and waiting behind the writer's lock for that cost a context switch.
+    counts: Vec<AtomicUsize>,
 }
 
 struct State {
@@ -863,7 +867,9 @@ impl Store {
             head: head.map(HeadQueries::start),
             follow,
             subscriptions: parking_lot::Mutex::new(Vec::new()),
+            counts: Kind::ALL.iter().map(|_| AtomicUsize::new(0)).collect(),
         });
+        refresh_counts(&inner, &inner.state.read(), KindSet::ALL);
         (inner, rx)
     }
 
@@ -977,7 +983,7 @@ impl Store {
 
     /// Number of objects of `kind`.
     pub fn count(&self, kind: Kind) -> usize {
-        self.inner.state.read().objects[kind as usize].len()
+        self.inner.counts[kind as usize].load(AtomicOrdering::Relaxed)
     }
 
     /// Starts a watch of every change after `after` (which must still be in the log).
@@ -1266,6 +1272,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                     state.log.push_back(event);
                 }
                 trim_log(&mut state, &inner.options, batch_start);
+                refresh_counts(inner, &state, touched);
             }
             CatchUp::Reload(loaded) => {
                 // The changes this replica missed are gone: start over from the database's
@@ -1275,6 +1282,7 @@ fn apply_remote(inner: &Inner, caught_up: CatchUp) {
                 let released = state.released.take();
                 *state = State::from_loaded(loaded, &inner.options, released.is_some());
                 touched = KindSet::ALL;
+                refresh_counts(inner, &state, touched);
                 if let (Some(now), Some(before)) = (&mut state.released, released) {
                     now.extend(before);
                 }
@@ -1507,12 +1515,22 @@ async fn commit_batch(inner: &Inner, backend: &mut dyn Backend, batch: Vec<(Vec<
         // Never this batch's own changes: a watcher that keeps up must see every one of them,
         // however large the batch.
         trim_log(&mut state, &inner.options, batch_start);
+        refresh_counts(inner, &state, touched);
     }
     // Watchers read the log, which now has every change up to `rv`.
     inner.published.send_replace(rv);
     watch::wake_followers(inner, touched);
     for (reply, _, results) in accepted {
         let _ = reply.send(Ok(results));
+    }
+}
+
+/// Sets the lock-free counts of the `touched` kinds from the cache (held locked for writing, or
+/// not yet shared).
+fn refresh_counts(inner: &Inner, state: &State, touched: KindSet) {
+    for kind in touched.kinds() {
+        inner.counts[kind as usize]
+            .store(state.objects[kind as usize].len(), AtomicOrdering::Relaxed);
     }
 }
 

@@ -832,6 +832,36 @@ async fn a_watcher_of_some_kinds_sees_theirs_and_is_woken_by_nothing_else() {
 }
 
 #[tokio::test]
+async fn counts_follow_creates_and_deletes_per_kind() {
+    let store = Store::in_memory(StoreOptions::default()).await;
+    let mut claims = Vec::new();
+    for i in 0..3 {
+        claims.extend(
+            store
+                .write(vec![WriteOp::create(claim("ns", &format!("c{i}")))])
+                .await
+                .unwrap(),
+        );
+    }
+    store
+        .write(vec![WriteOp::create(class("s"))])
+        .await
+        .unwrap();
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), 3);
+    assert_eq!(store.count(Kind::StorageClass), 1);
+    store
+        .write(vec![WriteOp::delete(
+            Kind::PersistentVolumeClaim,
+            ObjectKey::new("ns", "c1"),
+            claims[1].rv,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), 2);
+    assert_eq!(store.count(Kind::ResourceQuota), 0);
+}
+
+#[tokio::test]
 async fn a_watcher_of_some_kinds_lags_only_when_one_of_its_changes_left_the_log() {
     let options = StoreOptions {
         log_max_events: 2,
