@@ -832,6 +832,66 @@ async fn a_watcher_of_some_kinds_sees_theirs_and_is_woken_by_nothing_else() {
 }
 
 #[tokio::test]
+async fn point_reads_find_each_current_version_as_the_index_grows_and_shrinks() {
+    let store = Store::in_memory(StoreOptions::default()).await;
+    let key = |i: usize| ObjectKey::new(format!("ns{}", i % 3), format!("c{i}"));
+    // Enough objects for the index to grow several times.
+    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
+        let ops = chunk
+            .iter()
+            .map(|i| WriteOp::create(claim(&key(*i).namespace, &key(*i).name)))
+            .collect();
+        store.write(ops).await.unwrap();
+    }
+    // Every third replaced, every fifth deleted.
+    for i in (0..3000).step_by(3) {
+        let current = store.get(Kind::PersistentVolumeClaim, &key(i)).unwrap();
+        let mut changed = claim(&key(i).namespace, &key(i).name);
+        changed.meta_mut().labels = Some([("v".to_string(), "2".to_string())].into());
+        store
+            .write(vec![WriteOp::update(changed, current.rv)])
+            .await
+            .unwrap();
+    }
+    for i in (0..3000).step_by(5) {
+        let current = store.get(Kind::PersistentVolumeClaim, &key(i)).unwrap();
+        store
+            .write(vec![WriteOp::delete(
+                Kind::PersistentVolumeClaim,
+                key(i),
+                current.rv,
+            )])
+            .await
+            .unwrap();
+    }
+    // What a point read finds is what the ordered list holds, and nothing else.
+    let (listed, _) = store.list(Kind::PersistentVolumeClaim, None);
+    assert_eq!(listed.len(), 3000 - 600);
+    assert_eq!(store.count(Kind::PersistentVolumeClaim), listed.len());
+    for stored in &listed {
+        let found = store.get(Kind::PersistentVolumeClaim, &stored.key).unwrap();
+        assert!(Arc::ptr_eq(&found, stored), "{:?}", stored.key);
+    }
+    for i in 0..3000 {
+        let found = store.get(Kind::PersistentVolumeClaim, &key(i));
+        assert_eq!(found.is_none(), i % 5 == 0, "{i}");
+        if let Some(found) = found
+            && i % 3 == 0
+        {
+            assert!(
+                found.object().meta().labels.is_some(),
+                "{i}: an old version"
+            );
+        }
+    }
+    assert!(
+        store
+            .get(Kind::StorageClass, &ObjectKey::cluster("c1"))
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn counts_follow_creates_and_deletes_per_kind() {
     let store = Store::in_memory(StoreOptions::default()).await;
     let mut claims = Vec::new();
