@@ -1139,6 +1139,13 @@ impl Objects {
         {
             entry.remove();
         }
+        // A table never shrinks by itself: after mass deletes, give the room back (to twice
+        // what is left, so the next creates do not grow it again at once). From the kept
+        // hashes, so it reads no version.
+        let (len, capacity) = (self.by_key.len(), self.by_key.capacity());
+        if capacity > 1024 && len < capacity / 4 {
+            self.by_key.shrink_to(len * 2, |(h, _)| *h);
+        }
         Some(prev)
     }
 

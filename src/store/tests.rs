@@ -835,6 +835,27 @@ async fn a_watcher_of_some_kinds_sees_theirs_and_is_woken_by_nothing_else() {
 async fn point_reads_find_each_current_version_as_the_index_grows_and_shrinks() {
     let store = Store::in_memory(StoreOptions::default()).await;
     let key = |i: usize| ObjectKey::new(format!("ns{}", i % 3), format!("c{i}"));
+    // A namespace's last object deleted: its set goes, and so does its entry.
+    let alone = store
+        .write(vec![WriteOp::create(claim("alone", "only"))])
+        .await
+        .unwrap();
+    store
+        .write(vec![WriteOp::delete(
+            Kind::PersistentVolumeClaim,
+            ObjectKey::new("alone", "only"),
+            alone[0].rv,
+        )])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get(
+                Kind::PersistentVolumeClaim,
+                &ObjectKey::new("alone", "only")
+            )
+            .is_none()
+    );
     // Enough objects for the index to grow several times.
     for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
         let ops = chunk
@@ -889,6 +910,31 @@ async fn point_reads_find_each_current_version_as_the_index_grows_and_shrinks() 
             .get(Kind::StorageClass, &ObjectKey::cluster("c1"))
             .is_none()
     );
+    // Nearly everything deleted: the table gives its room back, and still finds the rest.
+    for stored in &listed[..listed.len() - 10] {
+        store
+            .write(vec![WriteOp::delete(
+                Kind::PersistentVolumeClaim,
+                stored.key.clone(),
+                stored.rv,
+            )])
+            .await
+            .unwrap();
+    }
+    {
+        let state = store.inner.state.read();
+        let claims = &state.objects[Kind::PersistentVolumeClaim as usize];
+        assert_eq!(claims.len(), 10);
+        assert!(
+            claims.by_key.capacity() <= 1024,
+            "{}",
+            claims.by_key.capacity()
+        );
+    }
+    for stored in &listed[listed.len() - 10..] {
+        let found = store.get(Kind::PersistentVolumeClaim, &stored.key).unwrap();
+        assert!(Arc::ptr_eq(&found, stored));
+    }
 }
 
 #[tokio::test]
@@ -1638,6 +1684,9 @@ async fn a_replica_wakes_its_watchers_of_the_kinds_another_replica_wrote() {
         (Kind::PersistentVolumeClaim, written[0].rv)
     );
     assert!(claims_on_b.try_next().is_none());
+    // B's counts follow what it followed.
+    assert_eq!(b.count(Kind::PersistentVolumeClaim), 1);
+    assert_eq!(b.count(Kind::StorageClass), 1);
 }
 
 #[tokio::test]
