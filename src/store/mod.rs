@@ -1047,7 +1047,8 @@ impl Store {
 /// One kind's objects, ordered by namespace then name: a set of names per namespace.
 ///
 /// Each set holds the stored versions ordered by their own name, rather than a map from a key
-/// to a version: the key lives once, in the version. Grouping by namespace first means a
+/// to a version: the key lives once, in the version (beside it, the set keeps only a name's
+/// first bytes, to compare without reading versions; see [`ByName`]). Grouping by namespace first means a
 /// search inside the set compares names only, never the namespace: half the comparisons per
 /// step, for the writer placing each version and for every list and page.
 ///
@@ -1066,17 +1067,51 @@ struct Objects {
     hasher: std::hash::RandomState,
 }
 
-/// A stored version, ordered and looked up by its name (within its namespace's set).
-struct ByName(Arc<Stored>);
+/// A stored version, ordered by its name (within its namespace's set).
+///
+/// The name's first bytes are kept beside the version, in the B-tree's node: placing a version
+/// compares names there, and reads a version only when two names share their first
+/// [`NAME_HEAD`] bytes. Every comparison used to read a version, scattered in memory: about
+/// thirty cache misses to place each write among a quarter of a million claims, 6% of the
+/// server's CPU, all of it on the writer's thread. It costs 16 bytes a version.
+struct ByName {
+    head: [u8; NAME_HEAD],
+    /// How many of `head`'s bytes are the name's: all of it when the name is that short.
+    head_len: u8,
+    stored: Arc<Stored>,
+}
 
+/// How many of a name's first bytes [`ByName`] keeps: with its length, 16 bytes.
+const NAME_HEAD: usize = 15;
+
+impl ByName {
+    fn new(stored: Arc<Stored>) -> ByName {
+        let name = stored.key.name.as_bytes();
+        let head_len = name.len().min(NAME_HEAD);
+        let mut head = [0; NAME_HEAD];
+        head[..head_len].copy_from_slice(&name[..head_len]);
+        ByName {
+            head,
+            head_len: head_len as u8,
+            stored,
+        }
+    }
+
+    fn head(&self) -> &[u8] {
+        &self.head[..self.head_len as usize]
+    }
+}
+
+/// Lookups by `&str` (where a page starts) compare whole names: the same order, since heads
+/// order as the names they begin.
 impl Borrow<str> for ByName {
     fn borrow(&self) -> &str {
-        &self.0.key.name
+        &self.stored.key.name
     }
 }
 impl PartialEq for ByName {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key.name == other.0.key.name
+        self.cmp(other).is_eq()
     }
 }
 impl Eq for ByName {}
@@ -1086,8 +1121,18 @@ impl PartialOrd for ByName {
     }
 }
 impl Ord for ByName {
+    /// The names' order. Heads that differ order as their names do: either at a byte both
+    /// have, or one is shorter than [`NAME_HEAD`], so it is a whole name and a prefix of the
+    /// other. Equal heads shorter than that are equal names; only equal full heads need the
+    /// rest of the names.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.key.name.cmp(&other.0.key.name)
+        self.head().cmp(other.head()).then_with(|| {
+            if usize::from(self.head_len) < NAME_HEAD {
+                std::cmp::Ordering::Equal
+            } else {
+                self.stored.key.name.cmp(&other.stored.key.name)
+            }
+        })
     }
 }
 
@@ -1111,7 +1156,7 @@ impl Objects {
                 .entry(stored.key.namespace.clone())
                 .or_default(),
         };
-        let prev = names.replace(ByName(stored.clone())).map(|v| v.0);
+        let prev = names.replace(ByName::new(stored.clone())).map(|v| v.stored);
         let hash = self.hasher.hash_one(&stored.key);
         match self.by_key.entry(
             hash,
@@ -1127,17 +1172,19 @@ impl Objects {
     }
 
     fn remove(&mut self, key: &ObjectKey) -> Option<Arc<Stored>> {
-        let names = self.namespaces.get_mut(key.namespace.as_str())?;
-        let prev = names.take(key.name.as_str()).map(|v| v.0)?;
-        if names.is_empty() {
-            self.namespaces.remove(key.namespace.as_str());
-        }
+        // Found by the index first: the set is then searched by the version's head, like
+        // placing one.
         let hash = self.hasher.hash_one(key);
-        if let Ok(entry) = self
+        let entry = self
             .by_key
             .find_entry(hash, |(h, v)| *h == hash && v.key == *key)
-        {
-            entry.remove();
+            .ok()?;
+        let ((_, prev), _) = entry.remove();
+        if let Some(names) = self.namespaces.get_mut(key.namespace.as_str()) {
+            names.remove(&ByName::new(prev.clone()));
+            if names.is_empty() {
+                self.namespaces.remove(key.namespace.as_str());
+            }
         }
         // A table never shrinks by itself: after mass deletes, give the room back (to twice
         // what is left, so the next creates do not grow it again at once). From the kept
@@ -1170,7 +1217,7 @@ impl Objects {
             };
             names
                 .range::<str, _>((start, Bound::Unbounded))
-                .map(|v| &v.0)
+                .map(|v| &v.stored)
         }
         match namespace {
             Some(ns) => {

@@ -937,6 +937,78 @@ async fn point_reads_find_each_current_version_as_the_index_grows_and_shrinks() 
     }
 }
 
+/// The sets compare names by their first bytes, kept beside each version, and by the whole
+/// names only when those are equal: names around that length, sharing long beginnings, still
+/// list in the names' order, page from any of them, and are found and deleted one by one.
+#[tokio::test]
+async fn names_sharing_their_beginnings_list_page_and_delete_in_order() {
+    let store = Store::in_memory(StoreOptions::default()).await;
+    let mut names: Vec<String> = Vec::new();
+    for len in 1..=20 {
+        names.push("x".repeat(len));
+    }
+    for stem in [13, 14, 15, 16, 17] {
+        for tail in ["a", "b", "y", "-", "0", "ab", "a0", "zz"] {
+            names.push(format!("{}{tail}", "x".repeat(stem)));
+        }
+    }
+    names.push("w".repeat(30));
+    names.push("y".into());
+    names.sort();
+    names.dedup();
+    // Written in an order unrelated to the names': every seventh, round and round.
+    let n = names.len();
+    assert_ne!(n % 7, 0, "every name is written");
+    let order: Vec<&String> = (0..n).map(|i| &names[(i * 7) % n]).collect();
+    for name in &order {
+        store
+            .write(vec![WriteOp::create(claim("ns", name))])
+            .await
+            .unwrap();
+    }
+    let listed = |store: &Store| -> Vec<String> {
+        let (items, _) = store.list(Kind::PersistentVolumeClaim, Some("ns"));
+        items.iter().map(|v| v.key.name.to_string()).collect()
+    };
+    assert_eq!(listed(&store), names);
+    // A page starts right after any name, whatever it shares with its neighbours.
+    for (i, name) in names.iter().enumerate() {
+        let after = ObjectKey::new("ns", name.as_str());
+        let (page, _, _) =
+            store.list_page(Kind::PersistentVolumeClaim, None, Some(&after), 3, |_| true);
+        let page: Vec<String> = page.iter().map(|v| v.key.name.to_string()).collect();
+        let want: Vec<String> = names[i + 1..].iter().take(3).cloned().collect();
+        assert_eq!(page, want, "after {name}");
+    }
+    // Every other one deleted, found through its head: the rest stay, in order.
+    let mut kept = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let key = ObjectKey::new("ns", name.as_str());
+        if i % 2 == 0 {
+            let current = store.get(Kind::PersistentVolumeClaim, &key).unwrap();
+            store
+                .write(vec![WriteOp::delete(
+                    Kind::PersistentVolumeClaim,
+                    key.clone(),
+                    current.rv,
+                )])
+                .await
+                .unwrap();
+            assert!(store.get(Kind::PersistentVolumeClaim, &key).is_none());
+        } else {
+            kept.push(name.clone());
+        }
+    }
+    assert_eq!(listed(&store), kept);
+    for name in &kept {
+        let key = ObjectKey::new("ns", name.as_str());
+        assert!(
+            store.get(Kind::PersistentVolumeClaim, &key).is_some(),
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn counts_follow_creates_and_deletes_per_kind() {
     let store = Store::in_memory(StoreOptions::default()).await;
