@@ -154,12 +154,15 @@ impl Schemas {
     pub fn unknown_fields(&self, kind: Kind, value: &Value) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(i) = self.roots.get(&kind).and_then(|n| self.node_of.get(n)) {
-            self.walk(Ref::Node(*i), value, "", &mut out);
+            self.walk(Ref::Node(*i), value, &mut Vec::new(), &mut out);
         }
         out
     }
 
-    fn walk(&self, r: Ref, value: &Value, path: &str, out: &mut Vec<String>) {
+    /// `path` leads to `value`, as steps: it is spelled out only for an unknown field, not
+    /// formatted for every field of every body (that was 1.5% of the server's CPU under
+    /// creates).
+    fn walk<'a>(&self, r: Ref, value: &'a Value, path: &mut Vec<Step<'a>>, out: &mut Vec<String>) {
         let Ref::Node(i) = r else { return };
         match (&self.nodes[i], value) {
             (Node::Alias(target), _) => self.walk(Ref::Node(*target), value, path, out),
@@ -171,25 +174,47 @@ impl Schemas {
                 Value::Object(map),
             ) => {
                 for (k, v) in map {
-                    let child = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
+                    path.push(Step::Field(k));
                     match properties.get(k).or(additional.as_ref()) {
-                        Some(r) => self.walk(*r, v, &child, out),
-                        None => out.push(child),
+                        Some(r) => self.walk(*r, v, path, out),
+                        None => out.push(spell(path)),
                     }
+                    path.pop();
                 }
             }
             (Node::Array(item), Value::Array(items)) => {
                 for (n, v) in items.iter().enumerate() {
-                    self.walk(*item, v, &format!("{path}[{n}]"), out);
+                    path.push(Step::Item(n));
+                    self.walk(*item, v, path, out);
+                    path.pop();
                 }
             }
             _ => {}
         }
     }
+}
+
+/// A step on the path to a field: into an object's field, or an array's item.
+enum Step<'a> {
+    Field(&'a str),
+    Item(usize),
+}
+
+/// A path as Kubernetes spells it in errors: `spec.volumes[0].name`.
+fn spell(path: &[Step]) -> String {
+    let mut spelled = String::new();
+    for step in path {
+        match step {
+            Step::Field(name) => {
+                if !spelled.is_empty() {
+                    spelled.push('.');
+                }
+                spelled.push_str(name);
+            }
+            Step::Item(n) => spelled.push_str(&format!("[{n}]")),
+        }
+    }
+    spelled
 }
 
 #[cfg(test)]
