@@ -5,6 +5,7 @@
 //! drop.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::OnceLock;
 
 use schemars::generate::SchemaSettings;
@@ -211,7 +212,9 @@ fn spell(path: &[Step]) -> String {
                 }
                 spelled.push_str(name);
             }
-            Step::Item(n) => spelled.push_str(&format!("[{n}]")),
+            Step::Item(n) => {
+                let _ = write!(spelled, "[{n}]");
+            }
         }
     }
     spelled
@@ -240,6 +243,31 @@ mod tests {
                 "extra",
                 "metadata.colour",
                 "spec.volumes[0].persistentVolumeClaim.size"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_inside_later_items_of_nested_arrays_are_spelled_with_their_indexes() {
+        let s = schemas();
+        let pv = json!({
+            "metadata": {"name": "v", "annotations": {"free/form": "yes"}},
+            "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "k", "operator": "In", "values": ["a"]}]},
+                {"matchExpressions": [
+                    {"key": "k", "operator": "In", "values": ["a", "b"]},
+                    {"key": "k", "operator": "In", "colour": "x"}
+                ], "shade": 1}
+            ]}}, "": 0}
+        });
+        let mut found = s.unknown_fields(Kind::PersistentVolume, &pv);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                "spec.",
+                "spec.nodeAffinity.required.nodeSelectorTerms[1].matchExpressions[1].colour",
+                "spec.nodeAffinity.required.nodeSelectorTerms[1].shade",
             ]
         );
     }

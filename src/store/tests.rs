@@ -937,6 +937,75 @@ async fn point_reads_find_each_current_version_as_the_index_grows_and_shrinks() 
     }
 }
 
+/// The sets against a model, `BTreeSet<String>`: random names of every length up to 24 bytes,
+/// of ASCII, NUL and two- and three-byte characters (so heads end inside a character), the
+/// empty name among them, created, replaced and deleted in random order in two namespaces.
+/// After each step, each namespace lists as the model orders it.
+#[tokio::test]
+async fn the_sets_order_names_as_strings_do_whatever_their_bytes() {
+    let store = Store::in_memory(StoreOptions::default()).await;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |below: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % below as u64) as usize
+    };
+    let alphabet = ['a', 'b', '\0', '-', 'é', '€'];
+    let mut models: [BTreeSet<String>; 2] = Default::default();
+    let namespaces = ["one", "two"];
+    let listed = |store: &Store, ns: &str| -> Vec<String> {
+        let (items, _) = store.list(Kind::PersistentVolumeClaim, Some(ns));
+        items.iter().map(|v| v.key.name.to_string()).collect()
+    };
+    for step in 0..1500 {
+        let n = next(2);
+        let (ns, model) = (namespaces[n], &mut models[n]);
+        // Shared beginnings are the interesting case: most names start with 13-16 `a`s.
+        let mut name: String = "a".repeat(if next(4) == 0 { 0 } else { 13 + next(4) });
+        while name.len() < 24 && next(3) != 0 {
+            name.push(alphabet[next(alphabet.len())]);
+        }
+        let key = ObjectKey::new(ns, name.as_str());
+        match store.get(Kind::PersistentVolumeClaim, &key) {
+            None => {
+                store
+                    .write(vec![WriteOp::create(claim(ns, &name))])
+                    .await
+                    .unwrap();
+                model.insert(name);
+            }
+            Some(current) if step % 2 == 0 => {
+                store
+                    .write(vec![WriteOp::update(claim(ns, &name), current.rv)])
+                    .await
+                    .unwrap();
+            }
+            Some(current) => {
+                store
+                    .write(vec![WriteOp::delete(
+                        Kind::PersistentVolumeClaim,
+                        key,
+                        current.rv,
+                    )])
+                    .await
+                    .unwrap();
+                model.remove(&name);
+            }
+        }
+        if step % 100 == 99 {
+            for (ns, model) in namespaces.iter().zip(&models) {
+                let want: Vec<String> = model.iter().cloned().collect();
+                assert_eq!(listed(&store, ns), want, "step {step}");
+            }
+        }
+    }
+    assert!(
+        models.iter().all(|m| m.len() > 50),
+        "the names repeat enough to replace and delete"
+    );
+}
+
 /// The sets compare names by their first bytes, kept beside each version, and by the whole
 /// names only when those are equal: names around that length, sharing long beginnings, still
 /// list in the names' order, page from any of them, and are found and deleted one by one.

@@ -115,7 +115,8 @@ struct VolumeEntry {
 struct ClaimEntry {
     group: Group,
     bytes: i64,
-    /// When it began to wait, as a count of claims the index has seen wait.
+    /// When it began to wait, as a count of claims the index has seen wait. As the index
+    /// knows it: after the binder relists, claims wait again from when they were listed.
     since: u64,
 }
 
@@ -386,12 +387,13 @@ impl Index {
             .collect()
     }
 
-    /// Waiting claims of a class (when the class appears or changes).
+    /// Waiting claims of a class (when the class appears or changes), in each group the
+    /// largest request first, then the longest waiting.
     pub fn claims_of_class(&self, class: &str, limit: usize) -> Vec<ObjectKey> {
         self.waiting
             .iter()
             .filter(|((c, _, _), _)| c == class)
-            .flat_map(|(_, queue)| queue.values().cloned())
+            .flat_map(|(_, queue)| queue.values().rev().cloned())
             .take(limit)
             .collect()
     }
@@ -520,6 +522,12 @@ mod tests {
     fn among_equal_requests_the_longest_waiting_claim_is_woken_first() {
         let mut i = Index::default();
         let want = |c: &str| claim("", &["ReadWriteOnce"], c);
+        let woken = |i: &Index, limit| -> Vec<String> {
+            i.claims_for_volume("v", limit)
+                .into_iter()
+                .map(|k| k.name.to_string())
+                .collect()
+        };
         // Created in an order unlike their names'.
         for n in ["m", "z", "a", "q"] {
             i.upsert_claim(&ObjectKey::new("ns", n), &want("1Gi"));
@@ -536,14 +544,32 @@ mod tests {
         // A larger request still comes before all of them.
         i.upsert_claim(&ObjectKey::new("ns", "big"), &want("2Gi"));
         i.upsert_volume("v", &volume("", &["ReadWriteOnce"], "8Gi"));
-        let woken = |i: &Index, limit| -> Vec<String> {
-            i.claims_for_volume("v", limit)
-                .into_iter()
-                .map(|k| k.name.to_string())
-                .collect()
-        };
         assert_eq!(woken(&i, 8), vec!["big", "m", "a", "q", "z"]);
         assert_eq!(woken(&i, 2), vec!["big", "m"]);
+        let of_class: Vec<String> = i
+            .claims_of_class("", 8)
+            .into_iter()
+            .map(|k| k.name.to_string())
+            .collect();
+        assert_eq!(of_class, vec!["big", "m", "a", "q", "z"]);
+        // A request that grows past the volume leaves its place; back within it, it is where
+        // its wait began, not last. A volume exactly the size of a request serves it.
+        i.upsert_claim(&ObjectKey::new("ns", "a"), &want("9Gi"));
+        assert_eq!(woken(&i, 8), vec!["big", "m", "q", "z"]);
+        i.upsert_claim(&ObjectKey::new("ns", "a"), &want("1Gi"));
+        assert_eq!(woken(&i, 8), vec!["big", "m", "a", "q", "z"]);
+        i.upsert_volume("v", &volume("", &["ReadWriteOnce"], "1Gi"));
+        assert_eq!(woken(&i, 8), vec!["m", "a", "q", "z"]);
+        // A claim moved to another class leaves this group's queue.
+        i.upsert_claim(
+            &ObjectKey::new("ns", "q"),
+            &claim("fast", &["ReadWriteOnce"], "1Gi"),
+        );
+        assert_eq!(woken(&i, 8), vec!["m", "a", "z"]);
+        assert_eq!(
+            i.claims_of_class("fast", 8),
+            vec![ObjectKey::new("ns", "q")]
+        );
         // Deleted claims leave the queue, and an empty queue leaves the index.
         for n in ["m", "a", "q", "z", "big"] {
             i.remove_claim(&ObjectKey::new("ns", n));
