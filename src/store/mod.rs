@@ -1048,9 +1048,9 @@ impl Store {
 ///
 /// Each set holds the stored versions ordered by their own name, rather than a map from a key
 /// to a version: the key lives once, in the version (beside it, the set keeps only a name's
-/// first bytes, to compare without reading versions; see [`ByName`]). Grouping by namespace first means a
-/// search inside the set compares names only, never the namespace: half the comparisons per
-/// step, for the writer placing each version and for every list and page.
+/// first bytes, to compare without reading versions; see [`ByName`]). Grouping by namespace
+/// first means a search inside the set compares names only, never the namespace: half the
+/// comparisons per step, for the writer placing each version and for every list and page.
 ///
 /// The same versions are also kept by key in a hash table, for point reads: the writer's
 /// check of every write and every `get` find a version in one probe, not a search of a
