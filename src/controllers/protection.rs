@@ -4,7 +4,7 @@
 //! (as its class, its current one, or the target of a modification) from being removed. The
 //! finalizers are added on create (admission); this controller lifts them once it is safe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -16,7 +16,7 @@ use crate::resources::{
     VolumeAttributesClass, pod, pv, volumeattributesclass,
 };
 use crate::runtime::Error;
-use crate::runtime::{Action, Reconciler};
+use crate::runtime::{Action, FewSet, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +70,7 @@ fn attributes_classes_named(object: &AnyObject) -> Vec<String> {
 
 #[derive(Default)]
 struct PodIndex {
-    pods_of_claim: HashMap<ObjectKey, BTreeSet<String>>,
+    pods_of_claim: HashMap<ObjectKey, FewSet<String>>,
     claims_of_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
 }
 
@@ -160,6 +160,10 @@ impl Reconciler for Protection {
         for c in idx.claims_of_pod.remove(&object.key).unwrap_or_default() {
             if let Some(s) = idx.pods_of_claim.get_mut(&c) {
                 s.remove(object.key.name.as_str());
+                // A claim no pod uses any more leaves the index, as the binder's does.
+                if s.is_empty() {
+                    idx.pods_of_claim.remove(&c);
+                }
             }
         }
         if deleted {

@@ -27,10 +27,12 @@ use crate::store::{Store, Stored, WatchError, WatchEvent};
 
 pub mod clock;
 pub mod error;
+pub mod few_set;
 pub mod queue;
 
 pub use clock::Clock;
 pub use error::Error;
+pub use few_set::FewSet;
 pub use queue::Queue;
 
 /// What to do with a key after a reconcile.

@@ -30,7 +30,7 @@ use crate::resources::{
     node as node_rules, pod, pvc,
 };
 use crate::runtime::Error;
-use crate::runtime::{Action, Reconciler};
+use crate::runtime::{Action, FewSet, Reconciler};
 use crate::store::{ObjectKey, Stored, WatchEvent};
 
 pub const COMPONENT: &str = "attachdetach-controller";
@@ -47,11 +47,11 @@ struct Index {
     volume_of_claim: HashMap<ObjectKey, String>,
     /// Pods: pod → (node, claim names).
     pods: HashMap<ObjectKey, (Option<String>, Vec<String>)>,
-    pods_of_claim: HashMap<ObjectKey, BTreeSet<String>>,
+    pods_of_claim: HashMap<ObjectKey, FewSet<String>>,
     pods_of_node: HashMap<String, BTreeSet<ObjectKey>>,
     /// VolumeAttachments: name → pair.
     attachments: HashMap<String, Pair>,
-    nodes_of_volume: HashMap<String, BTreeSet<String>>,
+    nodes_of_volume: HashMap<String, FewSet<String>>,
     volumes_of_node: HashMap<String, BTreeSet<String>>,
 }
 
@@ -62,6 +62,9 @@ impl Index {
                 let ck = ObjectKey::new(key.namespace.clone(), c);
                 if let Some(s) = self.pods_of_claim.get_mut(&ck) {
                     s.remove(key.name.as_str());
+                    if s.is_empty() {
+                        self.pods_of_claim.remove(&ck);
+                    }
                 }
             }
             if let Some(n) = node
@@ -76,6 +79,9 @@ impl Index {
         if let Some(p) = self.attachments.remove(name) {
             if let Some(s) = self.nodes_of_volume.get_mut(&p.volume) {
                 s.remove(&p.node);
+                if s.is_empty() {
+                    self.nodes_of_volume.remove(&p.volume);
+                }
             }
             if let Some(s) = self.volumes_of_node.get_mut(&p.node) {
                 s.remove(&p.volume);

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::NodeSelector;
 use crate::machinery::labels::Selector;
 use crate::machinery::validation::{FieldErrors, Path};
 use crate::resources::{PersistentVolume, PersistentVolumeClaim, Pod, pod, pv, pvc};
+use crate::runtime::FewSet;
 use crate::store::ObjectKey;
 
 /// Access modes as a bit set: RWO=1, ROX=2, RWX=4, RWOP=8.
@@ -140,13 +141,13 @@ pub struct Index {
     /// The next [`ClaimEntry::since`].
     next_since: u64,
     /// Volume name → claims whose `spec.volumeName` names it.
-    claims_naming: HashMap<String, BTreeSet<ObjectKey>>,
+    claims_naming: HashMap<String, FewSet<ObjectKey>>,
     claim_naming: HashMap<ObjectKey, String>,
     /// Claim → volumes whose `claimRef` names it (pre-bound by an admin).
-    prebound: HashMap<ObjectKey, BTreeSet<String>>,
+    prebound: HashMap<ObjectKey, FewSet<String>>,
     prebound_of: HashMap<String, ObjectKey>,
     /// Claim → pods (by name) in its namespace using it.
-    pods_of_claim: HashMap<ObjectKey, BTreeSet<String>>,
+    pods_of_claim: HashMap<ObjectKey, FewSet<String>>,
     claims_of_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
 }
 
