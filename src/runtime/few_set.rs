@@ -131,6 +131,7 @@ mod tests {
             (false, "x"),
             (true, "a"),
             (true, "c"),
+            (false, "x"),
             (false, "b"),
             (false, "a"),
             (false, "a"),
